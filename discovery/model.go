@@ -1,0 +1,163 @@
+package discovery
+
+import (
+	"net/netip"
+	"strings"
+)
+
+// Mode is how a service's traffic is proxied.
+type Mode uint8
+
+// Modes.
+const (
+	ModeTCP Mode = iota
+	ModeHTTP
+)
+
+func (m Mode) String() string {
+	if m == ModeHTTP {
+		return "http"
+	}
+	return "tcp"
+}
+
+// Protocol is the transport a service port speaks.
+type Protocol uint8
+
+// Protocols.
+const (
+	ProtoTCP Protocol = iota
+	ProtoUDP
+)
+
+func (p Protocol) String() string {
+	if p == ProtoUDP {
+		return "udp"
+	}
+	return "tcp"
+}
+
+// Balance is a load-balancing algorithm, as in HAPROXY_{n}_BALANCE.
+type Balance uint8
+
+// Balancing algorithms.
+const (
+	BalanceRoundRobin Balance = iota
+	BalanceLeastConn
+	BalanceSource
+)
+
+func (b Balance) String() string {
+	switch b {
+	case BalanceLeastConn:
+		return "leastconn"
+	case BalanceSource:
+		return "source"
+	}
+	return "roundrobin"
+}
+
+// ServiceKey names a service: an app and one of its port indexes.
+type ServiceKey struct {
+	App       string // app id, e.g. "/shop/web"
+	PortIndex int
+}
+
+// Backend is one routable endpoint of a service: a task and one of its ports.
+type Backend struct {
+	TaskID string
+	Host   string         // agent host as the source reported it
+	Addr   netip.AddrPort // where connections go
+}
+
+// Service is one port of one app, with the backends that may receive traffic now.
+// A Service is immutable once it is in a published Snapshot.
+type Service struct {
+	Key             ServiceKey
+	Name            string // DNS label of the app (mesos-dns style), e.g. "web-shop"
+	PortName        string // the port's name, if the app names it
+	ServicePort     int    // the stable port clients use; 0 when the app has none
+	Protocol        Protocol
+	Mode            Mode
+	Balance         Balance
+	VHosts          []string // lower-cased Host names for the HTTP listener
+	Path            string   // path prefix for the HTTP listener
+	Sticky          bool
+	RedirectToHTTPS bool
+
+	// Backends are the routable endpoints, sorted by task id, then address.
+	Backends []Backend
+}
+
+// TaskState is what a source says about one task, routable or not, for
+// operators (/v1/services) rather than for routing.
+type TaskState struct {
+	ID       string
+	Host     string
+	State    string // Mesos state, e.g. TASK_RUNNING
+	Ports    []int
+	Routable bool
+	Reason   string // why the task is not routable; empty when it is
+}
+
+// App is everything a source knows about one app, already decided: which
+// services it offers and which of its tasks are routable.
+type App struct {
+	ID      string // unique across sources; Marathon app ids start with "/"
+	Source  string // the source that owns the app, e.g. "marathon"
+	Version string
+	Group   string
+	// Problem is set when the app could not be understood; such an app offers
+	// no services and the reason is shown to operators.
+	Problem  string
+	Services []*Service
+	Tasks    []TaskState
+}
+
+// Conflict records that several services claim one service port.
+type Conflict struct {
+	Port   int
+	Winner ServiceKey
+	Losers []ServiceKey
+}
+
+// AppName turns an app id into a DNS label the way mesos-dns does: path
+// segments reversed and joined with "-" ("/shop/web" gives "web-shop"), then
+// made a valid RFC 1123 label (lower case, [a-z0-9-], no leading or trailing
+// dash, at most 63 characters).
+func AppName(appID string) string {
+	segs := strings.Split(strings.Trim(appID, "/"), "/")
+	var b strings.Builder
+	for i := len(segs) - 1; i >= 0; i-- {
+		if segs[i] == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('-')
+		}
+		b.WriteString(segs[i])
+	}
+	return Label(b.String())
+}
+
+// Label makes s a valid RFC 1123 DNS label: lower case, characters outside
+// [a-z0-9-] become "-", leading and trailing dashes are dropped, and the
+// result is cut to 63 characters.
+func Label(s string) string {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'A' && c <= 'Z':
+			out = append(out, c+'a'-'A')
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
+			out = append(out, c)
+		default:
+			out = append(out, '-')
+		}
+	}
+	for len(out) > 63 {
+		out = out[:63]
+	}
+	return strings.Trim(string(out), "-")
+}

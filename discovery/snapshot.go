@@ -1,0 +1,93 @@
+package discovery
+
+import (
+	"cmp"
+	"slices"
+)
+
+// Snapshot is an internally consistent, immutable view of every app and
+// service at one version. Readers share it freely and never lock; the Table
+// replaces it rather than changing it.
+type Snapshot struct {
+	version uint64
+	apps    map[string]*App
+	// claims holds, per service port, every service claiming it, winner first.
+	claims map[int][]*Service
+	byName map[string][]*Service
+	// changed is closed when a newer snapshot replaces this one.
+	changed chan struct{}
+}
+
+// Version identifies the snapshot; a newer snapshot has a larger version.
+func (s *Snapshot) Version() uint64 {
+	if s == nil {
+		return 0
+	}
+	return s.version
+}
+
+// Changed returns a channel that is closed once a newer snapshot is published,
+// so a reader can wait for a change without polling.
+func (s *Snapshot) Changed() <-chan struct{} { return s.changed }
+
+// Service returns the service that owns the service port, or nil.
+func (s *Snapshot) Service(port int) *Service {
+	if c := s.claims[port]; len(c) > 0 {
+		return c[0]
+	}
+	return nil
+}
+
+// Ports returns every claimed service port in ascending order.
+func (s *Snapshot) Ports() []int {
+	ports := make([]int, 0, len(s.claims))
+	for p := range s.claims {
+		ports = append(ports, p)
+	}
+	slices.Sort(ports)
+	return ports
+}
+
+// ServicesNamed returns the services of every app whose DNS label is name
+// (several apps may share a label, as in mesos-dns).
+func (s *Snapshot) ServicesNamed(name string) []*Service { return s.byName[name] }
+
+// App returns the app with the given id, or nil.
+func (s *Snapshot) App(id string) *App { return s.apps[id] }
+
+// Apps returns every app sorted by id.
+func (s *Snapshot) Apps() []*App {
+	apps := make([]*App, 0, len(s.apps))
+	for _, a := range s.apps {
+		apps = append(apps, a)
+	}
+	slices.SortFunc(apps, func(a, b *App) int { return cmp.Compare(a.ID, b.ID) })
+	return apps
+}
+
+// Conflicts returns every service port claimed by more than one service.
+func (s *Snapshot) Conflicts() []Conflict {
+	var out []Conflict
+	for _, p := range s.Ports() {
+		c := s.claims[p]
+		if len(c) < 2 {
+			continue
+		}
+		cf := Conflict{Port: p, Winner: c[0].Key}
+		for _, l := range c[1:] {
+			cf.Losers = append(cf.Losers, l.Key)
+		}
+		out = append(out, cf)
+	}
+	return out
+}
+
+// compareKeys orders services for port conflicts: the lowest app id, then the
+// lowest port index, wins. The rule depends only on what is claimed, never on
+// arrival order, so a winner does not flap between resyncs or restarts.
+func compareKeys(a, b *Service) int {
+	if c := cmp.Compare(a.Key.App, b.Key.App); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Key.PortIndex, b.Key.PortIndex)
+}

@@ -1,0 +1,27 @@
+package discovery
+
+import "time"
+
+// SourceStatus is what a source reports about its own health, for /healthz,
+// /v1/services, metrics and the status page. It never carries credentials.
+type SourceStatus struct {
+	Name string `json:"name"`
+	// Endpoint is where the source reads from, with any credentials removed.
+	Endpoint string `json:"endpoint"`
+	// Synced is true once the source delivered its first complete view.
+	Synced bool `json:"synced"`
+	// Connected is true while the source's live feed (event stream, session) is up.
+	Connected    bool      `json:"connected"`
+	LastSync     time.Time `json:"last_sync,omitzero"`
+	LastError    string    `json:"last_error,omitempty"`
+	ErrorAt      time.Time `json:"last_error_at,omitzero"`
+	Events       uint64    `json:"events"`
+	Resyncs      uint64    `json:"resyncs"`
+	Reconnects   uint64    `json:"reconnects"`
+	DecodeErrors uint64    `json:"decode_errors"`
+}
+
+// StatusReporter is implemented by every source.
+type StatusReporter interface {
+	Status() SourceStatus
+}
