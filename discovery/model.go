@@ -92,12 +92,12 @@ type Service struct {
 // TaskState is what a source says about one task, routable or not, for
 // operators (/v1/services) rather than for routing.
 type TaskState struct {
-	ID       string
-	Host     string
-	State    string // Mesos state, e.g. TASK_RUNNING
-	Ports    []int
-	Routable bool
-	Reason   string // why the task is not routable; empty when it is
+	ID       string `json:"id"`
+	Host     string `json:"host"`
+	State    string `json:"state"` // Mesos state, e.g. TASK_RUNNING
+	Ports    []int  `json:"ports"`
+	Routable bool   `json:"routable"`
+	Reason   string `json:"reason,omitempty"` // why the task is not routable; empty when it is
 }
 
 // App is everything a source knows about one app, already decided: which

@@ -1,0 +1,133 @@
+package admin
+
+import (
+	"bufio"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The Prometheus text exposition format is small enough to write here; a
+// client library would bring a dependency tree and global registries for a
+// dozen families. Names follow pacer_<subsystem>_<name>_<unit>.
+
+// metricWriter writes one family at a time in the text format.
+type metricWriter struct{ w *bufio.Writer }
+
+func (m metricWriter) family(name, typ, help string) {
+	m.w.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " " + typ + "\n")
+}
+
+// sample writes one sample; labels alternate name, value.
+func (m metricWriter) sample(name string, v float64, labels ...string) {
+	m.w.WriteString(name)
+	if len(labels) > 0 {
+		m.w.WriteByte('{')
+		for i := 0; i+1 < len(labels); i += 2 {
+			if i > 0 {
+				m.w.WriteByte(',')
+			}
+			m.w.WriteString(labels[i] + `="` + escapeLabel(labels[i+1]) + `"`)
+		}
+		m.w.WriteByte('}')
+	}
+	m.w.WriteByte(' ')
+	m.w.WriteString(strconv.FormatFloat(v, 'g', -1, 64))
+	m.w.WriteByte('\n')
+}
+
+var labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+
+func escapeLabel(s string) string { return labelEscaper.Replace(s) }
+
+func boolf(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	bw := bufio.NewWriter(w)
+	defer bw.Flush()
+	m := metricWriter{bw}
+	snap := s.deps.Table.Snapshot()
+
+	m.family("pacer_table_version", "gauge", "Version of the routing table being served.")
+	m.sample("pacer_table_version", float64(snap.Version()))
+
+	apps := snap.Apps()
+	m.family("pacer_service_backends", "gauge", "Routable backends per service.")
+	for _, a := range apps {
+		for _, svc := range a.Services {
+			m.sample("pacer_service_backends", float64(len(svc.Backends)), "app", a.ID, "port_index", strconv.Itoa(svc.Key.PortIndex), "service_port", strconv.Itoa(svc.ServicePort))
+		}
+	}
+	m.family("pacer_app_problems", "gauge", "1 for an app pacer could not understand and does not route.")
+	for _, a := range apps {
+		if a.Problem != "" {
+			m.sample("pacer_app_problems", 1, "app", a.ID)
+		}
+	}
+
+	sources := make([]sourceHealth, 0, len(s.deps.Sources))
+	for _, src := range s.deps.Sources {
+		sources = append(sources, sourceHealth{SourceStatus: src.Status()})
+	}
+	m.family("pacer_source_synced", "gauge", "1 once the source delivered its first complete view.")
+	for _, st := range sources {
+		m.sample("pacer_source_synced", boolf(st.Synced), "source", st.Name)
+	}
+	m.family("pacer_source_connected", "gauge", "1 while the source's live feed is up.")
+	for _, st := range sources {
+		m.sample("pacer_source_connected", boolf(st.Connected), "source", st.Name)
+	}
+	m.family("pacer_source_last_sync_timestamp_seconds", "gauge", "Unix time of the source's last successful full sync.")
+	for _, st := range sources {
+		if !st.LastSync.IsZero() {
+			m.sample("pacer_source_last_sync_timestamp_seconds", float64(st.LastSync.UnixNano())/1e9, "source", st.Name)
+		}
+	}
+	for _, c := range []struct {
+		name, help string
+		get        func(sourceHealth) uint64
+	}{
+		{"pacer_source_events_total", "Events received from the source.", func(s sourceHealth) uint64 { return s.Events }},
+		{"pacer_source_resyncs_total", "Full resyncs completed.", func(s sourceHealth) uint64 { return s.Resyncs }},
+		{"pacer_source_reconnects_total", "Reconnections of the live feed.", func(s sourceHealth) uint64 { return s.Reconnects }},
+		{"pacer_source_decode_errors_total", "Events or documents that could not be decoded.", func(s sourceHealth) uint64 { return s.DecodeErrors }},
+	} {
+		m.family(c.name, "counter", c.help)
+		for _, st := range sources {
+			m.sample(c.name, float64(c.get(st)), "source", st.Name)
+		}
+	}
+
+	if s.deps.Ports != nil {
+		ports := s.deps.Ports()
+		m.family("pacer_tcp_listening", "gauge", "1 while the service port's listener is open.")
+		for _, p := range ports {
+			m.sample("pacer_tcp_listening", boolf(p.Listening), "port", strconv.Itoa(p.Port))
+		}
+		m.family("pacer_tcp_connections_active", "gauge", "Client connections open on the service port.")
+		for _, p := range ports {
+			m.sample("pacer_tcp_connections_active", float64(p.Active), "port", strconv.Itoa(p.Port))
+		}
+		m.family("pacer_tcp_connections_total", "counter", "Client connections accepted on the service port.")
+		for _, p := range ports {
+			m.sample("pacer_tcp_connections_total", float64(p.Total), "port", strconv.Itoa(p.Port))
+		}
+	}
+
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m.family("pacer_go_goroutines", "gauge", "Goroutines that currently exist.")
+	m.sample("pacer_go_goroutines", float64(runtime.NumGoroutine()))
+	m.family("pacer_go_heap_inuse_bytes", "gauge", "Bytes in in-use heap spans.")
+	m.sample("pacer_go_heap_inuse_bytes", float64(ms.HeapInuse))
+	m.family("pacer_process_start_time_seconds", "gauge", "Unix time the process started.")
+	m.sample("pacer_process_start_time_seconds", float64(s.started.UnixNano())/float64(time.Second))
+}

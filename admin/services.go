@@ -1,0 +1,132 @@
+package admin
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/proxy"
+)
+
+// servicesView is the /v1/services body.
+type servicesView struct {
+	Version   uint64         `json:"table_version"`
+	Apps      []appView      `json:"apps"`
+	Conflicts []conflictView `json:"conflicts,omitempty"`
+	Ports     []portView     `json:"ports"`
+	Sources   []sourceHealth `json:"sources"`
+}
+
+type appView struct {
+	ID       string                `json:"id"`
+	Source   string                `json:"source"`
+	Version  string                `json:"version,omitempty"`
+	Group    string                `json:"group,omitempty"`
+	Problem  string                `json:"problem,omitempty"`
+	Services []serviceView         `json:"services"`
+	Tasks    []discovery.TaskState `json:"tasks"`
+}
+
+type serviceView struct {
+	PortIndex   int      `json:"port_index"`
+	Name        string   `json:"dns_name"`
+	PortName    string   `json:"port_name,omitempty"`
+	ServicePort int      `json:"service_port"`
+	Protocol    string   `json:"protocol"`
+	Mode        string   `json:"mode"`
+	Balance     string   `json:"balance"`
+	VHosts      []string `json:"vhosts,omitempty"`
+	Path        string   `json:"path,omitempty"`
+	// Serving says whether this service owns its service port (another app
+	// may win a conflict) and pacer has it open.
+	Serving  bool          `json:"serving"`
+	Note     string        `json:"note,omitempty"`
+	Backends []backendView `json:"backends"`
+}
+
+type backendView struct {
+	TaskID string `json:"task_id"`
+	Host   string `json:"host"`
+	Addr   string `json:"addr"`
+}
+
+type conflictView struct {
+	Port   int      `json:"port"`
+	Winner string   `json:"winner"`
+	Losers []string `json:"losers"`
+}
+
+type portView struct {
+	proxy.PortStatus
+	App string `json:"app,omitempty"`
+}
+
+func keyString(k discovery.ServiceKey) string {
+	return k.App + "#" + strconv.Itoa(k.PortIndex)
+}
+
+func (s *Server) servicesReport() servicesView {
+	snap := s.deps.Table.Snapshot()
+	ports := map[int]proxy.PortStatus{}
+	var portList []proxy.PortStatus
+	if s.deps.Ports != nil {
+		portList = s.deps.Ports()
+		for _, p := range portList {
+			ports[p.Port] = p
+		}
+	}
+	v := servicesView{Version: snap.Version(), Apps: []appView{}, Ports: []portView{}}
+	for _, a := range snap.Apps() {
+		av := appView{ID: a.ID, Source: a.Source, Version: a.Version, Group: a.Group, Problem: a.Problem, Services: []serviceView{}, Tasks: a.Tasks}
+		if av.Tasks == nil {
+			av.Tasks = []discovery.TaskState{}
+		}
+		for _, svc := range a.Services {
+			sv := serviceView{
+				PortIndex: svc.Key.PortIndex, Name: svc.Name, PortName: svc.PortName, ServicePort: svc.ServicePort,
+				Protocol: svc.Protocol.String(), Mode: svc.Mode.String(), Balance: svc.Balance.String(),
+				VHosts: svc.VHosts, Path: svc.Path, Backends: []backendView{},
+			}
+			owner := snap.Service(svc.ServicePort)
+			ps, bound := ports[svc.ServicePort]
+			switch {
+			case svc.ServicePort == 0:
+				sv.Note = "no service port"
+			case owner != svc:
+				sv.Note = "service port " + strconv.Itoa(svc.ServicePort) + " is taken by " + keyString(owner.Key)
+			case !bound && s.deps.Ports != nil:
+				sv.Note = "service port outside --ports; not bound"
+			case bound && ps.Error != "":
+				sv.Note = ps.Error
+			case bound:
+				sv.Serving = ps.Listening
+			}
+			for _, b := range svc.Backends {
+				sv.Backends = append(sv.Backends, backendView{TaskID: b.TaskID, Host: b.Host, Addr: b.Addr.String()})
+			}
+			av.Services = append(av.Services, sv)
+		}
+		v.Apps = append(v.Apps, av)
+	}
+	for _, c := range snap.Conflicts() {
+		cv := conflictView{Port: c.Port, Winner: keyString(c.Winner)}
+		for _, l := range c.Losers {
+			cv.Losers = append(cv.Losers, keyString(l))
+		}
+		v.Conflicts = append(v.Conflicts, cv)
+	}
+	for _, p := range portList {
+		pv := portView{PortStatus: p}
+		if svc := snap.Service(p.Port); svc != nil {
+			pv.App = svc.Key.App
+		}
+		v.Ports = append(v.Ports, pv)
+	}
+	_, h := s.healthReport()
+	v.Sources = h.Sources
+	return v
+}
+
+func (s *Server) services(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.servicesReport())
+}

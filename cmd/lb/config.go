@@ -1,0 +1,302 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is everything the command line and the environment decide.
+type config struct {
+	marathon        []string
+	marathonToken   string
+	groups          []string
+	bind            string
+	portMin         int
+	portMax         int
+	admin           string
+	dns             string
+	domain          string
+	dnsTTL          time.Duration
+	advertise       netip.Addr
+	drainTimeout    time.Duration
+	waitForBackend  time.Duration
+	dialTimeout     time.Duration
+	idleTimeout     time.Duration
+	keepUnreachable bool
+	selfAppID       string
+	logLevel        string
+	logFormat       string
+}
+
+// errHelp is returned when the user asked for --help; usage was printed.
+var errHelp = errors.New("help requested")
+
+const usageHead = `lb: pacer, a service-discovery load balancer for Mesos + Marathon.
+
+Usage:
+  lb [flags]        follow Marathon and route its apps' service ports
+  lb demo [flags]   the same against a built-in Marathon simulator with demo apps
+  lb version        print the version
+
+Every flag can also come from the environment as PACER_<FLAG> (upper case,
+dashes to underscores, e.g. PACER_MARATHON); a flag on the command line wins.
+
+Examples:
+  lb --marathon http://marathon-1:8080,http://marathon-2:8080
+  lb --marathon http://user:pass@marathon:8080 --ports 10000-10100 --group external
+  PACER_MARATHON=http://marathon.mesos:8080 lb --dns :53 --domain mesos
+
+`
+
+// flagGroups orders --help output by topic.
+var flagGroups = []struct {
+	title string
+	names []string
+}{
+	{"Marathon", []string{"marathon", "marathon-token", "group", "keep-unreachable"}},
+	{"Service ports (TCP proxy)", []string{"bind", "ports", "wait-for-backend", "dial-timeout", "idle-timeout", "drain-timeout"}},
+	{"DNS", []string{"dns", "domain", "dns-ttl", "advertise"}},
+	{"Operations", []string{"admin", "log-level", "log-format"}},
+}
+
+// parseConfig reads flags from args and PACER_* variables from getenv.
+func parseConfig(name string, args []string, getenv func(string) string, out io.Writer) (*config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	marathonDefault := "http://127.0.0.1:8080"
+	if v := getenv("MARATHON_URL"); v != "" {
+		marathonDefault = v
+	}
+	adminDefault := ":9090"
+	if p := getenv("PORT0"); p != "" { // run by Marathon: the admin port is the app's first port
+		adminDefault = ":" + p
+	}
+	var (
+		marathon  = fs.String("marathon", marathonDefault, "comma-separated Marathon URLs, http[s]://[user:pass@]host:port (env MARATHON_URL is also read)")
+		token     = fs.String("marathon-token", "", "DC/OS token sent as 'Authorization: token=...'")
+		group     = fs.String("group", "*", "serve only apps whose GROUP label matches (comma list; * = all)")
+		keepUnr   = fs.Bool("keep-unreachable", true, "keep routing to TASK_UNREACHABLE/TASK_LOST tasks (marathon-lb compatible)")
+		bind      = fs.String("bind", "0.0.0.0", "address the service-port listeners bind")
+		ports     = fs.String("ports", "8000-8100", "service ports this instance may bind, MIN-MAX")
+		waitFor   = fs.Duration("wait-for-backend", 3*time.Second, "how long a new connection waits for a backend when a service has none")
+		dialTO    = fs.Duration("dial-timeout", time.Second, "timeout for connecting to a backend")
+		idleTO    = fs.Duration("idle-timeout", time.Hour, "close a proxied TCP connection idle in both directions this long")
+		drainTO   = fs.Duration("drain-timeout", 30*time.Second, "how long removed backends and a stopping pacer let connections finish")
+		dnsAddr   = fs.String("dns", ":8053", "DNS listener, UDP and TCP; empty turns DNS off")
+		domain    = fs.String("domain", "mesos", "DNS zone, as mesos-dns's domain")
+		dnsTTL    = fs.Duration("dns-ttl", 5*time.Second, "TTL of DNS answers")
+		advertise = fs.String("advertise", "", "this instance's address in lb.<domain> records (default $HOST, else the first non-loopback IPv4)")
+		admin     = fs.String("admin", adminDefault, "admin HTTP listener (/healthz, /v1/services, /metrics, status page)")
+		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
+		logFormat = fs.String("log-format", "", "console or json (default console on a terminal, else json)")
+	)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(fs, out)
+			return nil, errHelp
+		}
+		return nil, fmt.Errorf("%v (see lb --help)", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (see lb --help)", fs.Arg(0))
+	}
+	// The environment fills in every flag not given on the command line.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || envErr != nil {
+			return
+		}
+		key := "PACER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(key); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %v", key, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+
+	c := &config{
+		marathonToken:   *token,
+		bind:            *bind,
+		admin:           *admin,
+		dns:             *dnsAddr,
+		domain:          strings.Trim(strings.ToLower(*domain), "."),
+		dnsTTL:          *dnsTTL,
+		drainTimeout:    *drainTO,
+		waitForBackend:  *waitFor,
+		dialTimeout:     *dialTO,
+		idleTimeout:     *idleTO,
+		keepUnreachable: *keepUnr,
+		selfAppID:       getenv("MARATHON_APP_ID"),
+		logLevel:        *logLevel,
+		logFormat:       *logFormat,
+	}
+	for _, u := range strings.Split(*marathon, ",") {
+		if u = strings.TrimSpace(u); u == "" {
+			continue
+		}
+		if err := checkMarathonURL(u); err != nil {
+			return nil, fmt.Errorf("--marathon: %v", err)
+		}
+		c.marathon = append(c.marathon, u)
+	}
+	if len(c.marathon) == 0 {
+		return nil, errors.New("--marathon: no URL given; pass e.g. --marathon http://marathon:8080")
+	}
+	for _, g := range strings.Split(*group, ",") {
+		if g = strings.TrimSpace(g); g != "" && g != "*" {
+			c.groups = append(c.groups, g)
+		}
+	}
+	var err error
+	if c.portMin, c.portMax, err = parsePortRange(*ports); err != nil {
+		return nil, fmt.Errorf("--ports: %v", err)
+	}
+	if net.ParseIP(c.bind) == nil {
+		return nil, fmt.Errorf("--bind: %q is not an IP address; use e.g. 0.0.0.0 or 127.0.0.1", c.bind)
+	}
+	if err := checkListenAddr(c.admin); err != nil {
+		return nil, fmt.Errorf("--admin: %v", err)
+	}
+	if c.dns != "" {
+		if err := checkListenAddr(c.dns); err != nil {
+			return nil, fmt.Errorf("--dns: %v", err)
+		}
+	}
+	if c.domain == "" {
+		return nil, errors.New("--domain: must not be empty; the default is mesos")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--wait-for-backend", c.waitForBackend}, {"--dial-timeout", c.dialTimeout}, {"--idle-timeout", c.idleTimeout}, {"--drain-timeout", c.drainTimeout}, {"--dns-ttl", c.dnsTTL}} {
+		if d.v <= 0 {
+			return nil, fmt.Errorf("%s: must be a positive duration such as 3s", d.name)
+		}
+	}
+	if c.advertise, err = advertiseAddr(*advertise, getenv); err != nil {
+		return nil, fmt.Errorf("--advertise: %v", err)
+	}
+	switch c.logLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", c.logLevel)
+	}
+	switch c.logFormat {
+	case "", "console", "json":
+	default:
+		return nil, fmt.Errorf("--log-format: %q is not one of console, json", c.logFormat)
+	}
+	return c, nil
+}
+
+func printUsage(fs *flag.FlagSet, out io.Writer) {
+	fmt.Fprint(out, usageHead)
+	for _, g := range flagGroups {
+		fmt.Fprintf(out, "%s:\n", g.title)
+		for _, n := range g.names {
+			f := fs.Lookup(n)
+			def := ""
+			if f.DefValue != "" {
+				def = fmt.Sprintf(" (default %s)", f.DefValue)
+			}
+			fmt.Fprintf(out, "  --%-18s %s%s\n", f.Name, f.Usage, def)
+		}
+		fmt.Fprintln(out)
+	}
+}
+
+// checkMarathonURL accepts http[s]://[user:pass@]host:port[/path]. Errors
+// never repeat the password.
+func checkMarathonURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("cannot parse a URL (expected http[s]://[user:pass@]host:port)")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("%q: scheme must be http or https (expected http[s]://[user:pass@]host:port)", u.Redacted())
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%q: no host (expected http[s]://[user:pass@]host:port)", u.Redacted())
+	}
+	return nil
+}
+
+func parsePortRange(s string) (lo, hi int, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		b = a
+	}
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("%q is not a range; use MIN-MAX, e.g. 8000-8100", s)
+	}
+	if lo < 1 || hi > 65535 {
+		return 0, 0, fmt.Errorf("%q: ports must be between 1 and 65535", s)
+	}
+	if lo > hi {
+		return 0, 0, fmt.Errorf("%q: MIN is above MAX; use e.g. %d-%d", s, hi, lo)
+	}
+	return lo, hi, nil
+}
+
+func checkListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port; use e.g. :9090 or 127.0.0.1:9090", addr)
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		return fmt.Errorf("%q: host must be an IP address or empty", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: port must be a number from 0 to 65535", addr)
+	}
+	return nil
+}
+
+// advertiseAddr picks the address this instance announces in lb.<domain>.
+func advertiseAddr(flagValue string, getenv func(string) string) (netip.Addr, error) {
+	if flagValue == "" {
+		flagValue = getenv("HOST") // set by Marathon to the agent's host name
+	}
+	if flagValue != "" {
+		if a, err := netip.ParseAddr(flagValue); err == nil {
+			return a, nil
+		}
+		ips, err := net.LookupIP(flagValue)
+		if err != nil || len(ips) == 0 {
+			return netip.Addr{}, fmt.Errorf("cannot resolve %q; pass an IP address", flagValue)
+		}
+		for _, ip := range ips {
+			if v4 := ip.To4(); v4 != nil {
+				return netip.AddrFrom4([4]byte(v4)), nil
+			}
+		}
+		a, _ := netip.AddrFromSlice(ips[0])
+		return a, nil
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() {
+				if v4 := n.IP.To4(); v4 != nil {
+					return netip.AddrFrom4([4]byte(v4)), nil
+				}
+			}
+		}
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
+}

@@ -1,0 +1,369 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/pacer-lb/pacer/discovery/marathonsim"
+)
+
+// freePort returns a TCP port that was free a moment ago on 127.0.0.1.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// pacer is one running lb, as a test sees it.
+type pacer struct {
+	admin string // http://127.0.0.1:PORT
+	dns   net.Addr
+	done  chan error
+	stop  context.CancelFunc
+}
+
+// startPacer runs lb against marathonURL with the given service port range,
+// returning once every listener is open (the ready hook), never by sleeping.
+func startPacer(t testing.TB, marathonURL string, portMin, portMax int, mutate ...func(*config)) *pacer {
+	t.Helper()
+	cfg, err := parseConfig("lb", []string{
+		"--marathon", marathonURL,
+		"--bind", "127.0.0.1",
+		"--ports", fmt.Sprintf("%d-%d", portMin, portMax),
+		"--admin", "127.0.0.1:0",
+		"--dns", "127.0.0.1:0",
+		"--drain-timeout", "2s",
+	}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mutate {
+		m(cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &pacer{done: make(chan error, 1), stop: cancel}
+	ready := make(chan struct{})
+	go func() {
+		p.done <- run(ctx, cfg, zaptest.NewLogger(t), &hooks{ready: func(a, d net.Addr) {
+			p.admin = "http://" + a.String()
+			p.dns = d
+			close(ready)
+		}})
+	}()
+	select {
+	case <-ready:
+	case err := <-p.done:
+		t.Fatalf("lb stopped before it was ready: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("lb not ready after 10s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-p.done:
+			if err != nil {
+				t.Errorf("lb returned %v on shutdown", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("lb did not stop within 10s of cancel")
+		}
+	})
+	return p
+}
+
+func startSim(t testing.TB, cfg marathonsim.Config) *marathonsim.Server {
+	t.Helper()
+	sim := marathonsim.New(cfg)
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	return sim
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// readHello dials addr and returns the first line the task sent.
+func readHello(addr string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("reading from %s: %w (got %q)", addr, err, line)
+	}
+	return strings.TrimSpace(line), nil
+}
+
+// The seed's example: each task answers one connection and exits, Marathon
+// starts another elsewhere, and `nc lb 8000` a hundred times in a row reaches
+// the task alive at that moment every time.
+func TestSeedExampleHundredConnections(t *testing.T) {
+	sim := startSim(t, marathonsim.Config{})
+	port := freePort(t)
+	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/marathon-nc", Instances: 1, ServicePorts: []int{port}, Run: marathonsim.OneShotHello(false)}); err != nil {
+		t.Fatal(err)
+	}
+	startPacer(t, sim.URL(), port, port)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+
+	seen := map[string]bool{}
+	for i := range 100 {
+		line, err := readHello(addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		id, ok := strings.CutPrefix(line, "hello ")
+		if !ok || !strings.HasPrefix(id, "marathon-nc.") {
+			t.Fatalf("connection %d: got %q, want hello marathon-nc.<task>", i+1, line)
+		}
+		if seen[id] {
+			t.Fatalf("connection %d reached task %s twice: a dead task was routed", i+1, id)
+		}
+		seen[id] = true
+	}
+	if len(seen) != 100 {
+		t.Fatalf("%d distinct tasks, want 100", len(seen))
+	}
+}
+
+func httpGet(t testing.TB, url string) (int, string) {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}).Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestThreeTasksShareLoad(t *testing.T) {
+	sim := startSim(t, marathonsim.Config{})
+	port := freePort(t)
+	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 3, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
+		t.Fatal(err)
+	}
+	p := startPacer(t, sim.URL(), port, port)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	eventually(t, 5*time.Second, "three backends routed", func() bool { return backends(t, p, "/web") == 3 })
+
+	counts := map[string]int{}
+	for range 30 {
+		code, body := httpGet(t, url)
+		if code != 200 {
+			t.Fatalf("status %d: %s", code, body)
+		}
+		counts[strings.TrimSpace(body)]++
+	}
+	if len(counts) != 3 {
+		t.Fatalf("responses came from %d tasks, want 3: %v", len(counts), counts)
+	}
+	for task, n := range counts {
+		if n != 10 {
+			t.Errorf("task %s got %d of 30 requests, want 10 (round robin)", task, n)
+		}
+	}
+}
+
+// backends returns how many routable backends /v1/services lists for app.
+func backends(t testing.TB, p *pacer, app string) int {
+	t.Helper()
+	resp, err := http.Get(p.admin + "/v1/services")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Apps []struct {
+			ID       string
+			Services []struct{ Backends []json.RawMessage }
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range v.Apps {
+		if a.ID == app && len(a.Services) > 0 {
+			return len(a.Services[0].Backends)
+		}
+	}
+	return 0
+}
+
+func TestKilledTaskReplacementIsRouted(t *testing.T) {
+	sim := startSim(t, marathonsim.Config{})
+	port := freePort(t)
+	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 1, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
+		t.Fatal(err)
+	}
+	p := startPacer(t, sim.URL(), port, port)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	eventually(t, 5*time.Second, "one backend routed", func() bool { return backends(t, p, "/web") == 1 })
+	_, first := httpGet(t, url)
+	old := sim.Tasks("/web")[0].ID
+	if !strings.Contains(first, old) {
+		t.Fatalf("answer %q is not from task %s", first, old)
+	}
+	if err := sim.KillTask(old, marathonsim.KillOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The very next request must reach the replacement: pacer holds it until
+	// the new task is routed instead of failing it.
+	code, body := httpGet(t, url)
+	if code != 200 || strings.Contains(body, old) {
+		t.Fatalf("after the kill: %d %q, want 200 from the replacement", code, body)
+	}
+}
+
+func TestScaleToZeroAndBack(t *testing.T) {
+	sim := startSim(t, marathonsim.Config{})
+	port := freePort(t)
+	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 2, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
+		t.Fatal(err)
+	}
+	p := startPacer(t, sim.URL(), port, port)
+	eventually(t, 5*time.Second, "two backends", func() bool { return backends(t, p, "/web") == 2 })
+	if err := sim.Scale("/web", 0); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "no backends after scale to 0", func() bool { return backends(t, p, "/web") == 0 })
+	// With no task a client is held, then closed: it never reaches a dead task.
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatalf("the listener must stay open while the app has no tasks: %v", err)
+	}
+	c.Close()
+	if err := sim.Scale("/web", 2); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "two backends after scale back", func() bool { return backends(t, p, "/web") == 2 })
+	if code, body := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/", port)); code != 200 {
+		t.Fatalf("after scaling back: %d %s", code, body)
+	}
+}
+
+// Marathon drops every stream while state changes without events; the
+// resync after the reconnect must converge.
+func TestDroppedStreamConvergesAfterResync(t *testing.T) {
+	sim := startSim(t, marathonsim.Config{})
+	port := freePort(t)
+	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 1, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
+		t.Fatal(err)
+	}
+	p := startPacer(t, sim.URL(), port, port)
+	eventually(t, 5*time.Second, "one backend", func() bool { return backends(t, p, "/web") == 1 })
+	sim.Silently(func() {
+		if err := sim.Scale("/web", 3); err != nil {
+			t.Error(err)
+		}
+	})
+	// Wait until the simulator runs all three, silently: pacer cannot know.
+	eventually(t, 5*time.Second, "simulator runs 3 tasks", func() bool { return len(sim.Tasks("/web")) == 3 })
+	if n := backends(t, p, "/web"); n != 1 {
+		t.Fatalf("pacer saw %d backends without any event; the test is not testing the resync", n)
+	}
+	sim.DropStreams()
+	eventually(t, 10*time.Second, "three backends after the reconnect's resync", func() bool { return backends(t, p, "/web") == 3 })
+}
+
+// Marathon is not up when pacer starts: pacer retries and serves once it answers.
+func TestMarathonDownAtStart(t *testing.T) {
+	marathonAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	port := freePort(t)
+	p := startPacer(t, "http://"+marathonAddr, port, port)
+
+	resp, err := http.Get(p.admin + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/healthz before any sync = %d, want 503", resp.StatusCode)
+	}
+
+	sim := marathonsim.New(marathonsim.Config{})
+	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 1, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Start(marathonAddr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	eventually(t, 10*time.Second, "healthz 200 after Marathon came up", func() bool {
+		resp, err := http.Get(p.admin + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if code, _ := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/", port)); code != 200 {
+		t.Fatalf("status %d through the service port", code)
+	}
+}
+
+// Marathon goes away: pacer keeps serving the last table and says so.
+func TestMarathonGoneKeepsLastTable(t *testing.T) {
+	sim := startSim(t, marathonsim.Config{})
+	port := freePort(t)
+	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 2, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
+		t.Fatal(err)
+	}
+	p := startPacer(t, sim.URL(), port, port)
+	eventually(t, 5*time.Second, "two backends", func() bool { return backends(t, p, "/web") == 2 })
+	// Marathon answers 500 to everything and drops the stream.
+	sim.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		http.Error(w, "boom", http.StatusInternalServerError)
+		return true
+	})
+	sim.DropStreams()
+	var mu sync.Mutex
+	var last string
+	eventually(t, 10*time.Second, "healthz reports the source stale", func() bool {
+		resp, err := http.Get(p.admin + "/healthz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		mu.Lock()
+		last = string(b)
+		mu.Unlock()
+		return resp.StatusCode == 200 && strings.Contains(last, `"stale"`)
+	})
+	if n := backends(t, p, "/web"); n != 2 {
+		t.Fatalf("backends = %d after Marathon failed, want the last good 2", n)
+	}
+	if code, _ := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/", port)); code != 200 {
+		t.Fatalf("status %d through the service port while Marathon is down", code)
+	}
+}

@@ -1,0 +1,95 @@
+// Command lb is pacer: a service-discovery load balancer for Mesos + Marathon.
+//
+// It follows Marathon's event stream, keeps a routing table of every app's
+// live, healthy tasks, and serves them on stable service ports (TCP proxy),
+// in DNS (mesos-dns names) and on an admin listener. `lb demo` runs it against
+// a built-in Marathon simulator. See README.md and `lb --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(realMain(os.Args[1:]))
+}
+
+func realMain(args []string) int {
+	cmd := "run"
+	if len(args) > 0 {
+		switch args[0] {
+		case "version", "--version", "-version":
+			fmt.Println("lb (pacer)", version)
+			return 0
+		case "demo":
+			cmd, args = "demo", args[1:]
+		}
+	}
+	cfg, err := parseConfig("lb", args, os.Getenv, os.Stdout)
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lb:", err)
+		return 2
+	}
+	log, err := newLogger(cfg.logLevel, cfg.logFormat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lb:", err)
+		return 2
+	}
+	defer func() { _ = log.Sync() }()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if cmd == "demo" {
+		err = runDemo(ctx, cfg, log)
+	} else {
+		err = run(ctx, cfg, log, nil)
+	}
+	if err != nil {
+		log.Error("stopped", zap.Error(err))
+		fmt.Fprintln(os.Stderr, "lb:", err)
+		return 1
+	}
+	return 0
+}
+
+// newLogger builds the zap logger: console on a terminal, JSON otherwise.
+func newLogger(level, format string) (*zap.Logger, error) {
+	if format == "" {
+		format = "json"
+		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			format = "console"
+		}
+	}
+	var zc zap.Config
+	if format == "console" {
+		zc = zap.NewDevelopmentConfig()
+		zc.Development = false
+		zc.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		zc.DisableStacktrace = true
+	} else {
+		zc = zap.NewProductionConfig()
+		zc.EncoderConfig.TimeKey = "ts"
+		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	}
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.Sampling = nil
+	return zc.Build()
+}

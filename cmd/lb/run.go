@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/pacer-lb/pacer/admin"
+	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/discovery/marathon"
+	"github.com/pacer-lb/pacer/dnsserver"
+	"github.com/pacer-lb/pacer/proxy"
+)
+
+// hooks let tests and the demo learn where pacer listens; all optional.
+type hooks struct {
+	// ready is called once every listener is open.
+	ready func(admin net.Addr, dnsUDP net.Addr)
+}
+
+// run wires the table, the Marathon source, the TCP proxy, DNS and the admin
+// listener, and serves until ctx is cancelled (SIGTERM, SIGINT). Then it makes
+// /healthz fail, stops accepting, drains for up to --drain-timeout, and returns
+// nil: a clean stop exits 0.
+func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
+	if h == nil {
+		h = &hooks{}
+	}
+	table := discovery.NewTable()
+
+	src, err := marathon.New(marathon.Config{
+		URLs:            cfg.marathon,
+		Token:           cfg.marathonToken,
+		Groups:          cfg.groups,
+		KeepUnreachable: cfg.keepUnreachable,
+		SelfAppID:       cfg.selfAppID,
+	}, table, log)
+	if err != nil {
+		return fmt.Errorf("--marathon: %w", err)
+	}
+	tcp, err := proxy.NewTCP(proxy.TCPConfig{
+		Bind:           cfg.bind,
+		PortMin:        cfg.portMin,
+		PortMax:        cfg.portMax,
+		DialTimeout:    cfg.dialTimeout,
+		IdleTimeout:    cfg.idleTimeout,
+		WaitForBackend: cfg.waitForBackend,
+		DrainTimeout:   cfg.drainTimeout,
+	}, table, log)
+	if err != nil {
+		return fmt.Errorf("tcp proxy: %w", err)
+	}
+
+	routes := map[string]http.Handler{}
+	var dns *dnsserver.Server
+	dnsReady := make(chan net.Addr, 1)
+	if cfg.dns != "" {
+		dns, err = dnsserver.New(dnsserver.Config{
+			Addr:        cfg.dns,
+			Domain:      cfg.domain,
+			TTL:         cfg.dnsTTL,
+			Advertise:   cfg.advertise,
+			OnListening: func(udp, _ net.Addr) { dnsReady <- udp },
+		}, table, log)
+		if err != nil {
+			return fmt.Errorf("--dns: %w", err)
+		}
+		api := dns.APIHandler()
+		routes["GET /v1/services/{service}"] = api
+		routes["GET /v1/hosts/{host}"] = api
+	} else {
+		dnsReady <- nil
+	}
+
+	adminLn, err := net.Listen("tcp", cfg.admin)
+	if err != nil {
+		return fmt.Errorf("--admin: %w (is another pacer running? pick a free port)", err)
+	}
+	adm, err := admin.New(admin.Deps{
+		Table:   table,
+		Sources: []discovery.StatusReporter{src},
+		Ports:   tcp.Ports,
+		Resync:  src.Resync,
+		Routes:  routes,
+		Version: version,
+	}, log)
+	if err != nil {
+		adminLn.Close()
+		return err
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	goRun := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	goRun("marathon", func() error { return src.Run(runCtx) })
+	goRun("tcp proxy", func() error { return tcp.Run(runCtx) })
+	if dns != nil {
+		goRun("dns", func() error { return dns.Run(runCtx) })
+	}
+	goRun("admin", func() error { return adm.Serve(adminLn) })
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	var dnsAddr net.Addr
+	var fatal error
+	select {
+	case dnsAddr = <-dnsReady:
+	case fatal = <-errc:
+	case <-ctx.Done():
+	}
+	if fatal == nil && ctx.Err() == nil {
+		log.Info("pacer running", zap.String("version", version), zap.Strings("marathon", redactAll(cfg.marathon)),
+			zap.String("ports", fmt.Sprintf("%s:%d-%d", cfg.bind, cfg.portMin, cfg.portMax)), zap.Stringer("admin", adminLn.Addr()))
+		if h.ready != nil {
+			h.ready(adminLn.Addr(), dnsAddr)
+		}
+	loop:
+		for {
+			select {
+			case <-ctx.Done():
+				break loop
+			case fatal = <-errc:
+				break loop
+			case <-hup:
+				log.Info("SIGHUP: resync requested")
+				src.Resync()
+			}
+		}
+	}
+
+	// Stop: fail health checks first so Marathon and peers stop sending, then
+	// stop accepting and let open connections drain.
+	adm.SetDraining()
+	log.Info("stopping: draining connections", zap.Duration("drain_timeout", cfg.drainTimeout))
+	drainCtx, drainCancel := context.WithTimeout(context.Background(), cfg.drainTimeout)
+	defer drainCancel()
+	if err := tcp.Shutdown(drainCtx); err != nil {
+		log.Warn("tcp drain ended early", zap.Error(err))
+	}
+	if dns != nil {
+		_ = dns.Shutdown(drainCtx)
+	}
+	_ = adm.Shutdown(drainCtx)
+	cancel()
+	wg.Wait()
+	log.Info("stopped")
+	return fatal
+}
+
+func redactAll(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		if pu, err := url.Parse(u); err == nil {
+			out[i] = pu.Redacted()
+		}
+	}
+	return out
+}

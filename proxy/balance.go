@@ -1,0 +1,67 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/pacer-lb/pacer/discovery"
+)
+
+// pick returns the index in svc.Backends of the first backend to try; on a
+// failed dial the caller walks on from there. svc has at least one backend.
+//
+//   - roundrobin (the default): one atomic add on the port's cursor. The
+//     cursor is per port, not per backend list, so a change of backends
+//     shifts the rotation but never resets it to the first backend.
+//   - source: a hash of the client's IP, so a client keeps its backend while
+//     the backend list is unchanged (HAProxy's "balance source").
+//   - leastconn: the backend with the fewest tracked connections, read under
+//     the port's tracker lock; ties rotate with the round-robin cursor.
+//     Connections still dialling are not counted yet, so a burst of new
+//     connections can land on one backend.
+func (ps *tcpPort) pick(svc *discovery.Service, client *net.TCPConn) int {
+	n := uint64(len(svc.Backends))
+	switch svc.Balance {
+	case discovery.BalanceSource:
+		if a, ok := client.RemoteAddr().(*net.TCPAddr); ok {
+			return int(hashAddr(a.AddrPort().Addr().Unmap()) % n)
+		}
+	case discovery.BalanceLeastConn:
+		return ps.leastConn(svc.Backends, ps.rr.Add(1)-1)
+	}
+	return int((ps.rr.Add(1) - 1) % n)
+}
+
+// leastConn returns the index of the backend with the fewest open
+// connections, looking from off onwards so ties take turns.
+func (ps *tcpPort) leastConn(backends []discovery.Backend, off uint64) int {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	n := uint64(len(backends))
+	best, bestN := int(off%n), int(^uint(0)>>1)
+	for i := range n {
+		idx := int((off + i) % n)
+		cnt := 0
+		if bc := ps.backends[backends[idx].Addr]; bc != nil {
+			cnt = bc.n
+		}
+		if cnt < bestN {
+			best, bestN = idx, cnt
+		}
+	}
+	return best
+}
+
+// hashAddr is FNV-1a over the address's 16-byte form; it does not allocate.
+func hashAddr(a netip.Addr) uint64 {
+	const (
+		offset = 14695981039346656037
+		prime  = 1099511628211
+	)
+	h := uint64(offset)
+	for _, b := range a.As16() {
+		h ^= uint64(b)
+		h *= prime
+	}
+	return h
+}

@@ -1,0 +1,227 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pacer-lb/pacer/discovery"
+)
+
+// maxCopyWindow caps how long one io.Copy runs between idle checks. A window
+// end costs a wakeup and a deadline reset per direction, and it is also when
+// the byte counters are added, so it bounds how stale PortStatus bytes are.
+const maxCopyWindow = 10 * time.Second
+
+// Reasons a connection ends without a backend or is closed by the proxy.
+var (
+	errNoBackend = errors.New("no backend accepted the connection")
+	errShutdown  = errors.New("shutting down")
+	errIdle      = errors.New("idle timeout")
+)
+
+// tcpConn is one client connection spliced to one backend.
+type tcpConn struct {
+	client, backend *net.TCPConn
+	addr            netip.AddrPort // the backend, the tracker's key
+	port            *tcpPort
+
+	// lastActive is the UnixNano time a copy window last moved bytes, in
+	// either direction; only window ends write it, never the byte path.
+	lastActive atomic.Int64
+
+	// Tracker fields, guarded by port.mu; see drain.go.
+	prev, next *tcpConn
+	drain      *time.Timer // non-nil while the backend is draining
+
+	closeOnce sync.Once
+	done      sync.WaitGroup // the backend-to-client goroutine
+	// Per-direction results, each written by its own goroutine and read
+	// after done.Wait.
+	inN, outN     int64
+	inErr, outErr error
+}
+
+// serveConn routes one accepted client and forwards until both directions
+// end. It owns client.
+func (p *TCP) serveConn(ps *tcpPort, client *net.TCPConn) {
+	defer p.wg.Done()
+	defer ps.active.Add(-1)
+
+	backend, addr, snap, err := p.connect(ps, client)
+	if err != nil {
+		ps.failed.Add(1)
+		if ce := p.log.Check(zap.DebugLevel, "connection not routed"); ce != nil {
+			ce.Write(zap.Int(keyPort, ps.port), zap.Stringer(keyClient, client.RemoteAddr()), zap.Error(err))
+		}
+		client.Close()
+		return
+	}
+	c := &tcpConn{client: client, backend: backend, addr: addr, port: ps}
+	c.lastActive.Store(time.Now().UnixNano())
+	if !p.track(c, snap) {
+		c.close(false) // forced shutdown began while we dialled
+		return
+	}
+	c.forward(p.cfg.IdleTimeout, p.window)
+	p.untrack(c)
+
+	if ce := p.log.Check(zap.DebugLevel, "connection closed"); ce != nil {
+		ce.Write(zap.Int(keyPort, ps.port), zap.Stringer(keyClient, client.RemoteAddr()), zap.Stringer(keyBackend, addr),
+			zap.Int64("bytes_in", c.inN), zap.Int64("bytes_out", c.outN),
+			zap.NamedError("client_to_backend_error", c.inErr), zap.NamedError("backend_to_client_error", c.outErr))
+	}
+}
+
+// connect dials a backend for client. When the service has no backend, or
+// every one it tried refused, it waits for the next snapshot (never polls)
+// and tries again, until WaitForBackend has passed since the start. It
+// returns the snapshot the backend was picked from, for the tracker.
+func (p *TCP) connect(ps *tcpPort, client *net.TCPConn) (*net.TCPConn, netip.AddrPort, *discovery.Snapshot, error) {
+	var timer *time.Timer // made only if we have to wait
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	start := time.Now()
+	var tried *discovery.Service
+	for {
+		snap := p.table.Snapshot()
+		// Dial again only when this port's service changed: changes to other
+		// apps also wake us, and must not turn into a redial storm against
+		// backends that just refused.
+		if svc := p.service(snap, ps.port); svc != nil && svc != tried && len(svc.Backends) > 0 {
+			if conn, addr, ok := p.dialAny(ps, svc, client); ok {
+				return conn, addr, snap, nil
+			}
+			tried = svc
+		}
+		left := p.cfg.WaitForBackend - time.Since(start)
+		if left <= 0 {
+			return nil, netip.AddrPort{}, nil, errNoBackend
+		}
+		if timer == nil {
+			timer = time.NewTimer(left)
+		} else {
+			timer.Reset(left)
+		}
+		select {
+		case <-snap.Changed():
+		case <-timer.C:
+			return nil, netip.AddrPort{}, nil, errNoBackend
+		case <-p.quit:
+			return nil, netip.AddrPort{}, nil, errShutdown
+		}
+	}
+}
+
+// dialAny tries up to MaxAttempts distinct backends of svc, starting where
+// the balancer says, and returns the first that accepts.
+func (p *TCP) dialAny(ps *tcpPort, svc *discovery.Service, client *net.TCPConn) (*net.TCPConn, netip.AddrPort, bool) {
+	n := len(svc.Backends)
+	first := ps.pick(svc, client)
+	for i := range min(p.cfg.MaxAttempts, n) {
+		b := svc.Backends[(first+i)%n]
+		// DialContext with the address as a string, not Dialer.DialTCP:
+		// DialTCP with a zero local address binds 0.0.0.0:0 before connect,
+		// and bind-before-connect gives each socket an ephemeral port of its
+		// own instead of sharing ports across destinations, which runs out
+		// of ports under load.
+		conn, err := p.dialer.DialContext(p.killCtx, "tcp", b.Addr.String())
+		if err == nil {
+			return conn.(*net.TCPConn), b.Addr, true
+		}
+		ps.dialErrors.Add(1)
+		if ce := p.log.Check(zap.DebugLevel, "backend dial failed"); ce != nil {
+			ce.Write(zap.Int(keyPort, ps.port), zap.String(keyApp, svc.Key.App), zap.Stringer(keyBackend, b.Addr), zap.Error(err))
+		}
+	}
+	return nil, netip.AddrPort{}, false
+}
+
+// forward splices both directions until both ended (or one failed and closed
+// everything), and then closes both sockets.
+func (c *tcpConn) forward(idle, window time.Duration) {
+	c.done.Add(1)
+	go c.backendToClient(idle, window)
+	c.inN, c.inErr = c.pipe(c.backend, c.client, &c.port.bytesIn, idle, window)
+	if c.inErr != nil {
+		c.close(isAbort(c.inErr))
+	}
+	c.done.Wait()
+	c.close(false)
+}
+
+// backendToClient is the reverse direction on its own goroutine, a method so
+// it has a name in goroutine dumps (the forward direction runs in serveConn).
+func (c *tcpConn) backendToClient(idle, window time.Duration) {
+	defer c.done.Done()
+	c.outN, c.outErr = c.pipe(c.client, c.backend, &c.port.bytesOut, idle, window)
+	if c.outErr != nil {
+		c.close(isAbort(c.outErr))
+	}
+}
+
+// pipe copies src to dst until src's EOF, which it passes on as a FIN
+// (CloseWrite) so the other direction keeps running: a client may send its
+// request, shut down writing, and still read the answer.
+//
+// io.Copy between two *net.TCPConn is splice(2) on Linux; pipe adds nothing
+// per byte. The idle timeout works without wrapping the conns: each io.Copy
+// runs under a read deadline one window away; when it expires with bytes
+// moved, the window is recorded in lastActive and the copy resumes; when it
+// expires with none, the connection is idle only if neither direction moved
+// bytes for the idle timeout. Only read deadlines are used: a write deadline
+// that fires in splice's pump step drops the bytes already in the pipe.
+func (c *tcpConn) pipe(dst, src *net.TCPConn, counter *atomic.Uint64, idle, window time.Duration) (int64, error) {
+	var total int64
+	for {
+		if err := src.SetReadDeadline(time.Now().Add(window)); err != nil {
+			return total, err
+		}
+		n, err := io.Copy(dst, src)
+		if n > 0 {
+			total += n
+			counter.Add(uint64(n))
+			c.lastActive.Store(time.Now().UnixNano())
+		}
+		switch {
+		case err == nil: // src sent FIN
+			return total, dst.CloseWrite()
+		case !errors.Is(err, os.ErrDeadlineExceeded):
+			return total, err
+		case n == 0 && time.Since(time.Unix(0, c.lastActive.Load())) >= idle:
+			return total, errIdle
+		}
+	}
+}
+
+// close closes both sockets once. With abort, the sockets are reset
+// (SO_LINGER 0) rather than closed with a FIN, so a peer whose other side
+// reset sees a reset too, not a clean end that would pass a truncated reply
+// for a whole one.
+func (c *tcpConn) close(abort bool) {
+	c.closeOnce.Do(func() {
+		if abort {
+			_ = c.client.SetLinger(0)
+			_ = c.backend.SetLinger(0)
+		}
+		c.client.Close()
+		c.backend.Close()
+	})
+}
+
+// isAbort says whether err broke the stream (a peer's reset, a failed
+// write), as opposed to our own close (idle, drain, shutdown) or the other
+// direction having closed the sockets already.
+func isAbort(err error) bool {
+	return err != nil && !errors.Is(err, errIdle) && !errors.Is(err, net.ErrClosed)
+}

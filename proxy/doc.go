@@ -1,0 +1,30 @@
+// Package proxy holds pacer's data planes: the TCP proxy on every service
+// port (this file set: tcp.go, listeners.go, conn.go, balance.go, drain.go)
+// and the HTTP proxy.
+//
+// # TCP
+//
+// cmd/lb builds one TCP with NewTCP, runs TCP.Run on its own goroutine and
+// calls TCP.Shutdown when it stops; the admin listener reads TCP.Ports.
+//
+// Run follows the discovery.Table: it waits on Snapshot.Changed, never polls,
+// and on each new snapshot opens a listener for every service port that a
+// TCP-mode service claims inside [PortMin, PortMax], closes the listeners of
+// ports nobody claims any more, and starts draining connections whose backend
+// left. Listeners stay open across every other change: the service behind a
+// port is looked up per connection from the current snapshot, so a deploy, a
+// scale or a task replacement never closes a listening socket.
+//
+// Each accepted connection runs on its own goroutine (plus one for the reverse
+// direction once it is connected). It reads the current snapshot with one
+// atomic load and no lock, picks a backend (round robin by default, see
+// balance.go), dials it, and then forwards with io.Copy between the two
+// *net.TCPConn, which on Linux is splice(2): bytes go socket to pipe to socket
+// inside the kernel and the forwarding path allocates nothing and touches no
+// shared memory per byte.
+//
+// What the per-connection path must never do: take a lock on the byte path,
+// wrap the connections (a wrapper defeats splice), or log at Info. The one
+// shared structure it touches is the per-port connection tracker in drain.go,
+// once when a connection is established and once when it closes.
+package proxy

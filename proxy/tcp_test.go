@@ -1,0 +1,336 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pacer-lb/pacer/discovery"
+)
+
+func TestTCPForwardsRequestAndReply(t *testing.T) {
+	t.Parallel()
+	port := freePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{}, port)
+	be := startBackend(t, echo)
+	put(h.table, service(port, be.addr))
+	h.waitOpened(port, 1)
+
+	c := dial(t, port)
+	if got := roundTrip(t, c, "ping"); got != "ping" {
+		t.Fatalf("reply = %q, want ping", got)
+	}
+	c.Close()
+	eventually(t, "counters after close", func() bool {
+		st, _ := h.status(port)
+		return st.Listening && st.Total == 1 && st.Active == 0 && st.BytesIn == 4 && st.BytesOut == 4 && st.Failed == 0
+	})
+}
+
+func TestTCPRoundRobin(t *testing.T) {
+	t.Parallel()
+	port := freePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{}, port)
+	var addrs []netip.AddrPort
+	for _, name := range []string{"a", "b", "c"} {
+		addrs = append(addrs, startBackend(t, namedEcho(name)).addr)
+	}
+	put(h.table, service(port, addrs...))
+	h.waitOpened(port, 1)
+
+	var got []string
+	for range 6 {
+		c := dial(t, port)
+		got = append(got, readLine(t, c))
+		c.Close()
+	}
+	// Each window of three consecutive connections covers every backend.
+	for i := 0; i < len(got); i += 3 {
+		seen := map[string]bool{}
+		for _, n := range got[i : i+3] {
+			seen[n] = true
+		}
+		if len(seen) != 3 {
+			t.Fatalf("connections went to %v, want each backend once per three", got)
+		}
+	}
+}
+
+func TestTCPSourceBalanceSticksToOneBackend(t *testing.T) {
+	t.Parallel()
+	port := freePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{}, port)
+	app := service(port, startBackend(t, namedEcho("a")).addr, startBackend(t, namedEcho("b")).addr)
+	app.Services[0].Balance = discovery.BalanceSource
+	put(h.table, app)
+	h.waitOpened(port, 1)
+
+	first := readLine(t, dial(t, port))
+	for range 4 {
+		if got := readLine(t, dial(t, port)); got != first {
+			t.Fatalf("source balance sent one client to %s and %s", first, got)
+		}
+	}
+}
+
+func TestTCPLeastConn(t *testing.T) {
+	t.Parallel()
+	port := freePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{}, port)
+	app := service(port, startBackend(t, namedEcho("a")).addr, startBackend(t, namedEcho("b")).addr)
+	app.Services[0].Balance = discovery.BalanceLeastConn
+	put(h.table, app)
+	h.waitOpened(port, 1)
+
+	// The name arrives only once the proxy tracks the connection, so the
+	// second pick sees the first connection.
+	first := readLine(t, dial(t, port))
+	second := readLine(t, dial(t, port))
+	if first == second {
+		t.Fatalf("leastconn sent two open connections to %s while the other backend had none", first)
+	}
+}
+
+func TestTCPSkipsDeadBackend(t *testing.T) {
+	t.Parallel()
+	port := freePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{}, port)
+	live := startBackend(t, namedEcho("live"))
+	put(h.table, service(port, deadAddr(t), live.addr, deadAddr(t)))
+	h.waitOpened(port, 1)
+
+	for i := range 4 {
+		c := dial(t, port)
+		if got := readLine(t, c); got != "live" {
+			t.Fatalf("connection %d reached %q", i, got)
+		}
+		c.Close()
+	}
+	st, _ := h.status(port)
+	if st.DialErrors == 0 || st.Failed != 0 {
+		t.Fatalf("dial errors = %d, failed = %d; want some dial errors and no failed connection", st.DialErrors, st.Failed)
+	}
+}
+
+// The seed's case: the only task served a connection and died; Marathon
+// starts a new one a moment later, and a client already waiting on the
+// service port must reach it.
+func TestTCPHoldsClientUntilBackendAppears(t *testing.T) {
+	t.Parallel()
+	port := freePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{WaitForBackend: waitFor}, port)
+	put(h.table, service(port)) // the port is claimed, nothing routable
+	h.waitOpened(port, 1)
+
+	c := dial(t, port)
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the client to be held", func() bool {
+		st, _ := h.status(port)
+		return st.Active == 1
+	})
+	be := startBackend(t, echo)
+	go put(h.table, service(port, be.addr))
+
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("held client read %q, %v; want hello", buf, err)
+	}
+}
+
+func TestTCPHeldClientRetriesWhenEveryDialFails(t *testing.T) {
+	t.Parallel()
+	port := freePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{WaitForBackend: waitFor}, port)
+	put(h.table, service(port, deadAddr(t))) // listed, but dead (TASK_KILLED not seen yet)
+	h.waitOpened(port, 1)
+
+	c := dial(t, port)
+	eventually(t, "the dial to the dead backend to fail", func() bool {
+		st, _ := h.status(port)
+		return st.DialErrors >= 1
+	})
+	put(h.table, service(port, startBackend(t, echo).addr))
+	if got := roundTrip(t, c, "x"); got != "x" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestTCPNoBackendClosesAfterWait(t *testing.T) {
+	t.Parallel()
+	const wait = 150 * time.Millisecond
+	port := freePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{WaitForBackend: wait}, port)
+	put(h.table, service(port))
+	h.waitOpened(port, 1)
+
+	start := time.Now()
+	c := dial(t, port)
+	n, err := c.Read(make([]byte, 1))
+	if n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read = %d, %v; want the proxy to close the client", n, err)
+	}
+	if d := time.Since(start); d < wait {
+		t.Fatalf("closed after %v, before WaitForBackend %v", d, wait)
+	}
+	eventually(t, "failed counter", func() bool {
+		st, _ := h.status(port)
+		return st.Failed == 1 && st.Active == 0
+	})
+}
+
+func TestTCPHalfClose(t *testing.T) {
+	t.Parallel()
+	port := freePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{}, port)
+	// The backend answers only after the client's EOF.
+	be := startBackend(t, func(c *net.TCPConn) {
+		req, err := io.ReadAll(c)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "got %d bytes: %s", len(req), strings.ToUpper(string(req)))
+	})
+	put(h.table, service(port, be.addr))
+	h.waitOpened(port, 1)
+
+	c := dial(t, port)
+	if _, err := c.Write([]byte("request")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "got 7 bytes: REQUEST" {
+		t.Fatalf("reply = %q, %v", got, err)
+	}
+}
+
+func TestTCPBackendResetResetsClient(t *testing.T) {
+	t.Parallel()
+	port := freePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{}, port)
+	be := startBackend(t, func(c *net.TCPConn) {
+		c.Read(make([]byte, 1))
+		c.SetLinger(0) // Close now sends RST
+	})
+	put(h.table, service(port, be.addr))
+	h.waitOpened(port, 1)
+
+	c := dial(t, port)
+	c.Write([]byte("x"))
+	_, err := c.Read(make([]byte, 1))
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read after backend reset: %v, want ECONNRESET (a clean EOF would pass a cut stream for a whole one)", err)
+	}
+}
+
+func TestTCPIdleTimeout(t *testing.T) {
+	t.Parallel()
+	const idle = 300 * time.Millisecond
+
+	t.Run("idle both ways is closed", func(t *testing.T) {
+		t.Parallel()
+		port := freePorts(t, 1)[0]
+		h := newHarness(t, TCPConfig{IdleTimeout: idle}, port)
+		put(h.table, service(port, startBackend(t, echo).addr))
+		h.waitOpened(port, 1)
+		c := dial(t, port)
+		roundTrip(t, c, "x")
+		last := time.Now()
+		_, err := c.Read(make([]byte, 1))
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("idle connection read: %v, want closed", err)
+		}
+		// Closed between IdleTimeout and 1.5x (plus scheduling slack).
+		if d := time.Since(last); d < idle || d > 3*idle+2*time.Second {
+			t.Fatalf("idle connection closed after %v; IdleTimeout %v", d, idle)
+		}
+	})
+
+	// A stream in one direction keeps the connection, whichever direction.
+	const chunks = 20 // at 30ms each: 2x the idle timeout
+	t.Run("backend streaming to a silent client stays", func(t *testing.T) {
+		t.Parallel()
+		port := freePorts(t, 1)[0]
+		h := newHarness(t, TCPConfig{IdleTimeout: idle}, port)
+		put(h.table, service(port, startBackend(t, func(c *net.TCPConn) {
+			tick := time.NewTicker(30 * time.Millisecond)
+			defer tick.Stop()
+			for range chunks {
+				<-tick.C
+				if _, err := c.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}).addr))
+		h.waitOpened(port, 1)
+		got, err := io.ReadAll(dial(t, port))
+		if err != nil || len(got) != chunks {
+			t.Fatalf("client read %d bytes, %v; want the whole stream of %d", len(got), err, chunks)
+		}
+	})
+	t.Run("client streaming to a silent backend stays", func(t *testing.T) {
+		t.Parallel()
+		port := freePorts(t, 1)[0]
+		h := newHarness(t, TCPConfig{IdleTimeout: idle}, port)
+		put(h.table, service(port, startBackend(t, func(c *net.TCPConn) {
+			n, _ := io.Copy(io.Discard, c) // silent until the client's EOF
+			fmt.Fprint(c, n)
+		}).addr))
+		h.waitOpened(port, 1)
+		c := dial(t, port)
+		tick := time.NewTicker(30 * time.Millisecond)
+		defer tick.Stop()
+		for range chunks {
+			<-tick.C
+			if _, err := c.Write([]byte("x")); err != nil {
+				t.Fatalf("streaming client cut off: %v", err)
+			}
+		}
+		c.CloseWrite()
+		got, err := io.ReadAll(c)
+		if err != nil || string(got) != fmt.Sprint(chunks) {
+			t.Fatalf("backend saw %q bytes, %v; want %d", got, err, chunks)
+		}
+	})
+}
+
+func TestNewTCPValidates(t *testing.T) {
+	t.Parallel()
+	tb := discovery.NewTable()
+	for _, tc := range []struct {
+		name string
+		cfg  TCPConfig
+	}{
+		{"no range", TCPConfig{}},
+		{"range out of order", TCPConfig{PortMin: 9000, PortMax: 8000}},
+		{"range too high", TCPConfig{PortMin: 8000, PortMax: 70000}},
+		{"bind not an IP", TCPConfig{PortMin: 8000, PortMax: 8100, Bind: "localhost"}},
+		{"negative timeout", TCPConfig{PortMin: 8000, PortMax: 8100, IdleTimeout: -1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := NewTCP(tc.cfg, tb, nil); err == nil {
+				t.Fatal("NewTCP accepted a bad config")
+			}
+		})
+	}
+	p, err := NewTCP(TCPConfig{PortMin: 8000, PortMax: 8100}, tb, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.cfg.DialTimeout != DefaultTCPDialTimeout || p.cfg.IdleTimeout != DefaultTCPIdleTimeout ||
+		p.cfg.WaitForBackend != DefaultTCPWaitForBackend || p.cfg.MaxAttempts != DefaultTCPMaxAttempts ||
+		p.cfg.DrainTimeout != DefaultTCPDrainTimeout || p.bind != "0.0.0.0" || p.window != maxCopyWindow {
+		t.Fatalf("defaults not applied: %+v", p.cfg)
+	}
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the programs pacer's tests run for real: dig (DNS integration
+# tests). Debian packages, through apt-get when run as root; otherwise it says
+# what to install and fails, because a test that cannot run must not pass.
+set -euo pipefail
+
+need=()
+command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
+
+if ((${#need[@]} == 0)); then
+	exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+	echo "tests need these Debian packages: ${need[*]}" >&2
+	echo "install them with: sudo apt-get install -y ${need[*]}" >&2
+	exit 1
+fi
+echo "installing test dependencies: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+if ! apt-get install -y --no-install-recommends "${need[@]}" >/tmp/pacer-apt.log 2>&1; then
+	apt-get update >>/tmp/pacer-apt.log 2>&1
+	apt-get install -y --no-install-recommends "${need[@]}" >>/tmp/pacer-apt.log 2>&1 || {
+		cat /tmp/pacer-apt.log >&2
+		exit 1
+	}
+fi
