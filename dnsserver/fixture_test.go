@@ -1,0 +1,99 @@
+package dnsserver
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+
+	"github.com/pacer-lb/pacer/discovery"
+)
+
+// testAdvertise is the test server's own address (lb.mesos, ns1.mesos).
+func testAdvertise() netip.Addr { return netip.MustParseAddr("192.0.2.53") }
+
+func backend(task, addr string) discovery.Backend {
+	return discovery.Backend{TaskID: task, Host: "agent", Addr: netip.MustParseAddrPort(addr)}
+}
+
+func service(app string, idx, port int, portName string, proto discovery.Protocol, bs ...discovery.Backend) *discovery.Service {
+	return &discovery.Service{
+		Key:         discovery.ServiceKey{App: app, PortIndex: idx},
+		Name:        discovery.AppName(app),
+		PortName:    portName,
+		ServicePort: port,
+		Protocol:    proto,
+		Backends:    bs,
+	}
+}
+
+// bigApp returns /big with n routable tasks.
+func bigApp(n int) *discovery.App {
+	var bs []discovery.Backend
+	for i := range n {
+		bs = append(bs, backend(fmt.Sprintf("big.%03d", i), fmt.Sprintf("10.1.%d.%d:%d", i/250, i%250+1, 31000+i)))
+	}
+	return &discovery.App{ID: "/big", Services: []*discovery.Service{service("/big", 0, 10100, "", discovery.ProtoTCP, bs...)}}
+}
+
+// fixtureTable holds every kind of app the names cover.
+func fixtureTable() *discovery.Table {
+	tb := discovery.NewTable()
+	web := &discovery.App{ID: "/shop/web", Services: []*discovery.Service{
+		service("/shop/web", 0, 10000, "http", discovery.ProtoTCP,
+			backend("web.1", "10.0.0.1:31000"), backend("web.2", "10.0.0.2:31001")),
+		service("/shop/web", 1, 10001, "admin", discovery.ProtoTCP,
+			backend("web.1", "10.0.0.1:31002"), backend("web.2", "10.0.0.2:31003")),
+	}}
+	syslog := &discovery.App{ID: "/syslog", Services: []*discovery.Service{
+		service("/syslog", 0, 10002, "", discovery.ProtoUDP, backend("syslog.1", "10.0.0.3:31514")),
+	}}
+	// Its only task is unhealthy, so the source left no backends.
+	sick := &discovery.App{ID: "/sick", Services: []*discovery.Service{service("/sick", 0, 10003, "", discovery.ProtoTCP)}}
+	v6 := &discovery.App{ID: "/v6", Services: []*discovery.Service{
+		service("/v6", 0, 10004, "", discovery.ProtoTCP, backend("v6.1", "[2001:db8::1]:8080")),
+	}}
+	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{web, syslog, sick, v6, bigApp(100)}})
+	kafka := &discovery.App{ID: "zk:kafka", Source: sourceZK, Services: []*discovery.Service{{
+		Key: discovery.ServiceKey{App: "zk:kafka"}, Name: "kafka", ServicePort: 10005,
+		Backends: []discovery.Backend{backend("kafka-0", "10.0.1.1:9092"), backend("kafka-1", "10.0.1.2:9092")},
+	}}}
+	tb.Apply(discovery.Update{Source: sourceZK, Apps: []*discovery.App{kafka}})
+	return tb
+}
+
+func newTestServer(t testing.TB, tb *discovery.Table) *Server {
+	t.Helper()
+	s, err := New(Config{Addr: "127.0.0.1:0", Advertise: testAdvertise(), UDPSockets: 2}, tb, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// exchange runs m through the server's query path without sockets.
+func exchange(t testing.TB, s *Server, m *dns.Msg, tcp bool) (*dns.Msg, int) {
+	t.Helper()
+	pkt, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := s.newWorker(&counters{})
+	resp := w.handle(pkt, tcp)
+	if resp == nil {
+		return nil, 0
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(resp); err != nil {
+		t.Fatalf("unpacking the response to %s: %v", m.Question[0].String(), err)
+	}
+	return r, len(resp)
+}
+
+func question(name string, qtype uint16) *dns.Msg {
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	return m
+}

@@ -1,0 +1,64 @@
+package dnsserver
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// FuzzServeDNS feeds packets to the query path, over UDP and TCP: it must
+// never panic, and every answer must be a valid DNS response to the query,
+// within the size the transport and the client allow.
+func FuzzServeDNS(f *testing.F) {
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+		edns  uint16
+	}{
+		{"_web-shop._tcp.marathon.mesos.", dns.TypeSRV, 0},
+		{"_web-shop._tcp.marathon.mesos.", dns.TypeSRV, 4096},
+		{"_http._web-shop._tcp.lb.mesos.", dns.TypeSRV, 1232},
+		{"_big._tcp.marathon.mesos.", dns.TypeSRV, 0},
+		{"_big._tcp.marathon.mesos.", dns.TypeSRV, 700},
+		{"WEB-SHOP.marathon.mesos.", dns.TypeA, 0},
+		{"v6.marathon.mesos.", dns.TypeAAAA, 512},
+		{"kafka.zk.mesos.", dns.TypeANY, 0},
+		{"mesos.", dns.TypeSOA, 0},
+		{"mesos.", dns.TypeNS, 1232},
+		{"nope.marathon.mesos.", dns.TypeA, 0},
+		{"example.com.", dns.TypeA, 1232},
+	} {
+		m := question(q.name, q.qtype)
+		if q.edns > 0 {
+			m.SetEdns0(q.edns, true)
+		}
+		pkt, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(pkt)
+	}
+	f.Add([]byte{0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 12, 0, 1, 0, 1}) // pointer loop
+	f.Add([]byte{0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0})                 // no question
+	s := newTestServer(f, fixtureTable())
+	w := s.newWorker(&counters{})
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		for _, tcp := range []bool{false, true} {
+			out := w.handle(pkt, tcp)
+			if out == nil {
+				continue
+			}
+			r := new(dns.Msg)
+			if err := r.Unpack(out); err != nil {
+				t.Fatalf("tcp=%v: response does not unpack: %v\nquery %x\nresponse %x", tcp, err, pkt, out)
+			}
+			if !r.Response || r.Id != binary.BigEndian.Uint16(pkt) {
+				t.Fatalf("tcp=%v: not a response to the query: %v", tcp, r)
+			}
+			if !tcp && (len(out) > advertisedUDPSize || r.IsEdns0() == nil && len(out) > minUDPSize) {
+				t.Fatalf("UDP response of %d bytes (EDNS %v)", len(out), r.IsEdns0())
+			}
+		}
+	})
+}

@@ -1,0 +1,273 @@
+package dnsserver
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/pacer-lb/pacer/discovery"
+)
+
+// runServer starts a server on 127.0.0.1:0 and returns its UDP and TCP
+// addresses once it listens; the test's cleanup stops it.
+func runServer(t *testing.T, tb *discovery.Table, opts ...func(*Server)) (s *Server, udp, tcp string) {
+	t.Helper()
+	type addrs struct{ udp, tcp net.Addr }
+	ready := make(chan addrs, 1)
+	s, err := New(Config{
+		Addr:        "127.0.0.1:0",
+		Advertise:   testAdvertise(),
+		UDPSockets:  2,
+		OnListening: func(u, t net.Addr) { ready <- addrs{u, t} },
+	}, tb, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	select {
+	case a := <-ready:
+		return s, a.udp.String(), a.tcp.String()
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	return nil, "", ""
+}
+
+func TestServeSockets(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		plain bool
+	}{{"batched UDP", false}, {"plain UDP", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testServeSockets(t, func(s *Server) { s.plainUDP = tc.plain })
+		})
+	}
+}
+
+func testServeSockets(t *testing.T, opt func(*Server)) {
+	tb := fixtureTable()
+	_, udp, tcp := runServer(t, tb, opt)
+	if udp != tcp {
+		t.Fatalf("UDP on %s, TCP on %s: want one port", udp, tcp)
+	}
+	udpc := &dns.Client{Net: "udp", Timeout: 5 * time.Second}
+	tcpc := &dns.Client{Net: "tcp", Timeout: 5 * time.Second}
+	ask := func(c *dns.Client, m *dns.Msg) *dns.Msg {
+		t.Helper()
+		r, _, err := c.Exchange(m, udp)
+		if err != nil {
+			t.Fatalf("%s %s: %v", c.Net, m.Question[0].String(), err)
+		}
+		return r
+	}
+
+	r := ask(udpc, question("_web-shop._tcp.marathon.mesos.", dns.TypeSRV))
+	if len(r.Answer) != 4 || len(r.Extra) != 2 {
+		t.Errorf("SRV over UDP: %v", r)
+	}
+	if r = ask(udpc, question("nope.marathon.mesos.", dns.TypeA)); r.Rcode != dns.RcodeNameError || len(r.Ns) != 1 {
+		t.Errorf("NXDOMAIN: %v", r)
+	}
+	if r = ask(udpc, question("example.com.", dns.TypeA)); r.Rcode != dns.RcodeRefused {
+		t.Errorf("REFUSED: %v", r)
+	}
+
+	// Health: web.2 leaves the table; the very next answer lacks it.
+	web := *tb.Snapshot().App("/shop/web")
+	svc := *web.Services[0]
+	svc.Backends = svc.Backends[:1]
+	web.Services = []*discovery.Service{&svc}
+	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{&web}})
+	if r = ask(udpc, question("web-shop.marathon.mesos.", dns.TypeA)); len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "10.0.0.1" {
+		t.Errorf("after web.2 left: %v", r.Answer)
+	}
+
+	// 100 tasks: UDP truncates, TCP is complete.
+	big := question("_big._tcp.marathon.mesos.", dns.TypeSRV)
+	if r = ask(udpc, big); !r.Truncated {
+		t.Errorf("100 SRV over UDP not truncated: %d answers", len(r.Answer))
+	}
+	if r = ask(tcpc, big); r.Truncated || len(r.Answer) != 100 || len(r.Extra) != 100 {
+		t.Errorf("100 SRV over TCP: TC=%v, %d answers, %d extra", r.Truncated, len(r.Answer), len(r.Extra))
+	}
+
+	// Several queries on one TCP connection.
+	conn, err := tcpc.Dial(tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, name := range []string{"lb.mesos.", "ns1.mesos.", "kafka.zk.mesos."} {
+		q := question(name, dns.TypeA)
+		if err := conn.WriteMsg(q); err != nil {
+			t.Fatal(err)
+		}
+		r, err := conn.ReadMsg()
+		if err != nil || r.Id != q.Id || len(r.Answer) == 0 {
+			t.Fatalf("query %s on a shared connection: %v, %v", name, r, err)
+		}
+	}
+
+	// A header without a question: FORMERR over UDP.
+	raw, err := net.Dial("udp", udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Write([]byte{0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 512)
+	n, err := raw.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(buf[:n]); err != nil || m.Rcode != dns.RcodeFormatError || m.Id != 0xABCD {
+		t.Errorf("malformed query: %v, %v", m, err)
+	}
+}
+
+// dig runs dig against the server and returns its output.
+func dig(t *testing.T, addr string, args ...string) string {
+	t.Helper()
+	path, err := exec.LookPath("dig")
+	if err != nil {
+		t.Fatal("dig not found: run `make test` (it installs Debian's bind9-dnsutils) or apt-get install bind9-dnsutils")
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, append([]string{"@" + host, "-p", port, "+tries=1", "+time=5"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("dig %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func TestDig(t *testing.T) {
+	t.Parallel()
+	tb := fixtureTable()
+	_, addr, _ := runServer(t, tb)
+	web1, web2 := target("web-shop", "web.1", "marathon"), target("web-shop", "web.2", "marathon")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // substrings of dig's output, with runs of white space as one space
+	}{
+		{"A", []string{"web-shop.marathon.mesos", "A"}, []string{"status: NOERROR", "flags: qr aa rd;", "10.0.0.1", "10.0.0.2"}},
+		{"SRV with additional", []string{"_web-shop._tcp.marathon.mesos", "SRV"},
+			[]string{"ANSWER: 4, AUTHORITY: 0, ADDITIONAL: 3", "0 1 31000 " + web1, "0 1 31003 " + web2, web1 + " 5 IN A 10.0.0.1"}},
+		{"named port", []string{"_admin._web-shop._tcp.marathon.mesos", "SRV"}, []string{"ANSWER: 2,", "31002"}},
+		{"per-task target", []string{web2, "A"}, []string{"ANSWER: 1,", "10.0.0.2"}},
+		{"udp", []string{"_syslog._udp.marathon.mesos", "SRV"}, []string{"31514"}},
+		{"lb", []string{"_web-shop._tcp.lb.mesos", "SRV"}, []string{"0 1 10000 lb.mesos.", "lb.mesos. 5 IN A 192.0.2.53"}},
+		{"zk", []string{"_kafka._tcp.zk.mesos", "SRV"}, []string{"ANSWER: 2,", "9092"}},
+		{"SOA", []string{"mesos", "SOA"}, []string{"ns1.mesos. root.ns1.mesos."}},
+		{"NS", []string{"mesos", "NS"}, []string{"ns1.mesos.", "192.0.2.53"}},
+		{"case", []string{"WEB-SHOP.Marathon.Mesos", "A"}, []string{"status: NOERROR", "WEB-SHOP.Marathon.Mesos."}},
+		{"NXDOMAIN", []string{"nope.marathon.mesos", "A"}, []string{"status: NXDOMAIN", "AUTHORITY: 1", "SOA"}},
+		{"NODATA", []string{"web-shop.marathon.mesos", "TXT"}, []string{"status: NOERROR", "ANSWER: 0, AUTHORITY: 1"}},
+		{"unhealthy", []string{"sick.marathon.mesos", "A"}, []string{"status: NOERROR", "ANSWER: 0"}},
+		{"REFUSED", []string{"example.com", "A"}, []string{"status: REFUSED"}},
+		{"no EDNS", []string{"+noedns", "lb.mesos", "A"}, []string{"192.0.2.53"}},
+		{"truncated over UDP", []string{"+ignore", "+noedns", "_big._tcp.marathon.mesos", "SRV"}, []string{"flags: qr aa tc rd;"}},
+		{"complete over TCP", []string{"+tcp", "_big._tcp.marathon.mesos", "SRV"}, []string{"ANSWER: 100, AUTHORITY: 0, ADDITIONAL: 101"}},
+		{"falls back to TCP", []string{"_big._tcp.marathon.mesos", "SRV"}, []string{"ANSWER: 100,"}},
+		{"EDNS advertised", []string{"lb.mesos", "A"}, []string{"udp: 1232"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			out := dig(t, addr, tc.args...)
+			flat := strings.Join(strings.Fields(out), " ")
+			for _, w := range tc.want {
+				if !strings.Contains(flat, w) {
+					t.Errorf("dig %v lacks %q:\n%s", tc.args, w, out)
+				}
+			}
+		})
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	t.Parallel()
+	s, _, tcp := runServer(t, fixtureTable())
+	c, err := net.Dial("tcp", tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The idle connection was closed rather than waited for.
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Error("connection still open after Shutdown")
+	}
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("second Shutdown: %v", err)
+	}
+}
+
+func TestAPI(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, fixtureTable())
+	srv := httptest.NewServer(s.APIHandler())
+	defer srv.Close()
+	get := func(path string, v any) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+			t.Fatalf("GET %s: %s %s", path, resp.Status, resp.Header.Get("Content-Type"))
+		}
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var svcs []apiService
+	get("/v1/services/_admin._web-shop._tcp.marathon.mesos.", &svcs)
+	if len(svcs) != 2 || svcs[0].Service != "_admin._web-shop._tcp.marathon.mesos." || svcs[0].Port != "31002" ||
+		svcs[0].IP != "10.0.0.1" || svcs[0].Host != target("web-shop", "web.1", "marathon") {
+		t.Errorf("services = %+v", svcs)
+	}
+	var hosts []apiHost
+	get("/v1/hosts/Web-Shop.marathon.mesos", &hosts)
+	if len(hosts) != 2 || hosts[0].Host != "web-shop.marathon.mesos." || hosts[0].IP != "10.0.0.1" {
+		t.Errorf("hosts = %+v", hosts)
+	}
+	get("/v1/hosts/nope.marathon.mesos", &hosts)
+	if len(hosts) != 1 || hosts[0] != (apiHost{}) {
+		t.Errorf("unknown host = %+v, want one empty element as mesos-dns", hosts)
+	}
+}

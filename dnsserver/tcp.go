@@ -1,0 +1,88 @@
+package dnsserver
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// TCP limits.
+const (
+	// tcpIdleTimeout closes a connection that sends no query for this long
+	// (RFC 7766 6.2.3 suggests seconds, not minutes).
+	tcpIdleTimeout = 10 * time.Second
+	// tcpIOTimeout bounds reading the rest of a query once its length has
+	// arrived, and writing an answer.
+	tcpIOTimeout = 5 * time.Second
+	// maxTCPConns bounds open connections; more are closed on accept.
+	maxTCPConns = 1024
+	// maxTCPQueries is how many queries one connection may send.
+	maxTCPQueries = 1000
+)
+
+// serveTCP accepts connections until the listener is closed.
+func (s *Server) serveTCP(l net.Listener, st *counters) {
+	defer s.wg.Done()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Debug("tcp accept", zap.Error(err))
+			time.Sleep(10 * time.Millisecond) // EMFILE and friends: do not spin
+			continue
+		}
+		s.mu.Lock()
+		if s.stopped || len(s.conns) >= maxTCPConns {
+			s.mu.Unlock()
+			c.Close()
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveConn(c, st)
+	}
+}
+
+// serveConn answers queries on one connection, in order, until the client
+// closes it, goes idle, or sends maxTCPQueries.
+func (s *Server) serveConn(c net.Conn, st *counters) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		c.Close()
+	}()
+	w := s.newWorker(st)
+	in := make([]byte, maxTCPSize)
+	for range maxTCPQueries {
+		c.SetReadDeadline(time.Now().Add(tcpIdleTimeout))
+		if _, err := io.ReadFull(c, in[:2]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(in))
+		c.SetReadDeadline(time.Now().Add(tcpIOTimeout))
+		if _, err := io.ReadFull(c, in[:n]); err != nil {
+			return
+		}
+		resp := w.handle(in[:n], true)
+		if resp == nil {
+			return // a response or garbage too short for a header
+		}
+		// resp sits 2 bytes into w.out: write the prefix and the answer at once.
+		out := w.out[:2+len(resp)]
+		binary.BigEndian.PutUint16(out, uint16(len(resp)))
+		c.SetWriteDeadline(time.Now().Add(tcpIOTimeout))
+		if _, err := c.Write(out); err != nil {
+			s.log.Debug("tcp write", zap.Stringer("client", c.RemoteAddr()), zap.Error(err))
+			return
+		}
+	}
+}
