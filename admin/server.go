@@ -22,6 +22,9 @@ type Deps struct {
 	Sources []discovery.StatusReporter
 	// Ports reports the service-port listeners; nil when there is no TCP proxy.
 	Ports func() []proxy.PortStatus
+	// Ready reports whether every source has synced and the listeners match
+	// the table; nil means ready once every source has synced.
+	Ready func() bool
 	// Resync asks every source for a full resync; nil disables POST /v1/resync.
 	Resync func()
 	// Routes are further handlers by ServeMux pattern, e.g. the DNS HTTP API.
@@ -120,6 +123,9 @@ func (s *Server) healthReport() (int, health) {
 			h.Reason = fmt.Sprintf("%s is unreachable; serving the last good table", st.Name)
 		}
 		h.Sources = append(h.Sources, sh)
+	}
+	if code == http.StatusOK && s.deps.Ready != nil && !s.deps.Ready() {
+		code, h.Status, h.Reason = http.StatusServiceUnavailable, "starting", "opening service-port listeners"
 	}
 	if s.draining.Load() {
 		code, h.Status, h.Reason = http.StatusServiceUnavailable, "draining", "shutting down"

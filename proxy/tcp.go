@@ -124,6 +124,9 @@ type TCP struct {
 	kill    context.CancelFunc
 	killed  atomic.Bool
 
+	// applied is the version of the last snapshot whose listeners are open.
+	applied atomic.Uint64
+
 	// wg counts accept loops and connection goroutines, for Shutdown.
 	wg sync.WaitGroup
 }
@@ -198,6 +201,7 @@ func (p *TCP) Run(ctx context.Context) error {
 	for {
 		snap := p.table.Snapshot()
 		p.apply(snap)
+		p.applied.Store(snap.Version())
 		select {
 		case <-snap.Changed():
 		case <-ctx.Done():
@@ -207,6 +211,10 @@ func (p *TCP) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Applied returns the version of the newest snapshot whose service ports
+// have been opened (or failed to bind); readiness compares it with the table's.
+func (p *TCP) Applied() uint64 { return p.applied.Load() }
 
 // Shutdown stops accepting (closes every listener) and lets open connections
 // finish until ctx is done or DrainTimeout passes, whichever comes first;

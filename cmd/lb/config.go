@@ -79,25 +79,23 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	if p := getenv("PORT0"); p != "" { // run by Marathon: the admin port is the app's first port
 		adminDefault = ":" + p
 	}
-	var (
-		marathon  = fs.String("marathon", marathonDefault, "comma-separated Marathon URLs, http[s]://[user:pass@]host:port (env MARATHON_URL is also read)")
-		token     = fs.String("marathon-token", "", "DC/OS token sent as 'Authorization: token=...'")
-		group     = fs.String("group", "*", "serve only apps whose GROUP label matches (comma list; * = all)")
-		keepUnr   = fs.Bool("keep-unreachable", true, "keep routing to TASK_UNREACHABLE/TASK_LOST tasks (marathon-lb compatible)")
-		bind      = fs.String("bind", "0.0.0.0", "address the service-port listeners bind")
-		ports     = fs.String("ports", "8000-8100", "service ports this instance may bind, MIN-MAX")
-		waitFor   = fs.Duration("wait-for-backend", 3*time.Second, "how long a new connection waits for a backend when a service has none")
-		dialTO    = fs.Duration("dial-timeout", time.Second, "timeout for connecting to a backend")
-		idleTO    = fs.Duration("idle-timeout", time.Hour, "close a proxied TCP connection idle in both directions this long")
-		drainTO   = fs.Duration("drain-timeout", 30*time.Second, "how long removed backends and a stopping pacer let connections finish")
-		dnsAddr   = fs.String("dns", ":8053", "DNS listener, UDP and TCP; empty turns DNS off")
-		domain    = fs.String("domain", "mesos", "DNS zone, as mesos-dns's domain")
-		dnsTTL    = fs.Duration("dns-ttl", 5*time.Second, "TTL of DNS answers")
-		advertise = fs.String("advertise", "", "this instance's address in lb.<domain> records (default $HOST, else the first non-loopback IPv4)")
-		admin     = fs.String("admin", adminDefault, "admin HTTP listener (/healthz, /v1/services, /metrics, status page)")
-		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
-		logFormat = fs.String("log-format", "", "console or json (default console on a terminal, else json)")
-	)
+	fs.String("marathon", marathonDefault, "comma-separated Marathon URLs, http[s]://[user:pass@]host:port (env MARATHON_URL is also read)")
+	fs.String("marathon-token", "", "DC/OS token sent as 'Authorization: token=...'")
+	fs.String("group", "*", "serve only apps whose GROUP label matches (comma list; * = all)")
+	fs.Bool("keep-unreachable", true, "keep routing to TASK_UNREACHABLE/TASK_LOST tasks (marathon-lb compatible)")
+	fs.String("bind", "0.0.0.0", "address the service-port listeners bind")
+	fs.String("ports", "8000-8100", "service ports this instance may bind, MIN-MAX")
+	fs.Duration("wait-for-backend", 3*time.Second, "how long a new connection waits for a backend when a service has none")
+	fs.Duration("dial-timeout", time.Second, "timeout for connecting to a backend")
+	fs.Duration("idle-timeout", time.Hour, "close a proxied TCP connection idle in both directions this long")
+	fs.Duration("drain-timeout", 30*time.Second, "how long removed backends and a stopping pacer let connections finish")
+	fs.String("dns", ":8053", "DNS listener, UDP and TCP; empty turns DNS off")
+	fs.String("domain", "mesos", "DNS zone, as mesos-dns's domain")
+	fs.Duration("dns-ttl", 5*time.Second, "TTL of DNS answers")
+	fs.String("advertise", "", "this instance's address in lb.<domain> records (default $HOST, else the first non-loopback IPv4)")
+	fs.String("admin", adminDefault, "admin HTTP listener (/healthz, /v1/services, /metrics, status page)")
+	fs.String("log-level", "info", "debug, info, warn or error")
+	fs.String("log-format", "", "console or json (default console on a terminal, else json)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(fs, out)
@@ -112,6 +110,7 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var envErr error
+	fromEnv := map[string]string{} // flag name -> variable that set it
 	fs.VisitAll(func(f *flag.Flag) {
 		if set[f.Name] || envErr != nil {
 			return
@@ -121,29 +120,54 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 			if err := f.Value.Set(v); err != nil {
 				envErr = fmt.Errorf("%s=%q: %v", key, v, err)
 			}
+			fromEnv[f.Name] = key
 		}
 	})
 	if envErr != nil {
 		return nil, envErr
 	}
+	c, err := validate(fs, getenv)
+	if err != nil {
+		// Name the variable when the bad value came from the environment.
+		for name, key := range fromEnv {
+			if strings.HasPrefix(err.Error(), "--"+name+":") {
+				return nil, fmt.Errorf("%v (set by %s)", err, key)
+			}
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// validate turns parsed flags into a config, checking every value.
+func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
+	str := func(name string) string { return fs.Lookup(name).Value.String() }
+	dur := func(name string) time.Duration { return fs.Lookup(name).Value.(flag.Getter).Get().(time.Duration) }
+	boolean := func(name string) bool { return fs.Lookup(name).Value.(flag.Getter).Get().(bool) }
+	var (
+		marathon  = str("marathon")
+		group     = str("group")
+		ports     = str("ports")
+		advertise = str("advertise")
+	)
 
 	c := &config{
-		marathonToken:   *token,
-		bind:            *bind,
-		admin:           *admin,
-		dns:             *dnsAddr,
-		domain:          strings.Trim(strings.ToLower(*domain), "."),
-		dnsTTL:          *dnsTTL,
-		drainTimeout:    *drainTO,
-		waitForBackend:  *waitFor,
-		dialTimeout:     *dialTO,
-		idleTimeout:     *idleTO,
-		keepUnreachable: *keepUnr,
+		marathonToken:   str("marathon-token"),
+		bind:            str("bind"),
+		admin:           str("admin"),
+		dns:             str("dns"),
+		domain:          strings.Trim(strings.ToLower(str("domain")), "."),
+		dnsTTL:          dur("dns-ttl"),
+		drainTimeout:    dur("drain-timeout"),
+		waitForBackend:  dur("wait-for-backend"),
+		dialTimeout:     dur("dial-timeout"),
+		idleTimeout:     dur("idle-timeout"),
+		keepUnreachable: boolean("keep-unreachable"),
 		selfAppID:       getenv("MARATHON_APP_ID"),
-		logLevel:        *logLevel,
-		logFormat:       *logFormat,
+		logLevel:        str("log-level"),
+		logFormat:       str("log-format"),
 	}
-	for _, u := range strings.Split(*marathon, ",") {
+	for _, u := range strings.Split(marathon, ",") {
 		if u = strings.TrimSpace(u); u == "" {
 			continue
 		}
@@ -155,13 +179,13 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	if len(c.marathon) == 0 {
 		return nil, errors.New("--marathon: no URL given; pass e.g. --marathon http://marathon:8080")
 	}
-	for _, g := range strings.Split(*group, ",") {
+	for _, g := range strings.Split(group, ",") {
 		if g = strings.TrimSpace(g); g != "" && g != "*" {
 			c.groups = append(c.groups, g)
 		}
 	}
 	var err error
-	if c.portMin, c.portMax, err = parsePortRange(*ports); err != nil {
+	if c.portMin, c.portMax, err = parsePortRange(ports); err != nil {
 		return nil, fmt.Errorf("--ports: %v", err)
 	}
 	if net.ParseIP(c.bind) == nil {
@@ -186,7 +210,7 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 			return nil, fmt.Errorf("%s: must be a positive duration such as 3s", d.name)
 		}
 	}
-	if c.advertise, err = advertiseAddr(*advertise, getenv); err != nil {
+	if c.advertise, err = advertiseAddr(advertise, getenv); err != nil {
 		return nil, fmt.Errorf("--advertise: %v", err)
 	}
 	switch c.logLevel {

@@ -54,9 +54,11 @@ func runDemo(ctx context.Context, cfg *config, log *zap.Logger) error {
 	cfg.marathon = []string{sim.URL()}
 	log.Info("Marathon simulator running", zap.String("url", sim.URL()))
 
-	return run(ctx, cfg, log, &hooks{ready: func(adminAddr, dnsAddr net.Addr) {
-		printDemoHelp(cfg, adminAddr, dnsAddr)
-	}})
+	var adminAddr, dnsAddr net.Addr
+	return run(ctx, cfg, log, &hooks{
+		listening: func(a, d net.Addr) { adminAddr, dnsAddr = a, d },
+		ready:     func() { printDemoHelp(cfg, adminAddr, dnsAddr) },
+	})
 }
 
 func printDemoHelp(cfg *config, adminAddr, dnsAddr net.Addr) {

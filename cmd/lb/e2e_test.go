@@ -35,6 +35,17 @@ type pacer struct {
 	dns   net.Addr
 	done  chan error
 	stop  context.CancelFunc
+	ready chan struct{} // closed once synced with service ports open
+}
+
+// waitReady waits for the first sync and the service-port listeners.
+func (p *pacer) waitReady(t testing.TB) {
+	t.Helper()
+	select {
+	case <-p.ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("lb not ready (first sync, service ports) after 10s")
+	}
 }
 
 // startPacer runs lb against marathonURL with the given service port range,
@@ -57,20 +68,24 @@ func startPacer(t testing.TB, marathonURL string, portMin, portMax int, mutate .
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &pacer{done: make(chan error, 1), stop: cancel}
-	ready := make(chan struct{})
+	listening := make(chan struct{})
+	p.ready = make(chan struct{})
 	go func() {
-		p.done <- run(ctx, cfg, zaptest.NewLogger(t), &hooks{ready: func(a, d net.Addr) {
-			p.admin = "http://" + a.String()
-			p.dns = d
-			close(ready)
-		}})
+		p.done <- run(ctx, cfg, zaptest.NewLogger(t), &hooks{
+			listening: func(a, d net.Addr) {
+				p.admin = "http://" + a.String()
+				p.dns = d
+				close(listening)
+			},
+			ready: func() { close(p.ready) },
+		})
 	}()
 	select {
-	case <-ready:
+	case <-listening:
 	case err := <-p.done:
-		t.Fatalf("lb stopped before it was ready: %v", err)
+		t.Fatalf("lb stopped before it was listening: %v", err)
 	case <-time.After(10 * time.Second):
-		t.Fatal("lb not ready after 10s")
+		t.Fatal("lb not listening after 10s")
 	}
 	t.Cleanup(func() {
 		cancel()
@@ -132,7 +147,7 @@ func TestSeedExampleHundredConnections(t *testing.T) {
 	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/marathon-nc", Instances: 1, ServicePorts: []int{port}, Run: marathonsim.OneShotHello(false)}); err != nil {
 		t.Fatal(err)
 	}
-	startPacer(t, sim.URL(), port, port)
+	startPacer(t, sim.URL(), port, port).waitReady(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 
 	seen := map[string]bool{}
@@ -173,6 +188,7 @@ func TestThreeTasksShareLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startPacer(t, sim.URL(), port, port)
+	p.waitReady(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	eventually(t, 5*time.Second, "three backends routed", func() bool { return backends(t, p, "/web") == 3 })
 
@@ -226,6 +242,7 @@ func TestKilledTaskReplacementIsRouted(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startPacer(t, sim.URL(), port, port)
+	p.waitReady(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	eventually(t, 5*time.Second, "one backend routed", func() bool { return backends(t, p, "/web") == 1 })
 	_, first := httpGet(t, url)
@@ -251,6 +268,7 @@ func TestScaleToZeroAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startPacer(t, sim.URL(), port, port)
+	p.waitReady(t)
 	eventually(t, 5*time.Second, "two backends", func() bool { return backends(t, p, "/web") == 2 })
 	if err := sim.Scale("/web", 0); err != nil {
 		t.Fatal(err)
@@ -280,6 +298,7 @@ func TestDroppedStreamConvergesAfterResync(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startPacer(t, sim.URL(), port, port)
+	p.waitReady(t)
 	eventually(t, 5*time.Second, "one backend", func() bool { return backends(t, p, "/web") == 1 })
 	sim.Silently(func() {
 		if err := sim.Scale("/web", 3); err != nil {
@@ -339,6 +358,7 @@ func TestMarathonGoneKeepsLastTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startPacer(t, sim.URL(), port, port)
+	p.waitReady(t)
 	eventually(t, 5*time.Second, "two backends", func() bool { return backends(t, p, "/web") == 2 })
 	// Marathon answers 500 to everything and drops the stream.
 	sim.Intercept(func(w http.ResponseWriter, r *http.Request) bool {

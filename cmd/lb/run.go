@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -20,10 +21,13 @@ import (
 	"github.com/pacer-lb/pacer/proxy"
 )
 
-// hooks let tests and the demo learn where pacer listens; all optional.
+// hooks let tests and the demo follow pacer's start; all optional.
 type hooks struct {
-	// ready is called once every listener is open.
-	ready func(admin net.Addr, dnsUDP net.Addr)
+	// listening is called once the admin and DNS listeners are open.
+	listening func(admin net.Addr, dnsUDP net.Addr)
+	// ready is called once, after the first sync of every source, when the
+	// service-port listeners match the table: what /healthz calls ready.
+	ready func()
 }
 
 // run wires the table, the Marathon source, the TCP proxy, DNS and the admin
@@ -40,7 +44,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		URLs:            cfg.marathon,
 		Token:           cfg.marathonToken,
 		Groups:          cfg.groups,
-		KeepUnreachable: cfg.keepUnreachable,
+		KeepUnreachable: &cfg.keepUnreachable,
 		SelfAppID:       cfg.selfAppID,
 	}, table, log)
 	if err != nil {
@@ -54,6 +58,9 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		IdleTimeout:    cfg.idleTimeout,
 		WaitForBackend: cfg.waitForBackend,
 		DrainTimeout:   cfg.drainTimeout,
+		// Until the HTTP data plane exists, HTTP-mode services are carried
+		// as TCP: a plain splice serves HTTP/1.x correctly.
+		Carries: func(s *discovery.Service) bool { return s.Protocol == discovery.ProtoTCP },
 	}, table, log)
 	if err != nil {
 		return fmt.Errorf("tcp proxy: %w", err)
@@ -84,9 +91,19 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 	if err != nil {
 		return fmt.Errorf("--admin: %w (is another pacer running? pick a free port)", err)
 	}
+	sources := []discovery.StatusReporter{src}
+	isReady := func() bool {
+		for _, s := range sources {
+			if !s.Status().Synced {
+				return false
+			}
+		}
+		return tcp.Applied() >= table.Snapshot().Version()
+	}
 	adm, err := admin.New(admin.Deps{
 		Table:   table,
-		Sources: []discovery.StatusReporter{src},
+		Ready:   isReady,
+		Sources: sources,
 		Ports:   tcp.Ports,
 		Resync:  src.Resync,
 		Routes:  routes,
@@ -131,12 +148,22 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 	if fatal == nil && ctx.Err() == nil {
 		log.Info("pacer running", zap.String("version", version), zap.Strings("marathon", redactAll(cfg.marathon)),
 			zap.String("ports", fmt.Sprintf("%s:%d-%d", cfg.bind, cfg.portMin, cfg.portMax)), zap.Stringer("admin", adminLn.Addr()))
-		if h.ready != nil {
-			h.ready(adminLn.Addr(), dnsAddr)
+		if h.listening != nil {
+			h.listening(adminLn.Addr(), dnsAddr)
 		}
+		readyTick := time.NewTicker(10 * time.Millisecond)
+		defer readyTick.Stop()
 	loop:
 		for {
 			select {
+			case <-readyTick.C:
+				if isReady() {
+					readyTick.Stop()
+					log.Info("ready: first sync done and service ports open", zap.Uint64("table_version", table.Snapshot().Version()))
+					if h.ready != nil {
+						h.ready()
+					}
+				}
 			case <-ctx.Done():
 				break loop
 			case fatal = <-errc:

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestConfigErrorsNameTheFlag(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // the error must contain this
+	}{
+		{"range out of order", []string{"--ports", "8100-8000"}, nil, "--ports: \"8100-8000\": MIN is above MAX"},
+		{"range garbage", []string{"--ports", "x"}, nil, "--ports"},
+		{"bad scheme", []string{"--marathon", "ftp://m:8080"}, nil, "--marathon"},
+		{"password never echoed", []string{"--marathon", "ftp://u:s3cret@m:8080"}, nil, "xxxxx"},
+		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined: -nope"},
+		{"bad bind", []string{"--bind", "everywhere"}, nil, "--bind"},
+		{"bad admin", []string{"--admin", "9090"}, nil, "--admin"},
+		{"bad env", nil, map[string]string{"PACER_PORTS": "1-2-3"}, "PACER_PORTS"},
+		{"bad duration", []string{"--drain-timeout", "0s"}, nil, "--drain-timeout"},
+		{"bad log level", []string{"--log-level", "loud"}, nil, "--log-level"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := parseConfig("lb", tc.args, env(tc.env), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Fatalf("error leaks the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestConfigEnvironmentAndPrecedence(t *testing.T) {
+	t.Parallel()
+	e := env(map[string]string{
+		"PACER_PORTS":    "10000-10100",
+		"PACER_MARATHON": "http://a:8080,http://b:8080",
+		"PORT0":          "31005",
+		"PACER_BIND":     "127.0.0.1",
+	})
+	c, err := parseConfig("lb", []string{"--bind", "0.0.0.0"}, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.portMin != 10000 || c.portMax != 10100 {
+		t.Errorf("ports = %d-%d, want the environment's 10000-10100", c.portMin, c.portMax)
+	}
+	if len(c.marathon) != 2 {
+		t.Errorf("marathon = %v, want two URLs", c.marathon)
+	}
+	if c.admin != ":31005" {
+		t.Errorf("admin = %q, want :$PORT0 when run by Marathon", c.admin)
+	}
+	if c.bind != "0.0.0.0" {
+		t.Errorf("bind = %q: the command line must win over PACER_BIND", c.bind)
+	}
+}
+
+func TestHelpIsGroupedWithExamples(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	if _, err := parseConfig("lb", []string{"--help"}, env(nil), &out); err != errHelp {
+		t.Fatalf("err = %v, want errHelp", err)
+	}
+	for _, want := range []string{"Examples:", "Marathon:", "--marathon", "--wait-for-backend", "PACER_<FLAG>"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}

@@ -1,0 +1,188 @@
+package marathon
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultResyncInterval    = 5 * time.Minute
+	DefaultStreamIdleTimeout = 30 * time.Second // three missed 10 s Jetty heartbeats
+	DefaultBackoffMin        = 100 * time.Millisecond
+	DefaultBackoffMax        = 5 * time.Second
+)
+
+// Config configures a Source. The zero value of every field but URLs is
+// usable.
+type Config struct {
+	// URLs are Marathon base URLs, http[s]://[user:pass@]host:port[/prefix]
+	// (a prefix such as /service/marathon for DC/OS Admin Router). They are
+	// tried in order, sticking to the last one that answered.
+	URLs []string
+	// Token, if set, is sent as DC/OS's "Authorization: token=<Token>"
+	// instead of the URL's basic-auth credentials.
+	Token string
+	// Groups restricts the source to apps whose GROUP label (PACER_GROUP,
+	// else HAPROXY_GROUP, a comma list) names one of them. Nil, empty or
+	// containing "*" means every app.
+	Groups []string
+	// ResyncInterval is how often a full snapshot is fetched whatever the
+	// event stream says (Marathon up to 1.7 drops events for slow
+	// consumers silently). 0 means DefaultResyncInterval.
+	ResyncInterval time.Duration
+	// StreamIdleTimeout declares the event stream dead when no byte, not
+	// even a heartbeat, arrived for that long. 0 means DefaultStreamIdleTimeout.
+	StreamIdleTimeout time.Duration
+	// BackoffMin and BackoffMax bound the jittered exponential backoff
+	// between reconnects and failed resyncs. 0 means DefaultBackoffMin and
+	// DefaultBackoffMax.
+	BackoffMin, BackoffMax time.Duration
+	// KeepUnreachable keeps routing to TASK_UNREACHABLE and TASK_LOST tasks,
+	// as marathon-lb does (local health checks decide). Nil means true.
+	KeepUnreachable *bool
+	// SelfAppID is pacer's own Marathon app id ($MARATHON_APP_ID); that app
+	// is never routed.
+	SelfAppID string
+	// Resolve turns an agent host name into an address. Nil means the
+	// system resolver behind a small cache. IP literals never reach it.
+	Resolve func(ctx context.Context, host string) (netip.Addr, error)
+	// HTTPClient, if set, is used for every request (tests). It must not
+	// have a Timeout: the event stream is one long response. Its
+	// CheckRedirect, if any, is called after pacer's own.
+	HTTPClient *http.Client
+}
+
+// endpoint is one configured Marathon: the URL with credentials removed and
+// the Authorization header they turn into.
+type endpoint struct {
+	base     *url.URL // no user info; path is the prefix without a trailing slash
+	redacted string
+	auth     string // Authorization header value, or ""
+}
+
+// parseEndpoints validates the URLs. Errors name the bad URL with its
+// credentials removed.
+func parseEndpoints(urls []string, token string) ([]endpoint, error) {
+	if len(urls) == 0 {
+		return nil, errors.New("marathon: no URL configured")
+	}
+	eps := make([]endpoint, 0, len(urls))
+	for _, raw := range urls {
+		raw = strings.TrimSpace(raw)
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("marathon: bad URL %q: want http[s]://[user:pass@]host:port[/prefix]", redactRaw(raw))
+		}
+		shown := redactURL(u)
+		switch {
+		case u.Scheme != "http" && u.Scheme != "https":
+			return nil, fmt.Errorf("marathon: bad URL %q: scheme must be http or https", shown)
+		case u.Host == "" || u.Hostname() == "":
+			return nil, fmt.Errorf("marathon: bad URL %q: no host", shown)
+		case u.RawQuery != "" || u.Fragment != "":
+			return nil, fmt.Errorf("marathon: bad URL %q: no query or fragment allowed", shown)
+		}
+		if p := u.Port(); p != "" {
+			var n int
+			if _, err := fmt.Sscanf(p, "%d", &n); err != nil || n < 1 || n > 65535 {
+				return nil, fmt.Errorf("marathon: bad URL %q: bad port", shown)
+			}
+		}
+		ep := endpoint{redacted: shown}
+		switch {
+		case token != "":
+			ep.auth = "token=" + token
+		case u.User != nil:
+			pass, _ := u.User.Password()
+			ep.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pass))
+		}
+		b := *u
+		b.User = nil
+		b.Path = strings.TrimRight(b.Path, "/")
+		b.RawPath = ""
+		ep.base = &b
+		eps = append(eps, ep)
+	}
+	return eps, nil
+}
+
+// redactURL prints u without user info, so neither a user name nor a
+// password reaches a log line, an error or /v1/services.
+func redactURL(u *url.URL) string {
+	c := *u
+	c.User = nil
+	return c.String()
+}
+
+// redactRaw removes what looks like user info from a string that did not
+// parse as a URL.
+func redactRaw(raw string) string {
+	if i := strings.Index(raw, "://"); i >= 0 {
+		rest := raw[i+3:]
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			if slash := strings.Index(rest, "/"); slash < 0 || at < slash {
+				return raw[:i+3] + "redacted@" + rest[at+1:]
+			}
+		}
+	}
+	return raw
+}
+
+// normalized is the Config with defaults applied.
+type normalized struct {
+	Config
+	allGroups       bool
+	groups          map[string]bool
+	keepUnreachable bool
+}
+
+func normalize(cfg Config) (normalized, error) {
+	n := normalized{Config: cfg, keepUnreachable: true}
+	if cfg.KeepUnreachable != nil {
+		n.keepUnreachable = *cfg.KeepUnreachable
+	}
+	if n.ResyncInterval <= 0 {
+		n.ResyncInterval = DefaultResyncInterval
+	}
+	if n.StreamIdleTimeout <= 0 {
+		n.StreamIdleTimeout = DefaultStreamIdleTimeout
+	}
+	if n.BackoffMin <= 0 {
+		n.BackoffMin = DefaultBackoffMin
+	}
+	if n.BackoffMax <= 0 {
+		n.BackoffMax = DefaultBackoffMax
+	}
+	if n.BackoffMax < n.BackoffMin {
+		return n, fmt.Errorf("marathon: BackoffMax %v is below BackoffMin %v", n.BackoffMax, n.BackoffMin)
+	}
+	if cfg.HTTPClient != nil && cfg.HTTPClient.Timeout != 0 {
+		return n, errors.New("marathon: HTTPClient must not set Timeout (the event stream is one long response)")
+	}
+	n.SelfAppID = normalizeID(strings.TrimSpace(cfg.SelfAppID))
+	n.allGroups = true
+	for _, g := range cfg.Groups {
+		g = strings.TrimSpace(g)
+		if g == "" {
+			continue
+		}
+		if g == "*" {
+			n.allGroups, n.groups = true, nil
+			break
+		}
+		if n.groups == nil {
+			n.groups = map[string]bool{}
+		}
+		n.groups[g] = true
+		n.allGroups = false
+	}
+	return n, nil
+}

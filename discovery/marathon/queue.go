@@ -1,0 +1,66 @@
+package marathon
+
+import "sync"
+
+// maxQueued bounds the events waiting for the state goroutine. Past it the
+// queue drops everything it holds and reports an overflow, which the state
+// goroutine answers with a full resync: the stream reader never blocks.
+const maxQueued = 1 << 16
+
+// eventQueue hands raw event data from the stream reader to the state
+// goroutine. Push never blocks.
+type eventQueue struct {
+	mu       sync.Mutex
+	items    [][]byte
+	overflow bool
+	notify   chan struct{} // capacity 1: "something was pushed"
+}
+
+func newEventQueue() *eventQueue {
+	return &eventQueue{notify: make(chan struct{}, 1)}
+}
+
+// Push appends one event's data (the queue takes ownership of it).
+func (q *eventQueue) Push(data []byte) {
+	q.mu.Lock()
+	if len(q.items) >= maxQueued {
+		clear(q.items)
+		q.items = q.items[:0]
+		q.overflow = true
+	}
+	q.items = append(q.items, data)
+	q.mu.Unlock()
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Lost records that an event could not be delivered (it was too large), so
+// the state goroutine resyncs as after an overflow.
+func (q *eventQueue) Lost() {
+	q.mu.Lock()
+	q.overflow = true
+	q.mu.Unlock()
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Take removes and returns everything queued, and whether events were
+// dropped since the last Take.
+func (q *eventQueue) Take() (items [][]byte, overflow bool) {
+	q.mu.Lock()
+	items, overflow = q.items, q.overflow
+	q.items, q.overflow = nil, false
+	q.mu.Unlock()
+	return items, overflow
+}
+
+// Len is the number of queued events.
+func (q *eventQueue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}

@@ -1,0 +1,563 @@
+package marathon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"go.uber.org/zap"
+
+	"github.com/pacer-lb/pacer/discovery"
+)
+
+// sourceName is the Update.Source and SourceStatus.Name of this source.
+const sourceName = "marathon"
+
+// appFetchParallel bounds concurrent GET /v2/apps/{id} requests, so an
+// event storm touching many apps does not hammer Marathon.
+const appFetchParallel = 8
+
+// Source follows one Marathon (or an HA set of them) and keeps the apps it
+// routes in a discovery.Table.
+type Source struct {
+	cfg    normalized
+	table  *discovery.Table
+	log    *zap.Logger
+	client *client
+	res    *resolver
+	queue  *eventQueue
+	resync chan struct{} // capacity 1: Resync requests coalesce
+	conn   chan connNotice
+
+	running atomic.Bool
+
+	mu     sync.Mutex // guards status
+	status discovery.SourceStatus
+}
+
+var _ discovery.StatusReporter = (*Source)(nil)
+
+// New validates cfg and returns a Source that will publish into table. It
+// does no I/O; Run does.
+func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Source, error) {
+	if table == nil {
+		return nil, errors.New("marathon: nil table")
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	n, err := normalize(cfg)
+	if err != nil {
+		return nil, err
+	}
+	eps, err := parseEndpoints(cfg.URLs, cfg.Token)
+	if err != nil {
+		return nil, err
+	}
+	s := &Source{
+		cfg:    n,
+		table:  table,
+		log:    log.Named("marathon"),
+		client: newClient(eps, cfg.HTTPClient, cfg.Token),
+		res:    newResolver(cfg.Resolve),
+		queue:  newEventQueue(),
+		resync: make(chan struct{}, 1),
+		conn:   make(chan connNotice, 4),
+	}
+	s.status.Name = sourceName
+	return s, nil
+}
+
+// Resync asks for a full resync (SIGHUP, POST /v1/resync). It never blocks;
+// requests made while one is pending or running coalesce into one more.
+func (s *Source) Resync() {
+	select {
+	case s.resync <- struct{}{}:
+	default:
+	}
+}
+
+// Status reports the source's health. It never carries credentials.
+func (s *Source) Status() discovery.SourceStatus {
+	s.mu.Lock()
+	st := s.status
+	s.mu.Unlock()
+	st.Endpoint = s.client.current().redacted
+	return st
+}
+
+func (s *Source) recordError(err error) {
+	if err == nil {
+		return
+	}
+	s.mu.Lock()
+	s.status.LastError = s.client.scrub(err.Error())
+	s.status.ErrorAt = time.Now()
+	s.mu.Unlock()
+}
+
+func (s *Source) countDecodeError() {
+	s.mu.Lock()
+	s.status.DecodeErrors++
+	s.mu.Unlock()
+}
+
+// Run follows Marathon until ctx is done, then returns nil. Marathon being
+// down, slow or wrong never makes it return: it retries with backoff and
+// leaves the table as it was. Run may be called once.
+func (s *Source) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("marathon: Run called twice")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait() // runs after cancel: every goroutine started here ends first
+	defer cancel()
+
+	l := newLoop(s, ctx, &wg)
+	wg.Go(func() { s.streamLoop(ctx) })
+	l.run()
+	return nil
+}
+
+// fetchResult is what a fetch goroutine hands back to the state goroutine.
+// Decoding happens in the fetch goroutine, off the event path.
+type fetchResult struct {
+	full    bool
+	seq     uint64
+	id      string       // app fetch
+	app     decodedApp   // app fetch
+	gone    bool         // app fetch: 404
+	apps    []decodedApp // full
+	skipped int          // full: apps without a readable id
+	err     error
+	took    time.Duration
+}
+
+// loop is the state goroutine: it alone touches state, decides what to
+// fetch, and publishes to the table.
+type loop struct {
+	s       *Source
+	ctx     context.Context
+	wg      *sync.WaitGroup
+	st      *state
+	b       *builder
+	results chan fetchResult
+	appSem  chan struct{}
+
+	// Full resyncs.
+	fullInFlight bool
+	fullWanted   bool   // another full is needed once the running one ends
+	retryPending bool   // a failed full waits for retryTimer
+	buffering    bool   // hold events until a snapshot newer than upSeq lands
+	upSeq        uint64 // sequence at the last stream (re)connect
+	fullBackoff  backoff
+	retryTimer   *time.Timer
+	resyncTimer  *time.Timer
+
+	// Per-app fetches, coalesced: at most one in flight per app, and one
+	// more if events arrive meanwhile.
+	inflight map[string]bool
+	dirty    map[string]bool
+
+	synced      bool
+	problems    map[string]string // last logged problem per app
+	lastFullErr string            // so a Marathon that stays down is logged once
+}
+
+func newLoop(s *Source, ctx context.Context, wg *sync.WaitGroup) *loop {
+	healthy, _ := lru.New[string, bool](healthyCacheSize)
+	l := &loop{
+		s:           s,
+		ctx:         ctx,
+		wg:          wg,
+		st:          newState(),
+		results:     make(chan fetchResult),
+		appSem:      make(chan struct{}, appFetchParallel),
+		fullBackoff: backoff{min: s.cfg.BackoffMin, max: s.cfg.BackoffMax},
+		inflight:    map[string]bool{},
+		dirty:       map[string]bool{},
+		problems:    map[string]string{},
+	}
+	l.b = &builder{
+		resolve: func(host string) (netip.Addr, error) {
+			return s.res.Resolve(ctx, host)
+		},
+		keepUnreachable: s.cfg.keepUnreachable,
+		healthy:         healthy,
+	}
+	return l
+}
+
+func (l *loop) run() {
+	l.retryTimer = time.NewTimer(time.Hour)
+	l.retryTimer.Stop()
+	l.resyncTimer = time.NewTimer(l.s.cfg.ResyncInterval)
+	defer l.retryTimer.Stop()
+	defer l.resyncTimer.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case n := <-l.s.conn:
+			l.onConn(n)
+		case <-l.s.queue.notify:
+			l.drain()
+		case r := <-l.results:
+			if r.full {
+				l.onFull(r)
+			} else {
+				l.onApp(r)
+			}
+			l.startDirty()
+		case <-l.s.resync:
+			l.requestFull("requested")
+		case <-l.resyncTimer.C:
+			l.requestFull("periodic")
+		case <-l.retryTimer.C:
+			l.retryPending = false
+			if !l.fullInFlight {
+				l.startFull()
+			}
+		}
+	}
+}
+
+func (l *loop) onConn(n connNotice) {
+	switch {
+	case n.up:
+		// No replay: whatever happened before this subscription is only in
+		// a snapshot taken after it. Hold events until that snapshot lands,
+		// then apply them on top (they may repeat what it shows; applying is
+		// idempotent).
+		l.upSeq = l.st.next()
+		l.buffering = true
+		if l.fullInFlight {
+			l.fullWanted = true
+			return
+		}
+		// Marathon just answered: skip any pending failure backoff.
+		l.retryTimer.Stop()
+		l.retryPending = false
+		l.startFull()
+	case n.failed:
+		// The stream cannot connect. If nothing was ever synced, try the
+		// snapshot anyway: routes from a snapshot beat no routes.
+		if !l.synced {
+			l.requestFull("event stream unavailable")
+		}
+	}
+}
+
+// requestFull starts a full resync unless one is running (then one more
+// follows it) or a failed one is waiting out its backoff.
+func (l *loop) requestFull(reason string) {
+	l.s.log.Debug("full resync requested", zap.String("reason", reason))
+	switch {
+	case l.fullInFlight:
+		l.fullWanted = true
+	case l.retryPending:
+	default:
+		l.startFull()
+	}
+}
+
+func (l *loop) startFull() {
+	seq := l.st.next()
+	l.fullInFlight, l.fullWanted = true, false
+	l.wg.Go(func() {
+		start := time.Now()
+		r := fetchResult{full: true, seq: seq}
+		body, err := l.s.client.fetchApps(l.ctx)
+		if err == nil {
+			r.apps, r.skipped, err = decodeApps(body)
+			if err != nil {
+				err = errors.New(err.Error() + " (GET /v2/apps)")
+			}
+		}
+		if err == nil {
+			l.s.res.warm(l.ctx, hostsOf(r.apps))
+		}
+		r.err, r.took = err, time.Since(start)
+		select {
+		case l.results <- r:
+		case <-l.ctx.Done():
+		}
+	})
+}
+
+func hostsOf(apps []decodedApp) map[string]struct{} {
+	hosts := map[string]struct{}{}
+	for _, a := range apps {
+		if a.Def == nil {
+			continue
+		}
+		for _, t := range a.Def.Tasks {
+			if t.Host != "" {
+				hosts[t.Host] = struct{}{}
+			}
+		}
+	}
+	return hosts
+}
+
+func (l *loop) onFull(r fetchResult) {
+	l.fullInFlight = false
+	if r.err != nil {
+		// Keep the table as it is: a failing Marathon is not an empty one.
+		l.s.recordError(r.err)
+		d := l.fullBackoff.next()
+		log := l.s.log.Warn
+		if msg := r.err.Error(); msg == l.lastFullErr {
+			log = l.s.log.Debug
+		} else {
+			l.lastFullErr = msg
+		}
+		log("full resync failed; keeping the last table", zap.Error(r.err), zap.Duration("retry_in", d.Round(time.Millisecond)))
+		l.retryPending = true
+		l.retryTimer.Reset(d)
+		return
+	}
+	l.fullBackoff.reset()
+	l.lastFullErr = ""
+	if r.skipped > 0 {
+		l.s.mu.Lock()
+		l.s.status.DecodeErrors += uint64(r.skipped)
+		l.s.mu.Unlock()
+		l.s.log.Warn("apps without a readable id skipped", zap.Int("count", r.skipped))
+	}
+	l.st.applyFull(r.apps, r.seq)
+	apps := l.publishAll()
+	tasks := 0
+	for _, a := range apps {
+		tasks += len(a.Tasks)
+	}
+	l.synced = true
+	l.s.mu.Lock()
+	l.s.status.Synced = true
+	l.s.status.LastSync = time.Now()
+	l.s.status.Resyncs++
+	l.s.mu.Unlock()
+	l.s.log.Info("resync done", zap.Int("apps", len(apps)), zap.Int("tasks", tasks),
+		zap.Duration("took", r.took.Round(time.Millisecond)))
+	l.resyncTimer.Reset(l.s.cfg.ResyncInterval)
+	if l.buffering && r.seq > l.upSeq {
+		l.buffering = false
+		l.drain()
+	}
+	if l.fullWanted {
+		l.startFull()
+	}
+}
+
+// want marks an app for a fetch; startDirty starts them.
+func (l *loop) want(id string) { l.dirty[id] = true }
+
+func (l *loop) startDirty() {
+	for id := range l.dirty {
+		if l.inflight[id] {
+			continue // fetched again when the running fetch ends
+		}
+		delete(l.dirty, id)
+		l.inflight[id] = true
+		seq := l.st.next()
+		l.wg.Go(func() {
+			r := fetchResult{id: id, seq: seq}
+			select {
+			case l.appSem <- struct{}{}:
+			case <-l.ctx.Done():
+				return
+			}
+			start := time.Now()
+			body, gone, err := l.s.client.fetchApp(l.ctx, id)
+			<-l.appSem
+			if err == nil && !gone {
+				r.app, err = decodeAppResponse(body)
+				if err == nil && r.app.ID != id {
+					// Marathon answers for the id asked; anything else is a
+					// proxy or version surprise not to be trusted.
+					err = errors.New("GET /v2/apps" + id + " answered with app " + r.app.ID)
+				}
+				if err == nil {
+					l.s.res.warm(l.ctx, hostsOf([]decodedApp{r.app}))
+				}
+			}
+			r.gone, r.err, r.took = gone, err, time.Since(start)
+			select {
+			case l.results <- r:
+			case <-l.ctx.Done():
+			}
+		})
+	}
+}
+
+func (l *loop) onApp(r fetchResult) {
+	delete(l.inflight, r.id)
+	if r.err != nil {
+		l.s.recordError(r.err)
+		l.s.log.Warn("app fetch failed; resyncing", zap.String("app", r.id), zap.Error(r.err))
+		l.requestFull("app fetch failed")
+		return
+	}
+	var changed bool
+	if r.gone {
+		changed = l.st.removeFetched(r.id, r.seq)
+	} else {
+		changed = l.st.mergeFetched(r.app, r.seq)
+	}
+	l.s.log.Debug("app fetched", zap.String("app", r.id), zap.Bool("gone", r.gone),
+		zap.Bool("applied", changed), zap.Duration("took", r.took))
+	if changed {
+		l.publish(r.id)
+	}
+}
+
+// drain applies every queued event, unless events are being held for a
+// snapshot.
+func (l *loop) drain() {
+	if l.buffering {
+		return
+	}
+	items, overflow := l.s.queue.Take()
+	if overflow {
+		l.s.log.Warn("events lost (queue overflow or oversize event); resyncing")
+		l.requestFull("events lost")
+	}
+	for _, data := range items {
+		l.handleEvent(data)
+	}
+	l.startDirty()
+}
+
+func (l *loop) handleEvent(data []byte) {
+	var ev event
+	if err := json.Unmarshal(data, &ev); err != nil {
+		// Marathon before 1.3.7 ignores event_type and sends every event;
+		// one pacer does not act on may not fit the event struct, and is
+		// no reason to resync.
+		var typ struct {
+			EventType string `json:"eventType"`
+		}
+		if json.Unmarshal(data, &typ) == nil && !relevant(typ.EventType) {
+			return
+		}
+		l.s.countDecodeError()
+		l.s.log.Warn("cannot decode event; resyncing", zap.Error(err), zap.Int("bytes", len(data)))
+		l.requestFull("undecodable event")
+		return
+	}
+	if !relevant(ev.EventType) {
+		return
+	}
+	if ev.EventType == evStatusUpdate {
+		id, changed, fetch := l.st.applyStatus(&ev, l.st.next())
+		l.s.log.Debug("status update", zap.String("app", id), zap.String("task", ev.TaskID),
+			zap.String("status", ev.TaskStatus), zap.Bool("fetch", fetch))
+		if changed {
+			l.publish(id)
+		}
+		if fetch {
+			l.want(id)
+		}
+		return
+	}
+	ids, ok := ev.appIDs()
+	l.s.log.Debug("event", zap.String("type", ev.EventType), zap.Strings("apps", ids))
+	if !ok {
+		l.requestFull(ev.EventType + " names no app")
+		return
+	}
+	for _, id := range ids {
+		l.want(id)
+	}
+}
+
+// served builds the app if this source routes it, else returns nil.
+func (l *loop) served(id string) *discovery.App {
+	a := l.st.apps[id]
+	cfg := &l.s.cfg
+	if a == nil || (cfg.SelfAppID != "" && id == cfg.SelfAppID) {
+		return nil
+	}
+	if a.def == nil {
+		if a.problem != "" && cfg.allGroups {
+			// Its labels are unknown, so only an all-groups pacer shows it.
+			return &discovery.App{ID: id, Source: sourceName, Problem: a.problem}
+		}
+		return nil
+	}
+	if !cfg.allGroups {
+		groups, _ := appGroups(a.def.Labels)
+		match := false
+		for _, g := range groups {
+			if cfg.groups[g] {
+				match = true
+				break
+			}
+		}
+		if !match {
+			return nil
+		}
+	}
+	tasks := make([]*task, 0, len(a.tasks))
+	for _, e := range a.tasks {
+		tasks = append(tasks, e.t)
+	}
+	return l.b.build(a.def, tasks)
+}
+
+// noteProblem logs an app's problem when it appears or changes.
+func (l *loop) noteProblem(id string, app *discovery.App) {
+	p := ""
+	if app != nil {
+		p = app.Problem
+	}
+	if p == l.problems[id] {
+		return
+	}
+	if p == "" {
+		delete(l.problems, id)
+		l.s.log.Info("app understood again", zap.String("app", id))
+		return
+	}
+	l.problems[id] = p
+	l.s.countDecodeError()
+	l.s.log.Warn("app not routed", zap.String("app", id), zap.String("problem", p))
+}
+
+// publish pushes one app's current state (or its removal) to the table.
+func (l *loop) publish(id string) {
+	app := l.served(id)
+	l.noteProblem(id, app)
+	u := discovery.Update{Source: sourceName}
+	if app == nil {
+		u.Removed = []string{id}
+	} else {
+		u.Apps = []*discovery.App{app}
+	}
+	l.s.table.Apply(u)
+}
+
+// publishAll pushes every served app as a Full update and returns them.
+func (l *loop) publishAll() []*discovery.App {
+	apps := make([]*discovery.App, 0, len(l.st.apps))
+	for id := range l.st.apps {
+		app := l.served(id)
+		l.noteProblem(id, app)
+		if app != nil {
+			apps = append(apps, app)
+		}
+	}
+	for id := range l.problems {
+		if l.st.apps[id] == nil {
+			delete(l.problems, id)
+		}
+	}
+	l.s.table.Apply(discovery.Update{Source: sourceName, Full: true, Apps: apps})
+	return apps
+}
