@@ -10,10 +10,10 @@ import (
 // replaces it rather than changing it.
 type Snapshot struct {
 	version uint64
-	apps    map[string]*App
+	apps    shardedMap[string, *App]
 	// claims holds, per service port, every service claiming it, winner first.
-	claims map[int][]*Service
-	byName map[string][]*Service
+	claims shardedMap[int, []*Service]
+	byName shardedMap[string, []*Service]
 	// changed is closed when a newer snapshot replaces this one.
 	changed chan struct{}
 }
@@ -32,7 +32,7 @@ func (s *Snapshot) Changed() <-chan struct{} { return s.changed }
 
 // Service returns the service that owns the service port, or nil.
 func (s *Snapshot) Service(port int) *Service {
-	if c := s.claims[port]; len(c) > 0 {
+	if c := s.claims.get(port); len(c) > 0 {
 		return c[0]
 	}
 	return nil
@@ -40,27 +40,23 @@ func (s *Snapshot) Service(port int) *Service {
 
 // Ports returns every claimed service port in ascending order.
 func (s *Snapshot) Ports() []int {
-	ports := make([]int, 0, len(s.claims))
-	for p := range s.claims {
-		ports = append(ports, p)
-	}
+	ports := make([]int, 0, s.claims.len())
+	s.claims.each(func(p int, _ []*Service) { ports = append(ports, p) })
 	slices.Sort(ports)
 	return ports
 }
 
 // ServicesNamed returns the services of every app whose DNS label is name
 // (several apps may share a label, as in mesos-dns).
-func (s *Snapshot) ServicesNamed(name string) []*Service { return s.byName[name] }
+func (s *Snapshot) ServicesNamed(name string) []*Service { return s.byName.get(name) }
 
 // App returns the app with the given id, or nil.
-func (s *Snapshot) App(id string) *App { return s.apps[id] }
+func (s *Snapshot) App(id string) *App { return s.apps.get(id) }
 
 // Apps returns every app sorted by id.
 func (s *Snapshot) Apps() []*App {
-	apps := make([]*App, 0, len(s.apps))
-	for _, a := range s.apps {
-		apps = append(apps, a)
-	}
+	apps := make([]*App, 0, s.apps.len())
+	s.apps.each(func(_ string, a *App) { apps = append(apps, a) })
 	slices.SortFunc(apps, func(a, b *App) int { return cmp.Compare(a.ID, b.ID) })
 	return apps
 }
@@ -69,7 +65,7 @@ func (s *Snapshot) Apps() []*App {
 func (s *Snapshot) Conflicts() []Conflict {
 	var out []Conflict
 	for _, p := range s.Ports() {
-		c := s.claims[p]
+		c := s.claims.get(p)
 		if len(c) < 2 {
 			continue
 		}

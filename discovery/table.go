@@ -1,7 +1,6 @@
 package discovery
 
 import (
-	"maps"
 	"reflect"
 	"slices"
 	"sync"
@@ -33,9 +32,9 @@ type Table struct {
 func NewTable() *Table {
 	t := &Table{}
 	t.cur.Store(&Snapshot{
-		apps:    map[string]*App{},
-		claims:  map[int][]*Service{},
-		byName:  map[string][]*Service{},
+		apps:    newShardedMap[string, *App](),
+		claims:  newShardedMap[int, []*Service](),
+		byName:  newShardedMap[string, []*Service](),
 		changed: make(chan struct{}),
 	})
 	return t
@@ -61,14 +60,14 @@ func (t *Table) Apply(u Update) *Snapshot {
 		if a.Source == "" {
 			a.Source = u.Source
 		}
-		if prev := old.apps[a.ID]; prev == nil || !reflect.DeepEqual(prev, a) {
+		if prev := old.apps.get(a.ID); prev == nil || !reflect.DeepEqual(prev, a) {
 			changes[a.ID] = a
 		} else {
 			delete(changes, a.ID)
 		}
 	}
 	for _, id := range u.Removed {
-		if _, ok := old.apps[id]; ok {
+		if old.apps.get(id) != nil {
 			changes[id] = nil
 		}
 	}
@@ -79,58 +78,66 @@ func (t *Table) Apply(u Update) *Snapshot {
 				keep[a.ID] = true
 			}
 		}
-		for id, a := range old.apps {
+		old.apps.each(func(id string, a *App) {
 			if a.Source == u.Source && !keep[id] {
 				changes[id] = nil
 			}
-		}
+		})
 	}
 	if len(changes) == 0 {
 		return old
 	}
 
-	next := &Snapshot{
-		version: old.version + 1,
-		apps:    maps.Clone(old.apps),
-		claims:  maps.Clone(old.claims),
-		byName:  maps.Clone(old.byName),
-		changed: make(chan struct{}),
-	}
+	ed := indexEditor{apps: old.apps.edit(), claims: old.claims.edit(), byName: old.byName.edit()}
 	for id, a := range changes {
-		if prev := old.apps[id]; prev != nil {
+		if prev := old.apps.get(id); prev != nil {
 			for _, s := range prev.Services {
-				next.unindex(s)
+				ed.unindex(s)
 			}
 		}
 		if a == nil {
-			delete(next.apps, id)
+			ed.apps.del(id)
 			continue
 		}
-		next.apps[id] = a
+		ed.apps.set(id, a)
 		for _, s := range a.Services {
-			next.index(s)
+			ed.index(s)
 		}
+	}
+	next := &Snapshot{
+		version: old.version + 1,
+		apps:    ed.apps.done(),
+		claims:  ed.claims.done(),
+		byName:  ed.byName.done(),
+		changed: make(chan struct{}),
 	}
 	t.cur.Store(next)
 	close(old.changed)
 	return next
 }
 
-// index adds s to the port and name indexes, copying only the slices it touches.
-func (s *Snapshot) index(svc *Service) {
+// indexEditor builds the next snapshot's indexes beside the current ones.
+type indexEditor struct {
+	apps   *mapEditor[string, *App]
+	claims *mapEditor[int, []*Service]
+	byName *mapEditor[string, []*Service]
+}
+
+// index adds svc to the port and name indexes, copying only the slices it touches.
+func (s *indexEditor) index(svc *Service) {
 	if svc.ServicePort > 0 {
-		c := append(slices.Clip(s.claims[svc.ServicePort]), svc)
+		c := append(slices.Clip(s.claims.get(svc.ServicePort)), svc)
 		slices.SortFunc(c, compareKeys)
-		s.claims[svc.ServicePort] = c
+		s.claims.set(svc.ServicePort, c)
 	}
 	if svc.Name != "" {
-		s.byName[svc.Name] = append(slices.Clip(s.byName[svc.Name]), svc)
+		s.byName.set(svc.Name, append(slices.Clip(s.byName.get(svc.Name)), svc))
 	}
 }
 
 // unindex removes svc from the port and name indexes, copying only the
 // slices it touches.
-func (s *Snapshot) unindex(svc *Service) {
+func (s *indexEditor) unindex(svc *Service) {
 	remove := func(list []*Service) []*Service {
 		out := make([]*Service, 0, len(list))
 		for _, x := range list {
@@ -141,17 +148,17 @@ func (s *Snapshot) unindex(svc *Service) {
 		return out
 	}
 	if svc.ServicePort > 0 {
-		if c := remove(s.claims[svc.ServicePort]); len(c) > 0 {
-			s.claims[svc.ServicePort] = c
+		if c := remove(s.claims.get(svc.ServicePort)); len(c) > 0 {
+			s.claims.set(svc.ServicePort, c)
 		} else {
-			delete(s.claims, svc.ServicePort)
+			s.claims.del(svc.ServicePort)
 		}
 	}
 	if svc.Name != "" {
-		if c := remove(s.byName[svc.Name]); len(c) > 0 {
-			s.byName[svc.Name] = c
+		if c := remove(s.byName.get(svc.Name)); len(c) > 0 {
+			s.byName.set(svc.Name, c)
 		} else {
-			delete(s.byName, svc.Name)
+			s.byName.del(svc.Name)
 		}
 	}
 }
