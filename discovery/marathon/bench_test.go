@@ -2,67 +2,26 @@ package marathon
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"strings"
+	"path/filepath"
 	"sync"
 	"testing"
 
 	"go.uber.org/zap"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/fixtures"
 )
 
 // gen1000 turns the real 1,000-app group tree into a /v2/apps?embed=apps.tasks
 // answer with 10 running tasks per app on 100 agents (IP literals, so no DNS).
 func gen1000(tb testing.TB) []byte {
 	tb.Helper()
-	var root map[string]any
-	if err := json.Unmarshal(readTestdata(tb, "marathon-bench-real-groups-1000.json"), &root); err != nil {
-		tb.Fatal(err)
-	}
-	var apps []any
-	var walk func(g map[string]any)
-	walk = func(g map[string]any) {
-		if as, ok := g["apps"].([]any); ok {
-			apps = append(apps, as...)
-		}
-		if gs, ok := g["groups"].([]any); ok {
-			for _, sg := range gs {
-				walk(sg.(map[string]any))
-			}
-		}
-	}
-	walk(root)
-	n := 0
-	for _, a := range apps {
-		app := a.(map[string]any)
-		id := app["id"].(string)
-		safe := strings.ReplaceAll(strings.Trim(id, "/"), "/", "_")
-		nports := len(app["portDefinitions"].([]any))
-		var tasks []any
-		for i := range 10 {
-			ports := make([]int, nports)
-			for p := range ports {
-				ports[p] = 31000 + (n*10+i+p)%1000
-			}
-			tasks = append(tasks, map[string]any{
-				"id":    fmt.Sprintf("%s.instance-%08x-5ec9-11ea-9a3f-0242ac110004._app.1", safe, n*10+i),
-				"appId": id, "host": fmt.Sprintf("10.0.0.%d", (n*10+i)%100+1),
-				"ports": ports, "ipAddresses": []any{}, "state": "TASK_RUNNING", "healthCheckResults": []any{},
-				"stagedAt": "2020-03-05T10:14:51.203Z", "startedAt": "2020-03-05T10:15:07.331Z",
-				"version": "2020-03-05T10:14:50.512Z", "slaveId": "S1", "localVolumes": []any{}, "servicePorts": []any{},
-			})
-		}
-		app["tasks"] = tasks
-		app["version"] = "2020-03-05T10:14:50.512Z"
-		n++
-	}
-	b, err := json.Marshal(map[string]any{"apps": apps})
+	apps, err := fixtures.Cluster(filepath.Join("testdata", "marathon-bench-real-groups-1000.json"), 10)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return b
+	return fixtures.AppsJSON(apps)
 }
 
 // benchLoop is a state goroutine without Run: no network, no goroutines.
