@@ -169,6 +169,7 @@ func run(lbPath string, trials, resyncs, tasksPerApp int) error {
 	// Full resyncs: the first at start, then POST /v1/resync.
 	fmt.Printf("%-8s %14s %10s %10s\n", "resync", "fetch+decode", "apply", "total")
 	var totals []time.Duration
+	var maxTotal time.Duration
 	for i := 0; i <= resyncs; i++ {
 		if i > 0 {
 			resp, err := http.Post(admin+"/v1/resync", "", nil)
@@ -179,22 +180,21 @@ func run(lbPath string, trials, resyncs, tasksPerApp int) error {
 		}
 		select {
 		case line := <-resyncLog:
-			fd, _ := time.ParseDuration(fmt.Sprint(line["fetch_decode"]))
-			ap, _ := time.ParseDuration(fmt.Sprint(line["apply"]))
-			if fd == 0 {
-				fd = secondsField(line["fetch_decode"])
-				ap = secondsField(line["apply"])
-			}
+			fd := secondsField(line["fetch_decode"])
+			ap := secondsField(line["apply"])
 			name := strconv.Itoa(i)
 			if i == 0 {
 				name = "initial"
 			}
 			totals = append(totals, fd+ap)
+			maxTotal = max(maxTotal, fd+ap)
 			fmt.Printf("%-8s %14v %10v %10v\n", name, fd.Round(time.Millisecond), ap.Round(time.Millisecond), (fd + ap).Round(time.Millisecond))
 		case <-time.After(30 * time.Second):
 			return fmt.Errorf("no 'resync done' log line within 30s")
 		}
 	}
+	slices.Sort(totals)
+	fmt.Printf("median %v, max %v\n", totals[len(totals)/2].Round(time.Millisecond), maxTotal.Round(time.Millisecond))
 	rss, hwm := memory(lb.Process.Pid)
 	fmt.Printf("\nlb resident memory after %d resyncs: VmRSS %.1f MB, peak VmHWM %.1f MB\n\n", resyncs+1, float64(rss)/1024, float64(hwm)/1024)
 
