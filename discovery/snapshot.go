@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"cmp"
+	"net/netip"
 	"slices"
 )
 
@@ -14,6 +15,8 @@ type Snapshot struct {
 	// claims holds, per service port, every service claiming it, winner first.
 	claims shardedMap[int, []*Service]
 	byName shardedMap[string, []*Service]
+	// ejected is the health overlay this snapshot was built with.
+	ejected map[netip.AddrPort]string
 	// changed is closed when a newer snapshot replaces this one.
 	changed chan struct{}
 }
@@ -59,6 +62,14 @@ func (s *Snapshot) Apps() []*App {
 	s.apps.each(func(_ string, a *App) { apps = append(apps, a) })
 	slices.SortFunc(apps, func(a, b *App) int { return cmp.Compare(a.ID, b.ID) })
 	return apps
+}
+
+// Ejected reports whether the health overlay has taken the backend at addr
+// out of rotation, and why. A backend can be ejected and still be listed in a
+// service's Backends when the panic threshold kept it in.
+func (s *Snapshot) Ejected(addr netip.AddrPort) (reason string, ok bool) {
+	reason, ok = s.ejected[addr]
+	return reason, ok
 }
 
 // Conflicts returns every service port claimed by more than one service.

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"net/netip"
 	"reflect"
 	"slices"
 	"sync"
@@ -21,20 +22,43 @@ type Update struct {
 }
 
 // Table publishes Snapshots. Readers call Snapshot, which is one atomic load;
-// writers call Apply, which builds the next snapshot beside the current one and
-// swaps it in.
+// writers call Apply (sources) and SetEjected (the health overlay), which
+// build the next snapshot beside the current one and swap it in.
+//
+// The table keeps each app as its source gave it and publishes it with the
+// health overlay applied: a backend the overlay ejected is left out of its
+// services' Backends, so the proxies and DNS all read one verdict.
 type Table struct {
 	cur atomic.Pointer[Snapshot]
-	mu  sync.Mutex // serialises writers
+
+	mu sync.Mutex // serialises writers and guards the fields below
+	// raw holds every app as its source gave it, before the overlay.
+	raw shardedMap[string, *App]
+	// ejected is the health overlay: backends out of rotation, with reasons.
+	ejected map[netip.AddrPort]string
+	// appsByAddr finds the apps with a backend at an address, so an
+	// overlay change rebuilds only those apps.
+	appsByAddr map[netip.AddrPort]map[string]struct{}
 }
+
+// PanicThreshold is the share of a service's backends the overlay may eject.
+// Beyond it every backend stays in rotation: when most of a service looks
+// dead the checks are more likely wrong than the service, and sending
+// traffic to all beats sending it to none (Envoy's panic threshold).
+const PanicThreshold = 0.5
 
 // NewTable returns a Table holding an empty snapshot at version 0.
 func NewTable() *Table {
-	t := &Table{}
+	t := &Table{
+		raw:        newShardedMap[string, *App](),
+		ejected:    map[netip.AddrPort]string{},
+		appsByAddr: map[netip.AddrPort]map[string]struct{}{},
+	}
 	t.cur.Store(&Snapshot{
 		apps:    newShardedMap[string, *App](),
 		claims:  newShardedMap[int, []*Service](),
 		byName:  newShardedMap[string, []*Service](),
+		ejected: t.ejected,
 		changed: make(chan struct{}),
 	})
 	return t
@@ -49,7 +73,6 @@ func (t *Table) Snapshot() *Snapshot { return t.cur.Load() }
 func (t *Table) Apply(u Update) *Snapshot {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	old := t.cur.Load()
 
 	// Work out which apps really change; a no-op update publishes nothing.
 	changes := make(map[string]*App) // id -> new app, nil for removal
@@ -60,14 +83,14 @@ func (t *Table) Apply(u Update) *Snapshot {
 		if a.Source == "" {
 			a.Source = u.Source
 		}
-		if prev := old.apps.get(a.ID); prev == nil || !reflect.DeepEqual(prev, a) {
+		if prev := t.raw.get(a.ID); prev == nil || !reflect.DeepEqual(prev, a) {
 			changes[a.ID] = a
 		} else {
 			delete(changes, a.ID)
 		}
 	}
 	for _, id := range u.Removed {
-		if old.apps.get(id) != nil {
+		if t.raw.get(id) != nil {
 			changes[id] = nil
 		}
 	}
@@ -78,16 +101,90 @@ func (t *Table) Apply(u Update) *Snapshot {
 				keep[a.ID] = true
 			}
 		}
-		old.apps.each(func(id string, a *App) {
+		t.raw.each(func(id string, a *App) {
 			if a.Source == u.Source && !keep[id] {
 				changes[id] = nil
 			}
 		})
 	}
 	if len(changes) == 0 {
-		return old
+		return t.cur.Load()
 	}
+	raw := t.raw.edit()
+	for id, a := range changes {
+		if prev := raw.get(id); prev != nil {
+			t.indexAddrs(prev, false)
+		}
+		if a == nil {
+			raw.del(id)
+			continue
+		}
+		raw.set(id, a)
+		t.indexAddrs(a, true)
+	}
+	t.raw = raw.done()
+	return t.publish(changes, t.ejected)
+}
 
+// SetEjected replaces the health overlay: the backends in ejected (address
+// to reason) leave rotation, every other backend returns to it. Only apps
+// with a backend whose verdict changed are rebuilt. The map is taken over by
+// the table and must not be modified afterwards.
+func (t *Table) SetEjected(ejected map[netip.AddrPort]string) *Snapshot {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ejected == nil {
+		ejected = map[netip.AddrPort]string{}
+	}
+	changes := make(map[string]*App)
+	touch := func(addr netip.AddrPort) {
+		for id := range t.appsByAddr[addr] {
+			changes[id] = t.raw.get(id)
+		}
+	}
+	for addr, why := range ejected {
+		if old, ok := t.ejected[addr]; !ok || old != why {
+			touch(addr)
+		}
+	}
+	for addr := range t.ejected {
+		if _, ok := ejected[addr]; !ok {
+			touch(addr)
+		}
+	}
+	t.ejected = ejected
+	if len(changes) == 0 {
+		// No backend in the table changed verdict: nothing a reader sees.
+		return t.cur.Load()
+	}
+	return t.publish(changes, ejected)
+}
+
+// indexAddrs adds (or removes) app's backends to the address index.
+func (t *Table) indexAddrs(a *App, add bool) {
+	for _, s := range a.Services {
+		for _, b := range s.Backends {
+			set := t.appsByAddr[b.Addr]
+			if add {
+				if set == nil {
+					set = map[string]struct{}{}
+					t.appsByAddr[b.Addr] = set
+				}
+				set[a.ID] = struct{}{}
+			} else if set != nil {
+				delete(set, a.ID)
+				if len(set) == 0 {
+					delete(t.appsByAddr, b.Addr)
+				}
+			}
+		}
+	}
+}
+
+// publish builds and stores the next snapshot from the current one, with the
+// given apps (raw, nil for removed) replaced as the overlay shows them.
+func (t *Table) publish(changes map[string]*App, ejected map[netip.AddrPort]string) *Snapshot {
+	old := t.cur.Load()
 	ed := indexEditor{apps: old.apps.edit(), claims: old.claims.edit(), byName: old.byName.edit()}
 	for id, a := range changes {
 		if prev := old.apps.get(id); prev != nil {
@@ -99,6 +196,7 @@ func (t *Table) Apply(u Update) *Snapshot {
 			ed.apps.del(id)
 			continue
 		}
+		a = withOverlay(a, ejected)
 		ed.apps.set(id, a)
 		for _, s := range a.Services {
 			ed.index(s)
@@ -109,11 +207,50 @@ func (t *Table) Apply(u Update) *Snapshot {
 		apps:    ed.apps.done(),
 		claims:  ed.claims.done(),
 		byName:  ed.byName.done(),
+		ejected: ejected,
 		changed: make(chan struct{}),
 	}
 	t.cur.Store(next)
 	close(old.changed)
 	return next
+}
+
+// withOverlay returns a as readers should see it: each service without its
+// ejected backends, unless that would eject more than PanicThreshold of them.
+// An app the overlay does not touch is returned as it is, not copied.
+func withOverlay(a *App, ejected map[netip.AddrPort]string) *App {
+	if len(ejected) == 0 {
+		return a
+	}
+	var out *App
+	for i, s := range a.Services {
+		n := 0
+		for _, b := range s.Backends {
+			if _, ok := ejected[b.Addr]; ok {
+				n++
+			}
+		}
+		if n == 0 || float64(n) > PanicThreshold*float64(len(s.Backends)) {
+			continue
+		}
+		if out == nil {
+			cp := *a
+			cp.Services = slices.Clone(a.Services)
+			out = &cp
+		}
+		fs := *s
+		fs.Backends = make([]Backend, 0, len(s.Backends)-n)
+		for _, b := range s.Backends {
+			if _, ok := ejected[b.Addr]; !ok {
+				fs.Backends = append(fs.Backends, b)
+			}
+		}
+		out.Services[i] = &fs
+	}
+	if out == nil {
+		return a
+	}
+	return out
 }
 
 // indexEditor builds the next snapshot's indexes beside the current ones.
