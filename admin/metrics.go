@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +42,15 @@ func (m metricWriter) sample(name string, v float64, labels ...string) {
 var labelEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
 
 func escapeLabel(s string) string { return labelEscaper.Replace(s) }
+
+func sortedKeys(m map[string]uint64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
 
 func boolf(b bool) float64 {
 	if b {
@@ -120,6 +130,26 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 		for _, p := range ports {
 			m.sample("pacer_tcp_connections_total", float64(p.Total), "port", strconv.Itoa(p.Port))
 		}
+	}
+
+	if s.deps.DNS != nil {
+		st := s.deps.DNS()
+		m.family("pacer_dns_queries_total", "counter", "DNS queries by query type.")
+		for _, k := range sortedKeys(st.Queries) {
+			m.sample("pacer_dns_queries_total", float64(st.Queries[k]), "qtype", k)
+		}
+		m.family("pacer_dns_responses_total", "counter", "DNS responses by rcode.")
+		for _, k := range sortedKeys(st.Responses) {
+			m.sample("pacer_dns_responses_total", float64(st.Responses[k]), "rcode", k)
+		}
+		m.family("pacer_dns_truncated_total", "counter", "UDP responses cut short with TC set.")
+		m.sample("pacer_dns_truncated_total", float64(st.Truncated))
+		m.family("pacer_dns_dropped_total", "counter", "Packets that got no answer.")
+		m.sample("pacer_dns_dropped_total", float64(st.Dropped))
+		m.family("pacer_dns_cache_hits_total", "counter", "Answers served from the packed-answer cache.")
+		m.sample("pacer_dns_cache_hits_total", float64(st.CacheHits))
+		m.family("pacer_dns_cache_misses_total", "counter", "Answers built for the cache.")
+		m.sample("pacer_dns_cache_misses_total", float64(st.CacheMisses))
 	}
 
 	var ms runtime.MemStats

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/dnsserver"
 	"github.com/pacer-lb/pacer/proxy"
 )
 
@@ -25,6 +26,8 @@ type Deps struct {
 	// Ready reports whether every source has synced and the listeners match
 	// the table; nil means ready once every source has synced.
 	Ready func() bool
+	// DNS reports the DNS server's counters; nil when DNS is off.
+	DNS func() dnsserver.Stats
 	// Resync asks every source for a full resync; nil disables POST /v1/resync.
 	Resync func()
 	// Routes are further handlers by ServeMux pattern, e.g. the DNS HTTP API.

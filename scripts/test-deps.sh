@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the programs pacer's tests run for real: dig (DNS integration
-# tests). Debian packages, through apt-get when run as root; otherwise it says
+# tests), promtool (checks /metrics with Prometheus's own parser). Debian packages, through apt-get when run as root; otherwise it says
 # what to install and fails, because a test that cannot run must not pass.
 set -euo pipefail
 
 need=()
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 
 if ((${#need[@]} == 0)); then
 	exit 0

@@ -68,6 +68,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 
 	routes := map[string]http.Handler{}
 	var dns *dnsserver.Server
+	var dnsStats func() dnsserver.Stats
 	dnsReady := make(chan net.Addr, 1)
 	if cfg.dns != "" {
 		dns, err = dnsserver.New(dnsserver.Config{
@@ -80,6 +81,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		if err != nil {
 			return fmt.Errorf("--dns: %w", err)
 		}
+		dnsStats = dns.Stats
 		api := dns.APIHandler()
 		routes["GET /v1/services/{service}"] = api
 		routes["GET /v1/hosts/{host}"] = api
@@ -106,6 +108,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		Sources: sources,
 		Ports:   tcp.Ports,
 		Resync:  src.Resync,
+		DNS:     dnsStats,
 		Routes:  routes,
 		Version: version,
 	}, log)

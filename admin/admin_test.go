@@ -1,0 +1,163 @@
+package admin
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/dnsserver"
+	"github.com/pacer-lb/pacer/proxy"
+)
+
+type fakeSource struct{ st discovery.SourceStatus }
+
+func (f *fakeSource) Status() discovery.SourceStatus { return f.st }
+
+func newTestServer(t *testing.T) (*Server, *discovery.Table, *fakeSource) {
+	t.Helper()
+	table := discovery.NewTable()
+	src := &fakeSource{st: discovery.SourceStatus{Name: "marathon", Endpoint: "http://marathon:8080"}}
+	s, err := New(Deps{
+		Table:   table,
+		Sources: []discovery.StatusReporter{src},
+		Ports: func() []proxy.PortStatus {
+			return []proxy.PortStatus{{Port: 8000, Listening: true, Active: 2, Total: 10}}
+		},
+		DNS: func() dnsserver.Stats {
+			return dnsserver.Stats{Queries: map[string]uint64{"SRV": 3}, Responses: map[string]uint64{"NOERROR": 3}}
+		},
+	}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, table, src
+}
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	return rec.Code, rec.Body.String()
+}
+
+func webApp() *discovery.App {
+	return &discovery.App{ID: "/shop/web", Services: []*discovery.Service{{
+		Key: discovery.ServiceKey{App: "/shop/web"}, Name: "web-shop", ServicePort: 8000,
+		Backends: []discovery.Backend{{TaskID: "shop_web.1", Host: "10.0.0.1", Addr: netip.MustParseAddrPort("10.0.0.1:31000")}},
+	}}, Tasks: []discovery.TaskState{
+		{ID: "shop_web.1", State: "TASK_RUNNING", Routable: true},
+		{ID: "shop_web.2", State: "TASK_STAGING", Reason: "not running yet"},
+	}}
+}
+
+func TestHealthzLifecycle(t *testing.T) {
+	t.Parallel()
+	s, table, src := newTestServer(t)
+	h := s.Handler()
+	if code, body := get(t, h, "/healthz"); code != 503 || !strings.Contains(body, "waiting for the first sync") {
+		t.Fatalf("before sync: %d %s", code, body)
+	}
+	table.Apply(discovery.Update{Source: "marathon", Full: true, Apps: []*discovery.App{webApp()}})
+	src.st.Synced, src.st.Connected, src.st.LastSync = true, true, time.Now()
+	if code, body := get(t, h, "/healthz"); code != 200 || !strings.Contains(body, `"status": "ok"`) {
+		t.Fatalf("synced: %d %s", code, body)
+	}
+	// Marathon lost: still 200 (the last good table serves), but stale.
+	src.st.Connected = false
+	if code, body := get(t, h, "/healthz"); code != 200 || !strings.Contains(body, `"status": "stale"`) || !strings.Contains(body, "sync_age") {
+		t.Fatalf("stale: %d %s", code, body)
+	}
+	if code, _ := get(t, h, "/_haproxy_health_check"); code != 200 {
+		t.Fatalf("marathon-lb health URI: %d", code)
+	}
+	s.SetDraining()
+	if code, body := get(t, h, "/healthz"); code != 503 || !strings.Contains(body, "draining") {
+		t.Fatalf("draining: %d %s", code, body)
+	}
+}
+
+func TestServicesShowsBackendsAndReasons(t *testing.T) {
+	t.Parallel()
+	s, table, _ := newTestServer(t)
+	table.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{webApp(),
+		{ID: "/broken", Problem: `label HAPROXY_0_PORT: "x" is not a port`}}})
+	code, body := get(t, s.Handler(), "/v1/services")
+	if code != 200 {
+		t.Fatal(code)
+	}
+	var v servicesView
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Apps) != 2 || v.Apps[0].ID != "/broken" || v.Apps[0].Problem == "" {
+		t.Fatalf("apps = %+v", v.Apps)
+	}
+	web := v.Apps[1]
+	if len(web.Services) != 1 || !web.Services[0].Serving || len(web.Services[0].Backends) != 1 || web.Services[0].Backends[0].Addr != "10.0.0.1:31000" {
+		t.Fatalf("web = %+v", web)
+	}
+	if web.Tasks[1].Reason != "not running yet" {
+		t.Fatalf("non-routed task reason lost: %+v", web.Tasks)
+	}
+}
+
+func TestMetricsPassPromtool(t *testing.T) {
+	t.Parallel()
+	s, table, src := newTestServer(t)
+	table.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{webApp()}})
+	src.st.Synced, src.st.LastSync, src.st.Events = true, time.Now(), 7
+	code, body := get(t, s.Handler(), "/metrics")
+	if code != 200 {
+		t.Fatal(code)
+	}
+	for _, want := range []string{
+		`pacer_service_backends{app="/shop/web",port_index="0",service_port="8000"} 1`,
+		`pacer_source_events_total{source="marathon"} 7`,
+		`pacer_tcp_connections_active{port="8000"} 2`,
+		`pacer_dns_queries_total{qtype="SRV"} 3`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool not found: run `make test`, which installs Debian's prometheus package")
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("promtool check metrics: %v\n%s", err, out.String())
+	}
+}
+
+func TestResyncEndpoint(t *testing.T) {
+	t.Parallel()
+	table := discovery.NewTable()
+	called := 0
+	s, err := New(Deps{Table: table, Resync: func() { called++ }}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/v1/resync", nil))
+	if rec.Code != http.StatusAccepted || called != 1 {
+		t.Fatalf("POST /v1/resync: %d, resync called %d times", rec.Code, called)
+	}
+	rec = httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/resync", nil))
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /v1/resync: %d, want 405", rec.Code)
+	}
+}
