@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -57,11 +58,11 @@ func runDemo(ctx context.Context, cfg *config, log *zap.Logger) error {
 	var adminAddr, dnsAddr net.Addr
 	return run(ctx, cfg, log, &hooks{
 		listening: func(a, d net.Addr) { adminAddr, dnsAddr = a, d },
-		ready:     func() { printDemoHelp(cfg, adminAddr, dnsAddr) },
+		ready:     func() { printDemoHelp(os.Stdout, cfg, adminAddr, dnsAddr) },
 	})
 }
 
-func printDemoHelp(cfg *config, adminAddr, dnsAddr net.Addr) {
+func printDemoHelp(out io.Writer, cfg *config, adminAddr, dnsAddr net.Addr) {
 	host := "localhost"
 	if cfg.bind != "0.0.0.0" && cfg.bind != "::" && cfg.bind != "127.0.0.1" {
 		host = cfg.bind
@@ -80,5 +81,5 @@ func printDemoHelp(cfg *config, adminAddr, dnsAddr net.Addr) {
 	_, aport, _ := net.SplitHostPort(adminAddr.String())
 	fmt.Fprintf(&b, "  curl localhost:%s/v1/services\n      the routing table as JSON\n", aport)
 	fmt.Fprintf(&b, "  http://localhost:%s/\n      the status page, in a browser\n\nCtrl-C stops the demo.\n\n", aport)
-	fmt.Fprint(os.Stdout, b.String())
+	fmt.Fprint(out, b.String())
 }
