@@ -16,6 +16,7 @@ import (
 	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/dnsserver"
 	"github.com/pacer-lb/pacer/proxy"
+	"github.com/pacer-lb/pacer/proxy/httpproxy"
 )
 
 type fakeSource struct{ st discovery.SourceStatus }
@@ -31,6 +32,10 @@ func newTestServer(t *testing.T) (*Server, *discovery.Table, *fakeSource) {
 		Sources: []discovery.StatusReporter{src},
 		Ports: func() []proxy.PortStatus {
 			return []proxy.PortStatus{{Port: 8000, Listening: true, Active: 2, Total: 10}}
+		},
+		HTTP: func() []httpproxy.ServiceStats {
+			return []httpproxy.ServiceStats{{App: "/shop/web", ServicePort: 8001, Responses: [5]uint64{0, 9, 0, 1, 0},
+				LatencyCounts: make([]uint64, len(httpproxy.LatencyBuckets)+1)}}
 		},
 		DNS: func() dnsserver.Stats {
 			return dnsserver.Stats{Queries: map[string]uint64{"SRV": 3}, Responses: map[string]uint64{"NOERROR": 3}}
@@ -124,6 +129,7 @@ func TestMetricsPassPromtool(t *testing.T) {
 		`pacer_source_events_total{source="marathon"} 7`,
 		`pacer_tcp_connections_active{port="8000"} 2`,
 		`pacer_dns_queries_total{qtype="SRV"} 3`,
+		`pacer_http_responses_total{app="/shop/web",port_index="0",service_port="8001",code="2xx"} 9`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pacer-lb/pacer/proxy/httpproxy"
 )
 
 // The Prometheus text exposition format is small enough to write here; a
@@ -129,6 +131,41 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 		m.family("pacer_tcp_connections_total", "counter", "Client connections accepted on the service port.")
 		for _, p := range ports {
 			m.sample("pacer_tcp_connections_total", float64(p.Total), "port", strconv.Itoa(p.Port))
+		}
+	}
+
+	if s.deps.HTTP != nil {
+		stats := s.deps.HTTP()
+		svcLabels := func(st httpproxy.ServiceStats) []string {
+			return []string{"app", st.App, "port_index", strconv.Itoa(st.PortIndex), "service_port", strconv.Itoa(st.ServicePort)}
+		}
+		m.family("pacer_http_responses_total", "counter", "HTTP responses by status class, pacer's own 502/503/504 included.")
+		for _, st := range stats {
+			for i, n := range st.Responses {
+				m.sample("pacer_http_responses_total", float64(n), append(svcLabels(st), "code", strconv.Itoa(i+1)+"xx")...)
+			}
+		}
+		m.family("pacer_http_request_duration_seconds", "histogram", "Time from request to response header.")
+		for _, st := range stats {
+			for i, n := range st.LatencyCounts {
+				le := "+Inf"
+				if i < len(httpproxy.LatencyBuckets) {
+					le = strconv.FormatFloat(httpproxy.LatencyBuckets[i], 'g', -1, 64)
+				}
+				m.sample("pacer_http_request_duration_seconds_bucket", float64(n), append(svcLabels(st), "le", le)...)
+			}
+			if n := len(st.LatencyCounts); n > 0 {
+				m.sample("pacer_http_request_duration_seconds_sum", st.LatencySum, svcLabels(st)...)
+				m.sample("pacer_http_request_duration_seconds_count", float64(st.LatencyCounts[n-1]), svcLabels(st)...)
+			}
+		}
+		m.family("pacer_http_retries_total", "counter", "HTTP requests sent again to another backend.")
+		for _, st := range stats {
+			m.sample("pacer_http_retries_total", float64(st.Retries), svcLabels(st)...)
+		}
+		m.family("pacer_http_requests_active", "gauge", "HTTP requests and upgraded tunnels in flight.")
+		for _, st := range stats {
+			m.sample("pacer_http_requests_active", float64(st.Active), svcLabels(st)...)
 		}
 	}
 

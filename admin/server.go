@@ -15,6 +15,7 @@ import (
 	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/dnsserver"
 	"github.com/pacer-lb/pacer/proxy"
+	"github.com/pacer-lb/pacer/proxy/httpproxy"
 )
 
 // Deps are what the admin endpoints report on. Only Table is required.
@@ -26,6 +27,8 @@ type Deps struct {
 	// Ready reports whether every source has synced and the listeners match
 	// the table; nil means ready once every source has synced.
 	Ready func() bool
+	// HTTP reports the HTTP data plane's per-service counters; may be nil.
+	HTTP func() []httpproxy.ServiceStats
 	// DNS reports the DNS server's counters; nil when DNS is off.
 	DNS func() dnsserver.Stats
 	// Resync asks every source for a full resync; nil disables POST /v1/resync.

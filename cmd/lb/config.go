@@ -15,7 +15,10 @@ import (
 
 // config is everything the command line and the environment decide.
 type config struct {
-	marathon        []string
+	marathon []string
+	// marathonZK is set when --marathon is zk://...: the Marathon leader is
+	// found in ZooKeeper instead of at fixed URLs.
+	marathonZK      *zkTarget
 	marathonToken   string
 	groups          []string
 	bind            string
@@ -31,6 +34,7 @@ type config struct {
 	dialTimeout     time.Duration
 	idleTimeout     time.Duration
 	keepUnreachable bool
+	httpAddr        string
 	selfAppID       string
 	logLevel        string
 	logFormat       string
@@ -63,6 +67,7 @@ var flagGroups = []struct {
 }{
 	{"Marathon", []string{"marathon", "marathon-token", "group", "keep-unreachable"}},
 	{"Service ports (TCP proxy)", []string{"bind", "ports", "wait-for-backend", "dial-timeout", "idle-timeout", "drain-timeout"}},
+	{"HTTP", []string{"http"}},
 	{"DNS", []string{"dns", "domain", "dns-ttl", "advertise"}},
 	{"Operations", []string{"admin", "log-level", "log-format"}},
 }
@@ -79,7 +84,7 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	if p := getenv("PORT0"); p != "" { // run by Marathon: the admin port is the app's first port
 		adminDefault = ":" + p
 	}
-	fs.String("marathon", marathonDefault, "comma-separated Marathon URLs, http[s]://[user:pass@]host:port (env MARATHON_URL is also read)")
+	fs.String("marathon", marathonDefault, "comma-separated Marathon URLs, http[s]://[user:pass@]host:port, or zk://host:port[,host:port]/marathon to find the leader in ZooKeeper (env MARATHON_URL is also read)")
 	fs.String("marathon-token", "", "DC/OS token sent as 'Authorization: token=...'")
 	fs.String("group", "*", "serve only apps whose GROUP label matches (comma list; * = all)")
 	fs.Bool("keep-unreachable", true, "keep routing to TASK_UNREACHABLE/TASK_LOST tasks (marathon-lb compatible)")
@@ -89,6 +94,7 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	fs.Duration("dial-timeout", time.Second, "timeout for connecting to a backend")
 	fs.Duration("idle-timeout", time.Hour, "close a proxied TCP connection idle in both directions this long")
 	fs.Duration("drain-timeout", 30*time.Second, "how long removed backends and a stopping pacer let connections finish")
+	fs.String("http", "", "one HTTP listener routing by Host header (and path) across all HTTP-mode apps, e.g. :80; empty turns it off")
 	fs.String("dns", ":8053", "DNS listener, UDP and TCP; empty turns DNS off")
 	fs.String("domain", "mesos", "DNS zone, as mesos-dns's domain")
 	fs.Duration("dns-ttl", 5*time.Second, "TTL of DNS answers")
@@ -156,6 +162,7 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 		bind:            str("bind"),
 		admin:           str("admin"),
 		dns:             str("dns"),
+		httpAddr:        str("http"),
 		domain:          strings.Trim(strings.ToLower(str("domain")), "."),
 		dnsTTL:          dur("dns-ttl"),
 		drainTimeout:    dur("drain-timeout"),
@@ -167,16 +174,24 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 		logLevel:        str("log-level"),
 		logFormat:       str("log-format"),
 	}
-	for _, u := range strings.Split(marathon, ",") {
-		if u = strings.TrimSpace(u); u == "" {
-			continue
-		}
-		if err := checkMarathonURL(u); err != nil {
+	if strings.HasPrefix(marathon, "zk://") {
+		zt, err := parseZKTarget(marathon)
+		if err != nil {
 			return nil, fmt.Errorf("--marathon: %v", err)
 		}
-		c.marathon = append(c.marathon, u)
+		c.marathonZK = zt
+	} else {
+		for _, u := range strings.Split(marathon, ",") {
+			if u = strings.TrimSpace(u); u == "" {
+				continue
+			}
+			if err := checkMarathonURL(u); err != nil {
+				return nil, fmt.Errorf("--marathon: %v", err)
+			}
+			c.marathon = append(c.marathon, u)
+		}
 	}
-	if len(c.marathon) == 0 {
+	if len(c.marathon) == 0 && c.marathonZK == nil {
 		return nil, errors.New("--marathon: no URL given; pass e.g. --marathon http://marathon:8080")
 	}
 	for _, g := range strings.Split(group, ",") {
@@ -193,6 +208,11 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 	}
 	if err := checkListenAddr(c.admin); err != nil {
 		return nil, fmt.Errorf("--admin: %v", err)
+	}
+	if c.httpAddr != "" {
+		if err := checkListenAddr(c.httpAddr); err != nil {
+			return nil, fmt.Errorf("--http: %v", err)
+		}
 	}
 	if c.dns != "" {
 		if err := checkListenAddr(c.dns); err != nil {
@@ -256,6 +276,38 @@ func checkMarathonURL(raw string) error {
 		return fmt.Errorf("%q: no host (expected http[s]://[user:pass@]host:port)", u.Redacted())
 	}
 	return nil
+}
+
+// zkTarget is a ZooKeeper ensemble and the Marathon znode in it, from
+// zk://host:port[,host:port]/marathon.
+type zkTarget struct {
+	servers []string
+	path    string
+}
+
+func parseZKTarget(raw string) (*zkTarget, error) {
+	rest := strings.TrimPrefix(raw, "zk://")
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		return nil, fmt.Errorf("zk:// URLs with credentials are not supported")
+	}
+	hosts, path, ok := strings.Cut(rest, "/")
+	if !ok || path == "" {
+		return nil, fmt.Errorf("%q has no znode path; use zk://host:2181[,host:2181]/marathon", raw)
+	}
+	zt := &zkTarget{path: "/" + strings.TrimSuffix(path, "/")}
+	for _, h := range strings.Split(hosts, ",") {
+		if h = strings.TrimSpace(h); h == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			h = net.JoinHostPort(h, "2181") // ZooKeeper's default client port
+		}
+		zt.servers = append(zt.servers, h)
+	}
+	if len(zt.servers) == 0 {
+		return nil, fmt.Errorf("%q names no ZooKeeper server; use zk://host:2181[,host:2181]/marathon", raw)
+	}
+	return zt, nil
 }
 
 func parsePortRange(s string) (lo, hi int, err error) {

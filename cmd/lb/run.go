@@ -19,6 +19,7 @@ import (
 	"github.com/pacer-lb/pacer/discovery/marathon"
 	"github.com/pacer-lb/pacer/dnsserver"
 	"github.com/pacer-lb/pacer/proxy"
+	"github.com/pacer-lb/pacer/proxy/httpproxy"
 )
 
 // hooks let tests and the demo follow pacer's start; all optional.
@@ -58,12 +59,26 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		IdleTimeout:    cfg.idleTimeout,
 		WaitForBackend: cfg.waitForBackend,
 		DrainTimeout:   cfg.drainTimeout,
-		// Until the HTTP data plane exists, HTTP-mode services are carried
-		// as TCP: a plain splice serves HTTP/1.x correctly.
-		Carries: func(s *discovery.Service) bool { return s.Protocol == discovery.ProtoTCP },
 	}, table, log)
 	if err != nil {
 		return fmt.Errorf("tcp proxy: %w", err)
+	}
+	hp, err := httpproxy.New(httpproxy.Config{
+		Bind:         cfg.bind,
+		PortMin:      cfg.portMin,
+		PortMax:      cfg.portMax,
+		DialTimeout:  cfg.dialTimeout,
+		DrainTimeout: cfg.drainTimeout,
+	}, table, log)
+	if err != nil {
+		return fmt.Errorf("http proxy: %w", err)
+	}
+	var httpLn net.Listener
+	if cfg.httpAddr != "" {
+		if httpLn, err = net.Listen("tcp", cfg.httpAddr); err != nil {
+			return fmt.Errorf("--http: %w", err)
+		}
+		defer httpLn.Close()
 	}
 
 	routes := map[string]http.Handler{}
@@ -100,13 +115,15 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 				return false
 			}
 		}
-		return tcp.Applied() >= table.Snapshot().Version()
+		v := table.Snapshot().Version()
+		return tcp.Applied() >= v && hp.Applied() >= v
 	}
 	adm, err := admin.New(admin.Deps{
 		Table:   table,
 		Ready:   isReady,
 		Sources: sources,
-		Ports:   tcp.Ports,
+		Ports:   func() []proxy.PortStatus { return append(tcp.Ports(), hp.Ports()...) },
+		HTTP:    hp.Stats,
 		Resync:  src.Resync,
 		DNS:     dnsStats,
 		Routes:  routes,
@@ -120,7 +137,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 8)
 	goRun := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -132,6 +149,10 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 	}
 	goRun("marathon", func() error { return src.Run(runCtx) })
 	goRun("tcp proxy", func() error { return tcp.Run(runCtx) })
+	goRun("http proxy", func() error { return hp.Run(runCtx) })
+	if httpLn != nil {
+		goRun("http listener", func() error { return hp.ServeVHost(httpLn) })
+	}
 	if dns != nil {
 		goRun("dns", func() error { return dns.Run(runCtx) })
 	}
@@ -184,8 +205,13 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 	log.Info("stopping: draining connections", zap.Duration("drain_timeout", cfg.drainTimeout))
 	drainCtx, drainCancel := context.WithTimeout(context.Background(), cfg.drainTimeout)
 	defer drainCancel()
+	drained := make(chan error, 1)
+	go func() { drained <- hp.Shutdown(drainCtx) }()
 	if err := tcp.Shutdown(drainCtx); err != nil {
 		log.Warn("tcp drain ended early", zap.Error(err))
+	}
+	if err := <-drained; err != nil {
+		log.Warn("http drain ended early", zap.Error(err))
 	}
 	if dns != nil {
 		_ = dns.Shutdown(drainCtx)

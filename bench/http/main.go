@@ -1,0 +1,92 @@
+// Command http is the pacer side of bench/http/run.sh: pacer's HTTP and TCP
+// data planes on a fixed table whose services all point at one backend.
+//
+//	http -backend 127.0.0.1:8080 -http 127.0.0.1:9000 -http-port 9001 -tcp-port 9002
+//
+// -http is the vhost listener (Host bench.test), -http-port the HTTP-mode
+// service port and -tcp-port the TCP-mode service port. It prints "ready"
+// once every listener is open and runs until SIGINT/SIGTERM.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/proxy"
+	"github.com/pacer-lb/pacer/proxy/httpproxy"
+)
+
+func main() {
+	backend := flag.String("backend", "", "backend host:port (required)")
+	vhost := flag.String("http", "127.0.0.1:0", "vhost listener address")
+	httpPort := flag.Int("http-port", 0, "HTTP-mode service port (required)")
+	tcpPort := flag.Int("tcp-port", 0, "TCP-mode service port (required)")
+	flag.Parse()
+	if err := run(*backend, *vhost, *httpPort, *tcpPort); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/http:", err)
+		os.Exit(1)
+	}
+}
+
+func run(backend, vhost string, httpPort, tcpPort int) error {
+	be, err := netip.ParseAddrPort(backend)
+	if err != nil || httpPort == 0 || tcpPort == 0 {
+		return fmt.Errorf("need -backend ip:port, -http-port and -tcp-port")
+	}
+	table := discovery.NewTable()
+	svc := func(port int, mode discovery.Mode, idx int) *discovery.Service {
+		return &discovery.Service{
+			Key: discovery.ServiceKey{App: "/bench", PortIndex: idx}, Name: "bench", ServicePort: port, Mode: mode,
+			VHosts:   map[bool][]string{true: {"bench.test"}}[mode == discovery.ModeHTTP],
+			Backends: []discovery.Backend{{TaskID: "bench.1", Addr: be}},
+		}
+	}
+	table.Apply(discovery.Update{Source: "bench", Apps: []*discovery.App{{
+		ID: "/bench", Services: []*discovery.Service{svc(httpPort, discovery.ModeHTTP, 0), svc(tcpPort, discovery.ModeTCP, 1)},
+	}}})
+	log := zap.NewNop()
+	lo, hi := min(httpPort, tcpPort), max(httpPort, tcpPort)
+	opened := make(chan int, 4)
+	hook := func(port int, _ net.Addr) { opened <- port }
+	hp, err := httpproxy.New(httpproxy.Config{Bind: "127.0.0.1", PortMin: lo, PortMax: hi, OnListening: hook}, table, log)
+	if err != nil {
+		return err
+	}
+	tp, err := proxy.NewTCP(proxy.TCPConfig{Bind: "127.0.0.1", PortMin: lo, PortMax: hi, OnListening: hook}, table, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", vhost)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go hp.Run(ctx)
+	go tp.Run(ctx)
+	go hp.ServeVHost(ln)
+	for range 2 {
+		select {
+		case <-opened:
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("listeners did not open")
+		}
+	}
+	fmt.Println("ready", ln.Addr())
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hp.Shutdown(sctx)
+	_ = tp.Shutdown(sctx)
+	return nil
+}

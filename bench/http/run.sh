@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# HTTP and TCP benchmark: pacer against HAProxy 2.6 and straight to nginx,
+# side by side in one run, rounds interleaved.
+#
+# Backend: Debian's nginx, one worker, `return 200 "ok"` on /, and a
+# BULK_MB file on /bulk. Front ends: HAProxy with nbthread 1 (mode http, and
+# mode tcp on a second port), and pacer at GOMAXPROCS=1 (bench/http: the
+# HTTP plane on an HTTP-mode service port, the TCP plane on a TCP-mode one).
+# Each round runs, in turn against every target:
+#   keep-alive  wrk -t1 -c50 -d${SECONDS_PER_RUN}s --latency
+#   close       the same with -H 'Connection: close' (one request per connection)
+#   bulk        wrk -t1 -c4 on /bulk (bytes/s; TCP targets and direct)
+# and the table prints req/s and p99 (median over rounds) and the ratios
+# the targets are stated in: pacer/HAProxy (>= 1.0, p99 no worse) and bulk
+# pacer-tcp/direct (>= 0.9).
+#
+# Needs nginx-light, haproxy, wrk (apt-get install -y nginx-light haproxy wrk) and Go.
+# Usage: bench/http/run.sh   (env: ROUNDS=3 SECONDS_PER_RUN=10 BULK_MB=64 CONNS=50)
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+BULK_MB=${BULK_MB:-64}
+CONNS=${CONNS:-50}
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+for cmd in go nginx haproxy wrk ss; do
+	if ! command -v "$cmd" >/dev/null 2>&1; then
+		echo "bench/http: $cmd not found; install with: apt-get install -y nginx-light haproxy wrk iproute2" >&2
+		exit 1
+	fi
+done
+
+work=$(mktemp -d /tmp/pacer-httpbench.XXXXXX)
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+# pick_ports sets PORTS to n distinct ports free on 127.0.0.1 in any state,
+# below the usual ephemeral range (32768+) so a busy client cannot hold them.
+pick_ports() {
+	PORTS=()
+	local p tries=0
+	while ((${#PORTS[@]} < $1)); do
+		((tries++ < 500)) || { echo "bench/http: no free ports found" >&2; exit 1; }
+		p=$((20000 + RANDOM % 12000))
+		[[ " ${PORTS[*]} " == *" $p "* ]] && continue
+		ss -Htan "( sport = :$p )" | grep -q . && continue
+		PORTS+=("$p")
+	done
+}
+
+wait_port() { # host port
+	for _ in $(seq 200); do
+		if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.05
+	done
+	echo "bench/http: nothing listens on $1:$2" >&2
+	tail -n 5 "$work"/*.out >&2 || true
+	exit 1
+}
+
+pick_ports 6
+NGINX=${PORTS[0]} HA_HTTP=${PORTS[1]} HA_TCP=${PORTS[2]} P_VHOST=${PORTS[3]} P_HTTP=${PORTS[4]} P_TCP=${PORTS[5]}
+
+echo "building bench/http ..."
+(cd "$root" && go build -o "$work/pacer-bench" ./bench/http)
+
+mkdir -p "$work/nginx/www"
+head -c "$((BULK_MB << 20))" /dev/zero >"$work/nginx/www/bulk"
+chmod -R a+rX "$work" # nginx workers run as nobody when started by root
+cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+	access_log off;
+	keepalive_requests 1000000;
+	keepalive_timeout 75s;
+	sendfile on;
+	client_body_temp_path $work/nginx/tmp;
+	proxy_temp_path $work/nginx/tmp;
+	fastcgi_temp_path $work/nginx/tmp;
+	uwsgi_temp_path $work/nginx/tmp;
+	scgi_temp_path $work/nginx/tmp;
+	server {
+		listen 127.0.0.1:$NGINX;
+		location = / { return 200 "ok"; }
+		location = /bulk { root $work/nginx/www; }
+	}
+}
+CONF
+mkdir -p "$work/nginx/tmp"
+mkdir -p "$work/nginx/tmp"
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" >"$work/nginx.out" 2>&1 &
+pids+=($!)
+
+cat >"$work/haproxy.cfg" <<CONF
+global
+	nbthread 1
+	maxconn 4000
+defaults
+	timeout connect 5s
+	timeout client 60s
+	timeout server 60s
+	option http-keep-alive
+frontend fe_http
+	mode http
+	bind 127.0.0.1:$HA_HTTP
+	default_backend be_http
+backend be_http
+	mode http
+	http-reuse always
+	server nginx 127.0.0.1:$NGINX
+frontend fe_tcp
+	mode tcp
+	bind 127.0.0.1:$HA_TCP
+	default_backend be_tcp
+backend be_tcp
+	mode tcp
+	server nginx 127.0.0.1:$NGINX
+CONF
+haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.out" 2>&1 &
+pids+=($!)
+
+GOMAXPROCS=1 "$work/pacer-bench" -backend "127.0.0.1:$NGINX" -http "127.0.0.1:$P_VHOST" \
+	-http-port "$P_HTTP" -tcp-port "$P_TCP" >"$work/pacer.out" 2>&1 &
+pids+=($!)
+
+for p in $NGINX $HA_HTTP $HA_TCP $P_VHOST $P_HTTP $P_TCP; do wait_port 127.0.0.1 "$p"; done
+
+# target name -> port
+declare -A port=([direct]=$NGINX [haproxy-http]=$HA_HTTP [pacer-http]=$P_HTTP [haproxy-tcp]=$HA_TCP [pacer-tcp]=$P_TCP)
+targets=(direct haproxy-http pacer-http haproxy-tcp pacer-tcp)
+
+# to_us converts wrk's latency ("1.23ms", "850.00us", "1.02s") to microseconds.
+to_us() {
+	awk -v v="$1" 'BEGIN {
+		if (v ~ /us$/) { sub(/us$/, "", v); printf "%.0f", v }
+		else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.0f", v * 1000 }
+		else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.0f", v * 1000000 }
+		else print 0 }'
+}
+# to_mbs converts wrk's Transfer/sec ("1.23GB", "512.00MB") to MB/s.
+to_mbs() {
+	awk -v v="$1" 'BEGIN {
+		if (v ~ /GB$/) { sub(/GB$/, "", v); printf "%.0f", v * 1024 }
+		else if (v ~ /MB$/) { sub(/MB$/, "", v); printf "%.0f", v }
+		else if (v ~ /KB$/) { sub(/KB$/, "", v); printf "%.2f", v / 1024 }
+		else print 0 }'
+}
+
+results=$work/results.txt
+: >"$results"
+run_wrk() { # mode target round
+	local mode=$1 t=$2 out
+	case $mode in
+	keepalive) out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -H 'Host: bench.test' "http://127.0.0.1:${port[$t]}/") ;;
+	close) out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -H 'Host: bench.test' -H 'Connection: close' "http://127.0.0.1:${port[$t]}/") ;;
+	bulk) out=$(wrk -t1 -c4 -d"${SECONDS_PER_RUN}s" -H 'Host: bench.test' "http://127.0.0.1:${port[$t]}/bulk") ;;
+	esac
+	local rps p99 mbs errs
+	rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
+	p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+	mbs=$(to_mbs "$(awk '/^Transfer\/sec:/ {print $2}' <<<"$out")")
+	errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+	echo "$mode $t $rps ${p99:-0} $mbs" >>"$results"
+	printf '  %-9s %-13s %8s req/s  p99 %6s us  %7s MB/s %s\n' "$mode" "$t" "$rps" "${p99:-0}" "$mbs" "$errs"
+}
+
+for round in $(seq "$ROUNDS"); do
+	echo "round $round/$ROUNDS"
+	for mode in keepalive close; do
+		for t in "${targets[@]}"; do run_wrk "$mode" "$t"; done
+	done
+	for t in direct haproxy-tcp pacer-tcp; do run_wrk bulk "$t"; done
+done
+
+# median of column $3 (col) for mode/target
+median() { # mode target col
+	awk -v m="$1" -v t="$2" -v c="$3" '$1 == m && $2 == t {print $c}' "$results" | sort -n |
+		awk '{a[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f", (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2fx", a / b }'; }
+
+echo
+echo "medians over $ROUNDS round(s), wrk -t1 -c$CONNS -d${SECONDS_PER_RUN}s; pacer GOMAXPROCS=1, HAProxy nbthread 1, nginx 1 worker"
+printf '| %-9s | %-13s | %9s | %8s | %-22s |\n' mode target "req/s" "p99 us" "vs HAProxy (same mode)"
+printf '|%s|%s|%s|%s|%s|\n' ----------- --------------- ----------- ---------- ------------------------
+for mode in keepalive close; do
+	for t in "${targets[@]}"; do
+		rps=$(median "$mode" "$t" 3); p99=$(median "$mode" "$t" 4); vs=""
+		case $t in
+		pacer-http) vs="$(ratio "$rps" "$(median "$mode" haproxy-http 3)") req/s, p99 $(ratio "$p99" "$(median "$mode" haproxy-http 4)")" ;;
+		pacer-tcp) vs="$(ratio "$rps" "$(median "$mode" haproxy-tcp 3)") req/s, p99 $(ratio "$p99" "$(median "$mode" haproxy-tcp 4)")" ;;
+		esac
+		printf '| %-9s | %-13s | %9s | %8s | %-22s |\n' "$mode" "$t" "$rps" "$p99" "$vs"
+	done
+done
+for t in direct haproxy-tcp pacer-tcp; do
+	mbs=$(median bulk "$t" 5)
+	printf '| %-9s | %-13s | %6s MB/s | %8s | %-22s |\n' bulk "$t" "$mbs" "" "$(ratio "$mbs" "$(median bulk direct 5)") of direct"
+done

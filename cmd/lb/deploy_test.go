@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"regexp"
+	"testing"
+)
+
+// marathonApp is the part of Marathon's AppDefinition that deploy/marathon.json
+// uses; decoding with DisallowUnknownFields catches a misspelt field, which
+// Marathon would reject with 422.
+type marathonApp struct {
+	ID        string  `json:"id"`
+	Cmd       string  `json:"cmd"`
+	Instances int     `json:"instances"`
+	CPUs      float64 `json:"cpus"`
+	Mem       float64 `json:"mem"`
+	Disk      float64 `json:"disk"`
+	Container struct {
+		Type   string `json:"type"`
+		Docker struct {
+			Image          string `json:"image"`
+			ForcePullImage bool   `json:"forcePullImage"`
+		} `json:"docker"`
+	} `json:"container"`
+	Networks []struct {
+		Mode string `json:"mode"`
+	} `json:"networks"`
+	PortDefinitions []struct {
+		Port     int    `json:"port"`
+		Name     string `json:"name"`
+		Protocol string `json:"protocol"`
+	} `json:"portDefinitions"`
+	RequirePorts bool              `json:"requirePorts"`
+	Env          map[string]string `json:"env"`
+	HealthChecks []struct {
+		Protocol               string `json:"protocol"`
+		Path                   string `json:"path"`
+		PortIndex              int    `json:"portIndex"`
+		GracePeriodSeconds     int    `json:"gracePeriodSeconds"`
+		IntervalSeconds        int    `json:"intervalSeconds"`
+		TimeoutSeconds         int    `json:"timeoutSeconds"`
+		MaxConsecutiveFailures int    `json:"maxConsecutiveFailures"`
+		DelaySeconds           int    `json:"delaySeconds"`
+	} `json:"healthChecks"`
+	Constraints     [][]string `json:"constraints"`
+	UpgradeStrategy struct {
+		MinimumHealthCapacity float64 `json:"minimumHealthCapacity"`
+		MaximumOverCapacity   float64 `json:"maximumOverCapacity"`
+	} `json:"upgradeStrategy"`
+	UnreachableStrategy struct {
+		InactiveAfterSeconds int `json:"inactiveAfterSeconds"`
+		ExpungeAfterSeconds  int `json:"expungeAfterSeconds"`
+	} `json:"unreachableStrategy"`
+	KillSelection              string            `json:"killSelection"`
+	TaskKillGracePeriodSeconds int               `json:"taskKillGracePeriodSeconds"`
+	Labels                     map[string]string `json:"labels"`
+}
+
+// Marathon's rule for each path segment of an app id (PathId validation).
+var marathonIDSegment = regexp.MustCompile(`^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])$`)
+
+func TestDeployMarathonJSONIsAcceptedByMarathon(t *testing.T) {
+	raw, err := os.ReadFile("../../deploy/marathon.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var app marathonApp
+	if err := dec.Decode(&app); err != nil {
+		t.Fatalf("deploy/marathon.json: %v", err)
+	}
+	for _, seg := range regexp.MustCompile(`/`).Split(app.ID[1:], -1) {
+		if !marathonIDSegment.MatchString(seg) {
+			t.Errorf("id segment %q is not a valid Marathon path segment", seg)
+		}
+	}
+	if app.CPUs <= 0 || app.Mem < 32 || app.Instances < 1 {
+		t.Errorf("resources: cpus %v mem %v instances %d", app.CPUs, app.Mem, app.Instances)
+	}
+	if len(app.Networks) != 1 || app.Networks[0].Mode != "host" {
+		t.Errorf("pacer must use host networking to bind service ports on the agent: %+v", app.Networks)
+	}
+	if len(app.PortDefinitions) == 0 || app.PortDefinitions[0].Name != "admin" {
+		t.Fatalf("port 0 must be the admin port (lb serves admin on $PORT0): %+v", app.PortDefinitions)
+	}
+	protocols := map[string]bool{"HTTP": true, "HTTPS": true, "TCP": true, "COMMAND": true, "MESOS_HTTP": true, "MESOS_HTTPS": true, "MESOS_TCP": true}
+	if len(app.HealthChecks) == 0 {
+		t.Fatal("no health check: Marathon could not tell a draining pacer")
+	}
+	for _, hc := range app.HealthChecks {
+		if !protocols[hc.Protocol] {
+			t.Errorf("health check protocol %q", hc.Protocol)
+		}
+		if hc.PortIndex < 0 || hc.PortIndex >= len(app.PortDefinitions) {
+			t.Errorf("health check portIndex %d outside portDefinitions", hc.PortIndex)
+		}
+		if hc.Path != "/healthz" {
+			t.Errorf("health check path %q, want /healthz", hc.Path)
+		}
+		if hc.TimeoutSeconds >= hc.IntervalSeconds {
+			t.Errorf("timeoutSeconds %d must be below intervalSeconds %d", hc.TimeoutSeconds, hc.IntervalSeconds)
+		}
+	}
+	operators := map[string]bool{"UNIQUE": true, "CLUSTER": true, "GROUP_BY": true, "LIKE": true, "UNLIKE": true, "MAX_PER": true, "IS": true}
+	unique := false
+	for _, c := range app.Constraints {
+		if len(c) < 2 || !operators[c[1]] {
+			t.Errorf("constraint %v", c)
+		}
+		unique = unique || (c[0] == "hostname" && c[1] == "UNIQUE")
+	}
+	if !unique {
+		t.Error("want one instance per agent: hostname UNIQUE")
+	}
+	us := app.UpgradeStrategy
+	if us.MinimumHealthCapacity <= 0 || us.MinimumHealthCapacity >= 1 || us.MaximumOverCapacity < 0 || us.MaximumOverCapacity > 1 {
+		// With hostname UNIQUE there is no room for extra instances, so an
+		// upgrade must be able to stop some, and must never stop all.
+		t.Errorf("upgradeStrategy %+v must keep some but not all instances up", us)
+	}
+	if app.TaskKillGracePeriodSeconds < 31 {
+		t.Errorf("taskKillGracePeriodSeconds %d must exceed the drain timeout", app.TaskKillGracePeriodSeconds)
+	}
+	if app.Labels["PACER_0_ENABLED"] != "false" || app.Labels["HAPROXY_0_ENABLED"] != "false" {
+		t.Error("pacer's admin port must be kept out of pacer's and marathon-lb's rotation")
+	}
+	// The environment must be a configuration lb accepts, as Marathon runs it.
+	env := map[string]string{"PORT0": "31005", "MARATHON_APP_ID": app.ID, "HOST": "10.0.0.5"}
+	for k, v := range app.Env {
+		env[k] = v
+	}
+	c, err := parseConfig("lb", nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatalf("lb rejects deploy/marathon.json's env: %v", err)
+	}
+	if c.admin != ":31005" || c.selfAppID != "/pacer" {
+		t.Errorf("admin %q, self %q", c.admin, c.selfAppID)
+	}
+}

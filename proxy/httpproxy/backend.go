@@ -1,0 +1,372 @@
+package httpproxy
+
+import (
+	"bufio"
+	"errors"
+	"hash/fnv"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Buffer sizes of a backend connection. The read buffer also bounds a
+// response header.
+const (
+	backendReadBuf  = 16 << 10
+	backendWriteBuf = 8 << 10
+	// peekAfter: a pooled connection idle longer than this is checked for a
+	// FIN or RST from the backend (one non-blocking recv) before it carries a
+	// request. Busy connections are never checked, so the hot path pays
+	// nothing; a connection that sat idle is the one a backend may have
+	// closed.
+	peekAfter = 200 * time.Millisecond
+)
+
+// backend is one backend address and its pool of keep-alive connections. It
+// outlives snapshots (the route index keys pools by address) and is closed
+// when no service routes to the address any more.
+type backend struct {
+	p      *Proxy
+	addr   netip.AddrPort
+	dialTo string
+	// sticky is the value of the STICKY cookie that pins clients here: a
+	// hash of the address, so every pacer instance agrees on it.
+	sticky string
+
+	// inflight counts requests sent and not yet answered in full, for
+	// least-outstanding balancing.
+	inflight atomic.Int64
+	open     atomic.Int64 // connections open, idle or busy
+
+	mu     sync.Mutex
+	idle   []*bconn // LIFO: the most recently used on top
+	closed bool
+}
+
+func newBackend(p *Proxy, addr netip.AddrPort) *backend {
+	h := fnv.New64a()
+	h.Write([]byte(addr.String()))
+	return &backend{p: p, addr: addr, dialTo: addr.String(), sticky: strconv.FormatUint(h.Sum64(), 16)}
+}
+
+// errDial wraps a failure to connect: nothing was sent, so any request may be
+// retried elsewhere.
+type errDial struct{ err error }
+
+func (e *errDial) Error() string { return "connect: " + e.err.Error() }
+func (e *errDial) Unwrap() error { return e.err }
+
+// get returns a connection to the backend: a pooled one that is fresh enough,
+// or a new one.
+func (b *backend) get() (*bconn, error) {
+	now := time.Now()
+	idleMax := b.p.cfg.PoolIdleTimeout
+	b.mu.Lock()
+	for n := len(b.idle); n > 0; n = len(b.idle) {
+		c := b.idle[n-1]
+		b.idle[n-1] = nil
+		b.idle = b.idle[:n-1]
+		if idle := now.Sub(c.lastUse); idle < idleMax {
+			b.mu.Unlock()
+			if idle < peekAfter || c.alive() {
+				return c, nil
+			}
+			c.close()
+			b.mu.Lock()
+			continue
+		}
+		// The top is the freshest; everything under it is older still.
+		stale := append([]*bconn(nil), b.idle...)
+		clear(b.idle)
+		b.idle = b.idle[:0]
+		b.mu.Unlock()
+		c.close()
+		for _, s := range stale {
+			s.close()
+		}
+		b.mu.Lock()
+	}
+	b.mu.Unlock()
+	return b.dial()
+}
+
+func (b *backend) dial() (*bconn, error) {
+	nc, err := b.p.dialer.Dial("tcp", b.dialTo)
+	if err != nil {
+		return nil, &errDial{err}
+	}
+	tc := nc.(*net.TCPConn)
+	c := &bconn{b: b, nc: tc}
+	c.rc, _ = tc.SyscallConn()
+	c.br = bufio.NewReaderSize(tc, backendReadBuf)
+	c.bw = bufio.NewWriterSize(tc, backendWriteBuf)
+	b.open.Add(1)
+	return c, nil
+}
+
+// put returns c to the pool, or closes it if the pool is closed or full.
+func (b *backend) put(c *bconn) {
+	c.lastUse = time.Now()
+	b.mu.Lock()
+	if b.closed || len(b.idle) >= b.p.cfg.MaxIdlePerBackend {
+		b.mu.Unlock()
+		c.close()
+		return
+	}
+	b.idle = append(b.idle, c)
+	b.mu.Unlock()
+}
+
+// dropIdle closes every idle connection: after a connection error the others
+// are likely dead too (the task died), and retrying into them is wasted.
+func (b *backend) dropIdle() {
+	b.mu.Lock()
+	idle := append([]*bconn(nil), b.idle...)
+	clear(b.idle)
+	b.idle = b.idle[:0]
+	b.mu.Unlock()
+	for _, c := range idle {
+		c.close()
+	}
+}
+
+// reap closes idle connections older than the pool idle timeout, so the
+// backend does not see them linger.
+func (b *backend) reap(now time.Time) {
+	b.mu.Lock()
+	var stale []*bconn
+	keep := b.idle[:0]
+	for _, c := range b.idle {
+		if now.Sub(c.lastUse) >= b.p.cfg.PoolIdleTimeout {
+			stale = append(stale, c)
+		} else {
+			keep = append(keep, c)
+		}
+	}
+	clear(b.idle[len(keep):])
+	b.idle = keep
+	b.mu.Unlock()
+	for _, c := range stale {
+		c.close()
+	}
+}
+
+// close closes the pool: idle connections now, busy ones when their request
+// ends (put closes them).
+func (b *backend) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.dropIdle()
+}
+
+// bconn is one keep-alive connection to a backend. While a response body
+// streams to the client, the bconn is also that body's reader (fasthttp
+// reads it and closes it when the body is written), so streaming allocates
+// nothing.
+type bconn struct {
+	b       *backend
+	nc      *net.TCPConn
+	rc      syscall.RawConn
+	br      *bufio.Reader
+	bw      *bufio.Writer
+	lastUse time.Time
+	closed  bool
+
+	// Body-streaming state, valid between startBody and Close.
+	remain     int64 // bytes left of a sized body or of the current chunk
+	chunked    bool
+	untilEOF   bool // HTTP/1.0 style body delimited by the connection close
+	done       bool // body read in full
+	keep       bool // the connection may be pooled after the body
+	client     net.Conn
+	deadlineAt time.Time // when the deadlines were last pushed forward
+	st         *svcState
+}
+
+// alive reports whether the backend has not closed c (no FIN, RST or stray
+// bytes waiting), with one non-blocking peek.
+func (c *bconn) alive() bool {
+	if c.rc == nil || c.br.Buffered() > 0 {
+		return false
+	}
+	dead := false
+	err := c.rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		dead = n > 0 || (n == 0 && err == nil) || (err != nil && !errors.Is(err, syscall.EAGAIN))
+		return true
+	})
+	return err == nil && !dead
+}
+
+func (c *bconn) close() {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.nc.Close()
+	c.b.open.Add(-1)
+}
+
+// startBody makes c the reader of a response body of length cl (-1 chunked,
+// -2 until the connection closes).
+func (c *bconn) startBody(cl int, keep bool, client net.Conn, st *svcState) {
+	c.chunked, c.untilEOF, c.done = cl == -1, cl == -2, false
+	c.remain = int64(cl)
+	if cl < 0 {
+		c.remain = 0
+	}
+	c.keep = keep && !c.untilEOF
+	c.client = client
+	c.st = st
+	c.deadlineAt = time.Time{}
+}
+
+// Read reads the response body. It pushes the backend's read deadline and
+// the client's write deadline forward as the body moves, so only silence
+// longer than BodyTimeout ends a stream.
+func (c *bconn) Read(p []byte) (int, error) {
+	if c.done {
+		return 0, io.EOF
+	}
+	if now := time.Now(); now.Sub(c.deadlineAt) > c.b.p.cfg.BodyTimeout/8 {
+		c.deadlineAt = now
+		d := now.Add(c.b.p.cfg.BodyTimeout)
+		_ = c.nc.SetReadDeadline(d)
+		if c.client != nil {
+			_ = c.client.SetWriteDeadline(d)
+		}
+	}
+	switch {
+	case c.chunked:
+		return c.readChunk(p)
+	case c.untilEOF:
+		n, err := c.br.Read(p)
+		if err == io.EOF {
+			c.done = true
+		}
+		return n, err
+	}
+	if c.remain == 0 {
+		c.done = true
+		return 0, io.EOF
+	}
+	if int64(len(p)) > c.remain {
+		p = p[:c.remain]
+	}
+	n, err := c.br.Read(p)
+	c.remain -= int64(n)
+	if c.remain == 0 {
+		c.done = true
+		if err == nil {
+			err = io.EOF
+		}
+	} else if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+var errBadChunk = errors.New("malformed chunked body from backend")
+
+// readChunk decodes the chunked encoding; fasthttp encodes again towards the
+// client. Trailers are read and dropped.
+func (c *bconn) readChunk(p []byte) (int, error) {
+	for c.remain == 0 {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			return 0, eofToUnexpected(err)
+		}
+		size, ok := parseChunkSize(line)
+		if !ok {
+			return 0, errBadChunk
+		}
+		if size == 0 {
+			for { // trailer lines up to the empty line
+				line, err := c.br.ReadSlice('\n')
+				if err != nil {
+					return 0, eofToUnexpected(err)
+				}
+				if len(line) <= 2 {
+					c.done = true
+					return 0, io.EOF
+				}
+			}
+		}
+		c.remain = size
+	}
+	if int64(len(p)) > c.remain {
+		p = p[:c.remain]
+	}
+	n, err := c.br.Read(p)
+	c.remain -= int64(n)
+	if c.remain == 0 && err == nil {
+		// The CRLF after the chunk data.
+		var crlf [2]byte
+		if _, err = io.ReadFull(c.br, crlf[:]); err == nil && (crlf[0] != '\r' || crlf[1] != '\n') {
+			err = errBadChunk
+		}
+	}
+	if err != nil {
+		return n, eofToUnexpected(err)
+	}
+	return n, nil
+}
+
+func eofToUnexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// parseChunkSize parses a chunk-size line ("1a;ext=1\r\n").
+func parseChunkSize(line []byte) (int64, bool) {
+	var n int64
+	digits := 0
+	for _, ch := range line {
+		var d byte
+		switch {
+		case ch >= '0' && ch <= '9':
+			d = ch - '0'
+		case ch >= 'a' && ch <= 'f':
+			d = ch - 'a' + 10
+		case ch >= 'A' && ch <= 'F':
+			d = ch - 'A' + 10
+		case ch == ';' || ch == '\r' || ch == '\n' || ch == ' ' || ch == '\t':
+			return n, digits > 0
+		default:
+			return 0, false
+		}
+		if digits++; digits > 15 {
+			return 0, false
+		}
+		n = n<<4 | int64(d)
+	}
+	return 0, false
+}
+
+// Close ends a streamed response body: c goes back to its pool if the body
+// was read in full and the backend keeps the connection alive, and is closed
+// otherwise (the client went away mid-body, or the backend closes).
+func (c *bconn) Close() error {
+	c.client = nil
+	if c.st != nil {
+		c.st.active.Add(-1)
+		c.st = nil
+	}
+	c.b.inflight.Add(-1)
+	_ = c.nc.SetReadDeadline(time.Time{})
+	if c.done && c.keep {
+		c.b.put(c)
+	} else {
+		c.close()
+	}
+	return nil
+}

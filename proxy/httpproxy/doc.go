@@ -1,0 +1,44 @@
+// Package httpproxy is pacer's HTTP data plane, built on fasthttp: the
+// service ports of HTTP-mode services, and the --http listener that routes by
+// Host (and path prefix) across every HTTP-mode service.
+//
+// cmd/lb builds one Proxy with New, runs Proxy.Run on its own goroutine (it
+// opens and closes service-port listeners as the discovery.Table changes,
+// with the same rules as proxy.TCP), passes the --http listener, if any, to
+// Proxy.ServeVHost on another goroutine, and calls Proxy.Shutdown when it
+// stops. The admin listener reads Proxy.Ports and Proxy.Stats.
+//
+// # The request path
+//
+// fasthttp parses the request (header names are not normalised, the body is
+// streamed once it is larger than 64 KiB). The handler then:
+//
+//  1. loads the table's snapshot (one atomic load) and the route index built
+//     for that snapshot's version (routes.go; built once per version, on the
+//     first request that needs it or by Run, whichever comes first);
+//  2. finds the service: by listener port, or by Host (exact, then the
+//     longest wildcard suffix, then the longest PATH prefix);
+//  3. rewrites the header in place: hop-by-hop headers out, X-Forwarded-*
+//     in (headers.go);
+//  4. picks a backend (balance.go) and sends the request over a pooled
+//     keep-alive connection to it (backend.go); a connect failure is
+//     retried on another backend, and so is a connection error of an
+//     idempotent request whose body can be replayed;
+//  5. reads the response header into the fasthttp response; a body already
+//     buffered or smaller than 64 KiB is copied, a larger or chunked one is
+//     streamed from the backend connection to the client, which goes back
+//     to its pool when the body ends.
+//
+// Nothing on this path takes a lock except a backend's pool mutex (held for
+// a slice push or pop), and nothing allocates once the pools are warm. Upgrade
+// requests (WebSocket) are answered by a spliced TCP tunnel (upgrade.go).
+//
+// # Errors
+//
+// Answers pacer makes itself are short text/plain bodies that name the
+// service: 502 when the backend failed or answered garbage, 503 with
+// Retry-After when the service has no routable backend, 504 when the backend
+// did not connect or answer in time, 404 when no service matches the Host,
+// 403 for absolute-form requests to hosts pacer does not serve (pacer is no
+// forward proxy), 405 for CONNECT, 413, 431 and 408 for limits.
+package httpproxy

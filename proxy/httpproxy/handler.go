@@ -1,0 +1,539 @@
+package httpproxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+)
+
+const (
+	// streamAbove: request bodies up to this size are read in full before
+	// the handler runs (fasthttp's MaxRequestBodySize with
+	// StreamRequestBody), and such a body can be replayed on a retry;
+	// larger ones stream. Response bodies up to it are copied, larger ones
+	// stream.
+	streamAbove = 64 << 10
+	// copyBuf is the buffer size for streaming request bodies.
+	copyBuf = 32 << 10
+)
+
+var copyPool = sync.Pool{New: func() any { b := make([]byte, copyBuf); return &b }}
+
+// outcome classifies a failed attempt.
+type outcome uint8
+
+const (
+	okAnswer   outcome = iota
+	failDial           // nothing sent: any request may go elsewhere
+	failConn           // the connection broke before any response byte
+	failTime           // connect or response header timed out: 504
+	failBad            // anything else: 502
+	failClient         // the client's body broke or was too large: no answer to send
+)
+
+// serveVHost is the handler of the --http listener.
+func (p *Proxy) serveVHost(ctx *fasthttp.RequestCtx) {
+	if !p.precheck(ctx) {
+		return
+	}
+	idx := p.routes()
+	host := ctx.Request.Header.Host()
+	uri := ctx.Request.Header.RequestURI()
+	absolute := isAbsolute(uri)
+	if absolute {
+		host = ctx.Request.URI().Host()
+	}
+	r, known := idx.lookupHost(host, pathOf(ctx, uri, absolute))
+	if r == nil {
+		if absolute && !known {
+			p.refuse(ctx, fasthttp.StatusForbidden, "pacer is not a forward proxy: it does not serve this host\n")
+			return
+		}
+		p.totals.notFound.Add(1)
+		p.plain(ctx, fasthttp.StatusNotFound, "pacer: no service for this host and path\n")
+		return
+	}
+	if absolute {
+		toOriginForm(ctx)
+	}
+	p.serve(ctx, r)
+}
+
+// servePort returns the handler of one service port's listener.
+func (p *Proxy) servePort(hp *httpPort) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		if !p.precheck(ctx) {
+			return
+		}
+		r := p.routes().byPort[hp.port]
+		if r == nil {
+			hp.failed.Add(1)
+			p.plain(ctx, fasthttp.StatusServiceUnavailable, "pacer: no service on this port any more\n")
+			return
+		}
+		if uri := ctx.Request.Header.RequestURI(); isAbsolute(uri) {
+			// Absolute form only for a host the service serves: pacer is not
+			// an open proxy.
+			var buf [maxHost]byte
+			h, ok := normalizeHost(buf[:0], ctx.Request.URI().Host())
+			if !ok || !servesHost(r, h) {
+				p.refuse(ctx, fasthttp.StatusForbidden, "pacer is not a forward proxy: it does not serve this host\n")
+				return
+			}
+			toOriginForm(ctx)
+		}
+		p.serve(ctx, r)
+	}
+}
+
+// precheck refuses CONNECT and bodies over the limit; it reports whether
+// the request goes on.
+func (p *Proxy) precheck(ctx *fasthttp.RequestCtx) bool {
+	if ctx.Request.Header.IsConnect() {
+		p.refuse(ctx, fasthttp.StatusMethodNotAllowed, "pacer is not a forward proxy: CONNECT is not allowed\n")
+		return false
+	}
+	if max := p.cfg.MaxRequestBodySize; max > 0 && int64(ctx.Request.Header.ContentLength()) > max {
+		p.plain(ctx, fasthttp.StatusRequestEntityTooLarge, "pacer: request body too large\n")
+		ctx.SetConnectionClose() // the body was not read
+		return false
+	}
+	return true
+}
+
+func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, status int, msg string) {
+	p.totals.refused.Add(1)
+	p.plain(ctx, status, msg)
+	ctx.SetConnectionClose()
+}
+
+// serve proxies one request to r's service.
+func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) {
+	st := r.st
+	st.active.Add(1)
+	streamed := false
+	defer func() {
+		if !streamed {
+			st.active.Add(-1)
+		}
+		st.observe(ctx.Response.StatusCode(), time.Since(ctx.Time()))
+	}()
+
+	var xffBuf [256]byte
+	info := p.rewriteRequest(ctx, xffBuf[:])
+	if r.svc.RedirectToHTTPS && !info.https {
+		p.redirectHTTPS(ctx)
+		return
+	}
+	n := len(r.backends)
+	if n == 0 {
+		p.noBackend(ctx, r)
+		return
+	}
+	if info.upgrade {
+		streamed = p.upgrade(ctx, r)
+		return
+	}
+
+	first := -1
+	if r.svc.Sticky {
+		if v := ctx.Request.Header.Cookie(p.cfg.StickyCookie); len(v) > 0 {
+			for i, b := range r.backends {
+				if string(v) == b.sticky {
+					first = i
+					break
+				}
+			}
+		}
+	}
+	if first < 0 {
+		first = r.pick(ctx.RemoteAddr())
+	}
+
+	// What a retry may do: a connect failure sent nothing, so any request
+	// goes on to the next backend (up to three); a connection that broke
+	// before any response byte is retried once, and only for an idempotent
+	// request whose body (if any) is held in memory.
+	cl := ctx.Request.Header.ContentLength()
+	var body []byte
+	replayable := cl == 0 || cl == -2
+	if cl > 0 && cl <= streamAbove {
+		body = ctx.Request.Body()
+		replayable = true
+	}
+	idempotent := isIdempotent(&ctx.Request.Header)
+	ctx.Request.Header.SetNoDefaultContentType(true)
+
+	var (
+		err      error
+		out      outcome
+		b        *backend
+		connTrys int
+	)
+	for attempt := 0; attempt < min(3, max(n, 2)); attempt++ {
+		b = r.backends[(first+attempt)%n]
+		if attempt > 0 {
+			st.retries.Add(1)
+		}
+		out, streamed, err = p.roundTrip(ctx, r, b, cl, body)
+		if out == okAnswer || out == failClient {
+			break
+		}
+		if ce := p.log.Check(zap.DebugLevel, "backend attempt failed"); ce != nil {
+			ce.Write(zap.String("app", r.svc.Key.App), zap.Stringer("backend", b.addr), zap.Int("attempt", attempt+1), zap.Error(err))
+		}
+		if out == failConn {
+			b.dropIdle()
+			connTrys++
+			if connTrys > 1 || !idempotent || !replayable {
+				break
+			}
+			continue
+		}
+		if out != failDial {
+			break
+		}
+	}
+	switch out {
+	case okAnswer:
+		if r.svc.Sticky {
+			p.setSticky(ctx, b)
+		}
+	case failClient:
+		ctx.Response.Reset()
+		ctx.SetConnectionClose()
+		if errors.Is(err, errBodyTooLarge) {
+			p.plain(ctx, fasthttp.StatusRequestEntityTooLarge, "pacer: request body too large\n")
+		} else {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+		}
+	case failTime:
+		p.failure(ctx, r, fasthttp.StatusGatewayTimeout, "backend did not answer in time", err)
+	default:
+		p.failure(ctx, r, fasthttp.StatusBadGateway, "backend failed", err)
+	}
+}
+
+// roundTrip sends the request to b over a pooled connection and reads the
+// response into ctx.Response; a large or chunked body is left to stream
+// (streamed is then true, and the connection's Close ends the request).
+func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int, body []byte) (out outcome, streamed bool, err error) {
+	c, err := b.get()
+	if err != nil {
+		if isTimeout(err) {
+			return failTime, false, err
+		}
+		return failDial, false, err
+	}
+	b.inflight.Add(1)
+	defer func() {
+		if !streamed {
+			b.inflight.Add(-1)
+		}
+	}()
+	fail := func(o outcome, e error) (outcome, bool, error) {
+		c.close()
+		return o, false, e
+	}
+
+	_ = c.nc.SetDeadline(time.Now().Add(p.cfg.ResponseHeaderTimeout))
+	h := &ctx.Request.Header
+	if _, err = c.bw.Write(h.Header()); err != nil {
+		return fail(failConn, err)
+	}
+	switch {
+	case body != nil:
+		_, err = c.bw.Write(body)
+	case cl > 0 || cl == -1:
+		err = p.copyBody(ctx, c, cl)
+		if err != nil {
+			if errors.Is(err, errClientBody) || errors.Is(err, errBodyTooLarge) {
+				return fail(failClient, err)
+			}
+			return fail(failBad, err)
+		}
+		_ = c.nc.SetDeadline(time.Now().Add(p.cfg.ResponseHeaderTimeout))
+	}
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if err != nil {
+		if isTimeout(err) {
+			return fail(failTime, err)
+		}
+		return fail(failConn, err)
+	}
+
+	resp := &ctx.Response
+	rh := &resp.Header
+	for {
+		if err = rh.Read(c.br); err != nil {
+			switch {
+			case err == io.EOF:
+				return fail(failConn, errors.New("connection closed before the response"))
+			case isTimeout(err):
+				return fail(failTime, err)
+			}
+			return fail(failBad, err)
+		}
+		// Interim responses (100 Continue, 103 Early Hints) are dropped;
+		// 101 without an upgrade request is nonsense.
+		if s := rh.StatusCode(); s >= 200 {
+			break
+		} else if s == fasthttp.StatusSwitchingProtocols {
+			return fail(failBad, errors.New("101 Switching Protocols to a request without Upgrade"))
+		}
+	}
+	keep := !rh.ConnectionClose()
+	rh.ResetConnectionClose()
+	rewriteResponse(rh)
+
+	status := rh.StatusCode()
+	if ctx.Request.Header.IsHead() || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
+		resp.SkipBody = true
+		p.release(c, keep)
+		return okAnswer, false, nil
+	}
+	rcl := rh.ContentLength()
+	if rcl >= 0 && rcl <= streamAbove {
+		if err = readSmallBody(c, resp, rcl); err != nil {
+			resp.Reset()
+			return fail(failBad, err)
+		}
+		p.release(c, keep)
+		return okAnswer, false, nil
+	}
+	c.startBody(rcl, keep, ctx.Conn(), r.st)
+	size := rcl
+	if size < 0 {
+		size = -1 // to the client: chunked
+	}
+	resp.SetBodyStream(c, size)
+	return okAnswer, true, nil
+}
+
+// release ends a request whose body was read in full.
+func (p *Proxy) release(c *bconn, keep bool) {
+	_ = c.nc.SetDeadline(time.Time{})
+	if keep {
+		c.b.put(c)
+	} else {
+		c.close()
+	}
+}
+
+// readSmallBody copies a body of n bytes into resp without allocating.
+func readSmallBody(c *bconn, resp *fasthttp.Response, n int) error {
+	for n > 0 {
+		chunk, err := c.br.Peek(min(n, c.br.Size()))
+		if len(chunk) > 0 {
+			resp.AppendBody(chunk)
+			_, _ = c.br.Discard(len(chunk))
+			n -= len(chunk)
+		}
+		if err != nil && n > 0 {
+			if err == io.EOF {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+var (
+	errClientBody   = errors.New("client request body")
+	errBodyTooLarge = errors.New("request body too large")
+)
+
+// copyBody streams a request body that fasthttp did not buffer to the
+// backend: cl bytes, or chunked (cl == -1), re-encoding the chunks. Every
+// read and write pushes its deadline forward, so only silence longer than
+// BodyTimeout ends it.
+func (p *Proxy) copyBody(ctx *fasthttp.RequestCtx, c *bconn, cl int) error {
+	src := ctx.RequestBodyStream()
+	if src == nil {
+		return nil
+	}
+	bp := copyPool.Get().(*[]byte)
+	defer copyPool.Put(bp)
+	buf := *bp
+	client := ctx.Conn()
+	var total int64
+	limit := p.cfg.MaxRequestBodySize
+	for {
+		d := time.Now().Add(p.cfg.BodyTimeout)
+		_ = client.SetReadDeadline(d)
+		_ = c.nc.SetWriteDeadline(d)
+		want := len(buf) - 16 // room for the chunk framing
+		if cl > 0 {
+			want = int(min(int64(want), int64(cl)-total))
+			if want == 0 {
+				return nil
+			}
+		}
+		n, rerr := src.Read(buf[:want])
+		if n > 0 {
+			total += int64(n)
+			if limit > 0 && total > limit {
+				return errBodyTooLarge
+			}
+			var werr error
+			if cl == -1 {
+				var hb [20]byte
+				hdr := strconv.AppendInt(hb[:0], int64(n), 16)
+				hdr = append(hdr, '\r', '\n')
+				if _, werr = c.bw.Write(hdr); werr == nil {
+					if _, werr = c.bw.Write(buf[:n]); werr == nil {
+						_, werr = c.bw.WriteString("\r\n")
+					}
+				}
+			} else {
+				_, werr = c.bw.Write(buf[:n])
+			}
+			if werr != nil {
+				return werr
+			}
+		}
+		if rerr == io.EOF {
+			if cl > 0 && total < int64(cl) {
+				return errClientBody
+			}
+			if cl == -1 {
+				_, err := c.bw.WriteString("0\r\n\r\n")
+				return err
+			}
+			return nil
+		}
+		if rerr != nil {
+			if errors.Is(rerr, fasthttp.ErrBodyTooLarge) {
+				return errBodyTooLarge
+			}
+			return errors.Join(errClientBody, rerr)
+		}
+	}
+}
+
+func isIdempotent(h *fasthttp.RequestHeader) bool {
+	return h.IsGet() || h.IsHead() || h.IsOptions() || h.IsTrace() || h.IsPut() || h.IsDelete()
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, fasthttp.ErrTimeout) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// isAbsolute says whether a request target is in absolute form
+// ("http://host/path") rather than origin form ("/path") or "*".
+func isAbsolute(uri []byte) bool { return len(uri) > 0 && uri[0] != '/' && uri[0] != '*' }
+
+// pathOf returns the path of the request target, without the query.
+func pathOf(ctx *fasthttp.RequestCtx, uri []byte, absolute bool) []byte {
+	if absolute {
+		return ctx.Request.URI().PathOriginal()
+	}
+	for i, c := range uri {
+		if c == '?' || c == '#' {
+			return uri[:i]
+		}
+	}
+	return uri
+}
+
+// toOriginForm turns an absolute-form request into origin form, with the
+// URI's host as Host (RFC 9112 3.2.2).
+func toOriginForm(ctx *fasthttp.RequestCtx) {
+	u := ctx.Request.URI()
+	u.DisablePathNormalizing = true
+	ctx.Request.Header.SetHostBytes(u.Host())
+	ctx.Request.Header.SetRequestURIBytes(u.RequestURI())
+}
+
+func servesHost(r *route, host []byte) bool {
+	for _, vh := range r.svc.VHosts {
+		var buf [maxHost]byte
+		h, ok := normalizeHost(buf[:0], []byte(vh))
+		if !ok {
+			continue
+		}
+		if string(h) == string(host) || (len(h) > 2 && h[0] == '*' && len(host) > len(h)-1 && string(host[len(host)-len(h)+1:]) == string(h[1:])) {
+			return true
+		}
+	}
+	return false
+}
+
+// setSticky pins the client to b unless its cookie already does.
+func (p *Proxy) setSticky(ctx *fasthttp.RequestCtx, b *backend) {
+	if string(ctx.Request.Header.Cookie(p.cfg.StickyCookie)) == b.sticky {
+		return
+	}
+	ck := fasthttp.AcquireCookie()
+	ck.SetKey(p.cfg.StickyCookie)
+	ck.SetValue(b.sticky)
+	ck.SetPath("/")
+	ck.SetHTTPOnly(true)
+	ctx.Response.Header.SetCookie(ck)
+	fasthttp.ReleaseCookie(ck)
+}
+
+func (p *Proxy) redirectHTTPS(ctx *fasthttp.RequestCtx) {
+	var buf [512]byte
+	loc := append(buf[:0], "https://"...)
+	host := ctx.Request.Header.Host()
+	if i := lastColonPort(host); i >= 0 {
+		host = host[:i]
+	}
+	loc = append(loc, host...)
+	loc = append(loc, ctx.Request.Header.RequestURI()...)
+	ctx.Response.Reset()
+	ctx.Response.Header.SetBytesKV(hLocation, loc)
+	ctx.SetStatusCode(fasthttp.StatusMovedPermanently)
+}
+
+// lastColonPort returns the index of a ":port" suffix of host, or -1.
+func lastColonPort(host []byte) int {
+	for i := len(host) - 1; i >= 0; i-- {
+		c := host[i]
+		if c == ':' {
+			return i
+		}
+		if c < '0' || c > '9' {
+			return -1
+		}
+	}
+	return -1
+}
+
+// noBackend answers 503 with Retry-After.
+func (p *Proxy) noBackend(ctx *fasthttp.RequestCtx, r *route) {
+	ctx.Response.Reset()
+	ctx.Response.Header.SetBytesKV(hRetry, p.retryAfter)
+	p.plain(ctx, fasthttp.StatusServiceUnavailable, "pacer: 503 Service Unavailable: no routable backend for "+r.label+"\n")
+}
+
+// failure answers 502 or 504 naming the service.
+func (p *Proxy) failure(ctx *fasthttp.RequestCtx, r *route, status int, what string, err error) {
+	ctx.Response.Reset()
+	p.plain(ctx, status, "pacer: "+strconv.Itoa(status)+" "+fasthttp.StatusMessage(status)+": "+what+" for "+r.label+"\n")
+	if ce := p.log.Check(zap.DebugLevel, "request failed"); ce != nil {
+		ce.Write(zap.String("app", r.svc.Key.App), zap.Int("status", status), zap.Error(err))
+	}
+}
+
+// plain sets a short text/plain answer.
+func (p *Proxy) plain(ctx *fasthttp.RequestCtx, status int, msg string) {
+	ctx.SetStatusCode(status)
+	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+	ctx.Response.SetBodyString(msg)
+}

@@ -1,0 +1,330 @@
+package httpproxy
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Header names as pacer writes them. Names a client or backend sent are
+// matched case-insensitively and never rewritten (header names are not
+// normalised, for speed and fidelity).
+var (
+	hXFF       = []byte("X-Forwarded-For")
+	hXFProto   = []byte("X-Forwarded-Proto")
+	hXFHost    = []byte("X-Forwarded-Host")
+	hXFPort    = []byte("X-Forwarded-Port")
+	hRetry     = []byte("Retry-After")
+	hLocation  = []byte("Location")
+	valHTTP    = []byte("http")
+	commaSpace = []byte(", ")
+	http11     = []byte("HTTP/1.1")
+)
+
+// Header classes found by the scans.
+const (
+	hcOther = iota
+	hcHop   // hop-by-hop (RFC 9110 7.6.1, and the obsolete Proxy-Connection): removed
+	hcConnection
+	hcUpgrade
+	hcXFF
+	hcXFProto
+	hcXFOther // X-Forwarded-Host and -Port: replaced by pacer's
+	hcTE      // Transfer-Encoding: fasthttp frames bodies itself
+)
+
+// classify sorts a header name into the classes above without allocating.
+func classify(k []byte) int {
+	switch len(k) {
+	case 2:
+		if eqFold(k, "te") {
+			return hcHop
+		}
+	case 6:
+		if eqFold(k, "expect") { // fasthttp answered 100-continue already
+			return hcHop
+		}
+	case 7:
+		if eqFold(k, "upgrade") {
+			return hcUpgrade
+		}
+		if eqFold(k, "trailer") {
+			return hcHop
+		}
+	case 10:
+		if eqFold(k, "connection") {
+			return hcConnection
+		}
+		if eqFold(k, "keep-alive") {
+			return hcHop
+		}
+	case 15:
+		if eqFold(k, "x-forwarded-for") {
+			return hcXFF
+		}
+	case 16:
+		if eqFold(k, "x-forwarded-host") || eqFold(k, "x-forwarded-port") || eqFold(k, "proxy-connection") {
+			if eqFold(k, "proxy-connection") {
+				return hcHop
+			}
+			return hcXFOther
+		}
+	case 17:
+		if eqFold(k, "x-forwarded-proto") {
+			return hcXFProto
+		}
+		if eqFold(k, "transfer-encoding") {
+			return hcTE
+		}
+	case 18:
+		if eqFold(k, "proxy-authenticate") {
+			return hcHop
+		}
+	case 19:
+		if eqFold(k, "proxy-authorization") {
+			return hcHop
+		}
+	}
+	return hcOther
+}
+
+// eqFold compares an ASCII header name with a lower-case constant.
+func eqFold(k []byte, lower string) bool {
+	if len(k) != len(lower) {
+		return false
+	}
+	for i := range len(k) {
+		c := k[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// maxDel bounds the headers one scan removes; more (a hostile client) are
+// removed by further scans.
+const maxDel = 8
+
+// reqInfo is what the request scan learned.
+type reqInfo struct {
+	upgrade bool // an Upgrade header and "upgrade" in Connection
+	https   bool // the request came in over TLS, as far as pacer knows
+}
+
+// rewriteRequest removes hop-by-hop headers (keeping Upgrade and Connection
+// on an upgrade request, which the backend must see), and sets
+// X-Forwarded-For (the client's list with the client appended),
+// X-Forwarded-Proto, -Host and -Port. The Host header is passed through.
+// buf is the caller's scratch space; the function allocates only if the
+// client's X-Forwarded-For outgrows it.
+func (p *Proxy) rewriteRequest(ctx *fasthttp.RequestCtx, buf []byte) reqInfo {
+	h := &ctx.Request.Header
+	var (
+		info              reqInfo
+		connUpgr, hasUpgr bool
+		xfpBuf            [16]byte
+		xfp               []byte
+		conn              []byte // Connection's tokens when it names headers (rare: allocates)
+	)
+	xff := buf[:0]
+	// Usually one round. Another runs when a round filled del, or when
+	// Connection names headers that may precede it.
+	for round := 0; ; round++ {
+		var del [maxDel][]byte
+		nd := 0
+		named := false
+		for k, v := range h.All() {
+			c := classify(k)
+			switch c {
+			case hcTE: // a chunked body is sent chunked again
+				continue
+			case hcOther:
+				if len(conn) == 0 || !hasTokenBytes(conn, k) {
+					continue
+				}
+			case hcConnection:
+				connUpgr = connUpgr || hasToken(v, "upgrade")
+				if round == 0 && hasOtherTokens(v) && len(conn) < 4096 {
+					conn = append(append(conn, v...), ',')
+					named = true
+				}
+			case hcUpgrade:
+				hasUpgr = true
+			case hcXFF:
+				if round == 0 {
+					if len(xff) > 0 {
+						xff = append(xff, commaSpace...)
+					}
+					xff = append(xff, v...)
+				}
+			case hcXFProto:
+				if round == 0 && xfp == nil && len(v) <= len(xfpBuf) {
+					xfp = append(xfpBuf[:0], v...)
+				}
+			}
+			if nd == maxDel {
+				break
+			}
+			del[nd] = k
+			nd++
+		}
+		if round == 0 {
+			info.upgrade = hasUpgr && connUpgr
+		}
+		kept := 0
+		for i := range nd {
+			c := classify(del[i])
+			if info.upgrade && (c == hcConnection || c == hcUpgrade) {
+				kept++
+				continue
+			}
+			h.DelBytes(del[i])
+		}
+		if (nd < maxDel && !named) || nd == kept || round > 64 {
+			break
+		}
+	}
+
+	// The backend connection is pacer's, pooled and HTTP/1.1, whatever the
+	// client's: a client's "close" or HTTP/1.0 must not close it.
+	if !h.IsHTTP11() {
+		h.SetProtocolBytes(http11)
+	}
+	if h.ConnectionClose() && !info.upgrade {
+		h.ResetConnectionClose()
+	}
+
+	if len(xff) > 0 {
+		xff = append(xff, commaSpace...)
+	}
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(a.IP)
+		xff = ip.Unmap().AppendTo(xff)
+	}
+	h.SetBytesKV(hXFF, xff)
+	if p.cfg.TrustForwardedProto && len(xfp) > 0 {
+		h.SetBytesKV(hXFProto, xfp)
+		info.https = eqFold(xfp, "https")
+	} else {
+		h.SetBytesKV(hXFProto, valHTTP)
+	}
+	if host := h.Host(); len(host) > 0 {
+		h.SetBytesKV(hXFHost, host)
+	}
+	if a, ok := ctx.LocalAddr().(*net.TCPAddr); ok {
+		var pb [8]byte
+		h.SetBytesKV(hXFPort, strconv.AppendInt(pb[:0], int64(a.Port), 10))
+	}
+	return info
+}
+
+// rewriteResponse removes hop-by-hop headers from a backend's response.
+func rewriteResponse(h *fasthttp.ResponseHeader) {
+	var del [maxDel][]byte
+	nd := 0
+	var connVal []byte
+	for k, v := range h.All() {
+		c := classify(k)
+		switch c {
+		case hcHop, hcUpgrade, hcTE:
+		case hcConnection:
+			connVal = v
+		default:
+			continue
+		}
+		if nd < maxDel {
+			del[nd] = k
+			nd++
+		}
+	}
+	if len(connVal) > 0 && hasOtherTokens(connVal) {
+		for k := range h.All() {
+			if nd < maxDel && classify(k) == hcOther && hasTokenBytes(connVal, k) {
+				del[nd] = k
+				nd++
+			}
+		}
+	}
+	for i := range nd {
+		h.DelBytes(del[i])
+	}
+}
+
+// hasToken reports whether the comma-separated list v holds tok (lower case),
+// case-insensitively.
+func hasToken(v []byte, tok string) bool {
+	found := false
+	eachToken(v, func(t []byte) {
+		if eqFold(t, tok) {
+			found = true
+		}
+	})
+	return found
+}
+
+func hasTokenBytes(v, k []byte) bool {
+	found := false
+	eachToken(v, func(t []byte) {
+		if len(t) == len(k) && eqFoldBytes(t, k) {
+			found = true
+		}
+	})
+	return found
+}
+
+// hasOtherTokens reports whether Connection lists anything but close,
+// keep-alive and upgrade.
+func hasOtherTokens(v []byte) bool {
+	other := false
+	eachToken(v, func(t []byte) {
+		if !eqFold(t, "close") && !eqFold(t, "keep-alive") && !eqFold(t, "upgrade") {
+			other = true
+		}
+	})
+	return other
+}
+
+func eachToken(v []byte, f func([]byte)) {
+	for len(v) > 0 {
+		i := 0
+		for i < len(v) && v[i] != ',' {
+			i++
+		}
+		t := v[:i]
+		for len(t) > 0 && (t[0] == ' ' || t[0] == '\t') {
+			t = t[1:]
+		}
+		for len(t) > 0 && (t[len(t)-1] == ' ' || t[len(t)-1] == '\t') {
+			t = t[:len(t)-1]
+		}
+		if len(t) > 0 {
+			f(t)
+		}
+		if i == len(v) {
+			return
+		}
+		v = v[i+1:]
+	}
+}
+
+func eqFoldBytes(a, b []byte) bool {
+	for i := range a {
+		x, y := a[i], b[i]
+		if x >= 'A' && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if y >= 'A' && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,201 @@
+package httpproxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/pacer-lb/pacer/discovery"
+)
+
+// waitFor bounds how long a test waits for a condition; a bound for a broken
+// build, not a sleep.
+const waitFor = 10 * time.Second
+
+// rig is a proxy on a table, with its vhost listener and per-port listeners.
+type rig struct {
+	t     *testing.T
+	p     *Proxy
+	table *discovery.Table
+	vhost string // host:port of the --http listener
+
+	mu        sync.Mutex
+	listening map[int]net.Addr
+	opened    chan int
+}
+
+func newRig(t *testing.T, cfg Config) *rig { return newRigTB(t, t, cfg) }
+
+func newBenchRig(b *testing.B) *rig { return newRigTB(b, nil, Config{}) }
+
+func newRigTB(tb testing.TB, t *testing.T, cfg Config) *rig {
+	tb.Helper()
+	r := &rig{t: t, table: discovery.NewTable(), listening: map[int]net.Addr{}, opened: make(chan int, 64)}
+	if cfg.PortMin == 0 {
+		cfg.PortMin, cfg.PortMax = 1024, 65535
+	}
+	cfg.Bind = "127.0.0.1"
+	cfg.OnListening = func(port int, addr net.Addr) {
+		r.mu.Lock()
+		r.listening[port] = addr
+		r.mu.Unlock()
+		r.opened <- port
+	}
+	log := zap.NewNop()
+	if t != nil {
+		log = zaptest.NewLogger(t)
+	}
+	p, err := New(cfg, r.table, log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r.p = p
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r.vhost = ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	vhDone := make(chan struct{})
+	go func() { defer close(runDone); _ = p.Run(ctx) }()
+	go func() { defer close(vhDone); _ = p.ServeVHost(ln) }()
+	tb.Cleanup(func() {
+		cancel()
+		sctx, c2 := context.WithTimeout(context.Background(), 5*time.Second)
+		defer c2()
+		_ = p.Shutdown(sctx)
+		<-runDone
+		<-vhDone
+	})
+	return r
+}
+
+// waitPort waits until the proxy listens on port.
+func (r *rig) waitPort(port int) string {
+	r.t.Helper()
+	deadline := time.After(waitFor)
+	for {
+		r.mu.Lock()
+		_, ok := r.listening[port]
+		r.mu.Unlock()
+		if ok {
+			return "127.0.0.1:" + strconv.Itoa(port)
+		}
+		select {
+		case <-r.opened:
+		case <-deadline:
+			r.t.Fatalf("port %d never opened", port)
+		}
+	}
+}
+
+// app builds an HTTP-mode app with one service.
+func app(id string, port int, vhosts []string, path string, backends ...netip.AddrPort) *discovery.App {
+	s := &discovery.Service{
+		Key: discovery.ServiceKey{App: id}, Name: discovery.AppName(id), ServicePort: port,
+		Mode: discovery.ModeHTTP, VHosts: vhosts, Path: path,
+	}
+	for i, b := range backends {
+		s.Backends = append(s.Backends, discovery.Backend{TaskID: id + ".task" + strconv.Itoa(i), Addr: b})
+	}
+	return &discovery.App{ID: id, Services: []*discovery.Service{s}}
+}
+
+func (r *rig) apply(apps ...*discovery.App) {
+	r.table.Apply(discovery.Update{Source: "test", Apps: apps})
+}
+
+// freePort returns a port that was free on 127.0.0.1 a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// httpBackend is a net/http test server; name is echoed in X-Backend.
+func httpBackend(t *testing.T, name string, h http.HandlerFunc) (*httptest.Server, netip.AddrPort) {
+	t.Helper()
+	if h == nil {
+		h = func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) }
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Backend", name)
+		h(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, netip.MustParseAddrPort(srv.Listener.Addr().String())
+}
+
+// deadAddr returns an address nothing listens on.
+func deadAddr(t *testing.T) netip.AddrPort {
+	return netip.MustParseAddrPort("127.0.0.1:" + strconv.Itoa(freePort(t)))
+}
+
+// client returns a keep-alive net/http client that does not follow redirects.
+func client() *http.Client {
+	return &http.Client{
+		Timeout:       waitFor,
+		Transport:     &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// get sends a GET with Host host to addr and returns status, body and response.
+func get(t *testing.T, c *http.Client, addr, host, path string) (int, string, *http.Response) {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://"+addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s%s (Host %s): %v", addr, path, host, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b), resp
+}
+
+// rawExchange writes req on a fresh connection and returns everything read
+// until the proxy closes it or the deadline passes.
+func rawExchange(t *testing.T, addr, req string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(waitFor))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(c)
+	return string(b)
+}
+
+func statusOf(raw string) string {
+	line, _, _ := strings.Cut(raw, "\r\n")
+	return line
+}

@@ -1,0 +1,603 @@
+package httpproxy
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/proxy"
+)
+
+// Proxy is the HTTP data plane.
+type Proxy struct {
+	// applied is the version of the last snapshot whose listeners are open.
+	applied    atomic.Uint64
+	cfg        Config
+	table      *discovery.Table
+	log        *zap.Logger
+	dialer     net.Dialer
+	retryAfter []byte
+
+	// idx is the route index of the newest snapshot seen; see routes.go.
+	idx atomic.Pointer[routeIndex]
+	mu  sync.Mutex // guards backends, states and index builds
+	// backends are the pools, keyed by address, shared by every service
+	// that routes to the address.
+	backends map[netip.AddrPort]*backend
+	states   map[discovery.ServiceKey]*svcState
+
+	lmu        sync.Mutex // guards ports, vhosts, outOfRange, closing
+	ports      map[int]*httpPort
+	vhosts     []*httpPort
+	outOfRange map[int]bool
+	closing    bool
+
+	// sem holds one token per open client connection (MaxConns).
+	sem     chan struct{}
+	cmu     sync.Mutex // guards conns and tunnels
+	conns   map[net.Conn]*httpPort
+	tunnels map[net.Conn]*net.TCPConn
+	killed  bool
+
+	quit     chan struct{}
+	quitOnce sync.Once
+	wg       sync.WaitGroup // Serve goroutines
+
+	totals struct{ notFound, refused atomic.Uint64 }
+}
+
+// httpPort is one listener: a service port, or a --http listener.
+type httpPort struct {
+	port  int
+	vhost bool
+	// Guarded by Proxy.lmu.
+	ln      *limitListener
+	srv     *fasthttp.Server
+	bindErr string
+
+	accepted atomic.Uint64
+	active   atomic.Int64
+	failed   atomic.Uint64
+}
+
+// New returns a Proxy that routes by table. It opens nothing until Run or
+// ServeVHost.
+func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Proxy, error) {
+	if table == nil {
+		return nil, errors.New("http proxy: nil table")
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{
+		cfg:        cfg,
+		table:      table,
+		log:        log.Named("http"),
+		dialer:     net.Dialer{Timeout: cfg.DialTimeout},
+		retryAfter: strconv.AppendInt(nil, int64(math.Ceil(cfg.RetryAfter.Seconds())), 10),
+		backends:   map[netip.AddrPort]*backend{},
+		states:     map[discovery.ServiceKey]*svcState{},
+		ports:      map[int]*httpPort{},
+		outOfRange: map[int]bool{},
+		sem:        make(chan struct{}, cfg.MaxConns),
+		conns:      map[net.Conn]*httpPort{},
+		tunnels:    map[net.Conn]*net.TCPConn{},
+		quit:       make(chan struct{}),
+	}
+	return p, nil
+}
+
+// newServer returns the fasthttp server of one listener.
+func (p *Proxy) newServer(hp *httpPort, h fasthttp.RequestHandler) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:      h,
+		ErrorHandler: p.serverError,
+		// The read buffer bounds the request header: larger gets 431.
+		ReadBufferSize:  p.cfg.MaxHeaderBytes,
+		WriteBufferSize: 8 << 10,
+		// ReadTimeout runs from a request's first byte through its header
+		// (and a body up to streamAbove): slowloris gets 408. Streamed
+		// bodies push the deadline forward as they move (copyBody).
+		ReadTimeout:  p.cfg.ReadHeaderTimeout,
+		WriteTimeout: p.cfg.BodyTimeout,
+		IdleTimeout:  p.cfg.ClientIdleTimeout,
+		// With StreamRequestBody this is the size above which a body streams.
+		MaxRequestBodySize:            streamAbove,
+		StreamRequestBody:             true,
+		DisableHeaderNamesNormalizing: true,
+		DisablePreParseMultipartForm:  true,
+		NoDefaultServerHeader:         true,
+		NoDefaultDate:                 true,
+		NoDefaultContentType:          true,
+		CloseOnShutdown:               true,
+		KeepHijackedConns:             true,
+		// MaxConns is enforced by the listener; this only must not bite first.
+		Concurrency: 2*p.cfg.MaxConns + 64,
+		ConnState: func(c net.Conn, s fasthttp.ConnState) {
+			switch s {
+			case fasthttp.StateNew:
+				p.connOpened(c, hp)
+			case fasthttp.StateClosed:
+				p.connClosed(c)
+			}
+		},
+		Logger: fasthttpLogger{p.log},
+		// A body over the limit is refused before the client sends it.
+		ExpectHandler: func(ctx *fasthttp.RequestCtx) int {
+			if max := p.cfg.MaxRequestBodySize; max > 0 && int64(ctx.Request.Header.ContentLength()) > max {
+				return fasthttp.StatusRequestEntityTooLarge
+			}
+			return fasthttp.StatusContinue
+		},
+	}
+}
+
+// serverError answers requests fasthttp could not read.
+func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.As(err, &small):
+		p.plain(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "pacer: request header too large\n")
+	case isTimeout(err):
+		p.plain(ctx, fasthttp.StatusRequestTimeout, "pacer: request not received in time\n")
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		p.plain(ctx, fasthttp.StatusRequestEntityTooLarge, "pacer: request body too large\n")
+	default:
+		p.plain(ctx, fasthttp.StatusBadRequest, "pacer: malformed request\n")
+	}
+}
+
+type fasthttpLogger struct{ log *zap.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	if ce := l.log.Check(zap.DebugLevel, "fasthttp"); ce != nil {
+		ce.Write(zap.String("msg", fmt.Sprintf(format, args...)))
+	}
+}
+
+func (p *Proxy) connOpened(c net.Conn, hp *httpPort) {
+	hp.accepted.Add(1)
+	hp.active.Add(1)
+	p.cmu.Lock()
+	p.conns[c] = hp
+	killed := p.killed
+	p.cmu.Unlock()
+	if killed {
+		c.Close()
+	}
+}
+
+// connClosed forgets a client connection: fasthttp closed it, or the tunnel
+// it was hijacked for ended.
+func (p *Proxy) connClosed(c net.Conn) {
+	p.cmu.Lock()
+	hp, ok := p.conns[c]
+	delete(p.conns, c)
+	p.cmu.Unlock()
+	if ok {
+		hp.active.Add(-1)
+		<-p.sem
+	}
+}
+
+// trackTunnel adds (on) or removes a tunnel, so Shutdown can close it; it
+// reports false when Shutdown already closed everything.
+func (p *Proxy) trackTunnel(client net.Conn, backend *net.TCPConn, on bool) bool {
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
+	if on {
+		if p.killed {
+			return false
+		}
+		p.tunnels[client] = backend
+	} else {
+		delete(p.tunnels, client)
+	}
+	return true
+}
+
+// Applied returns the version of the newest snapshot whose service ports
+// have been opened (or failed to bind); readiness compares it with the table's.
+func (p *Proxy) Applied() uint64 { return p.applied.Load() }
+
+// Run follows the table until ctx is done or Shutdown is called: it opens a
+// listener for every service port an HTTP-mode service claims inside
+// [PortMin, PortMax], closes those nobody claims any more (their in-flight
+// requests finish within DrainTimeout), keeps the route index current and
+// closes idle pooled connections as they expire. Listeners stay open across
+// every other change. It closes its listeners when it returns. Call it once.
+func (p *Proxy) Run(ctx context.Context) error {
+	defer p.closePortListeners()
+	reap := time.NewTicker(max(p.cfg.PoolIdleTimeout/2, 10*time.Millisecond))
+	defer reap.Stop()
+	var applied uint64
+	first := true
+	for {
+		snap := p.table.Snapshot()
+		if first || snap.Version() != applied {
+			p.routes()
+			p.apply(snap)
+			applied, first = snap.Version(), false
+			p.applied.Store(applied)
+		}
+		select {
+		case <-snap.Changed():
+		case now := <-reap.C:
+			p.reap(now)
+		case <-ctx.Done():
+			return nil
+		case <-p.quit:
+			return nil
+		}
+	}
+}
+
+func (p *Proxy) reap(now time.Time) {
+	p.mu.Lock()
+	bs := make([]*backend, 0, len(p.backends))
+	for _, b := range p.backends {
+		bs = append(bs, b)
+	}
+	p.mu.Unlock()
+	for _, b := range bs {
+		b.reap(now)
+	}
+}
+
+// apply brings the service-port listeners in line with snap.
+func (p *Proxy) apply(snap *discovery.Snapshot) {
+	claimed := map[int]bool{}
+	for _, port := range snap.Ports() {
+		if s := snap.Service(port); s != nil && p.cfg.Carries(s) {
+			claimed[port] = true
+		}
+	}
+	type opened struct {
+		port int
+		addr net.Addr
+	}
+	var open []opened
+	p.lmu.Lock()
+	if p.closing {
+		p.lmu.Unlock()
+		return
+	}
+	for port := range claimed {
+		if !p.inRange(port) {
+			if !p.outOfRange[port] {
+				p.outOfRange[port] = true
+				p.log.Info("service port outside the bindable range; not bound", zap.Int("port", port),
+					zap.Int("port_min", p.cfg.PortMin), zap.Int("port_max", p.cfg.PortMax))
+			}
+			continue
+		}
+		hp := p.ports[port]
+		if hp == nil {
+			hp = &httpPort{port: port}
+			p.ports[port] = hp
+		}
+		if hp.ln == nil && p.listen(hp) {
+			open = append(open, opened{port, hp.ln.Addr()})
+		}
+	}
+	for port := range p.outOfRange {
+		if !claimed[port] {
+			delete(p.outOfRange, port)
+		}
+	}
+	for port, hp := range p.ports {
+		if !claimed[port] {
+			if hp.ln != nil {
+				p.closePort(hp, p.cfg.DrainTimeout)
+			}
+			hp.bindErr = ""
+		}
+	}
+	p.lmu.Unlock()
+	if hook := p.cfg.OnListening; hook != nil {
+		for _, o := range open {
+			hook(o.port, o.addr)
+		}
+	}
+}
+
+// listen opens hp's listener and serves it; called with p.lmu held.
+func (p *Proxy) listen(hp *httpPort) bool {
+	addr := net.JoinHostPort(p.cfg.Bind, strconv.Itoa(hp.port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if msg := err.Error(); msg != hp.bindErr {
+			hp.bindErr = msg
+			p.log.Info("cannot bind service port; retrying on the next table change", zap.Int("port", hp.port), zap.Error(err))
+		}
+		return false
+	}
+	hp.bindErr = ""
+	hp.ln = p.limit(ln)
+	hp.srv = p.newServer(hp, p.servePort(hp))
+	p.log.Info("http listener opened", zap.Int("port", hp.port), zap.Stringer("addr", ln.Addr()))
+	p.wg.Add(1)
+	go p.serveListener(hp.srv, hp.ln)
+	return true
+}
+
+func (p *Proxy) serveListener(srv *fasthttp.Server, ln net.Listener) {
+	defer p.wg.Done()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+		p.log.Warn("http listener stopped", zap.Stringer("addr", ln.Addr()), zap.Error(err))
+	}
+}
+
+// closePort stops hp's listener; its in-flight requests finish (answered
+// with Connection: close) within drain. Called with p.lmu held.
+func (p *Proxy) closePort(hp *httpPort, drain time.Duration) {
+	srv, ln := hp.srv, hp.ln
+	hp.srv, hp.ln = nil, nil
+	ln.Close()
+	p.log.Info("http listener closed", zap.Int("port", hp.port))
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		_ = srv.ShutdownWithContext(ctx)
+	}()
+}
+
+func (p *Proxy) closePortListeners() {
+	p.lmu.Lock()
+	defer p.lmu.Unlock()
+	p.closing = true
+	for _, hp := range p.ports {
+		if hp.ln != nil {
+			hp.ln.Close()
+		}
+	}
+}
+
+func (p *Proxy) inRange(port int) bool { return port >= p.cfg.PortMin && port <= p.cfg.PortMax }
+
+// ServeVHost serves the --http listener: every HTTP-mode service with a
+// VHOST, routed by Host and PATH. It returns when ln is closed or Shutdown
+// is called (nil then), and may be called for several listeners.
+func (p *Proxy) ServeVHost(ln net.Listener) error {
+	hp := &httpPort{vhost: true}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok {
+		hp.port = a.Port
+	}
+	p.lmu.Lock()
+	if p.closing {
+		p.lmu.Unlock()
+		ln.Close()
+		return nil
+	}
+	hp.ln = p.limit(ln)
+	hp.srv = p.newServer(hp, p.serveVHost)
+	p.vhosts = append(p.vhosts, hp)
+	p.lmu.Unlock()
+	p.log.Info("http vhost listener serving", zap.Stringer("addr", ln.Addr()))
+	err := hp.srv.Serve(hp.ln)
+	if err != nil && (errors.Is(err, net.ErrClosed) || p.isClosing()) {
+		err = nil
+	}
+	return err
+}
+
+func (p *Proxy) isClosing() bool {
+	p.lmu.Lock()
+	defer p.lmu.Unlock()
+	return p.closing
+}
+
+// Shutdown stops accepting on every listener; in-flight requests finish,
+// answered with Connection: close, and idle keep-alive connections close.
+// When ctx ends or DrainTimeout passes, whichever is first, the connections
+// and tunnels still open are closed. It returns ctx.Err() if ctx ended the
+// drain. Safe to call more than once and concurrently with Run.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.quitOnce.Do(func() { close(p.quit) })
+	p.lmu.Lock()
+	p.closing = true
+	var srvs []*fasthttp.Server
+	for _, hp := range p.ports {
+		if hp.srv != nil {
+			srvs = append(srvs, hp.srv)
+			hp.ln.Close()
+			hp.srv, hp.ln = nil, nil
+		}
+	}
+	for _, hp := range p.vhosts {
+		if hp.srv != nil {
+			srvs = append(srvs, hp.srv)
+			hp.ln.Close()
+			hp.srv, hp.ln = nil, nil
+		}
+	}
+	p.lmu.Unlock()
+
+	dctx, cancel := context.WithTimeout(ctx, p.cfg.DrainTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, srv := range srvs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = srv.ShutdownWithContext(dctx)
+		}()
+	}
+	wg.Wait()
+	// Tunnels (WebSockets) have no request boundary to stop at: they get
+	// the rest of the drain, polled because they end on their own.
+	for p.tunnelCount() > 0 && dctx.Err() == nil {
+		t := time.NewTimer(20 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-dctx.Done():
+			t.Stop()
+		}
+	}
+	n := p.killAll()
+	if n > 0 {
+		p.log.Info("closed connections still open at the end of the drain", zap.Int("connections", n))
+	}
+	p.wg.Wait()
+	p.mu.Lock()
+	for _, b := range p.backends {
+		b.close()
+	}
+	p.mu.Unlock()
+	if n > 0 && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return nil
+}
+
+func (p *Proxy) tunnelCount() int {
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
+	return len(p.tunnels)
+}
+
+// killAll closes every client connection and tunnel still open.
+func (p *Proxy) killAll() int {
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
+	p.killed = true
+	n := 0
+	for c := range p.conns {
+		c.Close()
+		n++
+	}
+	for c, b := range p.tunnels {
+		c.Close()
+		b.Close()
+	}
+	return n
+}
+
+// Ports reports every listener of this proxy: the service ports HTTP-mode
+// services claim (in range or not) or that still hold connections, then the
+// --http listeners. Sorted by port, the --http listeners last. Active and
+// Total count client connections; BytesIn and BytesOut are not counted for
+// HTTP; Failed counts requests that arrived on a port after its service
+// left (per-service 502/503/504 are in Stats).
+func (p *Proxy) Ports() []proxy.PortStatus {
+	snap := p.table.Snapshot()
+	p.lmu.Lock()
+	defer p.lmu.Unlock()
+	var out []proxy.PortStatus
+	seen := map[int]bool{}
+	for _, port := range snap.Ports() {
+		if s := snap.Service(port); s == nil || !p.cfg.Carries(s) {
+			continue
+		}
+		seen[port] = true
+		if !p.inRange(port) {
+			out = append(out, proxy.PortStatus{Port: port, Error: fmt.Sprintf("outside --ports %d-%d; not bound", p.cfg.PortMin, p.cfg.PortMax)})
+			continue
+		}
+		st := proxy.PortStatus{Port: port}
+		if hp := p.ports[port]; hp != nil {
+			st = hp.status()
+		}
+		out = append(out, st)
+	}
+	for port, hp := range p.ports {
+		if !seen[port] && (hp.ln != nil || hp.active.Load() > 0) {
+			out = append(out, hp.status())
+		}
+	}
+	slices.SortFunc(out, func(a, b proxy.PortStatus) int { return cmp.Compare(a.Port, b.Port) })
+	for _, hp := range p.vhosts {
+		out = append(out, hp.status())
+	}
+	return out
+}
+
+// status reads hp's counters; called with p.lmu held.
+func (hp *httpPort) status() proxy.PortStatus {
+	return proxy.PortStatus{
+		Port:      hp.port,
+		Listening: hp.ln != nil,
+		Error:     hp.bindErr,
+		Active:    hp.active.Load(),
+		Total:     hp.accepted.Load(),
+		Failed:    hp.failed.Load(),
+	}
+}
+
+// Stats reports every service the proxy routes now, sorted by app and port
+// index.
+func (p *Proxy) Stats() []ServiceStats {
+	p.routes()
+	p.mu.Lock()
+	out := make([]ServiceStats, 0, len(p.states))
+	for _, st := range p.states {
+		out = append(out, st.stats())
+	}
+	p.mu.Unlock()
+	slices.SortFunc(out, func(a, b ServiceStats) int {
+		if c := cmp.Compare(a.App, b.App); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.PortIndex, b.PortIndex)
+	})
+	return out
+}
+
+// Totals reports the requests no service answered.
+func (p *Proxy) Totals() Totals {
+	return Totals{NotFound: p.totals.notFound.Load(), Refused: p.totals.refused.Load()}
+}
+
+// limitListener holds a MaxConns token per accepted connection; the token
+// is returned when fasthttp reports the connection closed (or its tunnel
+// ends). It returns the *net.TCPConn unwrapped, so tunnels can splice.
+type limitListener struct {
+	net.Listener
+	sem  chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+func (p *Proxy) limit(ln net.Listener) *limitListener {
+	return &limitListener{Listener: ln, sem: p.sem, done: make(chan struct{})}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return c, nil
+}
+
+func (l *limitListener) Close() error {
+	err := net.ErrClosed
+	l.once.Do(func() {
+		close(l.done)
+		err = l.Listener.Close()
+	})
+	return err
+}
