@@ -6,6 +6,9 @@ set -euo pipefail
 
 need=()
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
+if [[ ! -f /usr/share/java/zookeeper.jar ]] || ! command -v java >/dev/null 2>&1; then
+	need+=(zookeeper)
+fi
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 
 if ((${#need[@]} == 0)); then

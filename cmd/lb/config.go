@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pacer-lb/pacer/discovery/zookeeper"
 )
 
 // config is everything the command line and the environment decide.
@@ -18,8 +20,12 @@ type config struct {
 	marathon []string
 	// marathonZK is set when --marathon is zk://...: the Marathon leader is
 	// found in ZooKeeper instead of at fixed URLs.
-	marathonZK      *zkTarget
+	marathonZK      *zookeeper.LeaderConfig
+	zkServers       []string
+	zkServices      []zookeeper.ServiceSpec
+	zkAnnounce      string
 	marathonToken   string
+	marathonCA      string
 	groups          []string
 	bind            string
 	portMin         int
@@ -65,8 +71,9 @@ var flagGroups = []struct {
 	title string
 	names []string
 }{
-	{"Marathon", []string{"marathon", "marathon-token", "group", "keep-unreachable"}},
-	{"Service ports (TCP proxy)", []string{"bind", "ports", "wait-for-backend", "dial-timeout", "idle-timeout", "drain-timeout"}},
+	{"Marathon", []string{"marathon", "marathon-token", "marathon-ca", "group", "keep-unreachable"}},
+	{"ZooKeeper", []string{"zk", "zk-service", "zk-announce"}},
+	{"Service ports", []string{"bind", "ports", "wait-for-backend", "dial-timeout", "idle-timeout", "drain-timeout"}},
 	{"HTTP", []string{"http"}},
 	{"DNS", []string{"dns", "domain", "dns-ttl", "advertise"}},
 	{"Operations", []string{"admin", "log-level", "log-format"}},
@@ -85,6 +92,7 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 		adminDefault = ":" + p
 	}
 	fs.String("marathon", marathonDefault, "comma-separated Marathon URLs, http[s]://[user:pass@]host:port, or zk://host:port[,host:port]/marathon to find the leader in ZooKeeper (env MARATHON_URL is also read)")
+	fs.String("marathon-ca", "", "PEM file of the certificate authorities that sign Marathon's https certificate (default: the system's)")
 	fs.String("marathon-token", "", "DC/OS token sent as 'Authorization: token=...'")
 	fs.String("group", "*", "serve only apps whose GROUP label matches (comma list; * = all)")
 	fs.Bool("keep-unreachable", true, "keep routing to TASK_UNREACHABLE/TASK_LOST tasks (marathon-lb compatible)")
@@ -94,6 +102,9 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	fs.Duration("dial-timeout", time.Second, "timeout for connecting to a backend")
 	fs.Duration("idle-timeout", time.Hour, "close a proxied TCP connection idle in both directions this long")
 	fs.Duration("drain-timeout", 30*time.Second, "how long removed backends and a stopping pacer let connections finish")
+	fs.String("zk", "", "ZooKeeper ensemble host:port[,host:port] for --zk-service and --zk-announce")
+	fs.Var(&listFlag{}, "zk-service", "repeatable NAME=/path[:SERVICEPORT]: members under /path (nerve or serverset JSON) form service NAME")
+	fs.String("zk-announce", "", "register this instance as an ephemeral serverset member under this ZooKeeper path")
 	fs.String("http", "", "one HTTP listener routing by Host header (and path) across all HTTP-mode apps, e.g. :80; empty turns it off")
 	fs.String("dns", ":8053", "DNS listener, UDP and TCP; empty turns DNS off")
 	fs.String("domain", "mesos", "DNS zone, as mesos-dns's domain")
@@ -159,6 +170,7 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 
 	c := &config{
 		marathonToken:   str("marathon-token"),
+		marathonCA:      str("marathon-ca"),
 		bind:            str("bind"),
 		admin:           str("admin"),
 		dns:             str("dns"),
@@ -174,12 +186,12 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 		logLevel:        str("log-level"),
 		logFormat:       str("log-format"),
 	}
-	if strings.HasPrefix(marathon, "zk://") {
-		zt, err := parseZKTarget(marathon)
+	if zookeeper.IsMarathonZK(marathon) {
+		lc, err := zookeeper.ParseMarathonZK(marathon)
 		if err != nil {
 			return nil, fmt.Errorf("--marathon: %v", err)
 		}
-		c.marathonZK = zt
+		c.marathonZK = &lc
 	} else {
 		for _, u := range strings.Split(marathon, ",") {
 			if u = strings.TrimSpace(u); u == "" {
@@ -200,6 +212,22 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 		}
 	}
 	var err error
+	if zkFlag := str("zk"); zkFlag != "" {
+		if c.zkServers, err = zookeeper.ParseServers(zkFlag); err != nil {
+			return nil, fmt.Errorf("--zk: %v", err)
+		}
+	}
+	for _, spec := range fs.Lookup("zk-service").Value.(*listFlag).values {
+		zs, err := zookeeper.ParseServiceSpec(spec)
+		if err != nil {
+			return nil, fmt.Errorf("--zk-service: %v", err)
+		}
+		c.zkServices = append(c.zkServices, zs)
+	}
+	c.zkAnnounce = str("zk-announce")
+	if (len(c.zkServices) > 0 || c.zkAnnounce != "") && len(c.zkServers) == 0 {
+		return nil, errors.New("--zk: --zk-service and --zk-announce need the ZooKeeper ensemble, e.g. --zk zk-1:2181,zk-2:2181")
+	}
 	if c.portMin, c.portMax, err = parsePortRange(ports); err != nil {
 		return nil, fmt.Errorf("--ports: %v", err)
 	}
@@ -246,6 +274,21 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 	return c, nil
 }
 
+// listFlag is a repeatable string flag; from the environment its value is a
+// comma-separated list.
+type listFlag struct{ values []string }
+
+func (l *listFlag) String() string { return strings.Join(l.values, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			l.values = append(l.values, item)
+		}
+	}
+	return nil
+}
+
 func printUsage(fs *flag.FlagSet, out io.Writer) {
 	fmt.Fprint(out, usageHead)
 	for _, g := range flagGroups {
@@ -276,38 +319,6 @@ func checkMarathonURL(raw string) error {
 		return fmt.Errorf("%q: no host (expected http[s]://[user:pass@]host:port)", u.Redacted())
 	}
 	return nil
-}
-
-// zkTarget is a ZooKeeper ensemble and the Marathon znode in it, from
-// zk://host:port[,host:port]/marathon.
-type zkTarget struct {
-	servers []string
-	path    string
-}
-
-func parseZKTarget(raw string) (*zkTarget, error) {
-	rest := strings.TrimPrefix(raw, "zk://")
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		return nil, fmt.Errorf("zk:// URLs with credentials are not supported")
-	}
-	hosts, path, ok := strings.Cut(rest, "/")
-	if !ok || path == "" {
-		return nil, fmt.Errorf("%q has no znode path; use zk://host:2181[,host:2181]/marathon", raw)
-	}
-	zt := &zkTarget{path: "/" + strings.TrimSuffix(path, "/")}
-	for _, h := range strings.Split(hosts, ",") {
-		if h = strings.TrimSpace(h); h == "" {
-			continue
-		}
-		if _, _, err := net.SplitHostPort(h); err != nil {
-			h = net.JoinHostPort(h, "2181") // ZooKeeper's default client port
-		}
-		zt.servers = append(zt.servers, h)
-	}
-	if len(zt.servers) == 0 {
-		return nil, fmt.Errorf("%q names no ZooKeeper server; use zk://host:2181[,host:2181]/marathon", raw)
-	}
-	return zt, nil
 }
 
 func parsePortRange(s string) (lo, hi int, err error) {

@@ -16,7 +16,6 @@ import (
 
 	"github.com/pacer-lb/pacer/admin"
 	"github.com/pacer-lb/pacer/discovery"
-	"github.com/pacer-lb/pacer/discovery/marathon"
 	"github.com/pacer-lb/pacer/dnsserver"
 	"github.com/pacer-lb/pacer/proxy"
 	"github.com/pacer-lb/pacer/proxy/httpproxy"
@@ -41,15 +40,9 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 	}
 	table := discovery.NewTable()
 
-	src, err := marathon.New(marathon.Config{
-		URLs:            cfg.marathon,
-		Token:           cfg.marathonToken,
-		Groups:          cfg.groups,
-		KeepUnreachable: &cfg.keepUnreachable,
-		SelfAppID:       cfg.selfAppID,
-	}, table, log)
+	src, err := newSources(cfg, table, log)
 	if err != nil {
-		return fmt.Errorf("--marathon: %w", err)
+		return err
 	}
 	tcp, err := proxy.NewTCP(proxy.TCPConfig{
 		Bind:           cfg.bind,
@@ -108,9 +101,9 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 	if err != nil {
 		return fmt.Errorf("--admin: %w (is another pacer running? pick a free port)", err)
 	}
-	sources := []discovery.StatusReporter{src}
+	reporters := src.reporters()
 	isReady := func() bool {
-		for _, s := range sources {
+		for _, s := range reporters {
 			if !s.Status().Synced {
 				return false
 			}
@@ -121,10 +114,10 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 	adm, err := admin.New(admin.Deps{
 		Table:   table,
 		Ready:   isReady,
-		Sources: sources,
+		Sources: reporters,
 		Ports:   func() []proxy.PortStatus { return append(tcp.Ports(), hp.Ports()...) },
 		HTTP:    hp.Stats,
-		Resync:  src.Resync,
+		Resync:  src.resync,
 		DNS:     dnsStats,
 		Routes:  routes,
 		Version: version,
@@ -147,7 +140,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 			}
 		}()
 	}
-	goRun("marathon", func() error { return src.Run(runCtx) })
+	src.start(runCtx, goRun)
 	goRun("tcp proxy", func() error { return tcp.Run(runCtx) })
 	goRun("http proxy", func() error { return hp.Run(runCtx) })
 	if httpLn != nil {
@@ -172,13 +165,21 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 	if fatal == nil && ctx.Err() == nil {
 		log.Info("pacer running", zap.String("version", version), zap.Strings("marathon", redactAll(cfg.marathon)),
 			zap.String("ports", fmt.Sprintf("%s:%d-%d", cfg.bind, cfg.portMin, cfg.portMax)), zap.Stringer("admin", adminLn.Addr()))
-		if h.listening != nil {
+		if cfg.zkAnnounce != "" {
+			ann, err := newAnnouncer(cfg, adminLn.Addr(), dnsAddr, log)
+			if err != nil {
+				fatal = err
+			} else {
+				goRun("zookeeper announcer", func() error { return ann.Run(runCtx) })
+			}
+		}
+		if h.listening != nil && fatal == nil {
 			h.listening(adminLn.Addr(), dnsAddr)
 		}
 		readyTick := time.NewTicker(10 * time.Millisecond)
 		defer readyTick.Stop()
 	loop:
-		for {
+		for fatal == nil {
 			select {
 			case <-readyTick.C:
 				if isReady() {
@@ -194,7 +195,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 				break loop
 			case <-hup:
 				log.Info("SIGHUP: resync requested")
-				src.Resync()
+				src.resync()
 			}
 		}
 	}

@@ -21,8 +21,8 @@ import (
 // Task states shown in /v1/services for members that are not routable for
 // a reason of their own (serverset members show their own status).
 const (
-	stateMalformed = "MALFORMED"
-	stateAlive     = StatusAlive
+	stateMalformed  = "MALFORMED"
+	stateUnreadable = "UNREADABLE"
 )
 
 // serviceWatch follows one --zk-service on its own goroutine (run): it
@@ -218,7 +218,7 @@ func (sw *serviceWatch) sync(ctx context.Context) error {
 				sw.dirty = true
 			}
 			continue
-		case r.err != nil:
+		case r.err != nil && transient(r.err):
 			if firstErr == nil {
 				firstErr = fmt.Errorf("reading %s: %w", join(sw.spec.Path, r.name), r.err)
 			}
@@ -228,6 +228,18 @@ func (sw *serviceWatch) sync(ctx context.Context) error {
 		if m == nil {
 			m = &member{name: r.name}
 			sw.members[r.name] = m
+		}
+		if r.err != nil {
+			// This node alone cannot be read (an ACL): it is shown, not
+			// routed, and read again on the service's next change.
+			reason := "unreadable member node: " + r.err.Error()
+			if m.task.Reason != reason {
+				sw.log.Warn("skipping unreadable member", zap.String(keyMember, r.name), zap.Error(r.err))
+				m.task = discovery.TaskState{ID: r.name, State: stateUnreadable, Reason: reason}
+				m.backend, m.data = nil, nil
+				sw.dirty = true
+			}
+			continue
 		}
 		sw.gen++
 		m.gen, m.watching = sw.gen, true

@@ -49,10 +49,7 @@ type session struct {
 	sessions  uint64        // sessions established (the first one included)
 	expiries  uint64        // sessions the server expired
 	connected bool
-	// onSession, if set, is called (without mu) after a session is
-	// established, with whether it is a new session rather than the
-	// same one resumed.
-	onSession func(newSession bool)
+	closed    bool // close was called: state changes are ours, not news
 }
 
 // dial starts a client for servers; it does not wait for a session.
@@ -103,15 +100,14 @@ func (s *session) event(e zk.Event) {
 	if e.Type != zk.EventSession {
 		return
 	}
-	var call func(bool)
-	var fresh bool
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	prev := s.state
 	s.state = e.State
 	switch e.State {
 	case zk.StateHasSession:
 		id := s.conn.SessionID()
-		fresh = id != s.id
+		fresh := id != s.id
 		s.id = id
 		s.sessions++
 		s.connected = true
@@ -120,24 +116,19 @@ func (s *session) event(e zk.Event) {
 		default:
 			close(s.ready)
 		}
-		call = s.onSession
 		s.log.Info("zookeeper session established", zap.String(keyServers, s.servers),
 			zap.String(keySession, fmt.Sprintf("0x%x", id)), zap.Bool("new", fresh))
 	case zk.StateExpired:
 		s.expiries++
-		s.log.Warn("zookeeper session expired; reading everything again", zap.String(keyServers, s.servers),
+		s.log.Warn("zookeeper session expired; re-reading everything and re-arming watches", zap.String(keyServers, s.servers),
 			zap.String(keySession, fmt.Sprintf("0x%x", s.id)))
 		s.id = 0
 		s.leaveLocked()
 	case zk.StateDisconnected, zk.StateConnecting, zk.StateAuthFailed:
-		if prev == zk.StateHasSession {
+		if prev == zk.StateHasSession && !s.closed {
 			s.log.Warn("zookeeper connection lost; keeping the last known state", zap.String(keyServers, s.servers), zap.Stringer("state", e.State))
 		}
 		s.leaveLocked()
-	}
-	s.mu.Unlock()
-	if call != nil {
-		call(fresh)
 	}
 }
 
@@ -171,7 +162,12 @@ func (s *session) counts() (sessions, expiries uint64) {
 	return s.sessions, s.expiries
 }
 
-func (s *session) close() { s.conn.Close() }
+func (s *session) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.conn.Close()
+}
 
 // retryWait waits before reading again after err: until the client has a
 // session again if it lost it, else for backoff. It returns false if ctx

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +76,13 @@ func TestSourceMembers(t *testing.T) {
 			t.Fatalf("tasks %+v", app.Tasks)
 		}
 
+		// The health overlay applies to ZooKeeper members as to Marathon tasks.
+		table.SetEjected(map[netip.AddrPort]string{netip.MustParseAddrPort("10.0.0.1:31000"): "probe failed"})
+		if got := backends(table.Snapshot(), "zk:web"); !reflect.DeepEqual(got, want[1:]) {
+			t.Fatalf("with member one ejected: %v", got)
+		}
+		table.SetEjected(nil)
+
 		remove(t, c, a)
 		waitTable(t, table, "one backend", func(s *discovery.Snapshot) bool {
 			return reflect.DeepEqual(backends(s, "zk:web"), []string{bn + "=10.0.0.2:31001"})
@@ -119,6 +125,9 @@ func TestSourceMembers(t *testing.T) {
 		create(t, c, "/g/d", serverset("10.0.1.4", 80, "ALIVE"), 0)
 		create(t, c, "/g/e", serverset("10.0.1.5", 80, "DEAD"), 0)
 		create(t, c, "/g/f", nerve("10.0.1.1", 80), 0) // same address as a
+		if _, err := c.Create("/g/z", nerve("10.0.1.6", 80), 0, zk.DigestACL(zk.PermAll, "someone", "else")); err != nil {
+			t.Fatal(err)
+		}
 		table := discovery.NewTable()
 		// A second service beside the broken one is untouched.
 		create(t, c, "/g2", nil, 0)
@@ -138,6 +147,7 @@ func TestSourceMembers(t *testing.T) {
 			"c": "MALFORMED: malformed member data: no port",
 			"e": "DEAD: serverset status DEAD",
 			"f": "ALIVE: same address as member a",
+			"z": "UNREADABLE: unreadable member node: zk: not authenticated",
 		} {
 			if reasons[id] != want {
 				t.Errorf("member %s: %q, want %q", id, reasons[id], want)
@@ -269,6 +279,7 @@ func TestSessionExpiry(t *testing.T) {
 	proxy.Heal()
 	waitTable(t, table, "the change made during a short partition", func(s *discovery.Snapshot) bool { return len(backends(s, "zk:x")) == 3 })
 	remove(t, c, "/x/short")
+	waitTable(t, table, "the short-lived member gone", func(s *discovery.Snapshot) bool { return len(backends(s, "zk:x")) == 2 })
 
 	srcSession := src.sess.Load().conn.SessionID()
 	proxy.Cut()
@@ -333,7 +344,7 @@ func TestMemberChangeLatency(t *testing.T) {
 	waitTable(t, table, "the base member", func(s *discovery.Snapshot) bool { return len(backends(s, "zk:lat")) == 1 })
 
 	const changes = 100
-	lat := make([]time.Duration, 0, changes)
+	var fromWrite, fromAck []time.Duration
 	pace := time.NewTicker(DefaultCoalesce)
 	defer pace.Stop()
 	node := ""
@@ -347,15 +358,19 @@ func TestMemberChangeLatency(t *testing.T) {
 			remove(t, c, node)
 			node, want = "", 1
 		}
+		acked := time.Now()
 		waitTable(t, table, fmt.Sprintf("change %d", i), func(s *discovery.Snapshot) bool { return len(backends(s, "zk:lat")) == want })
-		lat = append(lat, time.Since(start))
+		fromWrite = append(fromWrite, time.Since(start))
+		fromAck = append(fromAck, time.Since(acked))
 	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))] }
-	t.Logf("member change to table updated, %d changes (create/delete + watch + read + apply): median %v, p99 %v, max %v",
-		changes, p(0.5), p(0.99), lat[len(lat)-1])
-	if p(0.5) > time.Second {
-		t.Errorf("median %v; something waits that should not", p(0.5))
+	p := func(lat []time.Duration, q float64) time.Duration {
+		slices.Sort(lat)
+		return lat[int(q*float64(len(lat)-1))]
+	}
+	t.Logf("member change to route live, %d changes: from the write issued median %v p99 %v; from ZooKeeper's ack of the write median %v p99 %v",
+		changes, p(fromWrite, 0.5), p(fromWrite, 0.99), p(fromAck, 0.5), p(fromAck, 0.99))
+	if m := p(fromWrite, 0.5); m > time.Second {
+		t.Errorf("median %v; something waits that should not", m)
 	}
 }
 
