@@ -120,6 +120,7 @@ func TestMetricsPassPromtool(t *testing.T) {
 	s, table, src := newTestServer(t)
 	table.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{webApp()}})
 	src.st.Synced, src.st.LastSync, src.st.Events = true, time.Now(), 7
+	src.st.EventsByType = map[string]uint64{"status_update_event": 5, "api_post_event": 2}
 	code, body := get(t, s.Handler(), "/metrics")
 	if code != 200 {
 		t.Fatal(code)
@@ -127,6 +128,7 @@ func TestMetricsPassPromtool(t *testing.T) {
 	for _, want := range []string{
 		`pacer_service_backends{app="/shop/web",port_index="0",service_port="8000"} 1`,
 		`pacer_source_events_total{source="marathon"} 7`,
+		`pacer_source_events_by_type_total{source="marathon",type="status_update_event"} 5`,
 		`pacer_tcp_connections_active{port="8000"} 2`,
 		`pacer_dns_queries_total{qtype="SRV"} 3`,
 		`pacer_http_responses_total{app="/shop/web",port_index="0",service_port="8001",code="2xx"} 9`,

@@ -118,6 +118,13 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	m.family("pacer_source_events_by_type_total", "counter", "Events received from the source, by event type.")
+	for _, st := range sources {
+		for _, typ := range sortedKeys(st.EventsByType) {
+			m.sample("pacer_source_events_by_type_total", float64(st.EventsByType[typ]), "source", st.Name, "type", typ)
+		}
+	}
+
 	if s.deps.Ports != nil {
 		ports := s.deps.Ports()
 		m.family("pacer_tcp_listening", "gauge", "1 while the service port's listener is open.")
@@ -167,6 +174,26 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 		for _, st := range stats {
 			m.sample("pacer_http_requests_active", float64(st.Active), svcLabels(st)...)
 		}
+	}
+
+	if s.deps.Health != nil {
+		vs := s.deps.Health()
+		m.family("pacer_health_backend_healthy", "gauge", "1 while pacer's own health verdict keeps the backend in rotation.")
+		for _, v := range vs {
+			m.sample("pacer_health_backend_healthy", boolf(v.Healthy), "backend", v.Addr.String())
+		}
+		m.family("pacer_health_backend_ejections_total", "counter", "Passive ejections of the backend since pacer first saw it.")
+		for _, v := range vs {
+			m.sample("pacer_health_backend_ejections_total", float64(v.Ejections), "backend", v.Addr.String())
+		}
+	}
+	if s.deps.HealthStats != nil {
+		st := s.deps.HealthStats()
+		m.family("pacer_health_probes_total", "counter", "Active health probes by result.")
+		m.sample("pacer_health_probes_total", float64(st.ProbesOK), "result", "ok")
+		m.sample("pacer_health_probes_total", float64(st.ProbesFailed), "result", "failed")
+		m.family("pacer_health_ejections_total", "counter", "Passive ejections of any backend.")
+		m.sample("pacer_health_ejections_total", float64(st.Ejections))
 	}
 
 	if s.deps.DNS != nil {

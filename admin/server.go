@@ -14,6 +14,7 @@ import (
 
 	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/dnsserver"
+	healthcheck "github.com/pacer-lb/pacer/health"
 	"github.com/pacer-lb/pacer/proxy"
 	"github.com/pacer-lb/pacer/proxy/httpproxy"
 )
@@ -29,6 +30,11 @@ type Deps struct {
 	Ready func() bool
 	// HTTP reports the HTTP data plane's per-service counters; may be nil.
 	HTTP func() []httpproxy.ServiceStats
+	// Health reports pacer's own verdict on every backend (package health);
+	// nil when there is no health checker.
+	Health func() []healthcheck.Verdict
+	// HealthStats reports the health checker's counters; may be nil.
+	HealthStats func() healthcheck.Stats
 	// DNS reports the DNS server's counters; nil when DNS is off.
 	DNS func() dnsserver.Stats
 	// Resync asks every source for a full resync; nil disables POST /v1/resync.

@@ -2,9 +2,11 @@ package admin
 
 import (
 	"net/http"
+	"net/netip"
 	"strconv"
 
 	"github.com/pacer-lb/pacer/discovery"
+	healthcheck "github.com/pacer-lb/pacer/health"
 	"github.com/pacer-lb/pacer/proxy"
 )
 
@@ -39,15 +41,20 @@ type serviceView struct {
 	Path        string   `json:"path,omitempty"`
 	// Serving says whether this service owns its service port (another app
 	// may win a conflict) and pacer has it open.
-	Serving  bool          `json:"serving"`
-	Note     string        `json:"note,omitempty"`
-	Backends []backendView `json:"backends"`
+	Serving bool   `json:"serving"`
+	Note    string `json:"note,omitempty"`
+	// Backends are the backends in rotation; OutOfRotation those the
+	// source lists but pacer's health checker ejected.
+	Backends      []backendView `json:"backends"`
+	OutOfRotation []backendView `json:"out_of_rotation,omitempty"`
 }
 
 type backendView struct {
 	TaskID string `json:"task_id"`
 	Host   string `json:"host"`
 	Addr   string `json:"addr"`
+	// Health is pacer's verdict on the backend (nil without a checker).
+	Health *healthcheck.Verdict `json:"health,omitempty"`
 }
 
 type conflictView struct {
@@ -76,12 +83,23 @@ func (s *Server) servicesReport() servicesView {
 		}
 	}
 	v := servicesView{Version: snap.Version(), Apps: []appView{}, Ports: []portView{}}
+	verdicts := map[netip.AddrPort]*healthcheck.Verdict{}
+	if s.deps.Health != nil {
+		vs := s.deps.Health()
+		for i := range vs {
+			verdicts[vs[i].Addr] = &vs[i]
+		}
+	}
+	raw := map[string]*discovery.App{}
+	for _, a := range snap.RawApps() {
+		raw[a.ID] = a
+	}
 	for _, a := range snap.Apps() {
 		av := appView{ID: a.ID, Source: a.Source, Version: a.Version, Group: a.Group, Problem: a.Problem, Services: []serviceView{}, Tasks: a.Tasks}
 		if av.Tasks == nil {
 			av.Tasks = []discovery.TaskState{}
 		}
-		for _, svc := range a.Services {
+		for i, svc := range a.Services {
 			sv := serviceView{
 				PortIndex: svc.Key.PortIndex, Name: svc.Name, PortName: svc.PortName, ServicePort: svc.ServicePort,
 				Protocol: svc.Protocol.String(), Mode: svc.Mode.String(), Balance: svc.Balance.String(),
@@ -101,8 +119,19 @@ func (s *Server) servicesReport() servicesView {
 			case bound:
 				sv.Serving = ps.Listening
 			}
+			in := map[netip.AddrPort]bool{}
 			for _, b := range svc.Backends {
-				sv.Backends = append(sv.Backends, backendView{TaskID: b.TaskID, Host: b.Host, Addr: b.Addr.String()})
+				in[b.Addr] = true
+				sv.Backends = append(sv.Backends, backendView{TaskID: b.TaskID, Host: b.Host, Addr: b.Addr.String(), Health: verdicts[b.Addr]})
+			}
+			// The overlay keeps the order of services: the raw app's i-th
+			// service is this one before ejections.
+			if r := raw[a.ID]; r != nil && i < len(r.Services) && len(r.Services[i].Backends) != len(svc.Backends) {
+				for _, b := range r.Services[i].Backends {
+					if !in[b.Addr] {
+						sv.OutOfRotation = append(sv.OutOfRotation, backendView{TaskID: b.TaskID, Host: b.Host, Addr: b.Addr.String(), Health: verdicts[b.Addr]})
+					}
+				}
 			}
 			av.Services = append(av.Services, sv)
 		}

@@ -84,6 +84,11 @@ type Service struct {
 	Path            string   // path prefix for the HTTP listener
 	Sticky          bool
 	RedirectToHTTPS bool
+	// Check is how pacer's own health checker (package health) probes this
+	// service's backends; nil means no active check (passive detection still
+	// applies). Sources derive it from the app's own health check on this
+	// port, or from labels.
+	Check *HealthCheck
 
 	// Backends are the routable endpoints, sorted by task id, then address.
 	Backends []Backend

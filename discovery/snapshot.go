@@ -12,6 +12,8 @@ import (
 type Snapshot struct {
 	version uint64
 	apps    shardedMap[string, *App]
+	// raw holds every app as its source gave it, before the health overlay.
+	raw shardedMap[string, *App]
 	// claims holds, per service port, every service claiming it, winner first.
 	claims shardedMap[int, []*Service]
 	byName shardedMap[string, []*Service]
@@ -60,6 +62,17 @@ func (s *Snapshot) App(id string) *App { return s.apps.get(id) }
 func (s *Snapshot) Apps() []*App {
 	apps := make([]*App, 0, s.apps.len())
 	s.apps.each(func(_ string, a *App) { apps = append(apps, a) })
+	slices.SortFunc(apps, func(a, b *App) int { return cmp.Compare(a.ID, b.ID) })
+	return apps
+}
+
+// RawApps returns every app as its source gave it, before the health
+// overlay, sorted by id: services list their ejected backends too. The health
+// checker reads it, since it must keep watching the backends it ejected;
+// routing reads Apps and Service.
+func (s *Snapshot) RawApps() []*App {
+	apps := make([]*App, 0, s.raw.len())
+	s.raw.each(func(_ string, a *App) { apps = append(apps, a) })
 	slices.SortFunc(apps, func(a, b *App) int { return cmp.Compare(a.ID, b.ID) })
 	return apps
 }

@@ -19,6 +19,8 @@ type SourceStatus struct {
 	Resyncs      uint64    `json:"resyncs"`
 	Reconnects   uint64    `json:"reconnects"`
 	DecodeErrors uint64    `json:"decode_errors"`
+	// EventsByType counts events by type, for sources that have types.
+	EventsByType map[string]uint64 `json:"events_by_type,omitempty"`
 }
 
 // StatusReporter is implemented by every source.

@@ -56,6 +56,7 @@ func NewTable() *Table {
 	}
 	t.cur.Store(&Snapshot{
 		apps:    newShardedMap[string, *App](),
+		raw:     t.raw,
 		claims:  newShardedMap[int, []*Service](),
 		byName:  newShardedMap[string, []*Service](),
 		ejected: t.ejected,
@@ -205,6 +206,7 @@ func (t *Table) publish(changes map[string]*App, ejected map[netip.AddrPort]stri
 	next := &Snapshot{
 		version: old.version + 1,
 		apps:    ed.apps.done(),
+		raw:     t.raw,
 		claims:  ed.claims.done(),
 		byName:  ed.byName.done(),
 		ejected: ejected,

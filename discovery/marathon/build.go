@@ -166,6 +166,7 @@ func (b *builder) build(a *appDef, tasks []*task) *discovery.App {
 	mode, err := networkMode(a)
 	var ports []portSpec
 	var labels []portLabels
+	var checks []*discovery.HealthCheck
 	if err == nil {
 		ports = appPorts(a, mode)
 		labels = make([]portLabels, len(ports))
@@ -173,6 +174,9 @@ func (b *builder) build(a *appDef, tasks []*task) *discovery.App {
 			if labels[n], err = parsePortLabels(a.Labels, n); err != nil {
 				break
 			}
+		}
+		if err == nil {
+			checks, err = healthChecks(a, len(ports)) // checks.go
 		}
 	}
 	if err != nil {
@@ -201,6 +205,7 @@ func (b *builder) build(a *appDef, tasks []*task) *discovery.App {
 			Path:            pl.Path,
 			Sticky:          pl.Sticky,
 			RedirectToHTTPS: pl.RedirectToHTTPS,
+			Check:           checks[n],
 		}
 		if pl.Port != 0 {
 			s.ServicePort = pl.Port

@@ -2,46 +2,108 @@ package marathon
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"go.uber.org/zap"
 )
 
-// Request limits. A Marathon with 10,000 tasks answers /v2/apps with tens of
-// megabytes; the cap only stops a runaway peer.
+// Request limits.
 const (
-	maxBodyBytes     = 512 << 20
-	snapshotTimeout  = 2 * time.Minute
-	appFetchTimeout  = 30 * time.Second
 	maxRedirects     = 10
 	errorBodyExcerpt = 200
+	// dialTimeout bounds a TCP connect to one Marathon, so a dead URL or a
+	// leader that vanished costs seconds, not the kernel's minutes, before
+	// the next URL is tried.
+	dialTimeout = 5 * time.Second
 )
 
-// client talks to Marathon over HTTP: it tries the configured URLs in order,
-// sticks to the last one that answered, authenticates every request and
-// follows the leader redirects of Marathon 1.7+ with the credentials intact.
+// client talks to Marathon over HTTP: it tries the leader first when it
+// knows it (leader.go), then the configured URLs in order, sticking to the
+// last one that answered; it authenticates every request and follows the
+// leader redirects of Marathon 1.7+ with the credentials intact.
 type client struct {
-	eps   []endpoint
-	cur   atomic.Int32 // index into eps of the last good endpoint
-	hc    *http.Client
-	token string // only to scrub it from error text
+	eps          []endpoint
+	cur          atomic.Int32 // index into eps of the last good endpoint
+	hc           *http.Client
+	token        string // only to scrub it from error text
+	maxBody      int64
+	fetchTimeout time.Duration
+	log          *zap.Logger
+	leader       leaderState
 }
 
-func newClient(eps []endpoint, hc *http.Client, token string) *client {
-	c := &client{eps: eps, token: token}
+// newTransport builds pacer's own transport: the default one with a short
+// dial timeout and, when caFile is set, that CA pool as the only roots.
+func newTransport(base *http.Transport, caFile string) (*http.Transport, error) {
+	tr := base.Clone()
+	if base == http.DefaultTransport {
+		tr.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	}
+	if caFile == "" {
+		return tr, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("marathon: CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("marathon: CA file %s: no PEM certificate in it", caFile)
+	}
+	if tr.TLSClientConfig == nil {
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	tr.TLSClientConfig.RootCAs = pool
+	return tr, nil
+}
+
+func newClient(eps []endpoint, cfg *normalized, log *zap.Logger) (*client, error) {
+	c := &client{
+		eps:          eps,
+		token:        cfg.Token,
+		maxBody:      cfg.MaxBodyBytes,
+		fetchTimeout: cfg.FetchTimeout,
+		log:          log,
+	}
+	c.leader.hooked = cfg.Leader != nil
 	var base http.Client
-	if hc != nil {
-		base = *hc
-	} else {
+	switch {
+	case cfg.HTTPClient == nil:
 		// No Client.Timeout: the event stream is one endless response.
 		// Requests get deadlines from their contexts instead.
-		base.Transport = http.DefaultTransport.(*http.Transport).Clone()
+		tr, err := newTransport(http.DefaultTransport.(*http.Transport), cfg.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		base.Transport = tr
+	default:
+		base = *cfg.HTTPClient
+		if cfg.CAFile != "" {
+			t, ok := base.Transport.(*http.Transport)
+			if base.Transport == nil {
+				t, ok = http.DefaultTransport.(*http.Transport), true
+			}
+			if !ok {
+				return nil, errors.New("marathon: CAFile needs HTTPClient.Transport to be nil or an *http.Transport")
+			}
+			tr, err := newTransport(t, cfg.CAFile)
+			if err != nil {
+				return nil, err
+			}
+			base.Transport = tr
+		}
 	}
 	next := base.CheckRedirect
 	base.CheckRedirect = func(req *http.Request, via []*http.Request) error {
@@ -50,8 +112,14 @@ func newClient(eps []endpoint, hc *http.Client, token string) *client {
 		}
 		// Marathon 1.7+ answers /v2/events on a standby with a 302 to the
 		// leader. net/http drops Authorization when the host changes; the
-		// leader needs it just as much, so put it back.
+		// leader needs it just as much, so put it back, unless that would
+		// send it in clear text after https (Marathon redirects to http
+		// unless the leader runs with --disable_http).
 		if a := via[0].Header.Get("Authorization"); a != "" && req.Header.Get("Authorization") == "" {
+			if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+				return fmt.Errorf("redirected from https to %s://%s: not sending credentials in clear text "+
+					"(run Marathon with --disable_http, or list the leader's https URL)", req.URL.Scheme, req.URL.Host)
+			}
 			req.Header.Set("Authorization", a)
 		}
 		if next != nil {
@@ -60,11 +128,19 @@ func newClient(eps []endpoint, hc *http.Client, token string) *client {
 		return nil
 	}
 	c.hc = &base
-	return c
+	return c, nil
 }
 
 // current returns the endpoint requests start with (for Status).
-func (c *client) current() endpoint { return c.eps[int(c.cur.Load())%len(c.eps)] }
+func (c *client) current() endpoint {
+	if l, ok := c.leader.get(); ok {
+		return l
+	}
+	if len(c.eps) == 0 {
+		return endpoint{redacted: "(leader unknown)"}
+	}
+	return c.eps[int(c.cur.Load())%len(c.eps)]
+}
 
 // statusError is a response Marathon answered with an unexpected status.
 type statusError struct {
@@ -86,41 +162,76 @@ func (e *statusError) Error() string {
 	return fmt.Sprintf("HTTP %d%s: %s", e.Status, hint, e.Msg)
 }
 
-// do sends a GET built for each endpoint in turn, from the sticky one on,
-// until one answers with a status accept allows. The caller closes the body.
+// do sends a GET to the leader, when one is known, then to each configured
+// endpoint in turn from the sticky one on, until one answers with a status
+// accept allows. The caller closes the body.
 func (c *client) do(ctx context.Context, path string, query url.Values, accept string, acceptStatus func(int) bool) (*http.Response, endpoint, error) {
-	start := int(c.cur.Load())
 	var errs []string
+	if l, ok := c.leader.get(); ok {
+		resp, err := c.try(ctx, l, path, query, accept, acceptStatus)
+		if err == nil {
+			c.learn(l, -1, resp)
+			return resp, l, nil
+		}
+		if ctx.Err() != nil {
+			return nil, l, c.ctxError(ctx, path, l)
+		}
+		errs = append(errs, err.Error())
+		c.leaderFailed(l, err)
+	}
+	start := int(c.cur.Load())
 	for i := range c.eps {
 		idx := (start + i) % len(c.eps)
 		ep := c.eps[idx]
-		u := *ep.base
-		u.Path = ep.base.Path + path
-		u.RawQuery = query.Encode()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-		if err != nil {
-			return nil, ep, err
-		}
-		req.Header.Set("Accept", accept)
-		if ep.auth != "" {
-			req.Header.Set("Authorization", ep.auth)
-		}
-		resp, err := c.hc.Do(req)
-		if err == nil && !acceptStatus(resp.StatusCode) {
-			err = &statusError{Status: resp.StatusCode, Msg: errorExcerpt(resp.Body)}
-			_ = resp.Body.Close()
-		}
+		resp, err := c.try(ctx, ep, path, query, accept, acceptStatus)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, ep, ctx.Err()
+				return nil, ep, c.ctxError(ctx, path, ep)
 			}
-			errs = append(errs, fmt.Sprintf("GET %s at %s: %s", path, ep.redacted, c.scrub(err.Error())))
+			errs = append(errs, err.Error())
 			continue
 		}
 		c.cur.Store(int32(idx))
+		c.learn(ep, idx, resp)
 		return resp, ep, nil
 	}
+	if len(errs) == 0 {
+		return nil, c.current(), errors.New("no Marathon leader known yet and no URL configured")
+	}
 	return nil, c.current(), errors.New(strings.Join(errs, "; "))
+}
+
+// try sends one GET to one endpoint.
+func (c *client) try(ctx context.Context, ep endpoint, path string, query url.Values, accept string, acceptStatus func(int) bool) (*http.Response, error) {
+	u := *ep.base
+	u.Path = ep.base.Path + path
+	u.RawQuery = query.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", accept)
+	if ep.auth != "" {
+		req.Header.Set("Authorization", ep.auth)
+	}
+	resp, err := c.hc.Do(req)
+	if err == nil && !acceptStatus(resp.StatusCode) {
+		err = &statusError{Status: resp.StatusCode, Msg: errorExcerpt(resp.Body)}
+		_ = resp.Body.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("GET %s at %s: %s", path, ep.redacted, c.scrub(err.Error()))
+	}
+	return resp, nil
+}
+
+// ctxError explains a request cut by its context: the fetch timeout, or
+// shutdown.
+func (c *client) ctxError(ctx context.Context, path string, ep endpoint) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("GET %s at %s: no complete answer within %v (the fetch timeout)", path, ep.redacted, c.fetchTimeout)
+	}
+	return ctx.Err()
 }
 
 // getJSON fetches a JSON document. It returns the body and status for the
@@ -133,19 +244,29 @@ func (c *client) getJSON(ctx context.Context, path string, query url.Values, not
 		return nil, 0, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBodyBytes+1))
+	tooLarge := func() error {
+		return fmt.Errorf("GET %s at %s: response larger than the %d-byte limit (MaxBodyBytes); "+
+			"raise it if Marathon really serves that much", path, ep.redacted, c.maxBody)
+	}
+	if resp.ContentLength > c.maxBody {
+		return nil, 0, tooLarge()
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBody+1))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, 0, c.ctxError(ctx, path, ep)
+		}
 		return nil, 0, fmt.Errorf("GET %s at %s: reading body: %s", path, ep.redacted, c.scrub(err.Error()))
 	}
-	if len(body) > maxBodyBytes {
-		return nil, 0, fmt.Errorf("GET %s at %s: body larger than %d bytes", path, ep.redacted, maxBodyBytes)
+	if int64(len(body)) > c.maxBody {
+		return nil, 0, tooLarge()
 	}
 	return body, resp.StatusCode, nil
 }
 
 // fetchApps fetches every app with its tasks and readiness results.
 func (c *client) fetchApps(ctx context.Context) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
+	ctx, cancel := context.WithTimeout(ctx, c.fetchTimeout)
 	defer cancel()
 	q := url.Values{"embed": {"apps.tasks", "apps.readiness"}}
 	body, _, err := c.getJSON(ctx, "/v2/apps", q, false)
@@ -154,7 +275,7 @@ func (c *client) fetchApps(ctx context.Context) ([]byte, error) {
 
 // fetchApp fetches one app; gone is true when Marathon says 404.
 func (c *client) fetchApp(ctx context.Context, id string) (body []byte, gone bool, err error) {
-	ctx, cancel := context.WithTimeout(ctx, appFetchTimeout)
+	ctx, cancel := context.WithTimeout(ctx, c.fetchTimeout)
 	defer cancel()
 	q := url.Values{"embed": {"app.tasks", "app.readiness"}}
 	// Path, not RawPath: url.URL escapes it. Marathon ids are [a-z0-9.-]

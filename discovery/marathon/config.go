@@ -18,6 +18,19 @@ const (
 	DefaultStreamIdleTimeout = 30 * time.Second // three missed 10 s Jetty heartbeats
 	DefaultBackoffMin        = 100 * time.Millisecond
 	DefaultBackoffMax        = 5 * time.Second
+	// DefaultFetchTimeout bounds one GET /v2/apps or /v2/apps/{id}, body
+	// included. marathon-lb reads for up to 46 s; a healthy Marathon
+	// answers a 10,000-task snapshot in well under a second, so 30 s only
+	// ever cuts a hung or overloaded one, after which the source retries
+	// (with backoff) instead of waiting forever.
+	DefaultFetchTimeout = 30 * time.Second
+	// DefaultMaxBodyBytes caps one response body. Marathon's own guidance
+	// tops out at about 2,000 apps and 50,000 tasks, which is about 40 MB
+	// of /v2/apps?embed=apps.tasks (roughly 0.7 KB per task, 2 KB per app);
+	// 64 MiB leaves half again as much headroom, while a runaway or hostile
+	// peer cannot make pacer buffer without bound (the body is held whole
+	// while it is decoded).
+	DefaultMaxBodyBytes = 64 << 20
 )
 
 // Config configures a Source. The zero value of every field but URLs is
@@ -25,8 +38,29 @@ const (
 type Config struct {
 	// URLs are Marathon base URLs, http[s]://[user:pass@]host:port[/prefix]
 	// (a prefix such as /service/marathon for DC/OS Admin Router). They are
-	// tried in order, sticking to the last one that answered.
+	// tried in order, sticking to the last one that answered. When one of
+	// them is a standby, the source finds the leader (GET /v2/leader, the
+	// X-Marathon-Leader header of proxied answers, or a /v2/events
+	// redirect) and talks to it directly, falling back to URLs when the
+	// leader stops answering. URLs may be empty only when Leader is set.
 	URLs []string
+	// Leader, if set, says who leads: it returns the leader's base URL
+	// ("http://host:port"; "" while unknown) and a channel closed when that
+	// changes, read together. zookeeper.LeaderWatcher.Watch has this
+	// shape. The leader is then tried before URLs, with Token as its
+	// credentials (or those of URLs[0]); when it changes, the event stream
+	// reconnects to the new leader and a full resync follows. Nil: the
+	// leader is found from URLs alone.
+	Leader func() (leaderURL string, changed <-chan struct{})
+	// CAFile, if set, is a PEM file of the certificate authorities that
+	// sign Marathon's https certificate; it replaces the system roots.
+	CAFile string
+	// FetchTimeout bounds one snapshot or app fetch, body included. 0 means
+	// DefaultFetchTimeout.
+	FetchTimeout time.Duration
+	// MaxBodyBytes caps one response body; a larger answer fails the fetch
+	// with an error that names the limit. 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
 	// Token, if set, is sent as DC/OS's "Authorization: token=<Token>"
 	// instead of the URL's basic-auth credentials.
 	Token string
@@ -69,9 +103,10 @@ type endpoint struct {
 }
 
 // parseEndpoints validates the URLs. Errors name the bad URL with its
-// credentials removed.
-func parseEndpoints(urls []string, token string) ([]endpoint, error) {
-	if len(urls) == 0 {
+// credentials removed. An empty list is only an error without a leader
+// hook.
+func parseEndpoints(urls []string, token string, hooked bool) ([]endpoint, error) {
+	if len(urls) == 0 && !hooked {
 		return nil, errors.New("marathon: no URL configured")
 	}
 	eps := make([]endpoint, 0, len(urls))
@@ -102,7 +137,7 @@ func parseEndpoints(urls []string, token string) ([]endpoint, error) {
 			ep.auth = "token=" + token
 		case u.User != nil:
 			pass, _ := u.User.Password()
-			ep.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(u.User.Username()+":"+pass))
+			ep.auth = basicAuth(u.User.Username(), pass)
 		}
 		b := *u
 		b.User = nil
@@ -112,6 +147,11 @@ func parseEndpoints(urls []string, token string) ([]endpoint, error) {
 		eps = append(eps, ep)
 	}
 	return eps, nil
+}
+
+// basicAuth is the Authorization value of HTTP basic authentication.
+func basicAuth(user, pass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 }
 
 // redactURL prints u without user info, so neither a user name nor a
@@ -160,6 +200,12 @@ func normalize(cfg Config) (normalized, error) {
 	}
 	if n.BackoffMax <= 0 {
 		n.BackoffMax = DefaultBackoffMax
+	}
+	if n.FetchTimeout <= 0 {
+		n.FetchTimeout = DefaultFetchTimeout
+	}
+	if n.MaxBodyBytes <= 0 {
+		n.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if n.BackoffMax < n.BackoffMin {
 		return n, fmt.Errorf("marathon: BackoffMax %v is below BackoffMin %v", n.BackoffMax, n.BackoffMin)

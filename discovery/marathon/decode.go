@@ -78,6 +78,7 @@ type healthCheck struct {
 	Protocol  string `json:"protocol"`
 	PortIndex *int   `json:"portIndex"`
 	Port      *int   `json:"port"`
+	Path      string `json:"path"` // HTTP(S) checks; read by checks.go
 }
 
 type readinessCheck struct {
@@ -109,6 +110,10 @@ type ipAddress struct {
 
 type healthResult struct {
 	Alive bool `json:"alive"`
+	// The task the result is about, by instance id (1.4+) or task id (up
+	// to 1.3); informational, since results are nested in their task.
+	InstanceID string `json:"instanceId,omitempty"`
+	TaskID     string `json:"taskId,omitempty"`
 }
 
 // appList is GET /v2/apps. Groups is not part of that response; it lets the

@@ -299,6 +299,52 @@ func TestDecodeShapes(t *testing.T) {
 			},
 		},
 		{
+			// marathon-lb tests/test_utils.py test_get_task_ip_and_ports_ip_per_task_marathon13.
+			name: "1.3 IP-per-task: docker USER network, ipAddress {}, docker.portMappings containerPort",
+			app: `{"id":"/ippc13","ipAddress":{},"container":{"type":"DOCKER","docker":{"network":"USER",
+				"portMappings":[{"containerPort":80,"servicePort":10000},{"containerPort":81,"servicePort":10001}]}},
+				"tasks":[{"id":"ippc13.1","host":"agent-1","ports":[31000,31001],"state":"TASK_RUNNING","ipAddresses":[{"ipAddress":"1.2.3.4"}]},
+				         {"id":"ippc13.2","host":"agent-1","state":"TASK_RUNNING"}]}`,
+			services: []string{"0 :10000 tcp/tcp -> ippc13.1@1.2.3.4:80", "1 :10001 tcp/tcp -> ippc13.1@1.2.3.4:81"},
+			tasks:    []string{"ippc13.1 TASK_RUNNING ok", "ippc13.2 TASK_RUNNING no: no task IP address yet"},
+		},
+		{
+			// marathon-lb tests/test_utils.py test_get_task_ip_and_ports_ip_per_task:
+			// ipAddress.discovery.ports, no service ports (so none bound).
+			name: "1.4 IP-per-task: discovery ports only",
+			app: `{"id":"/ippc14","ipAddress":{"discovery":{"ports":[{"number":123},{"number":234}]}},
+				"tasks":[{"id":"ippc14.1","state":"TASK_RUNNING","ipAddresses":[{"ipAddress":"1.2.3.4"}]}]}`,
+			services: []string{"0 :0 tcp/tcp -> ippc14.1@1.2.3.4:123", "1 :0 tcp/tcp -> ippc14.1@1.2.3.4:234"},
+		},
+		{
+			// Marathon defaults a network's mode to "container".
+			name: "1.5+ container network without a mode",
+			app: `{"id":"/nomode","networks":[{"name":"dcos"}],"container":{"type":"MESOS","portMappings":[{"containerPort":8080,"servicePort":10700}]},
+				"tasks":[{"id":"nomode.1","host":"agent-9","state":"TASK_RUNNING","ipAddresses":[{"ipAddress":"9.9.9.9","protocol":"IPv4"}]}]}`,
+			services: []string{"0 :10700 tcp/tcp -> nomode.1@9.9.9.9:8080"},
+		},
+		{
+			// marathon-api.md §3.1's full example (1.9/1.10, Docker bridge,
+			// Marathon HTTP check, one healthy and one failing task): host
+			// and host port, never the 172.17 bridge address; HTTP mode
+			// from the check.
+			name: "1.10 bridge with an HTTP check: agent host + host port, never ipAddresses",
+			app: `{"id":"/shop/web","container":{"type":"DOCKER","docker":{"image":"nginx:1.17"},"volumes":[],
+				"portMappings":[{"containerPort":80,"hostPort":0,"labels":{},"name":"http","protocol":"tcp","servicePort":10004}]},
+				"healthChecks":[{"gracePeriodSeconds":30,"intervalSeconds":10,"maxConsecutiveFailures":3,"path":"/healthz","portIndex":0,"protocol":"HTTP","ipProtocol":"IPv4","timeoutSeconds":5,"delaySeconds":15}],
+				"labels":{"HAPROXY_GROUP":"external"},"networks":[{"mode":"container/bridge"}],"version":"2020-03-05T10:14:50.512Z",
+				"tasks":[
+				 {"appId":"/shop/web","healthCheckResults":[{"alive":true,"consecutiveFailures":0,"firstSuccess":"2020-03-05T10:15:21.004Z","instanceId":"shop_web.instance-5e1c0f2a-5ec9-11ea-9a3f-0242ac110004","lastSuccess":"2020-03-05T11:02:41.118Z"}],
+				  "host":"10.0.3.21","id":"shop_web.instance-5e1c0f2a-5ec9-11ea-9a3f-0242ac110004._app.1","ipAddresses":[{"ipAddress":"172.17.0.4","protocol":"IPv4"}],"ports":[31874],"servicePorts":[],"state":"TASK_RUNNING"},
+				 {"appId":"/shop/web","healthCheckResults":[{"alive":false,"consecutiveFailures":2,"instanceId":"shop_web.instance-5e1c5d4b-5ec9-11ea-9a3f-0242ac110004","lastFailureCause":"503 Service Unavailable"}],
+				  "host":"10.0.3.22","id":"shop_web.instance-5e1c5d4b-5ec9-11ea-9a3f-0242ac110004._app.1","ipAddresses":[{"ipAddress":"172.17.0.2","protocol":"IPv4"}],"ports":[31207],"servicePorts":[],"state":"TASK_RUNNING"}]}`,
+			services: []string{"0 :10004 http/tcp name=http -> shop_web.instance-5e1c0f2a-5ec9-11ea-9a3f-0242ac110004._app.1@10.0.3.21:31874"},
+			tasks: []string{
+				"shop_web.instance-5e1c0f2a-5ec9-11ea-9a3f-0242ac110004._app.1 TASK_RUNNING ok",
+				"shop_web.instance-5e1c5d4b-5ec9-11ea-9a3f-0242ac110004._app.1 TASK_RUNNING no: health check failing",
+			},
+		},
+		{
 			name: "1.5+ host portDefinitions, hostname agent, labels PACER_ before HAPROXY_",
 			app: `{"id":"/web","networks":[{"mode":"host"}],"portDefinitions":[{"port":10020,"protocol":"tcp","name":"http"},{"port":10021,"protocol":"tcp"}],
 				"labels":{"PACER_0_VHOST":"Web.Example.com, www.example.com","HAPROXY_0_VHOST":"ignored.example","HAPROXY_0_PATH":"/api","PACER_0_BALANCE":"leastconn","HAPROXY_0_STICKY":"TRUE","HAPROXY_0_REDIRECT_TO_HTTPS":"true","HAPROXY_1_ENABLED":"false"},

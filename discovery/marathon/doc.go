@@ -17,7 +17,18 @@
 //     backends and task states; labels.go reads PACER_*/HAPROXY_* labels).
 //   - fetch goroutines (client.go) GET /v2/apps or /v2/apps/{id}, decode the
 //     answer (decode.go, tolerant of Marathon 0.8 to 1.10) and resolve agent
-//     hosts (resolve.go), off the event path.
+//     hosts (resolve.go), off the event path. Each fetch is bounded by
+//     Config.FetchTimeout and Config.MaxBodyBytes.
+//   - with Config.Leader (ZooKeeper), a watcher (stream.go) that moves the
+//     event stream to each new leader.
+//
+// The client talks to the Marathon leader directly once it knows it
+// (leader.go: GET /v2/leader, X-Marathon-Leader on answers a standby
+// proxied, /v2/events redirects, or Config.Leader), and falls back to the
+// configured URLs when the leader stops answering. Health events
+// (health.go) are applied to the instance's tasks at once, without a
+// fetch; a task once seen healthy keeps that verdict when a leader
+// failover empties its results.
 //
 // Marathon has no replay and does not promise event order, so events are
 // treated as hints and snapshots as truth: after every (re)connect the

@@ -69,6 +69,15 @@ type event struct {
 	// instance_* events (1.4+) name the app runSpecId.
 	RunSpecID string `json:"runSpecId"`
 
+	// Health events. InstanceID is set from 1.4 (health_status_changed_event
+	// up to 1.3 names the task in TaskID, and failed_health_check_event from
+	// 1.5 puts an instance id in TaskID). Alive is
+	// health_status_changed_event's, Healthy instance_health_changed_event's
+	// (null while Mesos has no verdict).
+	InstanceID string `json:"instanceId"`
+	Alive      *bool  `json:"alive"`
+	Healthy    *bool  `json:"healthy"`
+
 	// api_post_event
 	AppDefinition *struct {
 		ID string `json:"id"`

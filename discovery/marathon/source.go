@@ -33,11 +33,14 @@ type Source struct {
 	queue  *eventQueue
 	resync chan struct{} // capacity 1: Resync requests coalesce
 	conn   chan connNotice
+	kick   chan struct{} // capacity 1: reconnect the stream now (leader changed)
 
 	running atomic.Bool
 
-	mu     sync.Mutex // guards status
-	status discovery.SourceStatus
+	mu           sync.Mutex // guards what follows
+	status       discovery.SourceStatus
+	evByType     map[string]uint64
+	streamCancel context.CancelCauseFunc // the live stream attempt, or nil
 }
 
 var _ discovery.StatusReporter = (*Source)(nil)
@@ -55,19 +58,26 @@ func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	eps, err := parseEndpoints(cfg.URLs, cfg.Token)
+	eps, err := parseEndpoints(cfg.URLs, cfg.Token, cfg.Leader != nil)
+	if err != nil {
+		return nil, err
+	}
+	log = log.Named("marathon")
+	c, err := newClient(eps, &n, log)
 	if err != nil {
 		return nil, err
 	}
 	s := &Source{
-		cfg:    n,
-		table:  table,
-		log:    log.Named("marathon"),
-		client: newClient(eps, cfg.HTTPClient, cfg.Token),
-		res:    newResolver(cfg.Resolve),
-		queue:  newEventQueue(),
-		resync: make(chan struct{}, 1),
-		conn:   make(chan connNotice, 4),
+		cfg:      n,
+		table:    table,
+		log:      log,
+		client:   c,
+		res:      newResolver(cfg.Resolve),
+		queue:    newEventQueue(),
+		resync:   make(chan struct{}, 1),
+		conn:     make(chan connNotice, 4),
+		kick:     make(chan struct{}, 1),
+		evByType: map[string]uint64{},
 	}
 	s.status.Name = sourceName
 	return s, nil
@@ -88,6 +98,7 @@ func (s *Source) Status() discovery.SourceStatus {
 	st := s.status
 	s.mu.Unlock()
 	st.Endpoint = s.client.current().redacted
+	st.EventsByType = s.EventsByType()
 	return st
 }
 
@@ -120,6 +131,13 @@ func (s *Source) Run(ctx context.Context) error {
 	defer cancel()
 
 	l := newLoop(s, ctx, &wg)
+	if s.cfg.Leader != nil {
+		// Know the leader before the first connection, so it is not made
+		// to a configured URL only to be moved at once.
+		u, changed := s.cfg.Leader()
+		s.setLeader(u, true)
+		wg.Go(func() { s.watchLeader(ctx, changed) })
+	}
 	wg.Go(func() { s.streamLoop(ctx) })
 	l.run()
 	return nil
@@ -447,15 +465,34 @@ func (l *loop) handleEvent(data []byte) {
 		var typ struct {
 			EventType string `json:"eventType"`
 		}
-		if json.Unmarshal(data, &typ) == nil && !relevant(typ.EventType) {
-			return
+		if json.Unmarshal(data, &typ) == nil {
+			l.s.countEvent(typ.EventType)
+			if !relevant(typ.EventType) {
+				return
+			}
 		}
 		l.s.countDecodeError()
 		l.s.log.Warn("cannot decode event; resyncing", zap.Error(err), zap.Int("bytes", len(data)))
 		l.requestFull("undecodable event")
 		return
 	}
+	l.s.countEvent(ev.EventType)
 	if !relevant(ev.EventType) {
+		return
+	}
+	if isHealthEvent(ev.EventType) {
+		id, changed, fetch := l.st.applyHealth(&ev, l.st.next())
+		l.s.log.Debug("health event", zap.String("type", ev.EventType), zap.String("app", id),
+			zap.Bool("applied", changed), zap.Bool("fetch", fetch))
+		if changed {
+			l.publish(id)
+		}
+		switch {
+		case fetch && id != "":
+			l.want(id)
+		case fetch:
+			l.requestFull(ev.EventType + " names no app")
+		}
 		return
 	}
 	if ev.EventType == evStatusUpdate {

@@ -39,6 +39,9 @@ type appState struct {
 type taskEntry struct {
 	t   *task
 	seq uint64 // sequence of the last event that changed the task; 0: fetched
+	// healthSeq is the sequence of the last health event applied to the
+	// task's results; 0: they come from a fetch.
+	healthSeq uint64
 }
 
 func newState() *state {
@@ -94,6 +97,12 @@ func (s *state) mergeFetched(d decodedApp, f uint64) bool {
 				t.State = st // TASK_KILLING
 			}
 			e := &taskEntry{t: t}
+			if o := old[t.ID]; o != nil && o.healthSeq > f {
+				// A health event after the fetch was issued is newer than
+				// the fetched results.
+				t.HealthCheckResults = o.t.HealthCheckResults
+				e.healthSeq = o.healthSeq
+			}
 			if o := old[t.ID]; o != nil && o.seq > f {
 				// An event after the fetch was issued is newer on state and
 				// address; the fetch still brings the health results.
@@ -196,8 +205,15 @@ func (s *state) applyStatus(ev *event, e uint64) (id string, changed, fetch bool
 		s.apps[id] = a
 	}
 	var t task
+	var healthSeq uint64
 	if o := a.tasks[ev.TaskID]; o != nil {
 		t = *o.t // keep health results and anything the event lacks
+		healthSeq = o.healthSeq
+		if regresses(t.State, ev.TaskStatus) {
+			// Events come out of order: a task seen running never goes
+			// back to staging or starting.
+			return id, false, false
+		}
 	} else {
 		t = task{ID: ev.TaskID, AppID: id}
 	}
@@ -214,7 +230,7 @@ func (s *state) applyStatus(ev *event, e uint64) (id string, changed, fetch bool
 	if ev.Version != "" {
 		t.Version = ev.Version
 	}
-	a.tasks[ev.TaskID] = &taskEntry{t: &t, seq: e}
+	a.tasks[ev.TaskID] = &taskEntry{t: &t, seq: e, healthSeq: healthSeq}
 
 	switch {
 	case a.def == nil:
@@ -229,4 +245,22 @@ func (s *state) applyStatus(ev *event, e uint64) (id string, changed, fetch bool
 		fetch = true
 	}
 	return id, a.def != nil, fetch
+}
+
+// regresses reports whether moving from state from to state to goes
+// backwards in Mesos' task life (staging, starting, running): only an
+// out-of-order event does that.
+func regresses(from, to string) bool {
+	rank := func(s string) int {
+		switch s {
+		case stateStaging:
+			return 0
+		case stateStarting:
+			return 1
+		case "":
+			return -1
+		}
+		return 2 // running, unreachable, lost
+	}
+	return rank(to) >= 0 && rank(from) > rank(to)
 }

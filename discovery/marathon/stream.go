@@ -31,13 +31,25 @@ func (s *Source) streamLoop(ctx context.Context) {
 	bo := backoff{min: s.cfg.BackoffMin, max: s.cfg.BackoffMax}
 	var lastErr string
 	for connects := 0; ; {
-		lived, up, err := s.streamOnce(ctx, connects)
+		var lived time.Duration
+		var up bool
+		err := s.client.findLeader(ctx)
+		if err == nil {
+			lived, up, err = s.streamOnce(ctx, connects)
+		}
 		if ctx.Err() != nil {
 			return
 		}
 		if up {
 			connects++
 			lastErr = ""
+		}
+		if !up && errors.Is(err, errLeaderChanged) {
+			select { // connect to the new leader now
+			case <-s.kick:
+			default:
+			}
+			continue
 		}
 		if !up {
 			s.recordError(err)
@@ -59,7 +71,62 @@ func (s *Source) streamLoop(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-s.kick:
+			// The leader changed: try it now.
+			t.Stop()
+			bo.reset()
 		}
+	}
+}
+
+// errLeaderChanged ends a stream attempt whose leader is no longer the one
+// Config.Leader reports.
+var errLeaderChanged = errors.New("the Marathon leader changed")
+
+// setLeader records what Config.Leader reports and, when it changed, moves
+// the event stream to it (the reconnect brings a full resync).
+func (s *Source) setLeader(raw string, initial bool) {
+	changed, err := s.client.setHook(raw)
+	if err != nil {
+		s.recordError(err)
+		s.log.Warn("ignoring the leader address from Config.Leader", zap.Error(err))
+		return
+	}
+	if !changed {
+		return
+	}
+	if initial {
+		s.log.Info("Marathon leader from Config.Leader", zap.String("leader", s.client.current().redacted))
+		return
+	}
+	if raw == "" {
+		s.log.Info("Marathon leader unknown; using the configured URLs")
+		return // a stream to the old leader ends by itself if it went away
+	}
+	s.log.Info("Marathon leader changed; reconnecting the event stream", zap.String("leader", s.client.current().redacted))
+	s.mu.Lock()
+	cancel := s.streamCancel
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel(errLeaderChanged)
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// watchLeader follows Config.Leader until ctx is done.
+func (s *Source) watchLeader(ctx context.Context, changed <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		var u string
+		u, changed = s.cfg.Leader()
+		s.setLeader(u, false)
 	}
 }
 
@@ -73,22 +140,33 @@ func (s *Source) notify(ctx context.Context, n connNotice) {
 // streamOnce opens the stream and reads it until it fails. up says whether
 // the subscription was established (a 200 arrived).
 func (s *Source) streamOnce(parent context.Context, connects int) (lived time.Duration, up bool, err error) {
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	s.mu.Lock()
+	s.streamCancel = cancel
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.streamCancel = nil
+		s.mu.Unlock()
+	}()
 	idle := s.cfg.StreamIdleTimeout
 	var timedOut atomic.Bool
 	// One timer covers the wait for the response headers and then the
 	// silence between bytes.
 	timer := time.AfterFunc(idle, func() {
 		timedOut.Store(true)
-		cancel()
+		cancel(nil)
 	})
 	defer timer.Stop()
 
 	resp, ep, err := s.client.openStream(ctx)
 	if err != nil {
-		if timedOut.Load() {
+		switch {
+		case timedOut.Load():
 			err = fmt.Errorf("GET /v2/events at %s: no answer within %v", ep.redacted, idle)
+		case errors.Is(context.Cause(ctx), errLeaderChanged) && parent.Err() == nil:
+			err = errLeaderChanged
 		}
 		return 0, false, err
 	}
@@ -141,6 +219,12 @@ func (s *Source) streamOnce(parent context.Context, connects int) (lived time.Du
 	s.mu.Unlock()
 	if parent.Err() != nil {
 		// Shutting down (the parent context is done): not an error.
+		return lived, true, nil
+	}
+	if errors.Is(context.Cause(ctx), errLeaderChanged) {
+		s.log.Info("event stream closed: the Marathon leader changed", zap.String("url", ep.redacted),
+			zap.Duration("lived", lived.Round(time.Millisecond)))
+		s.notify(parent, connNotice{})
 		return lived, true, nil
 	}
 	err = errors.New(s.client.scrub(err.Error()))

@@ -295,6 +295,21 @@ func (s *Server) SetHealth(taskID string, alive bool) error {
 	return nil
 }
 
+// ForgetHealth drops every task's health check results without an event,
+// as a Marathon leader failover does: health state lives in the leader's
+// memory only, so the new leader lists "healthCheckResults":[] for every
+// task until its own checks run (§3.1 "Health entry", §8 gotcha 8).
+// SetHealth records new results afterwards.
+func (s *Server) ForgetHealth() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.apps {
+		for _, t := range a.tasks {
+			t.health = nil
+		}
+	}
+}
+
 // SetTaskState reports a non-terminal state change of a live task without
 // touching its process, e.g. TASK_UNREACHABLE when its agent is partitioned
 // and TASK_RUNNING when it comes back (a fresh status_update_event, §4).

@@ -25,6 +25,10 @@ type Config struct {
 	// leader (1.7+) or is proxied (before 1.7); every other request is proxied
 	// with "Via: 1.1 <host:port>" (marathon-api.md §1.5).
 	Leader string
+	// NoLeaderHold is how long a request waits before failing while
+	// SetNoLeader is on; 0 means 2.5s (Marathon's 10 tries 250 ms apart),
+	// negative means no wait.
+	NoLeaderHold time.Duration
 	// Logf, if set, receives the simulator's diagnostics; nil discards them.
 	Logf func(format string, args ...any)
 }
@@ -34,6 +38,7 @@ const (
 	defaultVersion      = "1.10.17"
 	defaultHeartbeat    = 10 * time.Second
 	defaultRestartDelay = 50 * time.Millisecond
+	defaultNoLeaderHold = 2500 * time.Millisecond
 
 	// --local_port_min/--local_port_max defaults, unchanged since 0.7 (§3.1).
 	localPortMin = 10000

@@ -40,9 +40,11 @@ type Server struct {
 	frameworkID string
 	agents      []string // Mesos agent ids tasks are "placed" on, round-robin
 
-	proxy     *httputil.ReverseProxy // standby only
-	transport *http.Transport        // standby only: the proxy's, so Close can drop its idle connections
-	leaderURL string                 // standby only: Config.Leader without a trailing slash
+	proxy     *httputil.ReverseProxy  // standby only
+	transport *http.Transport         // standby only: the proxy's, so Close can drop its idle connections
+	leader    atomic.Pointer[url.URL] // standby only: the leader (Config.Leader, then SetLeader)
+
+	noLeader atomic.Bool // SetNoLeader: an election is in progress
 
 	intercept atomic.Pointer[InterceptFunc]
 	silent    atomic.Int32 // > 0 while a Silently call runs
@@ -209,6 +211,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if fn := s.intercept.Load(); fn != nil && (*fn)(w, r) {
 		return
 	}
+	if s.noLeader.Load() {
+		s.serveNoLeader(w, r)
+		return
+	}
 	if s.proxy != nil {
 		s.serveStandby(w, r)
 		return
@@ -216,13 +222,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.route(w, r)
 }
 
+// parseLeader validates a leader URL.
+func parseLeader(leader string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimRight(leader, "/"))
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("marathonsim: Leader %q: want http[s]://host:port", leader)
+	}
+	return u, nil
+}
+
 // setupStandby prepares the leader proxy (marathon-api.md §1.5).
 func (s *Server) setupStandby(leader string) error {
-	u, err := url.Parse(leader)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return fmt.Errorf("marathonsim: Leader %q: want http[s]://host:port", leader)
+	u, err := parseLeader(leader)
+	if err != nil {
+		return err
 	}
-	s.leaderURL = strings.TrimRight(leader, "/")
+	s.leader.Store(u)
 	// Marathon's leader proxy timeouts: --leader_proxy_connection_timeout
 	// 5000 ms (§6); its read timeout would cut the proxied event stream.
 	s.transport = &http.Transport{
@@ -232,7 +247,7 @@ func (s *Server) setupStandby(leader string) error {
 	s.proxy = &httputil.ReverseProxy{
 		Transport: s.transport,
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(u)
+			pr.SetURL(s.leader.Load())
 			pr.Out.Header.Add("Via", "1.1 "+s.viaHost())
 		},
 		ModifyResponse: func(resp *http.Response) error {
@@ -242,13 +257,74 @@ func (s *Server) setupStandby(leader string) error {
 		// The proxied stream of Marathon < 1.7 must not sit in a buffer.
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
-			s.logf("marathonsim: proxying to leader %s: %v", s.leaderURL, err)
+			s.logf("marathonsim: proxying to leader %s: %v", s.leader.Load(), err)
 			// 502 is what 1.7+ answers when the leader cannot be reached (§1.5).
 			writeJSON(w, http.StatusBadGateway, obj{{"message", "Could not determine the current leader"}})
 		},
 		ErrorLog: log.New(logWriter{s}, "", 0),
 	}
 	return nil
+}
+
+// SetLeader points a standby (a Server made with Config.Leader) at another
+// leader, as after a Marathon leader election. Event streams proxied
+// before 1.7 stay on the old leader until it closes them.
+func (s *Server) SetLeader(leader string) error {
+	if s.proxy == nil {
+		return errors.New("marathonsim: SetLeader on a leader (set Config.Leader to make a standby)")
+	}
+	u, err := parseLeader(leader)
+	if err != nil {
+		return err
+	}
+	s.leader.Store(u)
+	return nil
+}
+
+// SetNoLeader simulates an election in progress (on a leader or a
+// standby): every event stream is closed; while it lasts GET /v2/leader
+// answers 404 {"message":"There is no leader"} and every other request is
+// held for Config.NoLeaderHold and then fails with "Could not determine
+// the current leader", 502 from 1.7 and 503 before (§1.5, §3.4).
+func (s *Server) SetNoLeader(on bool) {
+	s.noLeader.Store(on)
+	if on {
+		s.DropStreams()
+	}
+}
+
+// serveNoLeader answers a request while nobody leads.
+func (s *Server) serveNoLeader(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v2/leader" {
+		writeJSON(w, http.StatusNotFound, obj{{"message", "There is no leader"}})
+		return
+	}
+	// Marathon retries 10 times, 250 ms apart, before giving up.
+	if hold := s.noLeaderHold(); hold > 0 {
+		t := time.NewTimer(hold)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	status := http.StatusBadGateway
+	if !s.feat.redirectEvents {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, obj{{"message", "Could not determine the current leader"}})
+}
+
+func (s *Server) noLeaderHold() time.Duration {
+	switch h := s.cfg.NoLeaderHold; {
+	case h < 0:
+		return 0
+	case h == 0:
+		return defaultNoLeaderHold
+	default:
+		return h
+	}
 }
 
 func (s *Server) viaHost() string {
@@ -261,7 +337,7 @@ func (s *Server) viaHost() string {
 func (s *Server) serveStandby(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/v2/events" && s.feat.redirectEvents {
 		// 1.7+: Location is the leader's /v2/events with the original query (§1.5).
-		loc := s.leaderURL + "/v2/events"
+		loc := s.leader.Load().String() + "/v2/events"
 		if r.URL.RawQuery != "" {
 			loc += "?" + r.URL.RawQuery
 		}
