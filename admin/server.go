@@ -52,6 +52,7 @@ type Server struct {
 	srv      *http.Server
 	started  time.Time
 	draining atomic.Bool
+	changes  changeLog
 }
 
 // New returns an admin server for deps; call Serve to start it.
@@ -66,6 +67,7 @@ func New(deps Deps, log *zap.Logger) (*Server, error) {
 	mux.HandleFunc("GET /v1/services", s.services)
 	mux.HandleFunc("POST /v1/resync", s.resync)
 	mux.HandleFunc("GET /metrics", s.metrics)
+	mux.HandleFunc("GET /v1/changes", s.changesHandler)
 	mux.HandleFunc("GET /{$}", s.statusPage)
 	for pattern, h := range deps.Routes {
 		mux.Handle(pattern, h)

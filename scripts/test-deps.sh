@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the programs pacer's tests run for real: dig (DNS integration
-# tests), promtool (checks /metrics with Prometheus's own parser). Debian packages, through apt-get when run as root; otherwise it says
+# tests), promtool (checks /metrics with Prometheus's own parser), chromium
+# (renders the status page), ZooKeeper (discovery/zookeeper's tests). Debian packages, through apt-get when run as root; otherwise it says
 # what to install and fails, because a test that cannot run must not pass.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ if [[ ! -f /usr/share/java/zookeeper.jar ]] || ! command -v java >/dev/null 2>&1
 	need+=(zookeeper)
 fi
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
 if ((${#need[@]} == 0)); then
 	exit 0

@@ -41,6 +41,10 @@ type config struct {
 	idleTimeout     time.Duration
 	keepUnreachable bool
 	httpAddr        string
+	healthInterval  time.Duration
+	healthTimeout   time.Duration
+	healthRise      int
+	healthFall      int
 	selfAppID       string
 	logLevel        string
 	logFormat       string
@@ -76,6 +80,7 @@ var flagGroups = []struct {
 	{"Service ports", []string{"bind", "ports", "wait-for-backend", "dial-timeout", "idle-timeout", "drain-timeout"}},
 	{"HTTP", []string{"http"}},
 	{"DNS", []string{"dns", "domain", "dns-ttl", "advertise"}},
+	{"Health checks", []string{"health-interval", "health-timeout", "health-rise", "health-fall"}},
 	{"Operations", []string{"admin", "log-level", "log-format"}},
 }
 
@@ -110,6 +115,10 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 	fs.String("domain", "mesos", "DNS zone, as mesos-dns's domain")
 	fs.Duration("dns-ttl", 5*time.Second, "TTL of DNS answers")
 	fs.String("advertise", "", "this instance's address in lb.<domain> records (default $HOST, else the first non-loopback IPv4)")
+	fs.Duration("health-interval", time.Second, "interval between two active probes of one backend (label PACER_{n}_HEALTHCHECK_INTERVAL overrides it per app)")
+	fs.Duration("health-timeout", time.Second, "timeout of one active probe (at most the interval)")
+	fs.Int("health-rise", 2, "consecutive passing probes that bring a backend back")
+	fs.Int("health-fall", 2, "consecutive failing probes that take a backend out")
 	fs.String("admin", adminDefault, "admin HTTP listener (/healthz, /v1/services, /metrics, status page)")
 	fs.String("log-level", "info", "debug, info, warn or error")
 	fs.String("log-format", "", "console or json (default console on a terminal, else json)")
@@ -161,6 +170,7 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 	str := func(name string) string { return fs.Lookup(name).Value.String() }
 	dur := func(name string) time.Duration { return fs.Lookup(name).Value.(flag.Getter).Get().(time.Duration) }
 	boolean := func(name string) bool { return fs.Lookup(name).Value.(flag.Getter).Get().(bool) }
+	integer := func(name string) int { return fs.Lookup(name).Value.(flag.Getter).Get().(int) }
 	var (
 		marathon  = str("marathon")
 		group     = str("group")
@@ -181,6 +191,10 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 		waitForBackend:  dur("wait-for-backend"),
 		dialTimeout:     dur("dial-timeout"),
 		idleTimeout:     dur("idle-timeout"),
+		healthInterval:  dur("health-interval"),
+		healthTimeout:   dur("health-timeout"),
+		healthRise:      integer("health-rise"),
+		healthFall:      integer("health-fall"),
 		keepUnreachable: boolean("keep-unreachable"),
 		selfAppID:       getenv("MARATHON_APP_ID"),
 		logLevel:        str("log-level"),
@@ -253,10 +267,14 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"--wait-for-backend", c.waitForBackend}, {"--dial-timeout", c.dialTimeout}, {"--idle-timeout", c.idleTimeout}, {"--drain-timeout", c.drainTimeout}, {"--dns-ttl", c.dnsTTL}} {
+	}{{"--wait-for-backend", c.waitForBackend}, {"--dial-timeout", c.dialTimeout}, {"--idle-timeout", c.idleTimeout}, {"--drain-timeout", c.drainTimeout}, {"--dns-ttl", c.dnsTTL},
+		{"--health-interval", c.healthInterval}, {"--health-timeout", c.healthTimeout}} {
 		if d.v <= 0 {
 			return nil, fmt.Errorf("%s: must be a positive duration such as 3s", d.name)
 		}
+	}
+	if c.healthRise < 1 || c.healthFall < 1 {
+		return nil, fmt.Errorf("--health-rise, --health-fall: must be at least 1 (got %d, %d)", c.healthRise, c.healthFall)
 	}
 	if c.advertise, err = advertiseAddr(advertise, getenv); err != nil {
 		return nil, fmt.Errorf("--advertise: %v", err)

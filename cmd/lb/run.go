@@ -17,6 +17,7 @@ import (
 	"github.com/pacer-lb/pacer/admin"
 	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/dnsserver"
+	"github.com/pacer-lb/pacer/health"
 	"github.com/pacer-lb/pacer/proxy"
 	"github.com/pacer-lb/pacer/proxy/httpproxy"
 )
@@ -44,6 +45,15 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 	if err != nil {
 		return err
 	}
+	checker, err := health.New(health.Config{
+		Interval: cfg.healthInterval,
+		Timeout:  min(cfg.healthTimeout, cfg.healthInterval),
+		Rise:     cfg.healthRise,
+		Fall:     cfg.healthFall,
+	}, table, log)
+	if err != nil {
+		return fmt.Errorf("health: %w", err)
+	}
 	tcp, err := proxy.NewTCP(proxy.TCPConfig{
 		Bind:           cfg.bind,
 		PortMin:        cfg.portMin,
@@ -52,6 +62,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		IdleTimeout:    cfg.idleTimeout,
 		WaitForBackend: cfg.waitForBackend,
 		DrainTimeout:   cfg.drainTimeout,
+		Report:         checker.Report,
 	}, table, log)
 	if err != nil {
 		return fmt.Errorf("tcp proxy: %w", err)
@@ -62,6 +73,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		PortMax:      cfg.portMax,
 		DialTimeout:  cfg.dialTimeout,
 		DrainTimeout: cfg.drainTimeout,
+		Report:       checker.Report,
 	}, table, log)
 	if err != nil {
 		return fmt.Errorf("http proxy: %w", err)
@@ -112,15 +124,17 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		return tcp.Applied() >= v && hp.Applied() >= v
 	}
 	adm, err := admin.New(admin.Deps{
-		Table:   table,
-		Ready:   isReady,
-		Sources: reporters,
-		Ports:   func() []proxy.PortStatus { return append(tcp.Ports(), hp.Ports()...) },
-		HTTP:    hp.Stats,
-		Resync:  src.resync,
-		DNS:     dnsStats,
-		Routes:  routes,
-		Version: version,
+		Table:       table,
+		Ready:       isReady,
+		Sources:     reporters,
+		Ports:       func() []proxy.PortStatus { return append(tcp.Ports(), hp.Ports()...) },
+		HTTP:        hp.Stats,
+		Health:      checker.Verdicts,
+		HealthStats: checker.Stats,
+		Resync:      src.resync,
+		DNS:         dnsStats,
+		Routes:      routes,
+		Version:     version,
 	}, log)
 	if err != nil {
 		adminLn.Close()
@@ -141,6 +155,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		}()
 	}
 	src.start(runCtx, goRun)
+	goRun("health", func() error { return checker.Run(runCtx) })
 	goRun("tcp proxy", func() error { return tcp.Run(runCtx) })
 	goRun("http proxy", func() error { return hp.Run(runCtx) })
 	if httpLn != nil {
@@ -150,6 +165,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		goRun("dns", func() error { return dns.Run(runCtx) })
 	}
 	goRun("admin", func() error { return adm.Serve(adminLn) })
+	goRun("admin change log", func() error { adm.FollowChanges(runCtx); return nil })
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -1,0 +1,97 @@
+package admin
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pacer-lb/pacer/discovery"
+)
+
+// chromium finds Debian's headless browser, failing with the fix if it is missing.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("chromium not found: run `make test`, which installs Debian's chromium package")
+	return ""
+}
+
+// renderDOM loads url in headless Chromium, lets its scripts run for budget of
+// virtual time, and returns the DOM as a person would then see it.
+func renderDOM(t *testing.T, url string, budget time.Duration) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, chromium(t),
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir="+t.TempDir(),
+		"--virtual-time-budget="+strconv.Itoa(int(budget/time.Millisecond)),
+		"--dump-dom", url)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium: %v", err)
+	}
+	return string(out)
+}
+
+// The status page, rendered by a real browser, shows what an operator needs
+// at a glance, and follows the table by itself.
+func TestStatusPageInBrowser(t *testing.T) {
+	s, table, src := newTestServer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.FollowChanges(ctx)
+	broken := &discovery.App{ID: "/broken", Problem: `label HAPROXY_0_PORT: "x" is not a port`}
+	table.Apply(discovery.Update{Source: "marathon", Full: true, Apps: []*discovery.App{webApp(), broken}})
+	src.st.Synced, src.st.Connected, src.st.LastSync = true, true, time.Now()
+
+	// After the page's first look at /v1/services, a second task joins: a
+	// later refresh of the same page must show it without a reload.
+	var fetches atomic.Int32
+	h := s.Handler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/services" && fetches.Add(1) == 1 {
+			h.ServeHTTP(w, r)
+			a := webApp()
+			a.Services[0].Backends = append(a.Services[0].Backends, discovery.Backend{TaskID: "shop_web.3", Addr: netip.MustParseAddrPort("10.0.0.3:31002")})
+			table.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{a}})
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+
+	dom := renderDOM(t, srv.URL+"/", 5*time.Second)
+	for _, want := range []string{
+		"<title>pacer</title>",
+		"/shop/web", ">8000<", "web-shop", // the service row: app, port, DNS name
+		"10.0.0.1:31000", "10.0.0.3:31002", // both backends, the second from a later refresh
+		`is not a port`,                 // the app pacer could not understand, and why
+		"shop_web.2", "not running yet", // a task not routed, and why
+		"http://marathon:8080", ">live<", // the source and its state
+	} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the rendered page lacks %q", want)
+		}
+	}
+	if fetches.Load() < 2 {
+		t.Errorf("the page fetched /v1/services %d times; it must refresh by itself", fetches.Load())
+	}
+	if t.Failed() {
+		t.Logf("rendered DOM:\n%s", dom)
+	}
+}
