@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the programs pacer's tests run for real: dig (DNS integration
 # tests), promtool (checks /metrics with Prometheus's own parser), chromium
-# (renders the status page), ZooKeeper (discovery/zookeeper's tests). Debian packages, through apt-get when run as root; otherwise it says
-# what to install and fails, because a test that cannot run must not pass.
+# (renders the status page) and ZooKeeper (discovery/zookeeper's tests).
+# Debian packages, through apt-get when run as root; otherwise it says what
+# to install and fails, because a test that cannot run must not pass.
 set -euo pipefail
 
 need=()
