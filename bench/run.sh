@@ -4,7 +4,7 @@
 # bench/out/<name>.txt; bench/RESULTS.md records the figures by hand, with the
 # machine and the date.
 #
-# Usage: bench/run.sh [spine] [scale] [dns] [http]   (default: all)
+# Usage: bench/run.sh [spine] [scale] [dns] [http] [churn]   (default: all)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -12,7 +12,7 @@ mkdir -p bench/out
 
 suites=("$@")
 if ((${#suites[@]} == 0)); then
-	suites=(spine scale dns http)
+	suites=(spine scale dns http churn)
 fi
 
 [[ -x bin/lb ]] || make build
@@ -24,8 +24,9 @@ for s in "${suites[@]}"; do
 	scale) go run ./bench/scale -lb bin/lb ;;
 	dns) bench/dns/run.sh ;;
 	http) bench/http/run.sh ;;
+	churn) go run ./bench/churn -lb bin/lb ;;
 	*)
-		echo "unknown suite $s (spine, scale, dns, http)" >&2
+		echo "unknown suite $s (spine, scale, dns, http, churn)" >&2
 		exit 2
 		;;
 	esac 2>&1 | tee "bench/out/$s.txt"

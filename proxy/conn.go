@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/health"
 )
 
 // maxCopyWindow caps how long one io.Copy runs between idle checks. A window
@@ -25,7 +26,17 @@ var (
 	errNoBackend = errors.New("no backend accepted the connection")
 	errShutdown  = errors.New("shutting down")
 	errIdle      = errors.New("idle timeout")
+	// errEarly ends the client-to-backend copy when the backend broke the
+	// connection before either side sent a byte; see forward.
+	errEarly = errors.New("backend broke the connection before any byte")
 )
+
+// maxReroutes bounds how often one client connection is moved to another
+// backend because its backend broke before any byte moved.
+const maxReroutes = 2
+
+// aLongTimeAgo is a read deadline that unblocks a pending read at once.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // tcpConn is one client connection spliced to one backend.
 type tcpConn struct {
@@ -47,6 +58,10 @@ type tcpConn struct {
 	// after done.Wait.
 	inN, outN     int64
 	inErr, outErr error
+	// early is set by the backend-to-client direction when the backend
+	// broke before sending a byte while the client-to-backend copy still
+	// runs; fwdDone when that copy has ended. See forward.
+	early, fwdDone atomic.Bool
 }
 
 // serveConn routes one accepted client and forwards until both directions
@@ -55,23 +70,51 @@ func (p *TCP) serveConn(ps *tcpPort, client *net.TCPConn) {
 	defer p.wg.Done()
 	defer ps.active.Add(-1)
 
-	backend, addr, snap, err := p.connect(ps, client)
-	if err != nil {
-		ps.failed.Add(1)
-		if ce := p.log.Check(zap.DebugLevel, "connection not routed"); ce != nil {
-			ce.Write(zap.Int(keyPort, ps.port), zap.Stringer(keyClient, client.RemoteAddr()), zap.Error(err))
+	for try := 0; ; try++ {
+		backend, addr, snap, err := p.connect(ps, client)
+		if err != nil {
+			ps.failed.Add(1)
+			if ce := p.log.Check(zap.DebugLevel, "connection not routed"); ce != nil {
+				ce.Write(zap.Int(keyPort, ps.port), zap.Stringer(keyClient, client.RemoteAddr()), zap.Error(err))
+			}
+			client.Close()
+			return
 		}
-		client.Close()
-		return
+		c := &tcpConn{client: client, backend: backend, addr: addr, port: ps}
+		c.lastActive.Store(time.Now().UnixNano())
+		if !p.track(c, snap) {
+			c.close(false) // forced shutdown began while we dialled
+			return
+		}
+		reroute := c.forward(p.cfg.IdleTimeout, p.window, try < maxReroutes)
+		p.untrack(c)
+		p.finished(c)
+		if !reroute {
+			return
+		}
+		// The backend died between accepting and its first byte, and the
+		// client has sent nothing it could have read: the client never
+		// knows, and gets another backend.
+		ps.dialErrors.Add(1)
+		_ = backend.SetLinger(0)
+		backend.Close()
 	}
-	c := &tcpConn{client: client, backend: backend, addr: addr, port: ps}
-	c.lastActive.Store(time.Now().UnixNano())
-	if !p.track(c, snap) {
-		c.close(false) // forced shutdown began while we dialled
-		return
+}
+
+// finished reports how c's backend did and logs the connection's end.
+func (p *TCP) finished(c *tcpConn) {
+	ps, addr, client := c.port, c.addr, c.client
+	if rep := p.cfg.Report; rep != nil {
+		switch {
+		case c.outN > 0:
+			rep(addr, health.Success)
+		case isAbort(c.outErr):
+			// The backend broke the connection before sending a byte: a
+			// dead or dying process (a clean FIN is not counted; some
+			// protocols close without a word).
+			rep(addr, health.Reset)
+		}
 	}
-	c.forward(p.cfg.IdleTimeout, p.window)
-	p.untrack(c)
 
 	if ce := p.log.Check(zap.DebugLevel, "connection closed"); ce != nil {
 		ce.Write(zap.Int(keyPort, ps.port), zap.Stringer(keyClient, client.RemoteAddr()), zap.Stringer(keyBackend, addr),
@@ -140,6 +183,9 @@ func (p *TCP) dialAny(ps *tcpPort, svc *discovery.Service, client *net.TCPConn) 
 			return conn.(*net.TCPConn), b.Addr, true
 		}
 		ps.dialErrors.Add(1)
+		if rep := p.cfg.Report; rep != nil {
+			rep(b.Addr, health.ConnectFailed)
+		}
 		if ce := p.log.Check(zap.DebugLevel, "backend dial failed"); ce != nil {
 			ce.Write(zap.Int(keyPort, ps.port), zap.String(keyApp, svc.Key.App), zap.Stringer(keyBackend, b.Addr), zap.Error(err))
 		}
@@ -148,26 +194,56 @@ func (p *TCP) dialAny(ps *tcpPort, svc *discovery.Service, client *net.TCPConn) 
 }
 
 // forward splices both directions until both ended (or one failed and closed
-// everything), and then closes both sockets.
-func (c *tcpConn) forward(idle, window time.Duration) {
+// everything), and then closes both sockets. It returns true, with the
+// client left open and the backend for the caller to close, when rerouting
+// is allowed and the backend broke the connection (a reset: a process that
+// died between accepting and answering) before a byte moved either way: then
+// the client may be given another backend as if nothing happened.
+//
+// How "before a byte moved" is known without wrapping the sockets: the
+// backend-to-client copy sees the reset with nothing copied, sets early
+// and moves the client's read deadline to the past, which ends the
+// client-to-backend copy at once. If that copy moved nothing (a splice that
+// read client bytes reports them, or fails on the write), the client's bytes
+// are all still in its socket.
+func (c *tcpConn) forward(idle, window time.Duration, reroutable bool) bool {
 	c.done.Add(1)
-	go c.backendToClient(idle, window)
+	go c.backendToClient(idle, window, reroutable)
 	c.inN, c.inErr = c.pipe(c.backend, c.client, &c.port.bytesIn, idle, window)
+	if errors.Is(c.inErr, errEarly) {
+		c.done.Wait()
+		if c.inN == 0 {
+			_ = c.client.SetReadDeadline(time.Time{})
+			return true
+		}
+		c.close(true)
+		return false
+	}
 	if c.inErr != nil {
 		c.close(isAbort(c.inErr))
 	}
+	c.fwdDone.Store(true)
 	c.done.Wait()
-	c.close(false)
+	// early set after the client-to-backend copy ended: the backend reset
+	// and nobody closed yet; pass the reset on.
+	c.close(c.early.Load())
+	return false
 }
 
 // backendToClient is the reverse direction on its own goroutine, a method so
 // it has a name in goroutine dumps (the forward direction runs in serveConn).
-func (c *tcpConn) backendToClient(idle, window time.Duration) {
+func (c *tcpConn) backendToClient(idle, window time.Duration, reroutable bool) {
 	defer c.done.Done()
 	c.outN, c.outErr = c.pipe(c.client, c.backend, &c.port.bytesOut, idle, window)
-	if c.outErr != nil {
-		c.close(isAbort(c.outErr))
+	if c.outErr == nil {
+		return
 	}
+	if reroutable && c.outN == 0 && isAbort(c.outErr) && !c.fwdDone.Load() {
+		c.early.Store(true)
+		_ = c.client.SetReadDeadline(aLongTimeAgo)
+		return
+	}
+	c.close(isAbort(c.outErr))
 }
 
 // pipe copies src to dst until src's EOF, which it passes on as a FIN
@@ -187,6 +263,12 @@ func (c *tcpConn) pipe(dst, src *net.TCPConn, counter *atomic.Uint64, idle, wind
 		if err := src.SetReadDeadline(time.Now().Add(window)); err != nil {
 			return total, err
 		}
+		// Checked after the deadline is set: backendToClient sets early
+		// before it moves the deadline to the past, so either this sees
+		// early or the past deadline is the one in force.
+		if src == c.client && c.early.Load() {
+			return total, errEarly
+		}
 		n, err := io.Copy(dst, src)
 		if n > 0 {
 			total += n
@@ -198,6 +280,8 @@ func (c *tcpConn) pipe(dst, src *net.TCPConn, counter *atomic.Uint64, idle, wind
 			return total, dst.CloseWrite()
 		case !errors.Is(err, os.ErrDeadlineExceeded):
 			return total, err
+		case src == c.client && c.early.Load():
+			return total, errEarly
 		case n == 0 && time.Since(time.Unix(0, c.lastActive.Load())) >= idle:
 			return total, errIdle
 		}

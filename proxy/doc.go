@@ -23,6 +23,11 @@
 // inside the kernel and the forwarding path allocates nothing and touches no
 // shared memory per byte.
 //
+// Each connection tells TCPConfig.Report (the health checker's passive
+// detection) how its backend did, once: a refused or timed-out connect per
+// dial, and at the end whether the backend sent bytes or broke the
+// connection before sending any.
+//
 // What the per-connection path must never do: take a lock on the byte path,
 // wrap the connections (a wrapper defeats splice), or log at Info. The one
 // shared structure it touches is the per-port connection tracker in drain.go,

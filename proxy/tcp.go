@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/health"
 )
 
 // Defaults used for the zero value of the matching TCPConfig field.
@@ -67,6 +68,12 @@ type TCPConfig struct {
 	// OnListening, if set, is called after a service-port listener opened,
 	// on the Run goroutine. Tests use it instead of sleeping.
 	OnListening func(port int, addr net.Addr)
+	// Report, if set, is told the outcome of every backend attempt, for
+	// passive health checking (health.Checker.Report): a failed connect,
+	// a backend that reset before sending a byte, or one that sent bytes.
+	// It is called on connection goroutines and must not block. If nil,
+	// outcomes are not reported.
+	Report func(addr netip.AddrPort, o health.Outcome)
 	// Carries, if set, decides which services this proxy carries. If nil, the
 	// proxy carries every TCP-mode service of protocol tcp: ports of
 	// HTTP-mode services belong to the HTTP data plane and UDP ports to

@@ -1,11 +1,15 @@
 package httpproxy
 
 import (
+	"context"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/pacer-lb/pacer/health"
 )
 
 // BenchmarkProxyKeepAlive measures one keep-alive GET through the vhost
@@ -13,7 +17,13 @@ import (
 // nothing per request, so allocs/op is the proxy's.
 //
 //	go test -run '^$' -bench ProxyKeepAlive -benchmem -cpuprofile cpu.out ./proxy/httpproxy/
-func BenchmarkProxyKeepAlive(b *testing.B) {
+func BenchmarkProxyKeepAlive(b *testing.B) { benchKeepAlive(b, false) }
+
+// BenchmarkProxyKeepAliveHealth is BenchmarkProxyKeepAlive with every
+// outcome reported to a running health.Checker, as lb wires it.
+func BenchmarkProxyKeepAliveHealth(b *testing.B) { benchKeepAlive(b, true) }
+
+func benchKeepAlive(b *testing.B, withHealth bool) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -22,7 +32,21 @@ func BenchmarkProxyKeepAlive(b *testing.B) {
 	go backend.Serve(ln)
 	defer backend.Shutdown()
 
-	r := newBenchRig(b)
+	var cfg Config
+	var chk *health.Checker
+	if withHealth {
+		cfg.Report = func(a netip.AddrPort, o health.Outcome) { chk.Report(a, o) }
+	}
+	r := newRigTB(b, nil, cfg)
+	if withHealth {
+		if chk, err = health.New(health.Config{}, r.table, nil); err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- chk.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+	}
 	r.apply(app("/web", 0, []string{"web.test"}, "", netip.MustParseAddrPort(ln.Addr().String())))
 	c := &fasthttp.HostClient{Addr: r.vhost, MaxConns: 64}
 	req := fasthttp.AcquireRequest()
@@ -34,6 +58,9 @@ func BenchmarkProxyKeepAlive(b *testing.B) {
 		if err := c.Do(req, resp); err != nil {
 			b.Fatal(err)
 		}
+	}
+	for withHealth && len(chk.Verdicts()) == 0 {
+		runtime.Gosched() // the checker has not seen the backend yet
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

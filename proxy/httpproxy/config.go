@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/health"
 )
 
 // Defaults used for the zero value of the matching Config field.
@@ -91,6 +92,13 @@ type Config struct {
 	// StickyCookie names the cookie of STICKY services; "" means
 	// "mesosphere_server_id", marathon-lb's name.
 	StickyCookie string
+
+	// Report, if set, is told the outcome of every attempt on a backend, for
+	// passive health checking (health.Checker.Report): connect failures,
+	// connections that broke before a response, 5xx answers and successes.
+	// It is called on request goroutines, must not block, and should not
+	// allocate. If nil, outcomes are not reported.
+	Report func(addr netip.AddrPort, o health.Outcome)
 
 	// OnListening, if set, is called after a service-port listener opened,
 	// on the Run goroutine. Tests use it instead of sleeping.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
+
+	"github.com/pacer-lb/pacer/health"
 )
 
 const (
@@ -159,8 +162,10 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) {
 
 	// What a retry may do: a connect failure sent nothing, so any request
 	// goes on to the next backend (up to three); a connection that broke
-	// before any response byte is retried once, and only for an idempotent
-	// request whose body (if any) is held in memory.
+	// before any response byte is retried on the next backend too, but only
+	// for an idempotent request whose body (if any) is held in memory. Two
+	// tasks that died together without a word can sit side by side in the
+	// rotation, so two broken connections in a row must not end a GET.
 	cl := ctx.Request.Header.ContentLength()
 	var body []byte
 	replayable := cl == 0 || cl == -2
@@ -172,10 +177,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) {
 	ctx.Request.Header.SetNoDefaultContentType(true)
 
 	var (
-		err      error
-		out      outcome
-		b        *backend
-		connTrys int
+		err error
+		out outcome
+		b   *backend
 	)
 	for attempt := 0; attempt < min(3, max(n, 2)); attempt++ {
 		b = r.backends[(first+attempt)%n]
@@ -183,6 +187,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) {
 			st.retries.Add(1)
 		}
 		out, streamed, err = p.roundTrip(ctx, r, b, cl, body)
+		if rep := p.cfg.Report; rep != nil {
+			p.report(rep, b, out, ctx.Response.StatusCode())
+		}
 		if out == okAnswer || out == failClient {
 			break
 		}
@@ -191,8 +198,7 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) {
 		}
 		if out == failConn {
 			b.dropIdle()
-			connTrys++
-			if connTrys > 1 || !idempotent || !replayable {
+			if !idempotent || !replayable {
 				break
 			}
 			continue
@@ -218,6 +224,23 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) {
 		p.failure(ctx, r, fasthttp.StatusGatewayTimeout, "backend did not answer in time", err)
 	default:
 		p.failure(ctx, r, fasthttp.StatusBadGateway, "backend failed", err)
+	}
+}
+
+// report tells rep the outcome of one attempt on b.
+func (p *Proxy) report(rep func(netip.AddrPort, health.Outcome), b *backend, out outcome, status int) {
+	switch out {
+	case okAnswer:
+		if status >= 500 {
+			rep(b.addr, health.ServerError)
+		} else {
+			rep(b.addr, health.Success)
+		}
+	case failDial:
+		rep(b.addr, health.ConnectFailed)
+	case failConn, failTime, failBad:
+		// Broke, timed out or answered garbage before a response.
+		rep(b.addr, health.Reset)
 	}
 }
 

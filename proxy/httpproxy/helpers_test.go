@@ -37,8 +37,6 @@ type rig struct {
 
 func newRig(t *testing.T, cfg Config) *rig { return newRigTB(t, t, cfg) }
 
-func newBenchRig(b *testing.B) *rig { return newRigTB(b, nil, Config{}) }
-
 func newRigTB(tb testing.TB, t *testing.T, cfg Config) *rig {
 	tb.Helper()
 	r := &rig{t: t, table: discovery.NewTable(), listening: map[int]net.Addr{}, opened: make(chan int, 64)}

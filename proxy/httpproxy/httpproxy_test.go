@@ -693,4 +693,3 @@ func TestIdleTimeoutBelowBackendKeepAlive(t *testing.T) {
 		t.Fatalf("retries %d", st[0].Retries)
 	}
 }
-

@@ -1,0 +1,182 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pacer-lb/pacer/discovery"
+)
+
+// target is one backend address and everything known about its health. The
+// atomics are Report's; the rest is guarded by mu.
+type target struct {
+	addr netip.AddrPort
+	// Consecutive passive failures: gateway (connect, reset) and 5xx.
+	gateway atomic.Int32
+	server  atomic.Int32
+
+	mu sync.Mutex
+	// refs are the services routing to addr, with their checks (nil for
+	// none); check is the one the prober runs, chosen from refs.
+	refs   map[discovery.ServiceKey]*discovery.HealthCheck
+	check  *discovery.HealthCheck
+	cancel context.CancelFunc // stops the prober; nil when there is none
+
+	// Active state: up until Fall probes in a row fail.
+	activeDown   bool
+	okRun        int
+	failRun      int
+	activeReason string
+	lastProbe    time.Time
+
+	// Passive state: ejected while now < ejectedUntil.
+	ejectedUntil  time.Time
+	ejectedBy     Outcome
+	ejections     int // in the current series; the next lasts EjectionTime << ejections
+	totalEjected  uint64
+	lastEjectEnd  time.Time
+	passiveReason string
+
+	// The verdict.
+	healthy bool
+	reason  string
+	since   time.Time
+}
+
+func newTarget(addr netip.AddrPort, now time.Time) *target {
+	return &target{addr: addr, refs: map[discovery.ServiceKey]*discovery.HealthCheck{}, healthy: true, since: now}
+}
+
+// eject starts a passive ejection of t after n consecutive outcomes of kind o.
+func (c *Checker) eject(t *target, o Outcome, n int) {
+	now := time.Now()
+	t.mu.Lock()
+	if now.Before(t.ejectedUntil) {
+		t.mu.Unlock()
+		return // already out
+	}
+	if !t.lastEjectEnd.IsZero() && now.Sub(t.lastEjectEnd) > c.cfg.MaxEjectionTime {
+		t.ejections = 0 // a quiet spell: start the series again
+	}
+	d := min(c.cfg.EjectionTime<<min(t.ejections, 20), c.cfg.MaxEjectionTime)
+	t.ejections++
+	t.totalEjected++
+	t.ejectedUntil = now.Add(d)
+	t.ejectedBy = o
+	t.okRun = 0 // an active un-eject needs Rise passes after this
+	t.passiveReason = fmt.Sprintf("passive: %d consecutive %s; out for %v", n, o, d)
+	t.gateway.Store(0)
+	t.server.Store(0)
+	changed := c.verdictLocked(t, now)
+	t.mu.Unlock()
+	c.stats.ejections.Add(1)
+	if changed {
+		c.wake()
+	}
+}
+
+// record applies one active probe result to t.
+func (c *Checker) record(t *target, check *discovery.HealthCheck, err error) {
+	now := time.Now()
+	t.mu.Lock()
+	t.lastProbe = now
+	if err == nil {
+		t.okRun++
+		t.failRun = 0
+		if t.activeDown && t.okRun >= c.cfg.Rise {
+			t.activeDown = false
+			t.activeReason = ""
+		}
+		// A passing check refutes a connect/reset ejection (the backend
+		// accepts and answers now), not a 5xx one: /health may pass while
+		// real requests fail.
+		if now.Before(t.ejectedUntil) && t.ejectedBy != ServerError && t.okRun >= c.cfg.Rise {
+			t.ejectedUntil = now
+		}
+	} else {
+		t.failRun++
+		t.okRun = 0
+		if t.failRun >= c.cfg.Fall {
+			// The reason stays the same from one failed probe to the next
+			// (no count in it): a new reason rebuilds the table.
+			if !t.activeDown || t.activeReason == "" {
+				t.activeReason = fmt.Sprintf("active: %s check failed %d times in a row: %v", check.Protocol, t.failRun, err)
+			}
+			t.activeDown = true
+		}
+	}
+	changed := c.verdictLocked(t, now)
+	t.mu.Unlock()
+	if err == nil {
+		c.stats.probesOK.Add(1)
+	} else {
+		c.stats.probesFailed.Add(1)
+	}
+	if changed {
+		c.wake()
+	}
+}
+
+// verdictLocked recomputes t's verdict at now and reports whether it
+// changed. Called with t.mu held.
+func (c *Checker) verdictLocked(t *target, now time.Time) bool {
+	if !t.ejectedUntil.IsZero() && !now.Before(t.ejectedUntil) {
+		t.ejectedUntil = time.Time{}
+		t.lastEjectEnd = now
+		t.passiveReason = ""
+	}
+	healthy, reason := true, ""
+	switch {
+	case t.activeDown:
+		healthy, reason = false, t.activeReason
+	case !t.ejectedUntil.IsZero():
+		healthy, reason = false, t.passiveReason
+	}
+	if healthy == t.healthy && reason == t.reason {
+		return false
+	}
+	if healthy != t.healthy {
+		t.since = now
+		if healthy {
+			c.log.Info("backend back in rotation", zap.Stringer(keyBackend, t.addr))
+		} else {
+			c.log.Info("backend out of rotation", zap.Stringer(keyBackend, t.addr), zap.String("reason", reason))
+		}
+	}
+	t.healthy, t.reason = healthy, reason
+	return true
+}
+
+// probeLoop probes t with check every interval until ctx is done. The first
+// probe comes after a random share of the interval, and each start moves by
+// up to ±10%, so the probes of many backends spread out.
+func (c *Checker) probeLoop(ctx context.Context, t *target, check *discovery.HealthCheck) {
+	defer c.wg.Done()
+	interval := c.cfg.Interval
+	if check.Interval > 0 {
+		interval = check.Interval
+	}
+	timeout := min(c.cfg.Timeout, interval)
+	timer := time.NewTimer(c.jitter(interval, 1))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		start := time.Now()
+		err := c.cfg.Prober.Probe(ctx, t.addr, check, timeout)
+		if ctx.Err() != nil {
+			return // stopped mid-probe: the result is about a backend we no longer watch
+		}
+		c.record(t, check, err)
+		timer.Reset(max(c.jitter(interval, jitter)-time.Since(start), 0))
+	}
+}
