@@ -15,7 +15,7 @@ if ((${#suites[@]} == 0)); then
 	suites=(spine scale dns http churn)
 fi
 
-[[ -x bin/lb ]] || make build
+make -s build # always: a stale bin/lb would measure old code
 
 for s in "${suites[@]}"; do
 	echo "=== $s ($(date -u +%FT%TZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg))"
