@@ -5,6 +5,8 @@
 //     port, the simulator scales the app from 0 to 1 (emitting TASK_RUNNING),
 //     and the time until the client reads the new task's first byte through
 //     pacer is recorded, over -trials trials (median, p99);
+//   - event to changed DNS answer: the same scale-up, with a client asking
+//     for the app's SRV records until they appear;
 //   - connections per second through a service port against straight to the
 //     backend, each connection a dial plus one short reply, -conns workers,
 //     interleaved rounds.
@@ -29,6 +31,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
 )
@@ -86,6 +90,10 @@ func run(lbPath string, trials, conns int, dur time.Duration, rounds int) error 
 	if err != nil {
 		return err
 	}
+	dnsPort, err := freePort()
+	if err != nil {
+		return err
+	}
 	lo, hi := min(probePort, connPort), max(probePort, connPort)
 	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/probe", Instances: 0, ServicePorts: []int{probePort}, Run: helloTask}); err != nil {
 		return err
@@ -95,7 +103,8 @@ func run(lbPath string, trials, conns int, dur time.Duration, rounds int) error 
 	}
 
 	lb := exec.Command(lbPath, "--marathon", sim.URL(), "--bind", "127.0.0.1", "--ports", fmt.Sprintf("%d-%d", lo, hi),
-		"--admin", fmt.Sprintf("127.0.0.1:%d", adminPort), "--dns", "", "--log-level", "warn", "--log-format", "json")
+		"--admin", fmt.Sprintf("127.0.0.1:%d", adminPort), "--dns", fmt.Sprintf("127.0.0.1:%d", dnsPort),
+		"--log-level", "warn", "--log-format", "json")
 	lb.Stdout, lb.Stderr = os.Stderr, os.Stderr
 	lb.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := lb.Start(); err != nil {
@@ -151,7 +160,59 @@ func run(lbPath string, trials, conns int, dur time.Duration, rounds int) error 
 	fmt.Printf("event to first routed connection (%d trials): median %v, p99 %v, max %v\n\n",
 		len(lat), lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
 
-	// 2. Connections per second, through pacer and direct, interleaved.
+	// 2. Event to changed DNS answer: the same scale-up, with a client asking
+	// for the app's SRV records over UDP as fast as answers come back.
+	dnsConn, err := dns.Dial("udp", fmt.Sprintf("127.0.0.1:%d", dnsPort))
+	if err != nil {
+		return err
+	}
+	defer dnsConn.Close()
+	srv := new(dns.Msg).SetQuestion("_probe._tcp.marathon.mesos.", dns.TypeSRV)
+	answers := func() (int, error) {
+		_ = dnsConn.SetDeadline(time.Now().Add(time.Second))
+		if err := dnsConn.WriteMsg(srv); err != nil {
+			return 0, err
+		}
+		r, err := dnsConn.ReadMsg()
+		if err != nil {
+			return 0, err
+		}
+		return len(r.Answer), nil
+	}
+	var dnsLat []time.Duration
+	for i := range trials {
+		if err := sim.Scale("/probe", 0); err != nil {
+			return err
+		}
+		if err := waitFor(5*time.Second, func() bool { n, err := answers(); return err == nil && n == 0 }); err != nil {
+			return fmt.Errorf("dns trial %d: SRV answer never emptied", i)
+		}
+		t0 := time.Now()
+		if err := sim.Scale("/probe", 1); err != nil {
+			return err
+		}
+		for {
+			n, err := answers()
+			if err != nil {
+				return fmt.Errorf("dns trial %d: %w", i, err)
+			}
+			if n > 0 {
+				break
+			}
+			if time.Since(t0) > 5*time.Second {
+				return fmt.Errorf("dns trial %d: no SRV answer 5s after the event", i)
+			}
+		}
+		dnsLat = append(dnsLat, time.Since(t0))
+	}
+	if err := sim.Scale("/probe", 0); err != nil {
+		return err
+	}
+	slices.Sort(dnsLat)
+	fmt.Printf("event to changed DNS answer (%d trials): median %v, p99 %v, max %v\n\n",
+		len(dnsLat), dnsLat[len(dnsLat)/2].Round(time.Microsecond), dnsLat[len(dnsLat)*99/100].Round(time.Microsecond), dnsLat[len(dnsLat)-1].Round(time.Microsecond))
+
+	// 3. Connections per second, through pacer and direct, interleaved.
 	tasks := sim.Tasks("/conn")
 	if len(tasks) != 1 {
 		return fmt.Errorf("/conn has %d tasks", len(tasks))
