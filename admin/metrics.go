@@ -139,6 +139,19 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 		for _, p := range ports {
 			m.sample("pacer_tcp_connections_total", float64(p.Total), "port", strconv.Itoa(p.Port))
 		}
+		m.family("pacer_tcp_connections_failed_total", "counter", "Client connections closed without reaching a backend.")
+		for _, p := range ports {
+			m.sample("pacer_tcp_connections_failed_total", float64(p.Failed), "port", strconv.Itoa(p.Port))
+		}
+		m.family("pacer_tcp_dial_errors_total", "counter", "Failed connects to backends, retried or not.")
+		for _, p := range ports {
+			m.sample("pacer_tcp_dial_errors_total", float64(p.DialErrors), "port", strconv.Itoa(p.Port))
+		}
+		m.family("pacer_tcp_bytes_total", "counter", "Bytes forwarded, by direction (in: client to backend).")
+		for _, p := range ports {
+			m.sample("pacer_tcp_bytes_total", float64(p.BytesIn), "port", strconv.Itoa(p.Port), "direction", "in")
+			m.sample("pacer_tcp_bytes_total", float64(p.BytesOut), "port", strconv.Itoa(p.Port), "direction", "out")
+		}
 	}
 
 	if s.deps.HTTP != nil {
