@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -133,7 +134,7 @@ func (p *TCP) apply(snap *discovery.Snapshot) {
 // error; the next table change retries. Called with p.mu held.
 func (p *TCP) listen(ps *tcpPort) bool {
 	addr := net.JoinHostPort(p.bind, strconv.Itoa(ps.port))
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenConfig.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		if msg := err.Error(); msg != ps.bindErr {
 			ps.bindErr = msg

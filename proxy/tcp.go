@@ -175,7 +175,7 @@ func NewTCP(cfg TCPConfig, table *discovery.Table, log *zap.Logger) (*TCP, error
 		log:   log.Named("tcp"),
 		// Dialer.Timeout rather than a context per dial: the same bound,
 		// without allocating a context on every connection.
-		dialer: net.Dialer{Timeout: cfg.DialTimeout},
+		dialer: net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1},
 		// The floor keeps a tiny IdleTimeout from turning into a wakeup storm.
 		window:     max(min(cfg.IdleTimeout/4, maxCopyWindow), time.Millisecond),
 		ports:      map[int]*tcpPort{},
@@ -185,6 +185,15 @@ func NewTCP(cfg TCPConfig, table *discovery.Table, log *zap.Logger) (*TCP, error
 	p.killCtx, p.kill = context.WithCancel(context.Background())
 	return p, nil
 }
+
+// listenConfig opens service-port listeners whose connections get no TCP
+// keep-alive probes. Go turns them on by default for every accepted and
+// dialled socket, at four setsockopt calls each, which for a one-request
+// connection were more system calls than the bytes it carries; HAProxy does
+// not probe either unless told to (option tcpka). A peer that vanishes
+// without a FIN or RST is still closed by IdleTimeout. The dialer is set up
+// the same way (KeepAlive: -1).
+var listenConfig = net.ListenConfig{KeepAlive: -1}
 
 // carriesTCP is the default TCPConfig.Carries.
 func carriesTCP(s *discovery.Service) bool {

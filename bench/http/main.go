@@ -5,7 +5,8 @@
 //
 // -http is the vhost listener (Host bench.test), -http-port the HTTP-mode
 // service port and -tcp-port the TCP-mode service port. It prints "ready"
-// once every listener is open and runs until SIGINT/SIGTERM.
+// once every listener is open and runs until SIGINT/SIGTERM; -cpuprofile
+// writes a CPU profile of the whole run, for go tool pprof.
 package main
 
 import (
@@ -16,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -31,8 +33,23 @@ func main() {
 	vhost := flag.String("http", "127.0.0.1:0", "vhost listener address")
 	httpPort := flag.Int("http-port", 0, "HTTP-mode service port (required)")
 	tcpPort := flag.Int("tcp-port", 0, "TCP-mode service port (required)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
-	if err := run(*backend, *vhost, *httpPort, *tcpPort); err != nil {
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench/http:", err)
+			os.Exit(1)
+		}
+	}
+	err := run(*backend, *vhost, *httpPort, *tcpPort)
+	if *cpuprofile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/http:", err)
 		os.Exit(1)
 	}

@@ -47,7 +47,9 @@ type Config struct {
 	// that times out is answered 504 once no other backend is left to try.
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait from the end of the request to
-	// the response header (504 when it passes); 0 means 30s.
+	// the response header (504 when it passes); 0 means 30s. The bound is
+	// kept in coarse steps, so the 504 comes between this and an eighth
+	// more after the request was sent.
 	ResponseHeaderTimeout time.Duration
 	// BodyTimeout is the longest silence while a body streams, in either
 	// direction, and the write timeout towards clients; 0 means 60s.

@@ -266,7 +266,7 @@ func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int
 		return o, false, e
 	}
 
-	_ = c.nc.SetDeadline(time.Now().Add(p.cfg.ResponseHeaderTimeout))
+	c.armDeadline(time.Now())
 	h := &ctx.Request.Header
 	if _, err = c.bw.Write(h.Header()); err != nil {
 		return fail(failConn, err)
@@ -282,7 +282,8 @@ func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int
 			}
 			return fail(failBad, err)
 		}
-		_ = c.nc.SetDeadline(time.Now().Add(p.cfg.ResponseHeaderTimeout))
+		c.deadline = time.Time{} // copyBody moved the write deadline
+		c.armDeadline(time.Now())
 	}
 	if err == nil {
 		err = c.bw.Flush()
@@ -342,9 +343,10 @@ func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int
 	return okAnswer, true, nil
 }
 
-// release ends a request whose body was read in full.
+// release ends a request whose body was read in full. The deadlines stay:
+// the next request pushes them forward only when they come near (see
+// armDeadline), and an idle connection in the pool is not read.
 func (p *Proxy) release(c *bconn, keep bool) {
-	_ = c.nc.SetDeadline(time.Time{})
 	if keep {
 		c.b.put(c)
 	} else {

@@ -321,7 +321,11 @@ func (p *Proxy) apply(snap *discovery.Snapshot) {
 // listen opens hp's listener and serves it; called with p.lmu held.
 func (p *Proxy) listen(hp *httpPort) bool {
 	addr := net.JoinHostPort(p.cfg.Bind, strconv.Itoa(hp.port))
-	ln, err := net.Listen("tcp", addr)
+	// No TCP keep-alive probes on client connections: Go's default costs
+	// four setsockopt calls per accepted socket, as many system calls as a
+	// one-request connection's bytes take. ClientIdleTimeout closes a
+	// client that went silent.
+	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		if msg := err.Error(); msg != hp.bindErr {
 			hp.bindErr = msg
