@@ -92,7 +92,7 @@ func TestTCPBindFailureReportedAndRetried(t *testing.T) {
 	taken, free := ports[0], ports[1]
 	squatter, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", taken))
 	if err != nil {
-		t.Skipf("cannot take port %d for the test: %v", taken, err)
+		t.Fatalf("cannot take port %d for the test: %v", taken, err)
 	}
 	h := newHarness(t, TCPConfig{}, ports...)
 	be := startBackend(t, echo)
