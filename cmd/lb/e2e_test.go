@@ -111,6 +111,21 @@ func startSim(t testing.TB, cfg marathonsim.Config) *marathonsim.Server {
 	return sim
 }
 
+// startWeb runs a simulator with /web (HTTPHello tasks) on a free service
+// port, and a pacer in front of it that routes all of them.
+func startWeb(t *testing.T, instances int) (*marathonsim.Server, int, *pacer) {
+	t.Helper()
+	sim := startSim(t, marathonsim.Config{})
+	port := freePort(t)
+	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: instances, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
+		t.Fatal(err)
+	}
+	p := startPacer(t, sim.URL(), port, port)
+	p.waitReady(t)
+	eventually(t, 5*time.Second, fmt.Sprintf("%d backends routed", instances), func() bool { return backends(t, p, "/web") == instances })
+	return sim, port, p
+}
+
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -182,15 +197,8 @@ func httpGet(t testing.TB, url string) (int, string) {
 }
 
 func TestThreeTasksShareLoad(t *testing.T) {
-	sim := startSim(t, marathonsim.Config{})
-	port := freePort(t)
-	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 3, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
-		t.Fatal(err)
-	}
-	p := startPacer(t, sim.URL(), port, port)
-	p.waitReady(t)
+	_, port, _ := startWeb(t, 3)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	eventually(t, 5*time.Second, "three backends routed", func() bool { return backends(t, p, "/web") == 3 })
 
 	counts := map[string]int{}
 	for range 30 {
@@ -236,15 +244,8 @@ func backends(t testing.TB, p *pacer, app string) int {
 }
 
 func TestKilledTaskReplacementIsRouted(t *testing.T) {
-	sim := startSim(t, marathonsim.Config{})
-	port := freePort(t)
-	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 1, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
-		t.Fatal(err)
-	}
-	p := startPacer(t, sim.URL(), port, port)
-	p.waitReady(t)
+	sim, port, _ := startWeb(t, 1)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	eventually(t, 5*time.Second, "one backend routed", func() bool { return backends(t, p, "/web") == 1 })
 	_, first := httpGet(t, url)
 	old := sim.Tasks("/web")[0].ID
 	if !strings.Contains(first, old) {
@@ -262,14 +263,7 @@ func TestKilledTaskReplacementIsRouted(t *testing.T) {
 }
 
 func TestScaleToZeroAndBack(t *testing.T) {
-	sim := startSim(t, marathonsim.Config{})
-	port := freePort(t)
-	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 2, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
-		t.Fatal(err)
-	}
-	p := startPacer(t, sim.URL(), port, port)
-	p.waitReady(t)
-	eventually(t, 5*time.Second, "two backends", func() bool { return backends(t, p, "/web") == 2 })
+	sim, port, p := startWeb(t, 2)
 	if err := sim.Scale("/web", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -292,14 +286,7 @@ func TestScaleToZeroAndBack(t *testing.T) {
 // Marathon drops every stream while state changes without events; the
 // resync after the reconnect must converge.
 func TestDroppedStreamConvergesAfterResync(t *testing.T) {
-	sim := startSim(t, marathonsim.Config{})
-	port := freePort(t)
-	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 1, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
-		t.Fatal(err)
-	}
-	p := startPacer(t, sim.URL(), port, port)
-	p.waitReady(t)
-	eventually(t, 5*time.Second, "one backend", func() bool { return backends(t, p, "/web") == 1 })
+	sim, _, p := startWeb(t, 1)
 	sim.Silently(func() {
 		if err := sim.Scale("/web", 3); err != nil {
 			t.Error(err)
@@ -352,14 +339,7 @@ func TestMarathonDownAtStart(t *testing.T) {
 
 // Marathon goes away: pacer keeps serving the last table and says so.
 func TestMarathonGoneKeepsLastTable(t *testing.T) {
-	sim := startSim(t, marathonsim.Config{})
-	port := freePort(t)
-	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 2, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
-		t.Fatal(err)
-	}
-	p := startPacer(t, sim.URL(), port, port)
-	p.waitReady(t)
-	eventually(t, 5*time.Second, "two backends", func() bool { return backends(t, p, "/web") == 2 })
+	sim, port, p := startWeb(t, 2)
 	// Marathon answers 500 to everything and drops the stream.
 	sim.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
 		http.Error(w, "boom", http.StatusInternalServerError)
