@@ -155,9 +155,8 @@ func TestFaultSnapshot(t *testing.T) {
 			if tb.Snapshot() != good {
 				t.Fatal("the table changed")
 			}
-			if !logged(logs, tt.errHas) {
-				t.Errorf("no warning in the logs mentions %q", tt.errHas)
-			}
+			// The status is recorded before the warning is written.
+			waitFor(t, fmt.Sprintf("a warning in the logs mentioning %q", tt.errHas), func() bool { return logged(logs, tt.errHas) })
 
 			sim.Intercept(nil)
 			waitRecovered(t, "convergence", time.Now(), func() bool {
@@ -190,9 +189,9 @@ func TestFaultNoLeader(t *testing.T) {
 	if tb.Snapshot() != good {
 		t.Fatal("the table changed")
 	}
-	if !logged(logs, "no Marathon leader") || !logged(logs, "HTTP 502") {
-		t.Error("the logs do not say there is no leader")
-	}
+	waitFor(t, "the logs saying there is no leader", func() bool {
+		return logged(logs, "no Marathon leader") && logged(logs, "HTTP 502")
+	})
 	sim.Silently(func() {
 		if err := sim.Scale("/web", 3); err != nil {
 			t.Error(err)
