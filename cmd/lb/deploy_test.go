@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net"
 	"os"
 	"regexp"
+	"strconv"
 	"testing"
 )
 
@@ -60,6 +62,16 @@ type marathonApp struct {
 	Labels                     map[string]string `json:"labels"`
 }
 
+func mustPort(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	n, err2 := strconv.Atoi(p)
+	if err != nil || err2 != nil {
+		t.Fatalf("bad address %q", addr)
+	}
+	return n
+}
+
 // Marathon's rule for each path segment of an app id (PathId validation).
 var marathonIDSegment = regexp.MustCompile(`^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])$`)
 
@@ -82,11 +94,28 @@ func TestDeployMarathonJSONIsAcceptedByMarathon(t *testing.T) {
 	if app.CPUs <= 0 || app.Mem < 32 || app.Instances < 1 {
 		t.Errorf("resources: cpus %v mem %v instances %d", app.CPUs, app.Mem, app.Instances)
 	}
+	if app.Container.Type == "DOCKER" && app.Cmd != "" {
+		// Marathon runs a Docker app's cmd with /bin/sh -c, and the image
+		// (deploy/Dockerfile) is FROM scratch: no shell. The entrypoint is lb.
+		t.Errorf("cmd %q needs a shell the image does not have; leave it out and let the entrypoint run", app.Cmd)
+	}
 	if len(app.Networks) != 1 || app.Networks[0].Mode != "host" {
 		t.Errorf("pacer must use host networking to bind service ports on the agent: %+v", app.Networks)
 	}
 	if len(app.PortDefinitions) == 0 || app.PortDefinitions[0].Name != "admin" {
-		t.Fatalf("port 0 must be the admin port (lb serves admin on $PORT0): %+v", app.PortDefinitions)
+		t.Fatalf("port 0 must be the admin port (the health check's portIndex 0): %+v", app.PortDefinitions)
+	}
+	// Every port pacer binds is reserved for it: with requirePorts Mesos
+	// gives the task exactly these ports, so no other task lands on them.
+	if !app.RequirePorts {
+		t.Error("requirePorts must be true so the service-port range and DNS port are reserved")
+	}
+	declared := map[int]string{}
+	for _, pd := range app.PortDefinitions {
+		if _, dup := declared[pd.Port]; dup {
+			t.Errorf("port %d declared twice", pd.Port)
+		}
+		declared[pd.Port] = pd.Protocol
 	}
 	protocols := map[string]bool{"HTTP": true, "HTTPS": true, "TCP": true, "COMMAND": true, "MESOS_HTTP": true, "MESOS_HTTPS": true, "MESOS_TCP": true}
 	if len(app.HealthChecks) == 0 {
@@ -130,15 +159,31 @@ func TestDeployMarathonJSONIsAcceptedByMarathon(t *testing.T) {
 		t.Error("pacer's admin port must be kept out of pacer's and marathon-lb's rotation")
 	}
 	// The environment must be a configuration lb accepts, as Marathon runs it.
-	env := map[string]string{"PORT0": "31005", "MARATHON_APP_ID": app.ID, "HOST": "10.0.0.5"}
+	env := map[string]string{"MARATHON_APP_ID": app.ID, "HOST": "10.0.0.5"}
 	for k, v := range app.Env {
 		env[k] = v
 	}
+	env["PORT0"] = strconv.Itoa(app.PortDefinitions[0].Port) // requirePorts: PORT0 is the declared port
 	c, err := parseConfig("lb", nil, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatalf("lb rejects deploy/marathon.json's env: %v", err)
 	}
-	if c.admin != ":31005" || c.selfAppID != "/pacer" {
-		t.Errorf("admin %q, self %q", c.admin, c.selfAppID)
+	if c.selfAppID != "/pacer" {
+		t.Errorf("self %q", c.selfAppID)
+	}
+	for port := c.portMin; port <= c.portMax; port++ {
+		if _, ok := declared[port]; !ok {
+			t.Errorf("service port %d (PACER_PORTS) is not reserved in portDefinitions", port)
+		}
+	}
+	for name, addr := range map[string]string{"PACER_ADMIN": c.admin, "PACER_DNS": c.dns} {
+		_, p, _ := net.SplitHostPort(addr)
+		n, _ := strconv.Atoi(p)
+		if _, ok := declared[n]; !ok {
+			t.Errorf("%s port %d is not reserved in portDefinitions", name, n)
+		}
+	}
+	if declared[mustPort(t, c.dns)] != "udp,tcp" {
+		t.Errorf("the DNS port must be reserved for UDP and TCP, got %q", declared[mustPort(t, c.dns)])
 	}
 }
