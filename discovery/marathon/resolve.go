@@ -2,13 +2,13 @@ package marathon
 
 import (
 	"context"
-	"errors"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/pacer-lb/pacer/discovery"
 )
 
 // Resolver cache policy. Agent host names change address rarely; a failed
@@ -39,28 +39,10 @@ type resolver struct {
 func newResolver(custom func(ctx context.Context, host string) (netip.Addr, error)) *resolver {
 	r := &resolver{lookup: custom, now: time.Now}
 	if custom == nil {
-		r.lookup = defaultLookup
+		r.lookup = discovery.LookupHost
 		r.cache, _ = lru.New[string, resolveEntry](resolveCacheSize)
 	}
 	return r
-}
-
-// defaultLookup asks the system resolver and prefers IPv4, as marathon-lb's
-// gethostbyname does.
-func defaultLookup(ctx context.Context, host string) (netip.Addr, error) {
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	for _, a := range addrs {
-		if a.Unmap().Is4() {
-			return a.Unmap(), nil
-		}
-	}
-	if len(addrs) == 0 {
-		return netip.Addr{}, errors.New("no addresses")
-	}
-	return addrs[0], nil
 }
 
 // Resolve returns the address of host.

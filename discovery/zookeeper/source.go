@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -121,7 +120,7 @@ func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Source, error) {
 		cfg.CoalesceBurst = DefaultCoalesceBurst
 	}
 	if cfg.Resolve == nil {
-		cfg.Resolve = systemResolve
+		cfg.Resolve = discovery.LookupHost
 	}
 	if log == nil {
 		log = zap.NewNop()
@@ -223,21 +222,4 @@ func (s *Source) count(events, decodeErrors uint64) {
 	s.status.Events += events
 	s.status.DecodeErrors += decodeErrors
 	s.mu.Unlock()
-}
-
-// systemResolve looks host up with the system resolver, preferring IPv4.
-func systemResolve(ctx context.Context, host string) (netip.Addr, error) {
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	for _, a := range addrs {
-		if a.Unmap().Is4() {
-			return a.Unmap(), nil
-		}
-	}
-	if len(addrs) == 0 {
-		return netip.Addr{}, fmt.Errorf("no address for %s", host)
-	}
-	return addrs[0], nil
 }
