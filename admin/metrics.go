@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pacer-lb/pacer/proxy"
 	"github.com/pacer-lb/pacer/proxy/httpproxy"
 )
 
@@ -127,25 +128,20 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 
 	if s.deps.Ports != nil {
 		ports := s.deps.Ports()
-		m.family("pacer_tcp_listening", "gauge", "1 while the service port's listener is open.")
-		for _, p := range ports {
-			m.sample("pacer_tcp_listening", boolf(p.Listening), "port", strconv.Itoa(p.Port))
-		}
-		m.family("pacer_tcp_connections_active", "gauge", "Client connections open on the service port.")
-		for _, p := range ports {
-			m.sample("pacer_tcp_connections_active", float64(p.Active), "port", strconv.Itoa(p.Port))
-		}
-		m.family("pacer_tcp_connections_total", "counter", "Client connections accepted on the service port.")
-		for _, p := range ports {
-			m.sample("pacer_tcp_connections_total", float64(p.Total), "port", strconv.Itoa(p.Port))
-		}
-		m.family("pacer_tcp_connections_failed_total", "counter", "Client connections closed without reaching a backend.")
-		for _, p := range ports {
-			m.sample("pacer_tcp_connections_failed_total", float64(p.Failed), "port", strconv.Itoa(p.Port))
-		}
-		m.family("pacer_tcp_dial_errors_total", "counter", "Failed connects to backends, retried or not.")
-		for _, p := range ports {
-			m.sample("pacer_tcp_dial_errors_total", float64(p.DialErrors), "port", strconv.Itoa(p.Port))
+		for _, c := range []struct {
+			name, typ, help string
+			get             func(proxy.PortStatus) float64
+		}{
+			{"pacer_tcp_listening", "gauge", "1 while the service port's listener is open.", func(p proxy.PortStatus) float64 { return boolf(p.Listening) }},
+			{"pacer_tcp_connections_active", "gauge", "Client connections open on the service port.", func(p proxy.PortStatus) float64 { return float64(p.Active) }},
+			{"pacer_tcp_connections_total", "counter", "Client connections accepted on the service port.", func(p proxy.PortStatus) float64 { return float64(p.Total) }},
+			{"pacer_tcp_connections_failed_total", "counter", "Client connections closed without reaching a backend.", func(p proxy.PortStatus) float64 { return float64(p.Failed) }},
+			{"pacer_tcp_dial_errors_total", "counter", "Failed connects to backends, retried or not.", func(p proxy.PortStatus) float64 { return float64(p.DialErrors) }},
+		} {
+			m.family(c.name, c.typ, c.help)
+			for _, p := range ports {
+				m.sample(c.name, c.get(p), "port", strconv.Itoa(p.Port))
+			}
 		}
 		m.family("pacer_tcp_bytes_total", "counter", "Bytes forwarded, by direction (in: client to backend).")
 		for _, p := range ports {

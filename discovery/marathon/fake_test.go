@@ -286,6 +286,14 @@ func startSource(t *testing.T, cfg Config) (*Source, *discovery.Table) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	runSource(t, s, nil)
+	return s, table
+}
+
+// runSource runs s until the test ends; the cleanup checks that Run returns
+// nil promptly after cancel, then calls after (if set).
+func runSource(t *testing.T, s *Source, after func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -299,8 +307,10 @@ func startSource(t *testing.T, cfg Config) (*Source, *discovery.Table) {
 		case <-time.After(10 * time.Second):
 			t.Error("Run did not return after cancel")
 		}
+		if after != nil {
+			after()
+		}
 	})
-	return s, table
 }
 
 // backends lists "task@addr" of an app's first service in the table.

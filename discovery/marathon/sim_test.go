@@ -104,21 +104,7 @@ func startLogged(t *testing.T, cfg Config) (*Source, *discovery.Table, *observer
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-		checkNoSecrets(t, s, logs)
-	})
+	runSource(t, s, func() { checkNoSecrets(t, s, logs) })
 	return s, table, logs
 }
 

@@ -126,6 +126,27 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// rawBackend listens on a free loopback port and hands every accepted
+// connection to serve, on the accept loop's goroutine; it returns the address.
+func rawBackend(t *testing.T, serve func(net.Conn)) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			serve(c)
+		}
+	}()
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
 // httpBackend is a net/http test server; name is echoed in X-Backend.
 func httpBackend(t *testing.T, name string, h http.HandlerFunc) (*httptest.Server, netip.AddrPort) {
 	t.Helper()

@@ -148,22 +148,10 @@ func TestNoBackend503(t *testing.T) {
 func TestBadGatewayAndTimeout(t *testing.T) {
 	r := newRig(t, Config{ResponseHeaderTimeout: 300 * time.Millisecond})
 	// A backend that accepts and closes without answering.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			bufio.NewReader(c).ReadString('\n')
-			c.Close()
-		}
-	}()
-	closer := netip.MustParseAddrPort(ln.Addr().String())
+	closer := rawBackend(t, func(c net.Conn) {
+		bufio.NewReader(c).ReadString('\n')
+		c.Close()
+	})
 	release := make(chan struct{})
 	defer close(release)
 	_, slow := httpBackend(t, "slow", func(w http.ResponseWriter, req *http.Request) { <-release })
@@ -247,27 +235,14 @@ func TestRetryAfterTaskDeath(t *testing.T) {
 func TestNonIdempotentNotRetried(t *testing.T) {
 	r := newRig(t, Config{})
 	var hits atomic.Int64
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			br := bufio.NewReader(c)
-			http.ReadRequest(br)
-			hits.Add(1)
-			c.(*net.TCPConn).SetLinger(0)
-			c.Close()
-		}
-	}()
+	dying := rawBackend(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		hits.Add(1)
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	})
 	var other atomic.Int64
 	_, ok := httpBackend(t, "ok", func(w http.ResponseWriter, req *http.Request) { other.Add(1) })
-	dying := netip.MustParseAddrPort(ln.Addr().String())
 	r.apply(app("/web", 0, []string{"web.test"}, "", dying, ok))
 	c := client()
 	post := func() int {
