@@ -18,10 +18,11 @@
 // Each accepted connection runs on its own goroutine (plus one for the reverse
 // direction once it is connected). It reads the current snapshot with one
 // atomic load and no lock, picks a backend (round robin by default, see
-// balance.go), dials it, and then forwards with io.Copy between the two
-// *net.TCPConn, which on Linux is splice(2): bytes go socket to pipe to socket
-// inside the kernel and the forwarding path allocates nothing and touches no
-// shared memory per byte.
+// balance.go), dials it, and then forwards (conn.go, copyWindow): small
+// messages through a pooled buffer with raw reads and writes that keep the
+// scheduler's P (internal/fastconn), bulk data with splice(2), socket to pipe
+// to socket inside the kernel. The forwarding path allocates nothing, and an
+// idle connection holds no buffer.
 //
 // Each connection tells TCPConfig.Report (the health checker's passive
 // detection) how its backend did, once: a refused or timed-out connect per
@@ -29,7 +30,8 @@
 // connection before sending any.
 //
 // What the per-connection path must never do: take a lock on the byte path,
-// wrap the connections (a wrapper defeats splice), or log at Info. The one
+// hand io.Copy anything but the two *net.TCPConn (a wrapper defeats splice),
+// or log at Info. The one
 // shared structure it touches is the per-port connection tracker in drain.go,
 // once when a connection is established and once when it closes.
 package proxy

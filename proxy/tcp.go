@@ -112,7 +112,7 @@ type TCP struct {
 	table  *discovery.Table
 	log    *zap.Logger
 	dialer net.Dialer
-	// window is how long one io.Copy runs before the idle check.
+	// window is how long one copyWindow runs before the idle check.
 	window time.Duration
 
 	mu sync.Mutex // guards ports, outOfRange, closing

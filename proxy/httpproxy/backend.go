@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/pacer-lb/pacer/internal/fastconn"
 )
 
 // Buffer sizes of a backend connection. The read buffer also bounds a
@@ -105,10 +107,15 @@ func (b *backend) dial() (*bconn, error) {
 		return nil, &errDial{err}
 	}
 	tc := nc.(*net.TCPConn)
+	fc, err := fastconn.New(tc) // raw, batching reads and writes: see fastconn
+	if err != nil {
+		tc.Close()
+		return nil, &errDial{err}
+	}
 	c := &bconn{b: b, nc: tc}
 	c.rc, _ = tc.SyscallConn()
-	c.br = bufio.NewReaderSize(tc, backendReadBuf)
-	c.bw = bufio.NewWriterSize(tc, backendWriteBuf)
+	c.br = bufio.NewReaderSize(fc, backendReadBuf)
+	c.bw = bufio.NewWriterSize(fc, backendWriteBuf)
 	b.open.Add(1)
 	return c, nil
 }

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/fastconn"
 	"github.com/pacer-lb/pacer/proxy"
 )
 
@@ -571,7 +572,9 @@ func (p *Proxy) Totals() Totals {
 
 // limitListener holds a MaxConns token per accepted connection; the token
 // is returned when fasthttp reports the connection closed (or its tunnel
-// ends). It returns the *net.TCPConn unwrapped, so tunnels can splice.
+// ends). It hands fasthttp each connection as a fastconn.Conn, whose reads
+// and writes keep the scheduler's P and batch (see fastconn); a tunnel still
+// splices through the TCPConn inside.
 type limitListener struct {
 	net.Listener
 	sem  chan struct{}
@@ -594,7 +597,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		<-l.sem
 		return nil, err
 	}
-	return c, nil
+	if tc, ok := c.(*net.TCPConn); ok {
+		if fc, err := fastconn.New(tc); err == nil {
+			return fc, nil
+		}
+	}
+	return c, nil // a closed connection: fasthttp's first read fails
 }
 
 func (l *limitListener) Close() error {
