@@ -23,8 +23,8 @@ func (ps *tcpPort) pick(svc *discovery.Service, client *net.TCPConn) int {
 	n := uint64(len(svc.Backends))
 	switch svc.Balance {
 	case discovery.BalanceSource:
-		if a, ok := client.RemoteAddr().(*net.TCPAddr); ok {
-			return int(hashAddr(a.AddrPort().Addr().Unmap()) % n)
+		if h, ok := SourceHash(client.RemoteAddr()); ok {
+			return int(h % n)
 		}
 	case discovery.BalanceLeastConn:
 		return ps.leastConn(svc.Backends, ps.rr.Add(1)-1)
@@ -52,16 +52,25 @@ func (ps *tcpPort) leastConn(backends []discovery.Backend, off uint64) int {
 	return best
 }
 
-// hashAddr is FNV-1a over the address's 16-byte form; it does not allocate.
-func hashAddr(a netip.Addr) uint64 {
+// SourceHash is the "source" balancing hash of a client: FNV-1a over its
+// IP's 16-byte form (an IPv4-mapped address hashes as the IPv4 one), port
+// ignored, so both data planes keep a client on the same backend index while
+// the backend list is unchanged. ok is false when client is not a TCP
+// address. It does not allocate.
+func SourceHash(client net.Addr) (h uint64, ok bool) {
+	a, ok := client.(*net.TCPAddr)
+	if !ok {
+		return 0, false
+	}
+	ip, _ := netip.AddrFromSlice(a.IP)
 	const (
 		offset = 14695981039346656037
 		prime  = 1099511628211
 	)
-	h := uint64(offset)
-	for _, b := range a.As16() {
+	h = offset
+	for _, b := range ip.Unmap().As16() {
 		h ^= uint64(b)
 		h *= prime
 	}
-	return h
+	return h, true
 }

@@ -1,6 +1,8 @@
 // Package proxy holds pacer's data planes: the TCP proxy on every service
 // port (this file set: tcp.go, listeners.go, conn.go, balance.go, drain.go)
-// and the HTTP proxy.
+// and the HTTP proxy, and what both share: PortSet (portset.go), which
+// decides when a service port's listener opens and closes, PortStatus, and
+// SourceHash for "source" balancing.
 //
 // # TCP
 //

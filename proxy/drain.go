@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -153,10 +154,7 @@ func (p *TCP) closeAll() int {
 	p.killed.Store(true)
 	p.kill()
 	p.mu.Lock()
-	ports := make([]*tcpPort, 0, len(p.ports))
-	for _, ps := range p.ports {
-		ports = append(ports, ps)
-	}
+	ports := slices.Collect(p.ports.All())
 	p.mu.Unlock()
 	n := 0
 	for _, ps := range ports {

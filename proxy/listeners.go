@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -26,11 +27,11 @@ const (
 // tcpPort is one service port: its listener, counters and the tracker of
 // the connections open on it.
 type tcpPort struct {
+	p    *TCP
 	port int
 
 	// Guarded by TCP.mu.
-	ln      *net.TCPListener // nil while not listening
-	bindErr string           // last bind failure, "" after a success
+	ln *net.TCPListener // nil while not listening
 
 	// rr is the round-robin cursor; see balance.go.
 	rr atomic.Uint64
@@ -47,12 +48,11 @@ type tcpPort struct {
 	swept *discovery.Service
 }
 
-// status reads the counters. Called with TCP.mu held (for ln and bindErr).
-func (ps *tcpPort) status() PortStatus {
+// Status reads the counters. Called with TCP.mu held (for ln).
+func (ps *tcpPort) Status() PortStatus {
 	return PortStatus{
 		Port:       ps.port,
 		Listening:  ps.ln != nil,
-		Error:      ps.bindErr,
 		Active:     ps.active.Load(),
 		Total:      ps.accepted.Load(),
 		Failed:     ps.failed.Load(),
@@ -71,57 +71,19 @@ func (p *TCP) apply(snap *discovery.Snapshot) {
 			claimed[port] = true
 		}
 	}
-
-	type openedListener struct {
-		port int
-		addr net.Addr
-	}
-	var opened []openedListener
 	p.mu.Lock()
 	if p.closing {
 		p.mu.Unlock()
 		return
 	}
-	for port := range claimed {
-		if !p.inRange(port) {
-			if !p.outOfRange[port] {
-				p.outOfRange[port] = true
-				p.log.Info("service port outside the bindable range; not bound", zap.Int(keyPort, port),
-					zap.Int("port_min", p.cfg.PortMin), zap.Int("port_max", p.cfg.PortMax))
-			}
-			continue
-		}
-		ps := p.ports[port]
-		if ps == nil {
-			ps = &tcpPort{port: port, backends: map[netip.AddrPort]*backendConns{}}
-			p.ports[port] = ps
-		}
-		if ps.ln == nil && p.listen(ps) {
-			opened = append(opened, openedListener{port, ps.ln.Addr()})
-		}
-	}
-	for port := range p.outOfRange {
-		if !claimed[port] {
-			delete(p.outOfRange, port) // log again if it comes back
-		}
-	}
-	ports := make([]*tcpPort, 0, len(p.ports))
-	for port, ps := range p.ports {
-		if ps.ln != nil && !claimed[port] {
-			p.closeListener(ps)
-		}
-		if !claimed[port] {
-			// Forget a past bind failure: nobody wants this port now.
-			ps.bindErr = ""
-		}
-		ports = append(ports, ps)
-	}
+	opened := p.ports.Sync(claimed)
+	ports := slices.Collect(p.ports.All())
 	p.mu.Unlock()
 
 	// Outside the lock, so a hook may call Ports.
 	if hook := p.cfg.OnListening; hook != nil {
 		for _, o := range opened {
-			hook(o.port, o.addr)
+			hook(o.Port, o.Addr)
 		}
 	}
 	for _, ps := range ports {
@@ -129,35 +91,35 @@ func (p *TCP) apply(snap *discovery.Snapshot) {
 	}
 }
 
-// listen opens ps's listener and starts its accept loop, and reports whether
-// it did. A bind failure is kept for Ports and logged once per distinct
-// error; the next table change retries. Called with p.mu held.
-func (p *TCP) listen(ps *tcpPort) bool {
-	addr := net.JoinHostPort(p.bind, strconv.Itoa(ps.port))
-	ln, err := listenConfig.Listen(context.Background(), "tcp", addr)
+// Listen opens ps's listener and starts its accept loop. Called with p.mu
+// held, by PortSet.Sync.
+func (ps *tcpPort) Listen() (net.Addr, error) {
+	p := ps.p
+	ln, err := listenConfig.Listen(context.Background(), "tcp", net.JoinHostPort(p.bind, strconv.Itoa(ps.port)))
 	if err != nil {
-		if msg := err.Error(); msg != ps.bindErr {
-			ps.bindErr = msg
-			p.log.Info("cannot bind service port; retrying on the next table change", zap.Int(keyPort, ps.port), zap.Error(err))
-		}
-		return false
+		return nil, err
 	}
 	ps.ln = ln.(*net.TCPListener)
-	ps.bindErr = ""
 	p.log.Info("listener opened", zap.Int(keyPort, ps.port), zap.Stringer(keyAddr, ln.Addr()))
 	p.wg.Add(1)
 	go p.acceptLoop(ps, ps.ln)
-	return true
+	return ln.Addr(), nil
 }
 
-// closeListener closes ps's listener; its accept loop then returns. Open
+// Listening reports whether ps is bound. Called with p.mu held.
+func (ps *tcpPort) Listening() bool { return ps.ln != nil }
+
+// Busy reports whether connections are open on ps.
+func (ps *tcpPort) Busy() bool { return ps.active.Load() > 0 }
+
+// StopListening closes ps's listener; its accept loop then returns. Open
 // connections are not touched: sweep drains them. Called with p.mu held.
-func (p *TCP) closeListener(ps *tcpPort) {
+func (ps *tcpPort) StopListening() {
 	if err := ps.ln.Close(); err != nil {
-		p.log.Debug("closing listener", zap.Int(keyPort, ps.port), zap.Error(err))
+		ps.p.log.Debug("closing listener", zap.Int(keyPort, ps.port), zap.Error(err))
 	}
 	ps.ln = nil
-	p.log.Info("listener closed", zap.Int(keyPort, ps.port))
+	ps.p.log.Info("listener closed", zap.Int(keyPort, ps.port))
 }
 
 // closeListeners closes every listener and keeps them closed.
@@ -165,9 +127,9 @@ func (p *TCP) closeListeners() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closing = true
-	for _, ps := range p.ports {
-		if ps.ln != nil {
-			p.closeListener(ps)
+	for ps := range p.ports.All() {
+		if ps.Listening() {
+			ps.StopListening()
 		}
 	}
 }

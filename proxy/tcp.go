@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,12 +114,9 @@ type TCP struct {
 	// window is how long one copyWindow runs before the idle check.
 	window time.Duration
 
-	mu sync.Mutex // guards ports, outOfRange, closing
-	// ports holds every port that ever had a listener. It is bounded by the
-	// port range, and keeping entries keeps counters across unclaim/claim.
-	ports      map[int]*tcpPort
-	outOfRange map[int]bool // ports already logged as out of range
-	closing    bool         // Shutdown was called or Run returned: no listener opens
+	mu      sync.Mutex // guards ports, closing
+	ports   *PortSet[*tcpPort]
+	closing bool // Shutdown was called or Run returned: no listener opens
 
 	// quit is closed by Shutdown: held clients give up, Run returns.
 	quit     chan struct{}
@@ -177,11 +173,12 @@ func NewTCP(cfg TCPConfig, table *discovery.Table, log *zap.Logger) (*TCP, error
 		// without allocating a context on every connection.
 		dialer: net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1},
 		// The floor keeps a tiny IdleTimeout from turning into a wakeup storm.
-		window:     max(min(cfg.IdleTimeout/4, maxCopyWindow), time.Millisecond),
-		ports:      map[int]*tcpPort{},
-		outOfRange: map[int]bool{},
-		quit:       make(chan struct{}),
+		window: max(min(cfg.IdleTimeout/4, maxCopyWindow), time.Millisecond),
+		quit:   make(chan struct{}),
 	}
+	p.ports = NewPortSet(cfg.PortMin, cfg.PortMax, p.log, func(port int) *tcpPort {
+		return &tcpPort{p: p, port: port, backends: map[netip.AddrPort]*backendConns{}}
+	})
 	p.killCtx, p.kill = context.WithCancel(context.Background())
 	return p, nil
 }
@@ -269,36 +266,13 @@ func (p *TCP) Shutdown(ctx context.Context) error {
 // or holding connections. Sorted by port.
 func (p *TCP) Ports() []PortStatus {
 	snap := p.table.Snapshot()
+	var claimed []int
+	for _, port := range snap.Ports() {
+		if p.service(snap, port) != nil {
+			claimed = append(claimed, port)
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []PortStatus
-	seen := map[int]bool{}
-	for _, port := range snap.Ports() {
-		if p.service(snap, port) == nil {
-			continue
-		}
-		seen[port] = true
-		if !p.inRange(port) {
-			out = append(out, PortStatus{Port: port, Error: p.rangeError()})
-			continue
-		}
-		st := PortStatus{Port: port}
-		if ps := p.ports[port]; ps != nil {
-			st = ps.status()
-		}
-		out = append(out, st)
-	}
-	for port, ps := range p.ports {
-		if !seen[port] && (ps.ln != nil || ps.active.Load() > 0) {
-			out = append(out, ps.status())
-		}
-	}
-	slices.SortFunc(out, func(a, b PortStatus) int { return cmp.Compare(a.Port, b.Port) })
-	return out
-}
-
-func (p *TCP) inRange(port int) bool { return port >= p.cfg.PortMin && port <= p.cfg.PortMax }
-
-func (p *TCP) rangeError() string {
-	return fmt.Sprintf("outside --ports %d-%d; not bound", p.cfg.PortMin, p.cfg.PortMax)
+	return p.ports.Status(claimed)
 }

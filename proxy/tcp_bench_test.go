@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 // BenchmarkTCPProxyConnect measures one connection's life, connect + a
@@ -15,7 +17,7 @@ import (
 //
 //	go test -run '^$' -bench TCPProxy -benchmem -benchtime 2000x ./proxy/
 func BenchmarkTCPProxyConnect(b *testing.B) {
-	port := freePorts(b, 1)[0]
+	port := testnet.FreePorts(b, 1)[0]
 	h := newHarness(b, TCPConfig{}, port)
 	be := startBackend(b, echo)
 	put(h.table, service(port, be.addr))
@@ -51,7 +53,7 @@ func BenchmarkTCPProxyConnect(b *testing.B) {
 // BenchmarkTCPProxyStream echoes 32 KiB chunks over one connection through
 // the proxy: the byte path, which should report 0 allocs/op.
 func BenchmarkTCPProxyStream(b *testing.B) {
-	port := freePorts(b, 1)[0]
+	port := testnet.FreePorts(b, 1)[0]
 	h := newHarness(b, TCPConfig{}, port)
 	put(h.table, service(port, startBackend(b, echo).addr))
 	h.waitOpened(port, 1)
@@ -78,7 +80,7 @@ func BenchmarkTCPProxyStream(b *testing.B) {
 // so no other test allocates meanwhile; the allowance covers the runtime's
 // own odd allocation, not one per chunk.
 func TestTCPBytePathDoesNotAllocate(t *testing.T) {
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{}, port)
 	put(h.table, service(port, startBackend(t, echo).addr))
 	h.waitOpened(port, 1)

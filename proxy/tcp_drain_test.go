@@ -6,12 +6,14 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 func TestTCPRemovedBackendDrains(t *testing.T) {
 	t.Parallel()
 	const drain = time.Second
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{DrainTimeout: drain}, port)
 	a := startBackend(t, namedEcho("a"))
 	b := startBackend(t, namedEcho("b"))
@@ -45,7 +47,7 @@ func TestTCPRemovedBackendDrains(t *testing.T) {
 
 func TestTCPBackendBackStopsDraining(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{DrainTimeout: 300 * time.Millisecond}, port)
 	a := startBackend(t, echo)
 	put(h.table, service(port, a.addr))
@@ -58,7 +60,7 @@ func TestTCPBackendBackStopsDraining(t *testing.T) {
 	put(h.table, service(port, a.addr))
 	eventually(t, "drain to stop", func() bool { return !h.draining(port, a.addr) })
 	h.p.mu.Lock()
-	ps := h.p.ports[port]
+	ps, _ := h.p.ports.Get(port)
 	h.p.mu.Unlock()
 	ps.mu.Lock()
 	for c := ps.backends[a.addr].head; c != nil; c = c.next {
@@ -74,7 +76,7 @@ func TestTCPBackendBackStopsDraining(t *testing.T) {
 
 func TestTCPShutdownDrains(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{}, port)
 	put(h.table, service(port, startBackend(t, echo).addr))
 	h.waitOpened(port, 1)
@@ -108,7 +110,7 @@ func TestTCPShutdownDrains(t *testing.T) {
 
 func TestTCPShutdownDeadlineClosesConnections(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{DrainTimeout: waitFor, WaitForBackend: waitFor}, port)
 	put(h.table, service(port, startBackend(t, echo).addr))
 	h.waitOpened(port, 1)
@@ -127,7 +129,7 @@ func TestTCPShutdownDeadlineClosesConnections(t *testing.T) {
 
 func TestTCPShutdownReleasesHeldClients(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{WaitForBackend: time.Hour}, port)
 	put(h.table, service(port))
 	h.waitOpened(port, 1)

@@ -23,26 +23,6 @@ import (
 // milliseconds.
 const waitFor = 10 * time.Second
 
-// freePorts returns n distinct ports that were free on 127.0.0.1 a moment
-// ago (all held open together, so they differ).
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return ports
-}
-
 // backend is a test server on 127.0.0.1:0 running handle per connection.
 type backend struct {
 	addr netip.AddrPort
@@ -295,7 +275,7 @@ func refused(port int) bool {
 // connections to addr.
 func (h *harness) draining(port int, addr netip.AddrPort) bool {
 	h.p.mu.Lock()
-	ps := h.p.ports[port]
+	ps, _ := h.p.ports.Get(port)
 	h.p.mu.Unlock()
 	if ps == nil {
 		return false

@@ -8,11 +8,12 @@ import (
 	"testing"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 func TestTCPListenerFollowsClaims(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{}, port)
 	a := startBackend(t, echo)
 	b := startBackend(t, echo)
@@ -35,7 +36,7 @@ func TestTCPListenerFollowsClaims(t *testing.T) {
 		}
 	}
 	// Another app changing does not touch this port either.
-	other := freePorts(t, 1)[0]
+	other := testnet.FreePorts(t, 1)[0]
 	put(h.table, service(other, a.addr))
 	if n := h.openedCount(port); n != 1 {
 		t.Fatalf("listener opened %d times across backend changes, want 1", n)
@@ -57,7 +58,7 @@ func TestTCPListenerFollowsClaims(t *testing.T) {
 
 func TestTCPHTTPModePortIsNotBound(t *testing.T) {
 	t.Parallel()
-	ports := freePorts(t, 2)
+	ports := testnet.FreePorts(t, 2)
 	h := newHarness(t, TCPConfig{}, ports...)
 	web := service(ports[0], startBackend(t, echo).addr)
 	web.Services[0].Mode = discovery.ModeHTTP
@@ -70,7 +71,7 @@ func TestTCPHTTPModePortIsNotBound(t *testing.T) {
 
 func TestTCPOutOfRangePortNotBound(t *testing.T) {
 	t.Parallel()
-	ports := freePorts(t, 2)
+	ports := testnet.FreePorts(t, 2)
 	in, out := ports[0], ports[1]
 	h := newHarness(t, TCPConfig{PortMin: in, PortMax: in}, in)
 	be := startBackend(t, echo)
@@ -88,7 +89,7 @@ func TestTCPOutOfRangePortNotBound(t *testing.T) {
 
 func TestTCPBindFailureReportedAndRetried(t *testing.T) {
 	t.Parallel()
-	ports := freePorts(t, 2)
+	ports := testnet.FreePorts(t, 2)
 	taken, free := ports[0], ports[1]
 	squatter, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", taken))
 	if err != nil {

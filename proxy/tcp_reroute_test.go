@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/pacer-lb/pacer/health"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 // A backend that accepts and then resets before either side sent a byte (a
@@ -14,7 +15,7 @@ import (
 // nothing: pacer gives it another backend. The outcome reaches Report.
 func TestTCPRerouteBackendResetBeforeAnyByte(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	var mu sync.Mutex
 	outcomes := map[netip.AddrPort]map[health.Outcome]int{}
 	h := newHarness(t, TCPConfig{Report: func(a netip.AddrPort, o health.Outcome) {

@@ -13,11 +13,12 @@ import (
 	"time"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 func TestTCPForwardsRequestAndReply(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{}, port)
 	be := startBackend(t, echo)
 	put(h.table, service(port, be.addr))
@@ -36,7 +37,7 @@ func TestTCPForwardsRequestAndReply(t *testing.T) {
 
 func TestTCPRoundRobin(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{}, port)
 	var addrs []netip.AddrPort
 	for _, name := range []string{"a", "b", "c"} {
@@ -65,7 +66,7 @@ func TestTCPRoundRobin(t *testing.T) {
 
 func TestTCPSourceBalanceSticksToOneBackend(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{}, port)
 	app := service(port, startBackend(t, namedEcho("a")).addr, startBackend(t, namedEcho("b")).addr)
 	app.Services[0].Balance = discovery.BalanceSource
@@ -82,7 +83,7 @@ func TestTCPSourceBalanceSticksToOneBackend(t *testing.T) {
 
 func TestTCPLeastConn(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{}, port)
 	app := service(port, startBackend(t, namedEcho("a")).addr, startBackend(t, namedEcho("b")).addr)
 	app.Services[0].Balance = discovery.BalanceLeastConn
@@ -100,7 +101,7 @@ func TestTCPLeastConn(t *testing.T) {
 
 func TestTCPSkipsDeadBackend(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{}, port)
 	live := startBackend(t, namedEcho("live"))
 	put(h.table, service(port, deadAddr(t), live.addr, deadAddr(t)))
@@ -124,7 +125,7 @@ func TestTCPSkipsDeadBackend(t *testing.T) {
 // service port must reach it.
 func TestTCPHoldsClientUntilBackendAppears(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{WaitForBackend: waitFor}, port)
 	put(h.table, service(port)) // the port is claimed, nothing routable
 	h.waitOpened(port, 1)
@@ -148,7 +149,7 @@ func TestTCPHoldsClientUntilBackendAppears(t *testing.T) {
 
 func TestTCPHeldClientRetriesWhenEveryDialFails(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{WaitForBackend: waitFor}, port)
 	put(h.table, service(port, deadAddr(t))) // listed, but dead (TASK_KILLED not seen yet)
 	h.waitOpened(port, 1)
@@ -167,7 +168,7 @@ func TestTCPHeldClientRetriesWhenEveryDialFails(t *testing.T) {
 func TestTCPNoBackendClosesAfterWait(t *testing.T) {
 	t.Parallel()
 	const wait = 150 * time.Millisecond
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{WaitForBackend: wait}, port)
 	put(h.table, service(port))
 	h.waitOpened(port, 1)
@@ -189,7 +190,7 @@ func TestTCPNoBackendClosesAfterWait(t *testing.T) {
 
 func TestTCPHalfClose(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{}, port)
 	// The backend answers only after the client's EOF.
 	be := startBackend(t, func(c *net.TCPConn) {
@@ -217,7 +218,7 @@ func TestTCPHalfClose(t *testing.T) {
 
 func TestTCPBackendResetResetsClient(t *testing.T) {
 	t.Parallel()
-	port := freePorts(t, 1)[0]
+	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{}, port)
 	be := startBackend(t, func(c *net.TCPConn) {
 		c.Read(make([]byte, 1))
@@ -240,7 +241,7 @@ func TestTCPIdleTimeout(t *testing.T) {
 
 	t.Run("idle both ways is closed", func(t *testing.T) {
 		t.Parallel()
-		port := freePorts(t, 1)[0]
+		port := testnet.FreePorts(t, 1)[0]
 		h := newHarness(t, TCPConfig{IdleTimeout: idle}, port)
 		put(h.table, service(port, startBackend(t, echo).addr))
 		h.waitOpened(port, 1)
@@ -261,7 +262,7 @@ func TestTCPIdleTimeout(t *testing.T) {
 	const chunks = 20 // at 30ms each: 2x the idle timeout
 	t.Run("backend streaming to a silent client stays", func(t *testing.T) {
 		t.Parallel()
-		port := freePorts(t, 1)[0]
+		port := testnet.FreePorts(t, 1)[0]
 		h := newHarness(t, TCPConfig{IdleTimeout: idle}, port)
 		put(h.table, service(port, startBackend(t, func(c *net.TCPConn) {
 			tick := time.NewTicker(30 * time.Millisecond)
@@ -281,7 +282,7 @@ func TestTCPIdleTimeout(t *testing.T) {
 	})
 	t.Run("client streaming to a silent backend stays", func(t *testing.T) {
 		t.Parallel()
-		port := freePorts(t, 1)[0]
+		port := testnet.FreePorts(t, 1)[0]
 		h := newHarness(t, TCPConfig{IdleTimeout: idle}, port)
 		put(h.table, service(port, startBackend(t, func(c *net.TCPConn) {
 			n, _ := io.Copy(io.Discard, c) // silent until the client's EOF

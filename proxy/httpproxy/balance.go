@@ -3,9 +3,9 @@ package httpproxy
 import (
 	"math/rand/v2"
 	"net"
-	"net/netip"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/proxy"
 )
 
 // p2cAbove: leastconn scans every backend's outstanding requests up to this
@@ -32,9 +32,8 @@ func (r *route) pick(client net.Addr) int {
 	}
 	switch r.svc.Balance {
 	case discovery.BalanceSource:
-		if a, ok := client.(*net.TCPAddr); ok {
-			ip, _ := netip.AddrFromSlice(a.IP)
-			return int(hashAddr(ip.Unmap()) % n)
+		if h, ok := proxy.SourceHash(client); ok {
+			return int(h % n)
 		}
 	case discovery.BalanceLeastConn:
 		if n > p2cAbove {
@@ -59,18 +58,4 @@ func (r *route) pick(client net.Addr) int {
 		return best
 	}
 	return int((r.st.rr.Add(1) - 1) % n)
-}
-
-// hashAddr is FNV-1a over the address's 16-byte form; it does not allocate.
-func hashAddr(a netip.Addr) uint64 {
-	const (
-		offset = 14695981039346656037
-		prime  = 1099511628211
-	)
-	h := uint64(offset)
-	for _, b := range a.As16() {
-		h ^= uint64(b)
-		h *= prime
-	}
-	return h
 }

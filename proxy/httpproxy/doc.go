@@ -4,9 +4,9 @@
 //
 // cmd/lb builds one Proxy with New, runs Proxy.Run on its own goroutine (it
 // opens and closes service-port listeners as the discovery.Table changes,
-// with the same rules as proxy.TCP), passes the --http listener, if any, to
-// Proxy.ServeVHost on another goroutine, and calls Proxy.Shutdown when it
-// stops. The admin listener reads Proxy.Ports and Proxy.Stats.
+// through the same proxy.PortSet as proxy.TCP), passes the --http listener,
+// if any, to Proxy.ServeVHost on another goroutine, and calls Proxy.Shutdown
+// when it stops. The admin listener reads Proxy.Ports and Proxy.Stats.
 //
 // # The request path
 //

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 // waitFor bounds how long a test waits for a condition; a bound for a broken
@@ -115,17 +116,6 @@ func (r *rig) apply(apps ...*discovery.App) {
 	r.table.Apply(discovery.Update{Source: "test", Apps: apps})
 }
 
-// freePort returns a port that was free on 127.0.0.1 a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // rawBackend listens on a free loopback port and hands every accepted
 // connection to serve, on the accept loop's goroutine; it returns the address.
 func rawBackend(t *testing.T, serve func(net.Conn)) netip.AddrPort {
@@ -163,7 +153,7 @@ func httpBackend(t *testing.T, name string, h http.HandlerFunc) (*httptest.Serve
 
 // deadAddr returns an address nothing listens on.
 func deadAddr(t *testing.T) netip.AddrPort {
-	return netip.MustParseAddrPort("127.0.0.1:" + strconv.Itoa(freePort(t)))
+	return netip.MustParseAddrPort("127.0.0.1:" + strconv.Itoa(testnet.FreePort(t)))
 }
 
 // client returns a keep-alive net/http client that does not follow redirects.

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 func TestVHostRouting(t *testing.T) {
@@ -81,7 +82,7 @@ func TestHeaders(t *testing.T) {
 		w.Header().Set("Proxy-Connection", "keep-alive")
 		io.WriteString(w, "ok")
 	})
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	r.apply(app("/web", port, []string{"web.test"}, "", b))
 	addr := r.waitPort(port)
 
@@ -134,7 +135,7 @@ func TestHeaders(t *testing.T) {
 
 func TestNoBackend503(t *testing.T) {
 	r := newRig(t, Config{RetryAfter: 2 * time.Second})
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	r.apply(app("/shop/web", port, []string{"web.test"}, ""))
 	addr := r.waitPort(port)
 	for _, target := range []struct{ addr, host string }{{addr, ""}, {r.vhost, "web.test"}} {
@@ -485,7 +486,7 @@ func TestRedirectToHTTPS(t *testing.T) {
 func TestLimitsAndRefusals(t *testing.T) {
 	r := newRig(t, Config{ReadHeaderTimeout: 300 * time.Millisecond, MaxHeaderBytes: 4096, MaxRequestBodySize: 1000})
 	_, b := httpBackend(t, "b", nil)
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	r.apply(app("/web", port, []string{"web.test"}, "", b))
 	portAddr := r.waitPort(port)
 
@@ -559,7 +560,7 @@ func TestLimitsAndRefusals(t *testing.T) {
 func TestServicePortListeners(t *testing.T) {
 	r := newRig(t, Config{})
 	_, b := httpBackend(t, "b", nil)
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	r.apply(app("/web", port, nil, "", b))
 	addr := r.waitPort(port)
 	c := client()
@@ -571,7 +572,7 @@ func TestServicePortListeners(t *testing.T) {
 		t.Fatalf("ports: %+v", ps)
 	}
 	// A TCP-mode service on a port is not ours.
-	tcpPort := freePort(t)
+	tcpPort := testnet.FreePort(t)
 	tcpApp := app("/tcp", tcpPort, nil, "", b)
 	tcpApp.Services[0].Mode = discovery.ModeTCP
 	r.apply(tcpApp)

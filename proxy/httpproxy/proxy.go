@@ -40,11 +40,10 @@ type Proxy struct {
 	backends map[netip.AddrPort]*backend
 	states   map[discovery.ServiceKey]*svcState
 
-	lmu        sync.Mutex // guards ports, vhosts, outOfRange, closing
-	ports      map[int]*httpPort
-	vhosts     []*httpPort
-	outOfRange map[int]bool
-	closing    bool
+	lmu     sync.Mutex // guards ports, vhosts, closing
+	ports   *proxy.PortSet[*httpPort]
+	vhosts  []*httpPort
+	closing bool
 
 	// sem holds one token per open client connection (MaxConns).
 	sem     chan struct{}
@@ -62,12 +61,12 @@ type Proxy struct {
 
 // httpPort is one listener: a service port, or a --http listener.
 type httpPort struct {
+	p     *Proxy
 	port  int
 	vhost bool
 	// Guarded by Proxy.lmu.
-	ln      *limitListener
-	srv     *fasthttp.Server
-	bindErr string
+	ln  *limitListener
+	srv *fasthttp.Server
 
 	accepted atomic.Uint64
 	active   atomic.Int64
@@ -95,13 +94,14 @@ func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Proxy, error) {
 		retryAfter: strconv.AppendInt(nil, int64(math.Ceil(cfg.RetryAfter.Seconds())), 10),
 		backends:   map[netip.AddrPort]*backend{},
 		states:     map[discovery.ServiceKey]*svcState{},
-		ports:      map[int]*httpPort{},
-		outOfRange: map[int]bool{},
 		sem:        make(chan struct{}, cfg.MaxConns),
 		conns:      map[net.Conn]*httpPort{},
 		tunnels:    map[net.Conn]*net.TCPConn{},
 		quit:       make(chan struct{}),
 	}
+	p.ports = proxy.NewPortSet(cfg.PortMin, cfg.PortMax, p.log, func(port int) *httpPort {
+		return &httpPort{p: p, port: port}
+	})
 	return p, nil
 }
 
@@ -270,57 +270,24 @@ func (p *Proxy) apply(snap *discovery.Snapshot) {
 			claimed[port] = true
 		}
 	}
-	type opened struct {
-		port int
-		addr net.Addr
-	}
-	var open []opened
 	p.lmu.Lock()
 	if p.closing {
 		p.lmu.Unlock()
 		return
 	}
-	for port := range claimed {
-		if !p.inRange(port) {
-			if !p.outOfRange[port] {
-				p.outOfRange[port] = true
-				p.log.Info("service port outside the bindable range; not bound", zap.Int("port", port),
-					zap.Int("port_min", p.cfg.PortMin), zap.Int("port_max", p.cfg.PortMax))
-			}
-			continue
-		}
-		hp := p.ports[port]
-		if hp == nil {
-			hp = &httpPort{port: port}
-			p.ports[port] = hp
-		}
-		if hp.ln == nil && p.listen(hp) {
-			open = append(open, opened{port, hp.ln.Addr()})
-		}
-	}
-	for port := range p.outOfRange {
-		if !claimed[port] {
-			delete(p.outOfRange, port)
-		}
-	}
-	for port, hp := range p.ports {
-		if !claimed[port] {
-			if hp.ln != nil {
-				p.closePort(hp, p.cfg.DrainTimeout)
-			}
-			hp.bindErr = ""
-		}
-	}
+	opened := p.ports.Sync(claimed)
 	p.lmu.Unlock()
 	if hook := p.cfg.OnListening; hook != nil {
-		for _, o := range open {
-			hook(o.port, o.addr)
+		for _, o := range opened {
+			hook(o.Port, o.Addr)
 		}
 	}
 }
 
-// listen opens hp's listener and serves it; called with p.lmu held.
-func (p *Proxy) listen(hp *httpPort) bool {
+// Listen opens hp's listener and serves it. Called with p.lmu held, by
+// PortSet.Sync.
+func (hp *httpPort) Listen() (net.Addr, error) {
+	p := hp.p
 	addr := net.JoinHostPort(p.cfg.Bind, strconv.Itoa(hp.port))
 	// No TCP keep-alive probes on client connections: Go's default costs
 	// four setsockopt calls per accepted socket, as many system calls as a
@@ -328,19 +295,36 @@ func (p *Proxy) listen(hp *httpPort) bool {
 	// client that went silent.
 	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", addr)
 	if err != nil {
-		if msg := err.Error(); msg != hp.bindErr {
-			hp.bindErr = msg
-			p.log.Info("cannot bind service port; retrying on the next table change", zap.Int("port", hp.port), zap.Error(err))
-		}
-		return false
+		return nil, err
 	}
-	hp.bindErr = ""
 	hp.ln = p.limit(ln)
 	hp.srv = p.newServer(hp, p.servePort(hp))
 	p.log.Info("http listener opened", zap.Int("port", hp.port), zap.Stringer("addr", ln.Addr()))
 	p.wg.Add(1)
 	go p.serveListener(hp.srv, hp.ln)
-	return true
+	return ln.Addr(), nil
+}
+
+// Listening reports whether hp is bound. Called with p.lmu held.
+func (hp *httpPort) Listening() bool { return hp.ln != nil }
+
+// Busy reports whether client connections are open on hp.
+func (hp *httpPort) Busy() bool { return hp.active.Load() > 0 }
+
+// StopListening stops hp's listener; its in-flight requests finish
+// (answered with Connection: close) within DrainTimeout. Called with p.lmu
+// held.
+func (hp *httpPort) StopListening() {
+	srv, ln := hp.srv, hp.ln
+	hp.srv, hp.ln = nil, nil
+	ln.Close()
+	hp.p.log.Info("http listener closed", zap.Int("port", hp.port))
+	drain := hp.p.cfg.DrainTimeout
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		_ = srv.ShutdownWithContext(ctx)
+	}()
 }
 
 func (p *Proxy) serveListener(srv *fasthttp.Server, ln net.Listener) {
@@ -350,32 +334,16 @@ func (p *Proxy) serveListener(srv *fasthttp.Server, ln net.Listener) {
 	}
 }
 
-// closePort stops hp's listener; its in-flight requests finish (answered
-// with Connection: close) within drain. Called with p.lmu held.
-func (p *Proxy) closePort(hp *httpPort, drain time.Duration) {
-	srv, ln := hp.srv, hp.ln
-	hp.srv, hp.ln = nil, nil
-	ln.Close()
-	p.log.Info("http listener closed", zap.Int("port", hp.port))
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), drain)
-		defer cancel()
-		_ = srv.ShutdownWithContext(ctx)
-	}()
-}
-
 func (p *Proxy) closePortListeners() {
 	p.lmu.Lock()
 	defer p.lmu.Unlock()
 	p.closing = true
-	for _, hp := range p.ports {
+	for hp := range p.ports.All() {
 		if hp.ln != nil {
 			hp.ln.Close()
 		}
 	}
 }
-
-func (p *Proxy) inRange(port int) bool { return port >= p.cfg.PortMin && port <= p.cfg.PortMax }
 
 // ServeVHost serves the --http listener: every HTTP-mode service with a
 // VHOST, routed by Host and PATH. It returns when ln is closed or Shutdown
@@ -419,7 +387,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.lmu.Lock()
 	p.closing = true
 	var srvs []*fasthttp.Server
-	for _, hp := range p.ports {
+	for hp := range p.ports.All() {
 		if hp.srv != nil {
 			srvs = append(srvs, hp.srv)
 			hp.ln.Close()
@@ -503,43 +471,26 @@ func (p *Proxy) killAll() int {
 // left (per-service 502/503/504 are in Stats).
 func (p *Proxy) Ports() []proxy.PortStatus {
 	snap := p.table.Snapshot()
+	var claimed []int
+	for _, port := range snap.Ports() {
+		if s := snap.Service(port); s != nil && p.cfg.Carries(s) {
+			claimed = append(claimed, port)
+		}
+	}
 	p.lmu.Lock()
 	defer p.lmu.Unlock()
-	var out []proxy.PortStatus
-	seen := map[int]bool{}
-	for _, port := range snap.Ports() {
-		if s := snap.Service(port); s == nil || !p.cfg.Carries(s) {
-			continue
-		}
-		seen[port] = true
-		if !p.inRange(port) {
-			out = append(out, proxy.PortStatus{Port: port, Error: fmt.Sprintf("outside --ports %d-%d; not bound", p.cfg.PortMin, p.cfg.PortMax)})
-			continue
-		}
-		st := proxy.PortStatus{Port: port}
-		if hp := p.ports[port]; hp != nil {
-			st = hp.status()
-		}
-		out = append(out, st)
-	}
-	for port, hp := range p.ports {
-		if !seen[port] && (hp.ln != nil || hp.active.Load() > 0) {
-			out = append(out, hp.status())
-		}
-	}
-	slices.SortFunc(out, func(a, b proxy.PortStatus) int { return cmp.Compare(a.Port, b.Port) })
+	out := p.ports.Status(claimed)
 	for _, hp := range p.vhosts {
-		out = append(out, hp.status())
+		out = append(out, hp.Status())
 	}
 	return out
 }
 
-// status reads hp's counters; called with p.lmu held.
-func (hp *httpPort) status() proxy.PortStatus {
+// Status reads hp's counters; called with p.lmu held.
+func (hp *httpPort) Status() proxy.PortStatus {
 	return proxy.PortStatus{
 		Port:      hp.port,
 		Listening: hp.ln != nil,
-		Error:     hp.bindErr,
 		Active:    hp.active.Load(),
 		Total:     hp.accepted.Load(),
 		Failed:    hp.failed.Load(),

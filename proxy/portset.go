@@ -1,0 +1,153 @@
+package proxy
+
+import (
+	"cmp"
+	"fmt"
+	"iter"
+	"maps"
+	"net"
+	"slices"
+
+	"go.uber.org/zap"
+)
+
+// PortListener is one service port's listener as a data plane keeps it; a
+// PortSet decides when it opens and closes. Its methods run with the plane's
+// listener lock held.
+type PortListener interface {
+	// Listen binds the port, starts serving it and returns the bound
+	// address.
+	Listen() (net.Addr, error)
+	// Listening reports whether the port is bound now.
+	Listening() bool
+	// StopListening closes the listener. What happens to the connections
+	// open on it is the plane's business (drained, in both planes).
+	StopListening()
+	// Status reports the port and its counters; PortSet fills in Error.
+	Status() PortStatus
+	// Busy reports whether connections are still open on the port.
+	Busy() bool
+}
+
+// PortSet is the listener bookkeeping both data planes share: which service
+// ports are bound, the bindable range (a port outside it is logged once,
+// and again only if it leaves and comes back), and each port's last bind
+// failure, kept for Status and logged once per distinct error; the next
+// Sync retries. It keeps an entry for every port it ever bound, so counters
+// survive a service leaving and coming back; the range bounds them.
+//
+// A PortSet is not safe for concurrent use: the plane calls it with its
+// listener lock held.
+type PortSet[P PortListener] struct {
+	min, max   int
+	log        *zap.Logger
+	newPort    func(port int) P
+	ports      map[int]P
+	bindErr    map[int]string
+	outOfRange map[int]bool
+}
+
+// NewPortSet returns an empty set for ports min to max; newPort makes a
+// port's entry the first time it is claimed.
+func NewPortSet[P PortListener](min, max int, log *zap.Logger, newPort func(port int) P) *PortSet[P] {
+	return &PortSet[P]{
+		min: min, max: max, log: log, newPort: newPort,
+		ports: map[int]P{}, bindErr: map[int]string{}, outOfRange: map[int]bool{},
+	}
+}
+
+// Opened is a listener Sync opened, for the plane's OnListening hook, which
+// runs after the lock is released so that it may call the plane.
+type Opened struct {
+	Port int
+	Addr net.Addr
+}
+
+// Sync binds every claimed port in range that is not bound, and stops the
+// listeners of the ports no longer claimed. It returns the listeners it
+// opened.
+func (s *PortSet[P]) Sync(claimed map[int]bool) []Opened {
+	var opened []Opened
+	for port := range claimed {
+		if !s.InRange(port) {
+			if !s.outOfRange[port] {
+				s.outOfRange[port] = true
+				s.log.Info("service port outside the bindable range; not bound", zap.Int(keyPort, port),
+					zap.Int("port_min", s.min), zap.Int("port_max", s.max))
+			}
+			continue
+		}
+		ps, ok := s.ports[port]
+		if !ok {
+			ps = s.newPort(port)
+			s.ports[port] = ps
+		}
+		if ps.Listening() {
+			continue
+		}
+		addr, err := ps.Listen()
+		if err != nil {
+			if msg := err.Error(); msg != s.bindErr[port] {
+				s.bindErr[port] = msg
+				s.log.Info("cannot bind service port; retrying on the next table change", zap.Int(keyPort, port), zap.Error(err))
+			}
+			continue
+		}
+		delete(s.bindErr, port)
+		opened = append(opened, Opened{port, addr})
+	}
+	for port := range s.outOfRange {
+		if !claimed[port] {
+			delete(s.outOfRange, port) // log again if it comes back
+		}
+	}
+	for port, ps := range s.ports {
+		if claimed[port] {
+			continue
+		}
+		if ps.Listening() {
+			ps.StopListening()
+		}
+		delete(s.bindErr, port) // nobody wants the port now
+	}
+	return opened
+}
+
+// InRange reports whether port may be bound.
+func (s *PortSet[P]) InRange(port int) bool { return port >= s.min && port <= s.max }
+
+// Get returns port's entry, if the port was ever claimed in range.
+func (s *PortSet[P]) Get(port int) (P, bool) {
+	ps, ok := s.ports[port]
+	return ps, ok
+}
+
+// All yields the entry of every port ever claimed in range.
+func (s *PortSet[P]) All() iter.Seq[P] { return maps.Values(s.ports) }
+
+// Status reports the ports claimed now, in range or not, and those still
+// listening or holding connections, sorted by port.
+func (s *PortSet[P]) Status(claimed []int) []PortStatus {
+	out := make([]PortStatus, 0, len(claimed))
+	seen := make(map[int]bool, len(claimed))
+	for _, port := range claimed {
+		seen[port] = true
+		if !s.InRange(port) {
+			out = append(out, PortStatus{Port: port, Error: fmt.Sprintf("outside --ports %d-%d; not bound", s.min, s.max)})
+			continue
+		}
+		st := PortStatus{Port: port}
+		if ps, ok := s.ports[port]; ok {
+			st = ps.Status()
+		}
+		st.Error = s.bindErr[port]
+		out = append(out, st)
+	}
+	for port, ps := range s.ports {
+		if !seen[port] && (ps.Listening() || ps.Busy()) {
+			out = append(out, ps.Status())
+		}
+	}
+	slices.SortFunc(out, func(a, b PortStatus) int { return cmp.Compare(a.Port, b.Port) })
+	return out
+}
