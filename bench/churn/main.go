@@ -26,7 +26,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -36,6 +35,7 @@ import (
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
 	"github.com/pacer-lb/pacer/internal/churn"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 func main() {
@@ -56,28 +56,15 @@ func main() {
 	}
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 func run(lbPath string, dur, every, grace, learn time.Duration, workers int) (bool, error) {
 	sim := marathonsim.New(marathonsim.Config{})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		return false, err
 	}
 	defer sim.Close()
-	var ports [3]int
-	for i := range ports {
-		p, err := freePort()
-		if err != nil {
-			return false, err
-		}
-		ports[i] = p
+	ports, err := testnet.Ports(3)
+	if err != nil {
+		return false, err
 	}
 	httpPort, tcpPort, adminPort := ports[0], ports[1], ports[2]
 	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/churn-http", Instances: 4, ServicePorts: []int{httpPort},

@@ -18,25 +18,10 @@ ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-for cmd in go dnsperf nsd dig; do
-	if ! command -v "$cmd" >/dev/null 2>&1; then
-		echo "bench/dns: $cmd not found; install with: apt-get install -y dnsperf nsd bind9-dnsutils" >&2
-		exit 1
-	fi
-done
-
-work=$(mktemp -d /tmp/pacer-dnsbench.XXXXXX)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+# shellcheck source=../lib.sh
+source "$root/bench/lib.sh"
+need "apt-get install -y dnsperf nsd bind9-dnsutils" go dnsperf nsd dig
+start_work dnsbench
 
 # free_port prints a port that is free for UDP and TCP on 127.0.0.1 right now.
 free_port() {

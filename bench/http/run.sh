@@ -24,25 +24,10 @@ BULK_MB=${BULK_MB:-64}
 CONNS=${CONNS:-50}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-for cmd in go nginx haproxy wrk ss; do
-	if ! command -v "$cmd" >/dev/null 2>&1; then
-		echo "bench/http: $cmd not found; install with: apt-get install -y nginx-light haproxy wrk iproute2" >&2
-		exit 1
-	fi
-done
-
-work=$(mktemp -d /tmp/pacer-httpbench.XXXXXX)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+# shellcheck source=../lib.sh
+source "$root/bench/lib.sh"
+need "apt-get install -y nginx-light haproxy wrk iproute2" go nginx haproxy wrk ss
+start_work httpbench
 
 # pick_ports sets PORTS to n distinct ports free on 127.0.0.1 in any state,
 # below the usual ephemeral range (32768+) so a busy client cannot hold them.

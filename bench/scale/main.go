@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/pacer-lb/pacer/internal/fixtures"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 const probeApp = "/bench/probe"
@@ -108,21 +109,16 @@ func (m *marathon) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func run(lbPath string, trials, resyncs, tasksPerApp int) error {
 	apps, err := fixtures.Cluster(fixtures.GroupTree1000(), tasksPerApp)
 	if err != nil {
 		return err
 	}
-	probePort := freePort()
+	ports, err := testnet.Ports(2)
+	if err != nil {
+		return err
+	}
+	probePort, adminPort := ports[0], ports[1]
 	probe := fmt.Sprintf(`{"id":%q,"instances":0,"portDefinitions":[{"port":%d,"protocol":"tcp"}],"networks":[{"mode":"host"}],"labels":{},"version":"2020-03-05T10:14:50.512Z","tasks":[]}`, probeApp, probePort)
 	apps = append(apps, fixtures.App{ID: probeApp, JSON: json.RawMessage(probe)})
 	m := &marathon{body: fixtures.AppsJSON(apps), byID: map[string][]byte{}, stream: make(chan []byte, 16)}
@@ -135,7 +131,6 @@ func run(lbPath string, trials, resyncs, tasksPerApp int) error {
 	}
 	go func() { _ = http.Serve(mln, m) }()
 
-	adminPort := freePort()
 	lb := exec.Command(lbPath, "--marathon", "http://"+mln.Addr().String(), "--bind", "127.0.0.1",
 		"--ports", fmt.Sprintf("%d-%d", probePort, probePort), "--admin", fmt.Sprintf("127.0.0.1:%d", adminPort),
 		"--dns", "", "--log-format", "json")

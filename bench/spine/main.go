@@ -35,6 +35,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 func main() {
@@ -63,37 +64,17 @@ func helloTask(ctx context.Context, ln net.Listener, taskID string) {
 	}
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 func run(lbPath string, trials, conns int, dur time.Duration, rounds int) error {
 	sim := marathonsim.New(marathonsim.Config{})
 	if err := sim.Start("127.0.0.1:0"); err != nil {
 		return err
 	}
 	defer sim.Close()
-	probePort, err := freePort()
+	ports, err := testnet.Ports(4)
 	if err != nil {
 		return err
 	}
-	connPort, err := freePort()
-	if err != nil {
-		return err
-	}
-	adminPort, err := freePort()
-	if err != nil {
-		return err
-	}
-	dnsPort, err := freePort()
-	if err != nil {
-		return err
-	}
+	probePort, connPort, adminPort, dnsPort := ports[0], ports[1], ports[2], ports[3]
 	lo, hi := min(probePort, connPort), max(probePort, connPort)
 	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/probe", Instances: 0, ServicePorts: []int{probePort}, Run: helloTask}); err != nil {
 		return err

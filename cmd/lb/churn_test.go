@@ -14,6 +14,7 @@ import (
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
 	"github.com/pacer-lb/pacer/internal/churn"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 // The short form of bench/churn: continuous load on a service of four tasks
@@ -26,7 +27,7 @@ const churnFor = 4 * time.Second
 func churnApp(t *testing.T, hc *marathonsim.HealthCheck, run marathonsim.TaskFunc) (*marathonsim.Server, *pacer, string) {
 	t.Helper()
 	sim := startSim(t, marathonsim.Config{})
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/churn", Instances: 4, ServicePorts: []int{port}, HealthCheck: hc, Run: run}); err != nil {
 		t.Fatal(err)
 	}

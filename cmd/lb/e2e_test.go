@@ -16,18 +16,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
-
-// freePort returns a TCP port that was free a moment ago on 127.0.0.1.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // pacer is one running lb, as a test sees it.
 type pacer struct {
@@ -116,7 +106,7 @@ func startSim(t testing.TB, cfg marathonsim.Config) *marathonsim.Server {
 func startWeb(t *testing.T, instances int) (*marathonsim.Server, int, *pacer) {
 	t.Helper()
 	sim := startSim(t, marathonsim.Config{})
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: instances, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +148,7 @@ func readHello(addr string) (string, error) {
 // the task alive at that moment every time.
 func TestSeedExampleHundredConnections(t *testing.T) {
 	sim := startSim(t, marathonsim.Config{})
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/marathon-nc", Instances: 1, ServicePorts: []int{port}, Run: marathonsim.OneShotHello(false)}); err != nil {
 		t.Fatal(err)
 	}
@@ -303,8 +293,8 @@ func TestDroppedStreamConvergesAfterResync(t *testing.T) {
 
 // Marathon is not up when pacer starts: pacer retries and serves once it answers.
 func TestMarathonDownAtStart(t *testing.T) {
-	marathonAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	port := freePort(t)
+	marathonAddr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t))
+	port := testnet.FreePort(t)
 	p := startPacer(t, "http://"+marathonAddr, port, port)
 
 	resp, err := http.Get(p.admin + "/healthz")

@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 // An app labelled with a VHOST is served in HTTP mode on its service port and
 // through the --http listener by Host; an unknown Host gets 404.
 func TestHTTPModeAndVirtualHost(t *testing.T) {
 	sim := startSim(t, marathonsim.Config{})
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	if err := sim.CreateApp(marathonsim.AppSpec{
 		ID: "/shop/web", Instances: 2, ServicePorts: []int{port},
 		Labels: map[string]string{"HAPROXY_0_VHOST": "web.example.com"},
@@ -23,7 +24,7 @@ func TestHTTPModeAndVirtualHost(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t))
 	p := startPacer(t, sim.URL(), port, port, func(c *config) { c.httpAddr = httpAddr })
 	p.waitReady(t)
 	eventually(t, 5*time.Second, "two backends", func() bool { return backends(t, p, "/shop/web") == 2 })

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 // Stopping (SIGTERM cancels run's context): /healthz fails first, the
@@ -17,7 +18,7 @@ import (
 // until it ends, and run returns nil (exit 0).
 func TestStopDrainsOpenConnections(t *testing.T) {
 	sim := startSim(t, marathonsim.Config{})
-	port := freePort(t)
+	port := testnet.FreePort(t)
 	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 1, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
 		t.Fatal(err)
 	}

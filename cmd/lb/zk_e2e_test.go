@@ -12,6 +12,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
+	"github.com/pacer-lb/pacer/internal/testnet"
 	"github.com/pacer-lb/pacer/internal/zktest"
 )
 
@@ -58,7 +59,7 @@ func TestZooKeeperLeaderAndServices(t *testing.T) {
 	zks := zktest.Start(t)
 	c := zks.Conn(t)
 	sim := startSim(t, marathonsim.Config{})
-	webPort, dbPort := freePort(t), freePort(t)
+	webPort, dbPort := testnet.FreePort(t), testnet.FreePort(t)
 	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 1, ServicePorts: []int{webPort}, Run: marathonsim.HTTPHello()}); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/dnsserver"
+	"github.com/pacer-lb/pacer/internal/testnet"
 	"github.com/pacer-lb/pacer/internal/zktest"
 	"github.com/pacer-lb/pacer/proxy"
 )
@@ -30,7 +31,7 @@ func TestMembersRouteAndResolve(t *testing.T) {
 	zktest.EnsurePath(t, c, "/e2e")
 	b1, b2 := backend(t, "one"), backend(t, "two")
 
-	servicePort := freePort(t)
+	servicePort := testnet.FreePort(t)
 	table := discovery.NewTable()
 	runSource(t, Config{Servers: srv.Servers(), Services: []ServiceSpec{{"e2e", "/e2e", servicePort}}}, table)
 	listening := make(chan struct{}, 1)
@@ -146,14 +147,4 @@ func lookup(t *testing.T, server, name string, qtype uint16) []string {
 		}
 	}
 	return out
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

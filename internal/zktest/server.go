@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 // Where Debian's zookeeper package puts things (zkEnv.sh: CLASSPATH=
@@ -68,7 +70,7 @@ func Start(t testing.TB) *Server {
 	// Another process may take the free port between choosing and binding
 	// it; try a few ports before giving up.
 	for attempt := 0; ; attempt++ {
-		s.port = freePort(t)
+		s.port = testnet.FreePort(t)
 		err := s.start()
 		if err == nil {
 			return s
@@ -274,16 +276,6 @@ func (s *Server) Conn(t testing.TB) *zk.Conn {
 type quiet struct{}
 
 func (quiet) Printf(string, ...any) {}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // tail returns the last lines of the server's log, for failure messages.
 func tail(path string) string {
