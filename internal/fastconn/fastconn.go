@@ -85,6 +85,10 @@ func New(tc *net.TCPConn) (*Conn, error) {
 	return c, nil
 }
 
+// SyscallConn returns the raw connection c made for its own calls, rather
+// than a new one as the TCPConn's would.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
+
 // Read reads like net.Conn's Read, deadlines included.
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
@@ -218,7 +222,7 @@ func (c *Conn) opError(op string, errno syscall.Errno) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
 }
 
-// Pool is a pool of equal-sized read buffers for ReadPooled.
+// Pool is a pool of equal-sized buffers, for ReadPooled and other copies.
 type Pool struct {
 	p    sync.Pool
 	size int

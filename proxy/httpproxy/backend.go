@@ -113,7 +113,7 @@ func (b *backend) dial() (*bconn, error) {
 		return nil, &errDial{err}
 	}
 	c := &bconn{b: b, nc: tc}
-	c.rc, _ = tc.SyscallConn()
+	c.rc, _ = fc.SyscallConn()
 	c.br = bufio.NewReaderSize(fc, backendReadBuf)
 	c.bw = bufio.NewWriterSize(fc, backendWriteBuf)
 	b.open.Add(1)

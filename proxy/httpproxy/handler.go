@@ -7,13 +7,13 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"github.com/pacer-lb/pacer/health"
+	"github.com/pacer-lb/pacer/internal/fastconn"
 )
 
 const (
@@ -27,7 +27,7 @@ const (
 	copyBuf = 32 << 10
 )
 
-var copyPool = sync.Pool{New: func() any { b := make([]byte, copyBuf); return &b }}
+var copyPool = fastconn.NewPool(copyBuf)
 
 // outcome classifies a failed attempt.
 type outcome uint8
@@ -387,7 +387,7 @@ func (p *Proxy) copyBody(ctx *fasthttp.RequestCtx, c *bconn, cl int) error {
 	if src == nil {
 		return nil
 	}
-	bp := copyPool.Get().(*[]byte)
+	bp := copyPool.Get()
 	defer copyPool.Put(bp)
 	buf := *bp
 	client := ctx.Conn()
