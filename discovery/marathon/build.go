@@ -118,29 +118,6 @@ func protocolOf(p string) discovery.Protocol {
 	return discovery.ProtoTCP
 }
 
-// httpCheckOn reports whether the app has an HTTP-like health check on port
-// index n. A check without portIndex and port targets index 0 (Marathon's
-// default); a check with a fixed port number is not tied to an index.
-func httpCheckOn(a *appDef, n int) bool {
-	for _, hc := range a.HealthChecks {
-		idx := 0
-		switch {
-		case hc.PortIndex != nil:
-			idx = *hc.PortIndex
-		case hc.Port != nil:
-			continue
-		}
-		if idx != n {
-			continue
-		}
-		switch strings.ToUpper(hc.Protocol) {
-		case "HTTP", "HTTPS", "MESOS_HTTP", "MESOS_HTTPS":
-			return true
-		}
-	}
-	return false
-}
-
 // builder turns the source's private app state into discovery.App values.
 type builder struct {
 	resolve         func(host string) (netip.Addr, error)

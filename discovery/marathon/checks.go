@@ -63,7 +63,9 @@ func healthChecks(a *appDef, nports int) ([]*discovery.HealthCheck, error) {
 
 // marathonCheckOn returns the check pacer can run for the app's Marathon
 // health check on port index n, or nil. An HTTP(S) check wins over a TCP
-// one on the same index: it says more.
+// one on the same index: it says more. A check without portIndex and port
+// targets index 0 (Marathon's default); a check with a fixed port number is
+// not tied to an index.
 func marathonCheckOn(a *appDef, n int) *discovery.HealthCheck {
 	var best *discovery.HealthCheck
 	for _, hc := range a.HealthChecks {
@@ -94,6 +96,13 @@ func marathonCheckOn(a *appDef, n int) *discovery.HealthCheck {
 		}
 	}
 	return best
+}
+
+// httpCheckOn reports whether the app has an HTTP(S) health check on port
+// index n, which makes the port an HTTP-mode one.
+func httpCheckOn(a *appDef, n int) bool {
+	c := marathonCheckOn(a, n)
+	return c != nil && c.Protocol != discovery.CheckTCP
 }
 
 var errIntervalRange = errors.New("interval out of range")

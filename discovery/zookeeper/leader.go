@@ -125,14 +125,7 @@ func (w *LeaderWatcher) Status() discovery.SourceStatus {
 	w.mu.Lock()
 	st := w.status
 	w.mu.Unlock()
-	if s := w.sess.Load(); s != nil {
-		st.Connected = s.isConnected()
-		n, _ := s.counts()
-		if n > 1 {
-			st.Reconnects = n - 1
-		}
-	}
-	return st
+	return w.sess.Load().report(st)
 }
 
 // Run follows the leader until ctx is done, then returns nil. ZooKeeper

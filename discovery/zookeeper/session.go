@@ -10,6 +10,8 @@ import (
 
 	"github.com/go-zookeeper/zk"
 	"go.uber.org/zap"
+
+	"github.com/pacer-lb/pacer/discovery"
 )
 
 // Defaults for zero values in configurations.
@@ -148,11 +150,20 @@ func (s *session) waitReady() <-chan struct{} {
 	return s.ready
 }
 
-// isConnected reports whether the client has a session now.
-func (s *session) isConnected() bool {
+// report fills in what st says about the session: Connected while it is
+// up, and Reconnects as the sessions established after the first. s may be
+// nil (Run has not dialled yet): st is returned as it is.
+func (s *session) report(st discovery.SourceStatus) discovery.SourceStatus {
+	if s == nil {
+		return st
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.connected
+	st.Connected = s.connected
+	if s.sessions > 1 {
+		st.Reconnects = s.sessions - 1
+	}
+	return st
 }
 
 // counts returns sessions established and expiries so far.

@@ -142,14 +142,7 @@ func (s *Source) Status() discovery.SourceStatus {
 	s.mu.Lock()
 	st := s.status
 	s.mu.Unlock()
-	if sess := s.sess.Load(); sess != nil {
-		st.Connected = sess.isConnected()
-		n, _ := sess.counts()
-		if n > 1 {
-			st.Reconnects = n - 1
-		}
-	}
-	return st
+	return s.sess.Load().report(st)
 }
 
 // Run follows every service until ctx is done, then returns nil, leaving the
