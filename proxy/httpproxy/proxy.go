@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -528,32 +529,71 @@ func (p *Proxy) Totals() Totals {
 // splices through the TCPConn inside.
 type limitListener struct {
 	net.Listener
+	log  *zap.Logger
 	sem  chan struct{}
 	done chan struct{}
 	once sync.Once
 }
 
 func (p *Proxy) limit(ln net.Listener) *limitListener {
-	return &limitListener{Listener: ln, sem: p.sem, done: make(chan struct{})}
+	return &limitListener{Listener: ln, log: p.log, sem: p.sem, done: make(chan struct{})}
 }
 
+// Accept returns the next connection. Running out of descriptors or memory
+// (EMFILE, ENFILE, ENOBUFS, ENOMEM) pauses accepting, as net/http does,
+// rather than ending it: fasthttp stops serving a listener for good on any
+// accept error it does not take for a timeout, and these pass once
+// connections close.
 func (l *limitListener) Accept() (net.Conn, error) {
 	select {
 	case l.sem <- struct{}{}:
 	case <-l.done:
 		return nil, net.ErrClosed
 	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		if fc, err := fastconn.New(tc); err == nil {
-			return fc, nil
+	var pause time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			if tc, ok := c.(*net.TCPConn); ok {
+				if fc, err := fastconn.New(tc); err == nil {
+					return fc, nil
+				}
+			}
+			return c, nil // a closed connection: fasthttp's first read fails
+		}
+		if !isResourceShortage(err) {
+			<-l.sem
+			return nil, err
+		}
+		if pause == 0 {
+			l.log.Warn("accept failed, pausing", zap.Stringer("addr", l.Addr()), zap.Error(err))
+		}
+		pause = min(max(2*pause, acceptPauseMin), acceptPauseMax)
+		select {
+		case <-time.After(pause):
+		case <-l.done:
+			<-l.sem
+			return nil, net.ErrClosed
 		}
 	}
-	return c, nil // a closed connection: fasthttp's first read fails
+}
+
+// After running out of resources, Accept pauses from 5 ms, doubling to 1 s.
+const (
+	acceptPauseMin = 5 * time.Millisecond
+	acceptPauseMax = time.Second
+)
+
+func isResourceShortage(err error) bool {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return false
+	}
+	switch errno {
+	case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM:
+		return true
+	}
+	return false
 }
 
 func (l *limitListener) Close() error {

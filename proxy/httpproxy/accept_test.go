@@ -1,0 +1,117 @@
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/pacer-lb/pacer/discovery"
+)
+
+// A process out of descriptors cannot accept; fasthttp gives a listener up
+// for good on such an error. The proxy must pause instead and serve the
+// waiting client once descriptors are free again.
+func TestServesAgainAfterRunningOutOfDescriptors(t *testing.T) {
+	_, be := httpBackend(t, "a", nil)
+	core, logs := observer.New(zap.WarnLevel)
+	table := discovery.NewTable()
+	p, err := New(Config{PortMin: 1024, PortMax: 65535, Bind: "127.0.0.1"}, table, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table.Apply(discovery.Update{Source: "test", Apps: []*discovery.App{app("/a", 0, []string{"a.test"}, "", be)}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.ServeVHost(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Shutdown(ctx)
+		<-served
+	})
+	const req = "GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+	if got := rawExchange(t, ln.Addr().String(), req); !strings.HasSuffix(got, "\r\n\r\na") {
+		t.Fatalf("before: %q", got)
+	}
+
+	// Lower the descriptor limit to a little above what is open, fill the
+	// rest, and give one back for the client's socket: its connection then
+	// completes in the listen backlog, where the proxy cannot take it.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	low := lim
+	low.Cur = uint64(len(fds) + 32)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	var fillers []*os.File
+	release := func() {
+		for _, f := range fillers {
+			f.Close()
+		}
+		fillers = nil
+	}
+	t.Cleanup(func() {
+		release()
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	})
+	for {
+		f, err := os.Open(os.DevNull)
+		if errors.Is(err, syscall.EMFILE) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		fillers = append(fillers, f)
+	}
+	fillers[len(fillers)-1].Close()
+	fillers = fillers[:len(fillers)-1]
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	deadline := time.Now().Add(waitFor)
+	for logs.FilterMessage("accept failed, pausing").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy never reported the failed accept; logs: %v", logs.All())
+		}
+		time.Sleep(time.Millisecond) // polling a condition, bounded above
+	}
+	release()
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+
+	_ = c.SetDeadline(time.Now().Add(waitFor))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || !strings.HasPrefix(string(got), "HTTP/1.1 200") || !strings.HasSuffix(string(got), "\r\n\r\na") {
+		t.Fatalf("after: %q, %v", got, err)
+	}
+	select {
+	case err := <-served:
+		t.Fatalf("ServeVHost returned: %v", err)
+	default:
+	}
+}
