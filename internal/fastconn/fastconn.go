@@ -27,8 +27,10 @@
 //     would keep something runnable and starve everyone still waiting in
 //     the poller (p99 over 30 ms in that version).
 //
-// Everything else (deadlines, the poller, Close, CloseWrite, and splice
-// through ReadFrom and WriteTo) is the embedded *net.TCPConn's.
+// Splice moves bulk data between two Conns with raw splice(2) calls, for
+// the same reason as the first point. Everything else (deadlines, the
+// poller, Close, CloseWrite, and the net package's own splice through
+// ReadFrom and WriteTo) is the embedded *net.TCPConn's.
 package fastconn
 
 import (
@@ -57,6 +59,7 @@ type Conn struct {
 
 	// Method values made once: a method value made per call allocates.
 	readFn, readPooledFn, writeFn func(fd uintptr) bool
+	spliceInFn, spliceOutFn       func(fd uintptr) bool
 
 	// Read state.
 	rbuf   []byte
@@ -66,11 +69,14 @@ type Conn struct {
 	rerr   syscall.Errno
 	waited bool   // this read returned to the poller at least once
 	seen   uint64 // pollWakeups when this connection last yielded
+	sp     *pipe  // Splice: the pipe being filled, and how much went in
+	sn     int
 
 	// Write state.
 	wbuf  []byte
 	wn    int
 	werr  syscall.Errno
+	wp    *pipe       // Splice: the pipe being emptied
 	wrote atomic.Bool // a write happened since the last read
 }
 
@@ -82,6 +88,7 @@ func New(tc *net.TCPConn) (*Conn, error) {
 	}
 	c := &Conn{TCPConn: tc, rc: rc}
 	c.readFn, c.readPooledFn, c.writeFn = c.read, c.readPooled, c.write
+	c.spliceInFn, c.spliceOutFn = c.spliceInRaw, c.spliceOutRaw
 	return c, nil
 }
 

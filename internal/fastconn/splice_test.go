@@ -1,0 +1,101 @@
+package fastconn
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestSpliceMovesEverythingToEOF sends more than a pipe holds through
+// Splice, to a slow reader, and checks every byte, the count and the EOF.
+func TestSpliceMovesEverythingToEOF(t *testing.T) {
+	src, in := pair(t)
+	dst, out := pair(t)
+	want := make([]byte, 8<<20+123)
+	for i := range want {
+		want[i] = byte(i * 13)
+	}
+	go func() {
+		in.Write(want)
+		in.CloseWrite()
+	}()
+	got := make(chan []byte, 1)
+	go func() {
+		var buf bytes.Buffer
+		chunk := make([]byte, 4096) // slower than the splice: dst must wait
+		for {
+			n, err := out.Read(chunk)
+			buf.Write(chunk[:n])
+			if err != nil {
+				break
+			}
+		}
+		got <- buf.Bytes()
+	}()
+	n, err := Splice(dst, src)
+	if err != nil || n != int64(len(want)) {
+		t.Fatalf("Splice: %d, %v; want %d, nil", n, err, len(want))
+	}
+	dst.CloseWrite()
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("the far end got %d bytes, not the %d sent", len(b), len(want))
+	}
+}
+
+// TestSpliceStopsAtReadDeadline: the deadline ends a Splice waiting for
+// data with a timeout, after passing on what came before it.
+func TestSpliceStopsAtReadDeadline(t *testing.T) {
+	src, in := pair(t)
+	dst, out := pair(t)
+	in.Write([]byte("before"))
+	src.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	n, err := Splice(dst, src)
+	if !errors.Is(err, os.ErrDeadlineExceeded) || n != 6 {
+		t.Fatalf("Splice past the deadline: %d, %v; want 6, a timeout", n, err)
+	}
+	got := make([]byte, 6)
+	if _, err := io.ReadFull(out, got); err != nil || string(got) != "before" {
+		t.Fatalf("far end read %q, %v", got, err)
+	}
+}
+
+func TestSpliceReportsPeerReset(t *testing.T) {
+	src, in := pair(t)
+	dst, _ := pair(t)
+	in.SetLinger(0)
+	in.Close()
+	_, err := Splice(dst, src)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("Splice from a reset peer: %v; want ECONNRESET", err)
+	}
+}
+
+// TestSpliceNoAllocations: a pooled pipe and the Conn's own callbacks, so a
+// Splice allocates nothing once warm.
+func TestSpliceNoAllocations(t *testing.T) {
+	src, in := pair(t)
+	dst, out := pair(t)
+	msg, buf := make([]byte, 64<<10), make([]byte, 64<<10)
+	allocs := testing.AllocsPerRun(50, func() {
+		in.Write(msg)
+		src.SetReadDeadline(time.Now().Add(time.Millisecond))
+		n, _ := Splice(dst, src)
+		for got := int64(0); got < n; {
+			m, _ := out.Read(buf)
+			got += int64(m)
+		}
+	})
+	// The timeout's error is allocated (the net package's *OpError), as a
+	// Read's is; Splice must add nothing to that.
+	base := testing.AllocsPerRun(50, func() {
+		src.SetReadDeadline(time.Now().Add(time.Millisecond))
+		src.Read(buf)
+	})
+	if allocs > base {
+		t.Fatalf("%.1f allocations per Splice (deadline alone %.1f)", allocs, base)
+	}
+}
