@@ -69,8 +69,7 @@ type Conn struct {
 	rerr   syscall.Errno
 	waited bool   // this read returned to the poller at least once
 	seen   uint64 // pollWakeups when this connection last yielded
-	sp     *pipe  // Splice: the pipe being filled, and how much went in
-	sn     int
+	sp     *pipe  // Splice: the pipe being filled
 
 	// Write state.
 	wbuf  []byte
@@ -153,12 +152,20 @@ func (c *Conn) readResult(err error) (int, error) {
 // read is the RawConn callback of Read: false sends the goroutine to the
 // poller until the socket is readable.
 func (c *Conn) read(fd uintptr) bool {
+	return c.rawRead(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)), 0, 0, 0)
+}
+
+// rawRead makes one reading system call on c's socket (read, or splice
+// into a pipe) the way a RawConn callback must: its count in rn or its error
+// in rerr and true, or false to wait for the poller. It counts the wakeups
+// the batching yield goes by.
+func (c *Conn) rawRead(trap, a1, a2, a3, a4, a5, a6 uintptr) bool {
 	if c.waited {
 		pollWakeups.Add(1)
 		c.waited = false
 	}
 	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
+		n, _, errno := syscall.RawSyscall6(trap, a1, a2, a3, a4, a5, a6)
 		switch errno {
 		case 0:
 			c.rn = int(n)

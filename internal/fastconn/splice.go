@@ -52,7 +52,7 @@ func Splice(dst, src *Conn) (int64, error) {
 // spliceIn moves what src has, up to maxSplice, into p.
 func (c *Conn) spliceIn(p *pipe) (int, error) {
 	c.beforeRead()
-	c.sp, c.sn, c.rerr = p, 0, 0
+	c.sp, c.rn, c.rerr = p, 0, 0
 	err := c.rc.Read(c.spliceInFn)
 	c.sp = nil
 	switch {
@@ -61,30 +61,12 @@ func (c *Conn) spliceIn(p *pipe) (int, error) {
 	case c.rerr != 0:
 		return 0, c.opError("splice", c.rerr)
 	}
-	p.data += c.sn
-	return c.sn, nil
+	p.data += c.rn
+	return c.rn, nil
 }
 
 func (c *Conn) spliceInRaw(fd uintptr) bool {
-	if c.waited {
-		pollWakeups.Add(1)
-		c.waited = false
-	}
-	for {
-		n, _, errno := syscall.RawSyscall6(syscall.SYS_SPLICE, fd, 0, uintptr(c.sp.w), 0, maxSplice, spliceFlags)
-		switch errno {
-		case 0:
-			c.sn = int(n)
-			return true
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			c.waited = true
-			return false
-		}
-		c.rerr = errno
-		return true
-	}
+	return c.rawRead(syscall.SYS_SPLICE, fd, 0, uintptr(c.sp.w), 0, maxSplice, spliceFlags)
 }
 
 // spliceOut writes everything in p to c.
