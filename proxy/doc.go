@@ -22,9 +22,10 @@
 // atomic load and no lock, picks a backend (round robin by default, see
 // balance.go), dials it, and then forwards (conn.go, copyWindow): small
 // messages through a pooled buffer with raw reads and writes that keep the
-// scheduler's P (internal/fastconn), bulk data with fastconn.Splice: splice(2),
-// socket to pipe to socket inside the kernel, with raw calls too. The forwarding path allocates nothing, and an
-// idle connection holds no buffer.
+// scheduler's P (internal/fastconn), bulk data with fastconn.Splice:
+// splice(2), socket to pipe to socket inside the kernel, with raw calls too.
+// The forwarding path allocates nothing, and an idle connection holds no
+// buffer.
 //
 // Each connection tells TCPConfig.Report (the health checker's passive
 // detection) how its backend did, once: a refused or timed-out connect per
@@ -32,7 +33,7 @@
 // connection before sending any.
 //
 // What the per-connection path must never do: take a lock on the byte path,
-// copy bulk data through user space, or log at Info. The one
-// shared structure it touches is the per-port connection tracker in drain.go,
-// once when a connection is established and once when it closes.
+// copy bulk data through user space, or log at Info. The one shared
+// structure it touches is the per-port connection tracker in drain.go, once
+// when a connection is established and once when it closes.
 package proxy
