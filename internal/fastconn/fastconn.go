@@ -57,7 +57,9 @@ type Conn struct {
 	*net.TCPConn
 	rc syscall.RawConn
 
-	// Method values made once: a method value made per call allocates.
+	// Method values made on first use and kept: one made per call would
+	// allocate per call, and most connections use only two of them. Each
+	// belongs to one direction, so only that direction's goroutine sets it.
 	readFn, readPooledFn, writeFn func(fd uintptr) bool
 	spliceInFn, spliceOutFn       func(fd uintptr) bool
 
@@ -85,10 +87,7 @@ func New(tc *net.TCPConn) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{TCPConn: tc, rc: rc}
-	c.readFn, c.readPooledFn, c.writeFn = c.read, c.readPooled, c.write
-	c.spliceInFn, c.spliceOutFn = c.spliceInRaw, c.spliceOutRaw
-	return c, nil
+	return &Conn{TCPConn: tc, rc: rc}, nil
 }
 
 // SyscallConn returns the raw connection c made for its own calls, rather
@@ -102,6 +101,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	c.beforeRead()
 	c.rbuf, c.rn, c.rerr = p, 0, 0
+	if c.readFn == nil {
+		c.readFn = c.read
+	}
 	err := c.rc.Read(c.readFn)
 	c.rbuf = nil
 	return c.readResult(err)
@@ -114,6 +116,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) ReadPooled(pool *Pool) (buf *[]byte, n int, err error) {
 	c.beforeRead()
 	c.rpool, c.rbp, c.rn, c.rerr = pool, nil, 0, 0
+	if c.readPooledFn == nil {
+		c.readPooledFn = c.readPooled
+	}
 	rerr := c.rc.Read(c.readPooledFn)
 	buf, c.rbp, c.rbuf, c.rpool = c.rbp, nil, nil, nil
 	n, err = c.readResult(rerr)
@@ -200,6 +205,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.wbuf, c.wn, c.werr = p, 0, 0
+	if c.writeFn == nil {
+		c.writeFn = c.write
+	}
 	err := c.rc.Write(c.writeFn)
 	n, errno := c.wn, c.werr
 	c.wbuf = nil

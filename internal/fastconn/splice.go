@@ -54,6 +54,9 @@ func Splice(dst, src *Conn) (int64, error) {
 func (c *Conn) spliceIn(p *pipe) (int, error) {
 	c.beforeRead()
 	c.sp, c.rn, c.rerr = p, 0, 0
+	if c.spliceInFn == nil {
+		c.spliceInFn = c.spliceInRaw
+	}
 	err := c.rc.Read(c.spliceInFn)
 	c.sp = nil
 	switch {
@@ -73,6 +76,9 @@ func (c *Conn) spliceInRaw(fd uintptr) bool {
 // spliceOut writes everything in p to c.
 func (c *Conn) spliceOut(p *pipe) error {
 	c.wp, c.werr = p, 0
+	if c.spliceOutFn == nil {
+		c.spliceOutFn = c.spliceOutRaw
+	}
 	err := c.rc.Write(c.spliceOutFn)
 	c.wp = nil
 	c.wrote.Store(true)
