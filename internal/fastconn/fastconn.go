@@ -57,11 +57,10 @@ type Conn struct {
 	*net.TCPConn
 	rc syscall.RawConn
 
-	// Method values made on first use and kept: one made per call would
-	// allocate per call, and most connections use only two of them. Each
-	// belongs to one direction, so only that direction's goroutine sets it.
-	readFn, readPooledFn, writeFn func(fd uintptr) bool
-	spliceInFn, spliceOutFn       func(fd uintptr) bool
+	// The RawConn callbacks, one per direction, made once: a method value
+	// made per call allocates. Each does what the call in progress set up
+	// in its direction's state (a read, a pooled read, a splice).
+	onRead, onWrite func(fd uintptr) bool
 
 	// Read state.
 	rbuf   []byte
@@ -87,7 +86,30 @@ func New(tc *net.TCPConn) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{TCPConn: tc, rc: rc}, nil
+	c := &Conn{TCPConn: tc, rc: rc}
+	c.onRead, c.onWrite = c.readReady, c.writeReady
+	return c, nil
+}
+
+// readReady is the read direction's RawConn callback: false sends the
+// goroutine to the poller until the socket is readable.
+func (c *Conn) readReady(fd uintptr) bool {
+	switch {
+	case c.sp != nil:
+		return c.spliceInRaw(fd)
+	case c.rpool != nil:
+		return c.readPooled(fd)
+	}
+	return c.read(fd)
+}
+
+// writeReady is the write direction's RawConn callback: false waits until
+// the socket is writable.
+func (c *Conn) writeReady(fd uintptr) bool {
+	if c.wp != nil {
+		return c.spliceOutRaw(fd)
+	}
+	return c.write(fd)
 }
 
 // SyscallConn returns the raw connection c made for its own calls, rather
@@ -101,10 +123,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	c.beforeRead()
 	c.rbuf, c.rn, c.rerr = p, 0, 0
-	if c.readFn == nil {
-		c.readFn = c.read
-	}
-	err := c.rc.Read(c.readFn)
+	err := c.rc.Read(c.onRead)
 	c.rbuf = nil
 	return c.readResult(err)
 }
@@ -116,10 +135,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) ReadPooled(pool *Pool) (buf *[]byte, n int, err error) {
 	c.beforeRead()
 	c.rpool, c.rbp, c.rn, c.rerr = pool, nil, 0, 0
-	if c.readPooledFn == nil {
-		c.readPooledFn = c.readPooled
-	}
-	rerr := c.rc.Read(c.readPooledFn)
+	rerr := c.rc.Read(c.onRead)
 	buf, c.rbp, c.rbuf, c.rpool = c.rbp, nil, nil, nil
 	n, err = c.readResult(rerr)
 	if n == 0 && buf != nil {
@@ -154,8 +170,7 @@ func (c *Conn) readResult(err error) (int, error) {
 	return c.rn, nil
 }
 
-// read is the RawConn callback of Read: false sends the goroutine to the
-// poller until the socket is readable.
+// read reads into rbuf for Read.
 func (c *Conn) read(fd uintptr) bool {
 	return c.rawRead(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)), 0, 0, 0)
 }
@@ -205,10 +220,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.wbuf, c.wn, c.werr = p, 0, 0
-	if c.writeFn == nil {
-		c.writeFn = c.write
-	}
-	err := c.rc.Write(c.writeFn)
+	err := c.rc.Write(c.onWrite)
 	n, errno := c.wn, c.werr
 	c.wbuf = nil
 	c.wrote.Store(true)

@@ -54,19 +54,14 @@ func Splice(dst, src *Conn) (int64, error) {
 func (c *Conn) spliceIn(p *pipe) (int, error) {
 	c.beforeRead()
 	c.sp, c.rn, c.rerr = p, 0, 0
-	if c.spliceInFn == nil {
-		c.spliceInFn = c.spliceInRaw
-	}
-	err := c.rc.Read(c.spliceInFn)
+	rerr := c.rc.Read(c.onRead)
 	c.sp = nil
-	switch {
-	case err != nil:
-		return 0, err
-	case c.rerr != 0:
-		return 0, c.opError("splice", c.rerr)
+	n, err := c.readResult(rerr)
+	if err == io.EOF {
+		return 0, nil
 	}
-	p.data += c.rn
-	return c.rn, nil
+	p.data += n
+	return n, err
 }
 
 func (c *Conn) spliceInRaw(fd uintptr) bool {
@@ -76,10 +71,7 @@ func (c *Conn) spliceInRaw(fd uintptr) bool {
 // spliceOut writes everything in p to c.
 func (c *Conn) spliceOut(p *pipe) error {
 	c.wp, c.werr = p, 0
-	if c.spliceOutFn == nil {
-		c.spliceOutFn = c.spliceOutRaw
-	}
-	err := c.rc.Write(c.spliceOutFn)
+	err := c.rc.Write(c.onWrite)
 	c.wp = nil
 	c.wrote.Store(true)
 	switch {
