@@ -17,9 +17,12 @@ build:
 run: build
 	./$(BIN) demo
 
-## test: install what the tests need, then vet, gofmt, staticcheck and every test with -race
+## test: install what the tests need, then vet, gofmt, staticcheck, every test with -race,
+##       and the allocation tests once more without it
 test: test-deps vet fmt-check lint
 	$(GO) test -race -count=1 -timeout 12m ./...
+	@# Allocation counts, again without -race: under it sync.Pool drops items on purpose.
+	$(GO) test -count=1 -run 'Allocat' ./...
 
 ## test-deps: install the Debian packages the tests use (apt-get, when root)
 test-deps:

@@ -188,6 +188,9 @@ func TestFullDuplex(t *testing.T) {
 }
 
 func TestNoAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops buffers at random under -race; make test runs this without it")
+	}
 	c, peer := pair(t)
 	msg, buf := []byte("ping"), make([]byte, 16)
 	pool := NewPool(16)

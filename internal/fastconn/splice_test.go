@@ -77,6 +77,9 @@ func TestSpliceReportsPeerReset(t *testing.T) {
 // TestSpliceNoAllocations: a pooled pipe and the Conn's own callbacks, so a
 // Splice allocates nothing once warm.
 func TestSpliceNoAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops pipes at random under -race; make test runs this without it")
+	}
 	src, in := pair(t)
 	dst, out := pair(t)
 	msg, buf := make([]byte, 64<<10), make([]byte, 64<<10)

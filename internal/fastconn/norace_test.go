@@ -1,0 +1,5 @@
+//go:build !race
+
+package fastconn
+
+const raceEnabled = false
