@@ -231,7 +231,7 @@ func (p *TCP) dialAny(ps *tcpPort, svc *discovery.Service, client *net.TCPConn) 
 // written).
 func (c *tcpConn) forward(idle, window time.Duration, reroutable bool) bool {
 	c.done.Add(1)
-	go c.backendToClient(idle, window, reroutable)
+	c.port.p.workers.run(func() { c.backendToClient(idle, window, reroutable) })
 	c.inN, c.inErr = c.pipe(c.backend, c.client, &c.port.bytesIn, idle, window)
 	if errors.Is(c.inErr, errEarly) {
 		c.done.Wait()

@@ -162,6 +162,6 @@ func (p *TCP) acceptLoop(ps *tcpPort, ln *net.TCPListener) {
 		// Add here, while this loop's own count keeps the WaitGroup above
 		// zero, so it never races with Shutdown's Wait.
 		p.wg.Add(1)
-		go p.serveConn(ps, c)
+		p.workers.run(func() { p.serveConn(ps, c) })
 	}
 }

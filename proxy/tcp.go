@@ -132,6 +132,8 @@ type TCP struct {
 
 	// wg counts accept loops and connection goroutines, for Shutdown.
 	wg sync.WaitGroup
+	// workers runs the connection goroutines; see workers.go.
+	workers workers
 }
 
 // NewTCP returns a TCP proxy that routes by table. It opens nothing until Run.
@@ -211,6 +213,9 @@ func (p *TCP) service(snap *discovery.Snapshot, port int) *discovery.Service {
 // returns nil on either stop. Call it once.
 func (p *TCP) Run(ctx context.Context) error {
 	defer p.closeListeners()
+	stopWorkers := make(chan struct{})
+	defer close(stopWorkers)
+	go p.workers.reapEvery(workerIdle, stopWorkers)
 	for {
 		snap := p.table.Snapshot()
 		p.apply(snap)

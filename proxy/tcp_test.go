@@ -120,6 +120,31 @@ func TestTCPSkipsDeadBackend(t *testing.T) {
 	}
 }
 
+// A backend that never answers the SYN costs a client DialTimeout, not the
+// kernel's two minutes of retries, and the next backend serves it.
+func TestTCPDialTimeoutMovesOnFromSilentBackend(t *testing.T) {
+	t.Parallel()
+	const dialTimeout = 200 * time.Millisecond
+	port := testnet.FreePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{DialTimeout: dialTimeout}, port)
+	put(h.table, service(port, silentAddr(t), startBackend(t, namedEcho("live")).addr))
+	h.waitOpened(port, 1)
+
+	for i := range 2 { // round robin: one of the two starts at the silent one
+		start := time.Now()
+		c := dial(t, port)
+		if got := readLine(t, c); got != "live" {
+			t.Fatalf("connection %d reached %q", i, got)
+		}
+		c.Close()
+		t.Logf("connection %d answered after %v", i, time.Since(start))
+	}
+	st, _ := h.status(port)
+	if st.DialErrors != 1 || st.Failed != 0 {
+		t.Fatalf("dial errors = %d, failed = %d; want 1 timed-out dial and no failed connection", st.DialErrors, st.Failed)
+	}
+}
+
 // The seed's case: the only task served a connection and died; Marathon
 // starts a new one a moment later, and a client already waiting on the
 // service port must reach it.
