@@ -17,8 +17,9 @@
 // port is looked up per connection from the current snapshot, so a deploy, a
 // scale or a task replacement never closes a listening socket.
 //
-// Each accepted connection runs on its own goroutine (plus one for the reverse
-// direction once it is connected). It reads the current snapshot with one
+// Each accepted connection runs on a goroutine of its own (plus one for the
+// reverse direction once it is connected), taken from a pool that keeps
+// their grown stacks (workers.go). It reads the current snapshot with one
 // atomic load and no lock, picks a backend (round robin by default, see
 // balance.go), dials it, and then forwards (conn.go, copyWindow): small
 // messages through a pooled buffer with raw reads and writes that keep the

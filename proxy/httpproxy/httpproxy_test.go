@@ -2,9 +2,6 @@ package httpproxy
 
 import (
 	"bufio"
-	"bytes"
-	"crypto/sha1"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -363,67 +360,6 @@ func TestStreamingBothWays(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
-
-func TestWebSocketEcho(t *testing.T) {
-	r := newRig(t, Config{})
-	// A WebSocket backend: handshake, then echo every byte.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil || !strings.EqualFold(req.Header.Get("Upgrade"), "websocket") {
-					io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-					return
-				}
-				h := sha1.Sum([]byte(req.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-				fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-					base64.StdEncoding.EncodeToString(h[:]))
-				io.Copy(c, br)
-			}()
-		}
-	}()
-	r.apply(app("/ws", 0, []string{"ws.test"}, "", netip.MustParseAddrPort(ln.Addr().String())))
-
-	c, err := net.Dial("tcp", r.vhost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(waitFor))
-	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
-	fmt.Fprintf(c, "GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", key)
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 101 || resp.Header.Get("Sec-WebSocket-Accept") == "" {
-		t.Fatalf("handshake: %d %v", resp.StatusCode, resp.Header)
-	}
-	// A masked text frame "hello"; the echo backend returns it byte for byte.
-	frame := []byte{0x81, 0x85, 1, 2, 3, 4}
-	for i, ch := range []byte("hello") {
-		frame = append(frame, ch^[]byte{1, 2, 3, 4}[i%4])
-	}
-	for range 3 {
-		c.Write(frame)
-		got := make([]byte, len(frame))
-		if _, err := io.ReadFull(br, got); err != nil || !bytes.Equal(got, frame) {
-			t.Fatalf("echo: %x, %v", got, err)
-		}
-	}
-}
 
 func TestSticky(t *testing.T) {
 	r := newRig(t, Config{})
