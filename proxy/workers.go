@@ -17,9 +17,10 @@ import (
 // Connection: close through bench/http). A worker keeps the stack its last
 // connection grew, until the garbage collector shrinks it.
 //
-// Idle workers are kept last-in first-out, so the warmest one is reused,
-// and any idle for longer than workerIdle end, so a burst of connections
-// does not pin its goroutines for good.
+// Idle workers are kept last-in first-out, so the warmest one is reused.
+// Any idle for longer than workerIdle end, and at most maxIdleWorkers wait
+// at once (each holds its stack, 8-16 KiB after a dial), so a burst of
+// connections does not pin its goroutines' memory.
 type workers struct {
 	mu      sync.Mutex
 	idle    []*worker // idle workers, the most recently idle last
@@ -32,8 +33,14 @@ type worker struct {
 	idleSince time.Time
 }
 
-// workerIdle is how long a worker waits for another connection before it ends.
-const workerIdle = 10 * time.Second
+const (
+	// workerIdle is how long a worker waits for another connection before
+	// it ends.
+	workerIdle = 10 * time.Second
+	// maxIdleWorkers bounds the idle workers; one finishing a job when that
+	// many wait ends instead.
+	maxIdleWorkers = 1024
+)
 
 // run runs f on an idle worker, or on a new one.
 func (w *workers) run(f func()) {
@@ -63,12 +70,13 @@ func (w *workers) work(wk *worker, f func()) {
 	}
 }
 
-// park puts wk on the idle stack, unless the pool was stopped.
+// park puts wk on the idle stack, unless the pool was stopped or enough
+// workers wait already.
 func (w *workers) park(wk *worker) bool {
 	now := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.stopped {
+	if w.stopped || len(w.idle) >= maxIdleWorkers {
 		return false
 	}
 	wk.idleSince = now

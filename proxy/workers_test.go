@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"sync"
 	"testing"
 	"time"
 )
@@ -76,4 +77,26 @@ func TestWorkersStopEndsIdleAndBusyWorkers(t *testing.T) {
 	w.run(func() { close(ran) }) // a stopped pool still runs what it is given
 	<-ran
 	eventually(t, "that worker to end too", func() bool { return w.live.Load() == 0 })
+}
+
+// A burst leaves at most maxIdleWorkers behind; the rest end when done.
+func TestWorkersKeepAtMostMaxIdle(t *testing.T) {
+	var w workers
+	defer w.stop()
+	release := make(chan struct{})
+	var started sync.WaitGroup
+	const burst = maxIdleWorkers + 50
+	started.Add(burst)
+	for range burst {
+		w.run(func() { started.Done(); <-release })
+	}
+	started.Wait() // all busy at once: one worker each
+	close(release)
+	eventually(t, "the burst's extra workers to end", func() bool { return w.live.Load() == maxIdleWorkers })
+	w.mu.Lock()
+	idle := len(w.idle)
+	w.mu.Unlock()
+	if idle != maxIdleWorkers {
+		t.Fatalf("%d idle workers; want %d", idle, maxIdleWorkers)
+	}
 }
