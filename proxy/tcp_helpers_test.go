@@ -128,9 +128,11 @@ func silentAddr(t testing.TB) netip.AddrPort {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { filler.Close() })
+	// Linux drops a SYN for a listener whose accept queue is full; if this
+	// kernel answered it, the tests built on this address would prove nothing.
 	if c, err := net.DialTimeout("tcp", a.String(), 100*time.Millisecond); err == nil {
 		c.Close()
-		t.Skip("this kernel completes connects to a full accept queue")
+		t.Fatal("a connect to a full accept queue completed: no silent address on this kernel")
 	}
 	return a
 }
