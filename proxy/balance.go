@@ -19,7 +19,7 @@ import (
 //     the port's tracker lock; ties rotate with the round-robin cursor.
 //     Connections still dialling are not counted yet, so a burst of new
 //     connections can land on one backend.
-func (ps *tcpPort) pick(svc *discovery.Service, client *net.TCPConn) int {
+func (ps *tcpPort) pick(svc *discovery.Service, client net.Conn) int {
 	n := uint64(len(svc.Backends))
 	switch svc.Balance {
 	case discovery.BalanceSource:

@@ -106,11 +106,10 @@ type PortStatus struct {
 // TCP is the TCP data plane: one listener per service port and a spliced
 // connection pair per client.
 type TCP struct {
-	cfg    TCPConfig
-	bind   string
-	table  *discovery.Table
-	log    *zap.Logger
-	dialer net.Dialer
+	cfg   TCPConfig
+	bind  string
+	table *discovery.Table
+	log   *zap.Logger
 	// window is how long one copyWindow runs before the idle check.
 	window time.Duration
 
@@ -171,9 +170,6 @@ func NewTCP(cfg TCPConfig, table *discovery.Table, log *zap.Logger) (*TCP, error
 		bind:  bind,
 		table: table,
 		log:   log.Named("tcp"),
-		// Dialer.Timeout rather than a context per dial: the same bound,
-		// without allocating a context on every connection.
-		dialer: net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1},
 		// The floor keeps a tiny IdleTimeout from turning into a wakeup storm.
 		window: max(min(cfg.IdleTimeout/4, maxCopyWindow), time.Millisecond),
 		quit:   make(chan struct{}),
@@ -190,8 +186,8 @@ func NewTCP(cfg TCPConfig, table *discovery.Table, log *zap.Logger) (*TCP, error
 // dialled socket, at four setsockopt calls each, which for a one-request
 // connection were more system calls than the bytes it carries; HAProxy does
 // not probe either unless told to (option tcpka). A peer that vanishes
-// without a FIN or RST is still closed by IdleTimeout. The dialer is set up
-// the same way (KeepAlive: -1).
+// without a FIN or RST is still closed by IdleTimeout. Backend sockets from
+// fastconn.Dial get no probes either.
 var listenConfig = net.ListenConfig{KeepAlive: -1}
 
 // carriesTCP is the default TCPConfig.Carries.

@@ -127,7 +127,7 @@ func TestTCPDialTimeoutMovesOnFromSilentBackend(t *testing.T) {
 	const dialTimeout = 200 * time.Millisecond
 	port := testnet.FreePorts(t, 1)[0]
 	h := newHarness(t, TCPConfig{DialTimeout: dialTimeout}, port)
-	put(h.table, service(port, silentAddr(t), startBackend(t, namedEcho("live")).addr))
+	put(h.table, service(port, testnet.SilentAddr(t), startBackend(t, namedEcho("live")).addr))
 	h.waitOpened(port, 1)
 
 	for i := range 2 { // round robin: one of the two starts at the silent one

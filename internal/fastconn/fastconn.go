@@ -28,19 +28,25 @@
 //     the poller (p99 over 30 ms in that version).
 //
 // Splice moves bulk data between two Conns with raw splice(2) calls, for
-// the same reason as the first point. Everything else (deadlines, the
-// poller, Close, CloseWrite, and the net package's own splice through
-// ReadFrom and WriteTo) is the embedded *net.TCPConn's.
+// the same reason as the first point. Dial opens a connection with raw
+// calls too, and without waiting in the poller for a connect that loopback
+// finished already: for a proxy that dials once per client connection it
+// is the larger part of the per-connection cost in user space (see Dial).
+// Deadlines and the poller are the runtime's, through the *net.TCPConn
+// New wraps or the *os.File Dial registers.
 package fastconn
 
 import (
+	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -49,13 +55,24 @@ import (
 // of this count.
 var pollWakeups atomic.Uint64
 
-// Conn is a *net.TCPConn whose Read and Write use raw system calls. As on
-// any net.Conn, Read may run concurrently with Write; unlike it, two Reads
-// (or two Writes) must not run concurrently: each direction keeps its state
-// in the Conn so that a call allocates nothing.
+// Conn is a TCP connection whose Read and Write use raw system calls: a
+// *net.TCPConn wrapped by New, or a socket Dial opened itself. As on any
+// net.Conn, Read may run concurrently with Write; unlike it, two Reads (or
+// two Writes) must not run concurrently: each direction keeps its state in
+// the Conn so that a call allocates nothing.
 type Conn struct {
-	*net.TCPConn
-	rc syscall.RawConn
+	// sock is what owns the descriptor and its place in the runtime's
+	// poller: the *net.TCPConn given to New (also in tc), or the *os.File
+	// Dial made.
+	sock socket
+	tc   *net.TCPConn
+	rc   syscall.RawConn
+	// remote is the peer Dial connected to; New's conns ask tc.
+	remote netip.AddrPort
+	// closed is set by Close, so that errors of calls cut short by it read
+	// as net.ErrClosed whatever sock is (an *os.File says "use of closed
+	// file" instead).
+	closed atomic.Bool
 
 	// The RawConn callbacks, one per direction, made once: a method value
 	// made per call allocates. Each does what the call in progress set up
@@ -80,15 +97,27 @@ type Conn struct {
 	wrote atomic.Bool // a write happened since the last read
 }
 
+// socket is the part of *net.TCPConn and *os.File that Conn delegates to.
+type socket interface {
+	Close() error
+	SetDeadline(t time.Time) error
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+}
+
 // New wraps tc. It fails only if tc has no file descriptor (closed).
 func New(tc *net.TCPConn) (*Conn, error) {
 	rc, err := tc.SyscallConn()
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{TCPConn: tc, rc: rc}
+	return newConn(tc, tc, rc), nil
+}
+
+func newConn(sock socket, tc *net.TCPConn, rc syscall.RawConn) *Conn {
+	c := &Conn{sock: sock, tc: tc, rc: rc}
 	c.onRead, c.onWrite = c.readReady, c.writeReady
-	return c, nil
+	return c
 }
 
 // readReady is the read direction's RawConn callback: false sends the
@@ -115,6 +144,110 @@ func (c *Conn) writeReady(fd uintptr) bool {
 // SyscallConn returns the raw connection c made for its own calls, rather
 // than a new one as the TCPConn's would.
 func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
+
+// Close closes the connection; Reads and Writes in progress end with an
+// error that matches net.ErrClosed.
+func (c *Conn) Close() error {
+	c.closed.Store(true)
+	return c.mapClosed("close", c.sock.Close())
+}
+
+// CloseWrite shuts down the writing side (a FIN to the peer).
+func (c *Conn) CloseWrite() error {
+	return c.control("shutdown", func(fd int) error { return syscall.Shutdown(fd, syscall.SHUT_WR) })
+}
+
+// SetLinger sets SO_LINGER as net.TCPConn.SetLinger does: 0 makes Close
+// reset the connection instead of sending a FIN.
+func (c *Conn) SetLinger(sec int) error {
+	l := syscall.Linger{Onoff: 1, Linger: int32(sec)}
+	if sec < 0 {
+		l = syscall.Linger{}
+	}
+	return c.control("setsockopt", func(fd int) error { return syscall.SetsockoptLinger(fd, syscall.SOL_SOCKET, syscall.SO_LINGER, &l) })
+}
+
+// control runs op on c's descriptor, while the descriptor cannot be closed
+// under it.
+func (c *Conn) control(name string, op func(fd int) error) error {
+	var opErr error
+	err := c.rc.Control(func(fd uintptr) { opErr = op(int(fd)) })
+	if err != nil {
+		return c.mapClosed(name, err)
+	}
+	if opErr != nil {
+		return &net.OpError{Op: name, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(name, opErr)}
+	}
+	return nil
+}
+
+// SetDeadline sets the read and write deadlines, as on a net.Conn.
+func (c *Conn) SetDeadline(t time.Time) error {
+	return c.mapClosed("set deadline", c.sock.SetDeadline(t))
+}
+
+// SetReadDeadline sets the read deadline, as on a net.Conn.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	return c.mapClosed("set read deadline", c.sock.SetReadDeadline(t))
+}
+
+// SetWriteDeadline sets the write deadline, as on a net.Conn.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	return c.mapClosed("set write deadline", c.sock.SetWriteDeadline(t))
+}
+
+// LocalAddr returns the local address. For a Conn from Dial it asks the
+// kernel on every call: only logs and errors want it.
+func (c *Conn) LocalAddr() net.Addr {
+	if c.tc != nil {
+		return c.tc.LocalAddr()
+	}
+	var sa syscall.Sockaddr
+	if c.rc.Control(func(fd uintptr) { sa, _ = syscall.Getsockname(int(fd)) }) != nil {
+		return nil
+	}
+	return sockaddrToTCP(sa)
+}
+
+// RemoteAddr returns the peer's address.
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.tc != nil {
+		return c.tc.RemoteAddr()
+	}
+	return net.TCPAddrFromAddrPort(c.remote)
+}
+
+// ReadFrom lets io.Copy into a Conn from New use the TCPConn's own splice
+// and sendfile; a Conn from Dial copies.
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	if c.tc != nil {
+		return c.tc.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{c}, r)
+}
+
+// WriteTo is ReadFrom's counterpart for io.Copy out of a Conn.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	if c.tc != nil {
+		return c.tc.WriteTo(w)
+	}
+	return io.Copy(w, readerOnly{c})
+}
+
+// writerOnly and readerOnly hide ReadFrom and WriteTo from io.Copy.
+type (
+	writerOnly struct{ io.Writer }
+	readerOnly struct{ io.Reader }
+)
+
+// mapClosed turns an error of a call that Close cut short into one that
+// matches net.ErrClosed, as a TCPConn's would.
+func (c *Conn) mapClosed(op string, err error) error {
+	if err == nil || !c.closed.Load() || errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return &net.OpError{Op: op, Net: "tcp", Addr: c.RemoteAddr(), Err: net.ErrClosed}
+}
 
 // Read reads like net.Conn's Read, deadlines included.
 func (c *Conn) Read(p []byte) (int, error) {
@@ -161,7 +294,7 @@ func (c *Conn) beforeRead() {
 func (c *Conn) readResult(err error) (int, error) {
 	switch {
 	case err != nil:
-		return 0, err
+		return 0, c.mapClosed("read", err)
 	case c.rerr != 0:
 		return 0, c.opError("read", c.rerr)
 	case c.rn == 0:
@@ -226,7 +359,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.wrote.Store(true)
 	switch {
 	case err != nil:
-		return n, err
+		return n, c.mapClosed("write", err)
 	case errno != 0:
 		return n, c.opError("write", errno)
 	}

@@ -42,8 +42,9 @@ func pair(t testing.TB) (*Conn, *net.TCPConn) {
 	return c, peer.(*net.TCPConn)
 }
 
-func TestReadWriteAndEOF(t *testing.T) {
-	c, peer := pair(t)
+// pingPong sends "ping" from c to peer and "pong" back, checking both.
+func pingPong(t *testing.T, c *Conn, peer net.Conn) {
+	t.Helper()
 	if _, err := c.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +58,12 @@ func TestReadWriteAndEOF(t *testing.T) {
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != "pong" {
 		t.Fatalf("read %q, %v", got, err)
 	}
+}
+
+func TestReadWriteAndEOF(t *testing.T) {
+	c, peer := pair(t)
+	pingPong(t, c, peer)
+	got := make([]byte, 4)
 	peer.CloseWrite()
 	if n, err := c.Read(got); n != 0 || err != io.EOF {
 		t.Fatalf("after the peer's FIN: %d, %v; want 0, EOF", n, err)

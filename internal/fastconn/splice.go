@@ -37,7 +37,7 @@ func Splice(dst, src *Conn) (int64, error) {
 			// The kernel cannot splice this socket (nothing was moved):
 			// copy as the net package would.
 			putPipe(p)
-			return io.Copy(dst.TCPConn, src.TCPConn)
+			return io.Copy(dst, src)
 		}
 		total += int64(n)
 		if err == nil && n > 0 {
@@ -76,7 +76,7 @@ func (c *Conn) spliceOut(p *pipe) error {
 	c.wrote.Store(true)
 	switch {
 	case err != nil:
-		return err
+		return c.mapClosed("splice", err)
 	case c.werr != 0:
 		return c.opError("splice", c.werr)
 	}

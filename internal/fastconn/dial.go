@@ -1,0 +1,175 @@
+package fastconn
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// Dial connects to addr with raw system calls and returns the connection
+// registered with the runtime's poller, as net.Dialer would, but at less
+// than half the cost per connection: a proxy that opens one backend
+// connection per client connection pays it on every request of a
+// one-request-per-connection protocol.
+//
+// What net.Dialer does that Dial does not: resolve a name, bind a local
+// address, read the local and peer address back (two system calls, kept
+// for logs Dial's callers rarely write), and, because a non-blocking
+// connect returns EINPROGRESS even to a listener on the same host, park the
+// goroutine until the poller says the socket is writable, then ask SO_ERROR.
+// Dial asks connect(2) again instead: on Linux a second call returns 0 once
+// the handshake is done, which on loopback it already is, the error of a
+// failed handshake, or EALREADY while it is in flight; only then does Dial
+// wait for the poller, until timeout or ctx ends. TCP keep-alive probes are
+// off, as with net.Dialer{KeepAlive: -1}; TCP_NODELAY is on, as Go sets it.
+func Dial(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (*Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, dialError(addr, "connect", err)
+	}
+	sa, salen, family := rawSockaddr(addr)
+	fd, err := openSocket(family)
+	if err != nil {
+		return nil, dialError(addr, "socket", err)
+	}
+	// Failing to set TCP_NODELAY only costs latency: carry on, as net does.
+	_ = syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1)
+	inFlight := false
+	if errno := connect(fd, sa, salen); errno != 0 {
+		if errno != syscall.EINPROGRESS {
+			syscall.Close(fd)
+			return nil, dialError(addr, "connect", errno)
+		}
+		// Asked once more before the poller: see the doc comment.
+		switch errno = connect(fd, sa, salen); errno {
+		case 0, syscall.EISCONN:
+		case syscall.EALREADY, syscall.EINPROGRESS, syscall.EINTR:
+			inFlight = true
+		default:
+			syscall.Close(fd)
+			return nil, dialError(addr, "connect", errno)
+		}
+	}
+	f := os.NewFile(uintptr(fd), "tcp") // registers fd with the poller
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, dialError(addr, "connect", err)
+	}
+	c := newConn(f, nil, rc)
+	c.remote = addr
+	if inFlight {
+		if err := c.awaitConnect(ctx, sa, salen, timeout); err != nil {
+			c.Close()
+			return nil, dialError(addr, "connect", err)
+		}
+	}
+	return c, nil
+}
+
+// awaitConnect waits for a connect in flight to finish, until timeout or
+// ctx ends.
+func (c *Conn) awaitConnect(ctx context.Context, sa unsafe.Pointer, salen uintptr, timeout time.Duration) error {
+	if timeout > 0 {
+		_ = c.sock.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { _ = c.sock.SetWriteDeadline(aLongTimeAgo) })
+		defer stop()
+	}
+	var result syscall.Errno
+	err := c.rc.Write(func(fd uintptr) bool {
+		switch result = connect(int(fd), sa, salen); result {
+		case syscall.EALREADY, syscall.EINPROGRESS, syscall.EINTR:
+			return false
+		case syscall.EISCONN:
+			result = 0
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err // os.ErrDeadlineExceeded: a timeout, as net.Error says
+	case result != 0:
+		return result
+	}
+	return c.sock.SetWriteDeadline(time.Time{})
+}
+
+// aLongTimeAgo is a deadline that has passed: it wakes a waiting call.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// dialError shapes a failed Dial as net.Dialer's errors are shaped, so that
+// callers can test errors.Is(err, syscall.ECONNREFUSED) and net.Error's
+// Timeout.
+func dialError(addr netip.AddrPort, call string, err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		err = os.NewSyscallError(call, errno)
+	}
+	return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: err}
+}
+
+// openSocket opens a non-blocking, close-on-exec TCP socket.
+func openSocket(family int) (int, error) {
+	for {
+		fd, _, errno := syscall.RawSyscall(syscall.SYS_SOCKET, uintptr(family),
+			syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
+		switch errno {
+		case 0:
+			return int(fd), nil
+		case syscall.EINTR:
+			continue
+		}
+		return -1, errno
+	}
+}
+
+// connect is connect(2) on a raw socket address. Raw for the reason
+// Conn's reads are (see the package comment): on a non-blocking socket it
+// never blocks, though on loopback it runs the whole handshake.
+func connect(fd int, sa unsafe.Pointer, salen uintptr) syscall.Errno {
+	_, _, errno := syscall.RawSyscall(syscall.SYS_CONNECT, uintptr(fd), uintptr(sa), salen)
+	return errno
+}
+
+// rawSockaddr returns addr as a kernel socket address. It allocates one
+// small object (the address must outlive a wait in the poller), where the
+// syscall package's Sockaddr values cost two.
+func rawSockaddr(addr netip.AddrPort) (unsafe.Pointer, uintptr, int) {
+	port := addr.Port()
+	if ip := addr.Addr().Unmap(); ip.Is4() {
+		sa := &syscall.RawSockaddrInet4{Family: syscall.AF_INET, Addr: ip.As4()}
+		p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+		p[0], p[1] = byte(port>>8), byte(port)
+		return unsafe.Pointer(sa), syscall.SizeofSockaddrInet4, syscall.AF_INET
+	}
+	ip := addr.Addr()
+	sa := &syscall.RawSockaddrInet6{Family: syscall.AF_INET6, Addr: ip.As16()}
+	p := (*[2]byte)(unsafe.Pointer(&sa.Port))
+	p[0], p[1] = byte(port>>8), byte(port)
+	if z := ip.Zone(); z != "" {
+		if ifi, err := net.InterfaceByName(z); err == nil {
+			sa.Scope_id = uint32(ifi.Index)
+		}
+	}
+	return unsafe.Pointer(sa), syscall.SizeofSockaddrInet6, syscall.AF_INET6
+}
+
+// sockaddrToTCP converts what getsockname returned.
+func sockaddrToTCP(sa syscall.Sockaddr) net.Addr {
+	switch sa := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return &net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}
+	case *syscall.SockaddrInet6:
+		return &net.TCPAddr{IP: sa.Addr[:], Port: sa.Port}
+	}
+	return nil
+}

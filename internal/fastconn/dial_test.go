@@ -1,0 +1,259 @@
+package fastconn
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pacer-lb/pacer/internal/testnet"
+)
+
+// listen returns a loopback listener and its address, closed at cleanup.
+func listen(t testing.TB, network, addr string) (net.Listener, netip.AddrPort) {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln, ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// dialPair dials ln with Dial and returns the Conn and the accepted peer.
+func dialPair(t *testing.T, ln net.Listener, addr netip.AddrPort) (*Conn, net.Conn) {
+	t.Helper()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := Dial(context.Background(), addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); peer.Close() })
+	return c, peer
+}
+
+func TestDialCarriesBytesBothWays(t *testing.T) {
+	for _, tc := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
+		t.Run(tc.network, func(t *testing.T) {
+			ln, err := net.Listen(tc.network, tc.addr)
+			if err != nil {
+				t.Skipf("no %s loopback here: %v", tc.network, err)
+			}
+			defer ln.Close()
+			addr := ln.Addr().(*net.TCPAddr).AddrPort()
+			c, peer := dialPair(t, ln, addr)
+
+			if got := c.RemoteAddr().(*net.TCPAddr).AddrPort(); got != addr {
+				t.Errorf("RemoteAddr %v, want %v", got, addr)
+			}
+			if got, want := c.LocalAddr().String(), peer.RemoteAddr().String(); got != want {
+				t.Errorf("LocalAddr %v, want the peer's view of it, %v", got, want)
+			}
+			pingPong(t, c, peer)
+			got := make([]byte, 4)
+			// CloseWrite sends a FIN: the peer sees EOF and can still answer.
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := peer.Read(got); n != 0 || err != io.EOF {
+				t.Fatalf("peer after CloseWrite: %d, %v; want EOF", n, err)
+			}
+			if _, err := peer.Write([]byte("late")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, got); err != nil || string(got) != "late" {
+				t.Fatalf("read after CloseWrite %q, %v", got, err)
+			}
+		})
+	}
+}
+
+func TestDialRefused(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	ln.Close() // nothing listens there now
+
+	c, err := Dial(context.Background(), addr, time.Second)
+	if err == nil {
+		c.Close()
+		t.Fatal("Dial to a closed port succeeded")
+	}
+	var op *net.OpError
+	if !errors.Is(err, syscall.ECONNREFUSED) || !errors.As(err, &op) || op.Op != "dial" {
+		t.Fatalf("Dial to a closed port: %v; want a dial *net.OpError matching ECONNREFUSED", err)
+	}
+}
+
+func TestDialTimeoutAndCancel(t *testing.T) {
+	silent := testnet.SilentAddr(t)
+
+	start := time.Now()
+	_, err := Dial(context.Background(), silent, 150*time.Millisecond)
+	took := time.Since(start)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Dial to a silent address: %v; want a timeout", err)
+	}
+	if took < 150*time.Millisecond || took > 5*time.Second {
+		t.Errorf("the timeout ended the dial after %v; want about 150ms", took)
+	}
+
+	// A cancelled context ends a dial in flight long before its timeout.
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start = time.Now()
+	_, err = Dial(ctx, silent, time.Minute)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Dial with a cancelled context: %v; want context.Canceled", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("cancel ended the dial after %v", took)
+	}
+
+	if _, err := Dial(ctx, silent, time.Minute); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Dial with a context already done: %v; want context.Canceled", err)
+	}
+}
+
+// A Read or Write cut short by Close, and any call after it, fails with an
+// error matching net.ErrClosed, whether the Conn came from Dial (an *os.File
+// inside, whose own error says "use of closed file") or from New.
+func TestClosedConnErrors(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	dialed, _ := dialPair(t, ln, addr)
+	wrapped, _ := pair(t)
+	for name, c := range map[string]*Conn{"Dial": dialed, "New": wrapped} {
+		t.Run(name, func(t *testing.T) {
+			readErr := make(chan error, 1)
+			go func() {
+				_, _, err := c.ReadPooled(NewPool(64))
+				readErr <- err
+			}()
+			// Give the read time to park in the poller, the case that matters;
+			// if it has not, it starts after Close, and must fail the same way.
+			time.Sleep(20 * time.Millisecond)
+			c.Close()
+			if err := <-readErr; !errors.Is(err, net.ErrClosed) {
+				t.Errorf("read cut short by Close: %v; want net.ErrClosed", err)
+			}
+			if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("write after Close: %v; want net.ErrClosed", err)
+			}
+			if err := c.SetReadDeadline(time.Now()); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("SetReadDeadline after Close: %v; want net.ErrClosed", err)
+			}
+			if err := c.CloseWrite(); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("CloseWrite after Close: %v; want net.ErrClosed", err)
+			}
+		})
+	}
+}
+
+// SetLinger(0) then Close resets the connection: the peer's read fails
+// with ECONNRESET instead of seeing a clean EOF.
+func TestDialLingerZeroResets(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	c, peer := dialPair(t, ln, addr)
+	if err := c.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := peer.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("peer read after SetLinger(0) and Close: %v; want ECONNRESET", err)
+	}
+}
+
+// Splice works between Conns of both kinds: what the peer of a dialled
+// Conn sends arrives at the peer of a wrapped one, then EOF.
+func TestSpliceFromDialed(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	src, srcPeer := dialPair(t, ln, addr)
+	dst, dstPeer := pair(t)
+	want := make([]byte, 3<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	go func() {
+		srcPeer.Write(want)
+		srcPeer.(*net.TCPConn).CloseWrite()
+	}()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Splice(dst, src)
+		dst.CloseWrite()
+		done <- err
+	}()
+	got, err := io.ReadAll(dstPeer)
+	if err != nil || len(got) != len(want) || string(got) != string(want) {
+		t.Fatalf("read %d bytes (%v); want the %d sent, in order", len(got), err, len(want))
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkDial compares connects to a loopback listener through Dial and
+// through net.Dialer, as the TCP plane's dial was before. The listener
+// closes each connection first, as a backend answering one request does:
+// the side that closes first keeps the TIME_WAIT, and a client keeping tens
+// of thousands of them on its ephemeral ports makes every later connect
+// search for a free one, which would measure the kernel's port search
+// instead of the dial.
+func BenchmarkDial(b *testing.B) {
+	ln, addr := listen(b, "tcp", "127.0.0.1:0")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	b.Run("fastconn", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c, err := Dial(context.Background(), addr, time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			readEOF(b, c)
+			c.Close()
+		}
+	})
+	b.Run("net.Dialer", func(b *testing.B) {
+		b.ReportAllocs()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		d := net.Dialer{Timeout: time.Second, KeepAlive: -1}
+		s := addr.String()
+		for b.Loop() {
+			c, err := d.DialContext(ctx, "tcp", s)
+			if err != nil {
+				b.Fatal(err)
+			}
+			readEOF(b, c)
+			c.Close()
+		}
+	})
+}
+
+// readEOF reads c until the peer's FIN.
+func readEOF(b *testing.B, c net.Conn) {
+	var buf [16]byte
+	if n, err := c.Read(buf[:]); n != 0 || err != io.EOF {
+		b.Fatalf("read %d, %v; want the listener's EOF", n, err)
+	}
+}
