@@ -6,7 +6,7 @@
 # BULK_MB file on /bulk. Front ends: HAProxy with nbthread 1 (mode http, and
 # mode tcp on a second port), and pacer at GOMAXPROCS=1 (bench/http: the
 # HTTP plane on an HTTP-mode service port, the TCP plane on a TCP-mode one).
-# Each round runs, in turn against every target:
+# Each round runs, in turn against every target (reversed every other round):
 #   keep-alive  wrk -t1 -c50 -d${SECONDS_PER_RUN}s --latency
 #   close       the same with -H 'Connection: close' (one request per connection)
 #   bulk        wrk -t1 -c4 on /bulk (bytes/s; TCP targets and direct)
@@ -165,12 +165,21 @@ run_wrk() { # mode target round
 	printf '  %-9s %-13s %8s req/s  p99 %6s us  %7s MB/s %s\n' "$mode" "$t" "$rps" "${p99:-0}" "$mbs" "$errs"
 }
 
+# Every other round runs the targets in reverse order. Order is not neutral:
+# each close-mode run leaves tens of thousands of TIME_WAIT sockets for the
+# next minute, which slow every connect after it (direct close: 20k req/s
+# with none, 17.6-19k with 14k of them), and a shared machine drifts; in one
+# fixed order the same target would always run second.
 for round in $(seq "$ROUNDS"); do
 	echo "round $round/$ROUNDS"
+	order=("${targets[@]}") bulk=(direct haproxy-tcp pacer-tcp)
+	if ((round % 2 == 0)); then
+		order=(pacer-tcp haproxy-tcp pacer-http haproxy-http direct) bulk=(pacer-tcp haproxy-tcp direct)
+	fi
 	for mode in keepalive close; do
-		for t in "${targets[@]}"; do run_wrk "$mode" "$t"; done
+		for t in "${order[@]}"; do run_wrk "$mode" "$t"; done
 	done
-	for t in direct haproxy-tcp pacer-tcp; do run_wrk bulk "$t"; done
+	for t in "${bulk[@]}"; do run_wrk bulk "$t"; done
 done
 
 # median of column $3 (col) for mode/target

@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"hash/fnv"
 	"io"
@@ -101,18 +102,17 @@ func (b *backend) get() (*bconn, error) {
 	return b.dial()
 }
 
+// dial opens a new connection to the backend: fastconn's, whose dial and
+// reads and writes are raw calls and batch (see fastconn). It gets no TCP
+// keep-alive probes: an idle pooled connection is closed after
+// PoolIdleTimeout and peeked at before reuse, and a busy one is bounded by
+// the response and body timeouts.
 func (b *backend) dial() (*bconn, error) {
-	nc, err := b.p.dialer.Dial("tcp", b.dialTo)
+	fc, err := fastconn.Dial(context.Background(), b.addr, b.p.cfg.DialTimeout)
 	if err != nil {
 		return nil, &errDial{err}
 	}
-	tc := nc.(*net.TCPConn)
-	fc, err := fastconn.New(tc) // raw, batching reads and writes: see fastconn
-	if err != nil {
-		tc.Close()
-		return nil, &errDial{err}
-	}
-	c := &bconn{b: b, nc: tc}
+	c := &bconn{b: b, nc: fc}
 	c.rc, _ = fc.SyscallConn()
 	c.br = bufio.NewReaderSize(fc, backendReadBuf)
 	c.bw = bufio.NewWriterSize(fc, backendWriteBuf)
@@ -182,7 +182,7 @@ func (b *backend) close() {
 // nothing.
 type bconn struct {
 	b       *backend
-	nc      *net.TCPConn
+	nc      *fastconn.Conn
 	rc      syscall.RawConn
 	br      *bufio.Reader
 	bw      *bufio.Writer

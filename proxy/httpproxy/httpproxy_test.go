@@ -144,7 +144,7 @@ func TestNoBackend503(t *testing.T) {
 }
 
 func TestBadGatewayAndTimeout(t *testing.T) {
-	r := newRig(t, Config{ResponseHeaderTimeout: 300 * time.Millisecond})
+	r := newRig(t, Config{ResponseHeaderTimeout: 300 * time.Millisecond, DialTimeout: 200 * time.Millisecond})
 	// A backend that accepts and closes without answering.
 	closer := rawBackend(t, func(c net.Conn) {
 		bufio.NewReader(c).ReadString('\n')
@@ -157,12 +157,14 @@ func TestBadGatewayAndTimeout(t *testing.T) {
 		app("/closer", 0, []string{"closer.test"}, "", closer),
 		app("/refused", 0, []string{"refused.test"}, "", deadAddr(t)),
 		app("/slow", 0, []string{"slow.test"}, "", slow),
+		// A backend whose connects neither succeed nor fail.
+		app("/silent", 0, []string{"silent.test"}, "", testnet.SilentAddr(t)),
 	)
 	c := client()
 	for _, tc := range []struct {
 		host string
 		want int
-	}{{"closer.test", 502}, {"refused.test", 502}, {"slow.test", 504}} {
+	}{{"closer.test", 502}, {"refused.test", 502}, {"slow.test", 504}, {"silent.test", 504}} {
 		status, body, _ := get(t, c, r.vhost, tc.host, "/")
 		app := "/" + strings.TrimSuffix(tc.host, ".test")
 		if status != tc.want || !strings.Contains(body, app) {
@@ -170,7 +172,7 @@ func TestBadGatewayAndTimeout(t *testing.T) {
 		}
 	}
 	st := r.p.Stats()
-	if len(st) != 3 || st[2].App != "/slow" || st[2].Responses[4] != 1 {
+	if len(st) != 4 || st[3].App != "/slow" || st[3].Responses[4] != 1 {
 		t.Errorf("stats: %+v", st)
 	}
 }
