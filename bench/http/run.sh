@@ -10,9 +10,11 @@
 #   keep-alive  wrk -t1 -c50 -d${SECONDS_PER_RUN}s --latency
 #   close       the same with -H 'Connection: close' (one request per connection)
 #   bulk        wrk -t1 -c4 on /bulk (bytes/s; TCP targets and direct)
-# and the table prints req/s and p99 (median over rounds) and the ratios
-# the targets are stated in: pacer/HAProxy (>= 1.0, p99 no worse) and bulk
-# pacer-tcp/direct (>= 0.9).
+# and the table prints req/s, p99 and the proxy's CPU time per request
+# (median over rounds) and the ratios the targets are stated in:
+# pacer/HAProxy (>= 1.0, p99 no worse) and bulk pacer-tcp/direct (>= 0.9).
+# CPU per request is the steadier figure on a shared machine: the rates
+# move with whatever else runs, for both proxies alike.
 #
 # Needs nginx-light, haproxy, wrk (apt-get install -y nginx-light haproxy wrk) and Go.
 # Usage: bench/http/run.sh   (env: ROUNDS=3 SECONDS_PER_RUN=10 BULK_MB=64 CONNS=50)
@@ -119,16 +121,23 @@ backend be_tcp
 CONF
 haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.out" 2>&1 &
 pids+=($!)
+ha_pid=$!
 
 GOMAXPROCS=1 "$work/pacer-bench" -backend "127.0.0.1:$NGINX" -http "127.0.0.1:$P_VHOST" \
 	-http-port "$P_HTTP" -tcp-port "$P_TCP" >"$work/pacer.out" 2>&1 &
 pids+=($!)
+pacer_pid=$!
 
 for p in $NGINX $HA_HTTP $HA_TCP $P_VHOST $P_HTTP $P_TCP; do wait_port 127.0.0.1 "$p"; done
 
 # target name -> port
 declare -A port=([direct]=$NGINX [haproxy-http]=$HA_HTTP [pacer-http]=$P_HTTP [haproxy-tcp]=$HA_TCP [pacer-tcp]=$P_TCP)
 targets=(direct haproxy-http pacer-http haproxy-tcp pacer-tcp)
+# target name -> the proxy process whose CPU time each run reads
+declare -A proc=([haproxy-http]=$ha_pid [haproxy-tcp]=$ha_pid [pacer-http]=$pacer_pid [pacer-tcp]=$pacer_pid)
+clk_tck=$(getconf CLK_TCK)
+# cpu_ticks prints a process's user plus system time, all threads, in ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # to_us converts wrk's latency ("1.23ms", "850.00us", "1.02s") to microseconds.
 to_us() {
@@ -150,19 +159,25 @@ to_mbs() {
 results=$work/results.txt
 : >"$results"
 run_wrk() { # mode target round
-	local mode=$1 t=$2 out
+	local mode=$1 t=$2 out t0=0 t1=0 pid=${proc[$2]:-}
+	[[ -n $pid ]] && t0=$(cpu_ticks "$pid")
 	case $mode in
 	keepalive) out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -H 'Host: bench.test' "http://127.0.0.1:${port[$t]}/") ;;
 	close) out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -H 'Host: bench.test' -H 'Connection: close' "http://127.0.0.1:${port[$t]}/") ;;
 	bulk) out=$(wrk -t1 -c4 -d"${SECONDS_PER_RUN}s" -H 'Host: bench.test' "http://127.0.0.1:${port[$t]}/bulk") ;;
 	esac
-	local rps p99 mbs errs
+	[[ -n $pid ]] && t1=$(cpu_ticks "$pid")
+	local rps p99 mbs errs reqs cpu=0
 	rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
+	reqs=$(awk '/ requests in / {print $1}' <<<"$out")
+	if [[ -n $pid && ${reqs:-0} -gt 0 ]]; then
+		cpu=$(awk -v a="$t0" -v b="$t1" -v n="$reqs" -v hz="$clk_tck" 'BEGIN {printf "%.2f", (b - a) / hz * 1e6 / n}')
+	fi
 	p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
 	mbs=$(to_mbs "$(awk '/^Transfer\/sec:/ {print $2}' <<<"$out")")
 	errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-	echo "$mode $t $rps ${p99:-0} $mbs" >>"$results"
-	printf '  %-9s %-13s %8s req/s  p99 %6s us  %7s MB/s %s\n' "$mode" "$t" "$rps" "${p99:-0}" "$mbs" "$errs"
+	echo "$mode $t $rps ${p99:-0} $mbs $cpu" >>"$results"
+	printf '  %-9s %-13s %8s req/s  p99 %6s us  %7s MB/s  cpu %6s us/req %s\n' "$mode" "$t" "$rps" "${p99:-0}" "$mbs" "$cpu" "$errs"
 }
 
 # Every other round runs the targets in reverse order. Order is not neutral:
@@ -185,25 +200,30 @@ done
 # median of column $3 (col) for mode/target
 median() { # mode target col
 	awk -v m="$1" -v t="$2" -v c="$3" '$1 == m && $2 == t {print $c}' "$results" | sort -n |
-		awk '{a[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.0f", (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+		awk '{a[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.6g", (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2fx", a / b }'; }
 
 echo
 echo "medians over $ROUNDS round(s), wrk -t1 -c$CONNS -d${SECONDS_PER_RUN}s; pacer GOMAXPROCS=1, HAProxy nbthread 1, nginx 1 worker"
-printf '| %-9s | %-13s | %9s | %8s | %-22s |\n' mode target "req/s" "p99 us" "vs HAProxy (same mode)"
-printf '|%s|%s|%s|%s|%s|\n' ----------- --------------- ----------- ---------- ------------------------
+echo "cpu: the proxy's user + system time per request, all threads (/proc/PID/stat)"
+printf '| %-9s | %-13s | %9s | %8s | %10s | %-36s |\n' mode target "req/s" "p99 us" "cpu us/req" "vs HAProxy (same mode)"
+printf '|%s|%s|%s|%s|%s|%s|\n' ----------- --------------- ----------- ---------- ------------ --------------------------------------
 for mode in keepalive close; do
 	for t in "${targets[@]}"; do
-		rps=$(median "$mode" "$t" 3); p99=$(median "$mode" "$t" 4); vs=""
+		rps=$(median "$mode" "$t" 3); p99=$(median "$mode" "$t" 4); cpu=$(median "$mode" "$t" 6); vs=""
 		case $t in
-		pacer-http) vs="$(ratio "$rps" "$(median "$mode" haproxy-http 3)") req/s, p99 $(ratio "$p99" "$(median "$mode" haproxy-http 4)")" ;;
-		pacer-tcp) vs="$(ratio "$rps" "$(median "$mode" haproxy-tcp 3)") req/s, p99 $(ratio "$p99" "$(median "$mode" haproxy-tcp 4)")" ;;
+		pacer-*)
+			ha=haproxy-${t#pacer-}
+			vs="$(ratio "$rps" "$(median "$mode" "$ha" 3)") req/s, p99 $(ratio "$p99" "$(median "$mode" "$ha" 4)"), cpu $(ratio "$cpu" "$(median "$mode" "$ha" 6)")"
+			;;
 		esac
-		printf '| %-9s | %-13s | %9s | %8s | %-22s |\n' "$mode" "$t" "$rps" "$p99" "$vs"
+		[[ $t == direct ]] && cpu=""
+		printf '| %-9s | %-13s | %9s | %8s | %10s | %-36s |\n' "$mode" "$t" "$rps" "$p99" "$cpu" "$vs"
 	done
 done
 for t in direct haproxy-tcp pacer-tcp; do
-	mbs=$(median bulk "$t" 5)
-	printf '| %-9s | %-13s | %6s MB/s | %8s | %-22s |\n' bulk "$t" "$mbs" "" "$(ratio "$mbs" "$(median bulk direct 5)") of direct"
+	mbs=$(median bulk "$t" 5) cpu=""
+	[[ $t != direct ]] && cpu=$(awk -v c="$(median bulk "$t" 6)" -v mb="$BULK_MB" 'BEGIN {printf "%.1f/MB", c / mb}')
+	printf '| %-9s | %-13s | %4s MB/s | %8s | %10s | %-36s |\n' bulk "$t" "$mbs" "" "$cpu" "$(ratio "$mbs" "$(median bulk direct 5)") of direct"
 done
