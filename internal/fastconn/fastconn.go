@@ -73,6 +73,8 @@ type Conn struct {
 	// as net.ErrClosed whatever sock is (an *os.File says "use of closed
 	// file" instead).
 	closed atomic.Bool
+	// rd and wd are the read and write deadlines, armed lazily (deadline.go).
+	rd, wd deadline
 
 	// The RawConn callbacks, one per direction, made once: a method value
 	// made per call allocates. Each does what the call in progress set up
@@ -116,6 +118,8 @@ func New(tc *net.TCPConn) (*Conn, error) {
 
 func newConn(sock socket, tc *net.TCPConn, rc syscall.RawConn) *Conn {
 	c := &Conn{sock: sock, tc: tc, rc: rc}
+	c.rd.sock, c.rd.read = sock, true
+	c.wd.sock = sock
 	c.onRead, c.onWrite = c.readReady, c.writeReady
 	return c
 }
@@ -144,6 +148,22 @@ func (c *Conn) writeReady(fd uintptr) bool {
 // SyscallConn returns the raw connection c made for its own calls, rather
 // than a new one as the TCPConn's would.
 func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
+
+// Gone reports whether the peer closed or reset the connection, or sent
+// bytes nobody asked for, with one non-blocking peek (MSG_PEEK): the check
+// a pooled connection gets before it carries a request.
+func (c *Conn) Gone() bool {
+	c.rd.begin()
+	defer c.rd.end()
+	gone := false
+	err := c.rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		gone = n > 0 || (n == 0 && err == nil) || (err != nil && !errors.Is(err, syscall.EAGAIN))
+		return true
+	})
+	return err != nil || gone
+}
 
 // Close closes the connection; Reads and Writes in progress end with an
 // error that matches net.ErrClosed.
@@ -181,19 +201,33 @@ func (c *Conn) control(name string, op func(fd int) error) error {
 	return nil
 }
 
-// SetDeadline sets the read and write deadlines, as on a net.Conn.
+// SetDeadline sets the read and write deadlines, as on a net.Conn but
+// lazily: see deadline.go for the (small) difference.
 func (c *Conn) SetDeadline(t time.Time) error {
-	return c.mapClosed("set deadline", c.sock.SetDeadline(t))
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
 }
 
-// SetReadDeadline sets the read deadline, as on a net.Conn.
+// SetReadDeadline sets the read deadline, as on a net.Conn but lazily: see
+// deadline.go.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	return c.mapClosed("set read deadline", c.sock.SetReadDeadline(t))
+	if c.closed.Load() {
+		return c.mapClosed("set read deadline", net.ErrClosed)
+	}
+	c.rd.store(t)
+	return nil
 }
 
-// SetWriteDeadline sets the write deadline, as on a net.Conn.
+// SetWriteDeadline sets the write deadline, as on a net.Conn but lazily: see
+// deadline.go.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	return c.mapClosed("set write deadline", c.sock.SetWriteDeadline(t))
+	if c.closed.Load() {
+		return c.mapClosed("set write deadline", net.ErrClosed)
+	}
+	c.wd.store(t)
+	return nil
 }
 
 // LocalAddr returns the local address. For a Conn from Dial it asks the
@@ -221,6 +255,9 @@ func (c *Conn) RemoteAddr() net.Addr {
 // and sendfile; a Conn from Dial copies.
 func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 	if c.tc != nil {
+		c.wd.flush()
+		c.wd.busy.Store(true)
+		defer c.wd.end()
 		return c.tc.ReadFrom(r)
 	}
 	return io.Copy(writerOnly{c}, r)
@@ -229,6 +266,9 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 // WriteTo is ReadFrom's counterpart for io.Copy out of a Conn.
 func (c *Conn) WriteTo(w io.Writer) (int64, error) {
 	if c.tc != nil {
+		c.rd.flush()
+		c.rd.busy.Store(true)
+		defer c.rd.end()
 		return c.tc.WriteTo(w)
 	}
 	return io.Copy(w, readerOnly{c})
@@ -257,6 +297,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	c.beforeRead()
 	c.rbuf, c.rn, c.rerr = p, 0, 0
 	err := c.rc.Read(c.onRead)
+	c.rd.end()
 	c.rbuf = nil
 	return c.readResult(err)
 }
@@ -269,6 +310,7 @@ func (c *Conn) ReadPooled(pool *Pool) (buf *[]byte, n int, err error) {
 	c.beforeRead()
 	c.rpool, c.rbp, c.rn, c.rerr = pool, nil, 0, 0
 	rerr := c.rc.Read(c.onRead)
+	c.rd.end()
 	buf, c.rbp, c.rbuf, c.rpool = c.rbp, nil, nil, nil
 	n, err = c.readResult(rerr)
 	if n == 0 && buf != nil {
@@ -278,8 +320,10 @@ func (c *Conn) ReadPooled(pool *Pool) (buf *[]byte, n int, err error) {
 	return buf, n, err
 }
 
-// beforeRead is the batching yield; see the package comment.
+// beforeRead is the batching yield (see the package comment), and arms the
+// read deadline if it must be before the read starts.
 func (c *Conn) beforeRead() {
+	c.rd.begin()
 	c.waited = false
 	if !c.wrote.Load() {
 		return
@@ -327,6 +371,7 @@ func (c *Conn) rawRead(trap, a1, a2, a3, a4, a5, a6 uintptr) bool {
 			continue
 		case syscall.EAGAIN:
 			c.waited = true
+			c.rd.beforeWait()
 			return false
 		}
 		c.rerr = errno
@@ -353,7 +398,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.wbuf, c.wn, c.werr = p, 0, 0
+	c.wd.begin()
 	err := c.rc.Write(c.onWrite)
+	c.wd.end()
 	n, errno := c.wn, c.werr
 	c.wbuf = nil
 	c.wrote.Store(true)
@@ -374,6 +421,7 @@ func (c *Conn) write(fd uintptr) bool {
 			c.wn += int(n)
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			c.wd.beforeWait()
 			return false // the socket buffer is full: wait for the poller
 		default:
 			c.werr = errno

@@ -55,6 +55,7 @@ func (c *Conn) spliceIn(p *pipe) (int, error) {
 	c.beforeRead()
 	c.sp, c.rn, c.rerr = p, 0, 0
 	rerr := c.rc.Read(c.onRead)
+	c.rd.end()
 	c.sp = nil
 	n, err := c.readResult(rerr)
 	if err == io.EOF {
@@ -71,7 +72,9 @@ func (c *Conn) spliceInRaw(fd uintptr) bool {
 // spliceOut writes everything in p to c.
 func (c *Conn) spliceOut(p *pipe) error {
 	c.wp, c.werr = p, 0
+	c.wd.begin()
 	err := c.rc.Write(c.onWrite)
+	c.wd.end()
 	c.wp = nil
 	c.wrote.Store(true)
 	switch {
@@ -92,6 +95,7 @@ func (c *Conn) spliceOutRaw(fd uintptr) bool {
 			p.data -= int(n)
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			c.wd.beforeWait()
 			return false // dst's socket buffer is full
 		default:
 			c.werr = errno

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/pacer-lb/pacer/internal/fastconn"
@@ -113,7 +112,6 @@ func (b *backend) dial() (*bconn, error) {
 		return nil, &errDial{err}
 	}
 	c := &bconn{b: b, nc: fc}
-	c.rc, _ = fc.SyscallConn()
 	c.br = bufio.NewReaderSize(fc, backendReadBuf)
 	c.bw = bufio.NewWriterSize(fc, backendWriteBuf)
 	b.open.Add(1)
@@ -183,7 +181,6 @@ func (b *backend) close() {
 type bconn struct {
 	b       *backend
 	nc      *fastconn.Conn
-	rc      syscall.RawConn
 	br      *bufio.Reader
 	bw      *bufio.Writer
 	lastUse time.Time
@@ -206,17 +203,7 @@ type bconn struct {
 // alive reports whether the backend has not closed c (no FIN, RST or stray
 // bytes waiting), with one non-blocking peek.
 func (c *bconn) alive() bool {
-	if c.rc == nil || c.br.Buffered() > 0 {
-		return false
-	}
-	dead := false
-	err := c.rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		dead = n > 0 || (n == 0 && err == nil) || (err != nil && !errors.Is(err, syscall.EAGAIN))
-		return true
-	})
-	return err == nil && !dead
+	return c.br.Buffered() == 0 && !c.nc.Gone()
 }
 
 func (c *bconn) close() {

@@ -1,0 +1,139 @@
+package fastconn
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Deadlines, set lazily.
+//
+// A server sets a connection's deadlines several times per request:
+// fasthttp, for each keep-alive request, moves the read deadline to the
+// idle timeout, then to the read timeout once the request starts, and the
+// write deadline before the response. Each is a timer update in the
+// runtime's poller, and in HTTP keep-alive through pacer they were 3% of the
+// CPU (perf), for deadlines that almost never fire: the request is usually
+// in the socket already, and the response fits in its buffer.
+//
+// So a Conn records the deadline asked for and gives it to the poller only
+// when it matters: before a call has to wait for the poller, when a
+// deadline moves later than the one armed (an armed deadline that passed
+// would fail the next call at once), when it is cleared, and at once when
+// a call is already waiting (another goroutine moves the deadline of a
+// parked Read) or when it lies in the past (it must fail calls now). When
+// it arms a deadline, it arms it a sixteenth of its timeout late, so that
+// the next few requests, asking for nearly the same time, find it armed
+// already. The contract that differs from a net.Conn's: a deadline ends a
+// wait up to 1/16 of its timeout after the time asked for, never before
+// it; and a call that need not wait may still succeed after its deadline
+// passed, as long as no wait is armed to have ended.
+type deadline struct {
+	// want is the deadline asked for, in Unix nanoseconds; 0 means none.
+	want atomic.Int64
+	// armed is what the poller has (0: none), armedFor the want it was
+	// armed for. Written under mu only.
+	armed, armedFor atomic.Int64
+	// busy is set while a call in this direction runs.
+	busy atomic.Bool
+	mu   sync.Mutex
+	// sock and read say whose deadline this is: sock's read deadline, or
+	// its write deadline.
+	sock socket
+	read bool
+	// applied counts the deadlines given to the poller, for tests.
+	applied atomic.Int64
+}
+
+// set gives the poller t.
+func (d *deadline) set(t time.Time) error {
+	if d.read {
+		return d.sock.SetReadDeadline(t)
+	}
+	return d.sock.SetWriteDeadline(t)
+}
+
+// store records t as the deadline asked for, and arms it at once if a call
+// is waiting or t has passed and is earlier than the one armed.
+func (d *deadline) store(t time.Time) {
+	w := int64(0)
+	if !t.IsZero() {
+		w = t.UnixNano()
+		if w <= 0 {
+			w = 1 // before 1970: long past all the same
+		}
+	}
+	d.want.Store(w)
+	// Checked after the store: a call starting now either sees w, or was
+	// running already and is seen here (both may apply it; the last apply
+	// under mu reads the newest want).
+	if d.busy.Load() || (w != 0 && w < d.armedFor.Load() && w <= time.Now().UnixNano()) {
+		d.apply()
+	}
+}
+
+// begin marks a call in this direction running and arms the deadline if
+// the armed one could fail it wrongly: a cleared deadline, or one asked
+// later than what is armed.
+func (d *deadline) begin() {
+	d.busy.Store(true)
+	w, a := d.want.Load(), d.armed.Load()
+	if (w == 0 && a != 0) || w > a {
+		d.apply()
+	}
+}
+
+// end marks the call finished.
+func (d *deadline) end() { d.busy.Store(false) }
+
+// beforeWait arms a deadline asked earlier than the one armed, before the
+// call waits in the poller.
+func (d *deadline) beforeWait() {
+	if w := d.want.Load(); w != 0 && w < d.armedFor.Load() {
+		d.apply()
+	}
+}
+
+// apply gives the poller the newest deadline asked for, late by a
+// sixteenth of its timeout.
+func (d *deadline) apply() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w := d.want.Load()
+	arm := w
+	if w != 0 {
+		if left := w - time.Now().UnixNano(); left > 0 {
+			arm += left / 16
+		}
+	}
+	if arm == d.armed.Load() && w == d.armedFor.Load() {
+		return
+	}
+	t := time.Time{}
+	if arm != 0 {
+		t = time.Unix(0, arm)
+	}
+	_ = d.set(t) // fails only on a closed socket, whose calls fail anyway
+	d.armed.Store(arm)
+	d.armedFor.Store(w)
+	d.applied.Add(1)
+}
+
+// flush arms exactly the deadline asked for, for calls that bypass the
+// Conn's own (ReadFrom and WriteTo through the TCPConn).
+func (d *deadline) flush() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w := d.want.Load()
+	if w == d.armed.Load() {
+		return
+	}
+	t := time.Time{}
+	if w != 0 {
+		t = time.Unix(0, w)
+	}
+	_ = d.set(t)
+	d.armed.Store(w)
+	d.armedFor.Store(w)
+	d.applied.Add(1)
+}

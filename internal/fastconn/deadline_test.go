@@ -1,0 +1,172 @@
+package fastconn
+
+import (
+	"errors"
+	"io"
+	"os"
+	"testing"
+	"time"
+)
+
+// readResult is what a Read in another goroutine returned, and when.
+type readResult struct {
+	n    int
+	err  error
+	took time.Duration
+}
+
+func readAsync(c *Conn) <-chan readResult {
+	ch := make(chan readResult, 1)
+	go func() {
+		start := time.Now()
+		n, err := c.Read(make([]byte, 64))
+		ch <- readResult{n, err, time.Since(start)}
+	}()
+	return ch
+}
+
+// waitBusy waits until c's Read is running; it may not be parked yet, and
+// the tests hold either way.
+func waitBusy(t *testing.T, c *Conn) {
+	t.Helper()
+	for start := time.Now(); !c.rd.busy.Load(); {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("the read never started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A deadline moved by another goroutine while a Read waits takes effect for
+// that Read, earlier or later, as on a net.Conn.
+func TestDeadlineMovedWhileReadWaits(t *testing.T) {
+	c, _ := pair(t)
+	c.SetReadDeadline(time.Now().Add(time.Hour))
+	res := readAsync(c)
+	waitBusy(t, c)
+	set := time.Now()
+	c.SetReadDeadline(set.Add(50 * time.Millisecond))
+	r := <-res
+	if !errors.Is(r.err, os.ErrDeadlineExceeded) || time.Since(set) < 50*time.Millisecond {
+		t.Fatalf("deadline moved earlier: %v after %v; want a timeout, not before 50ms", r.err, time.Since(set))
+	}
+
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	res = readAsync(c)
+	waitBusy(t, c)
+	set = time.Now()
+	c.SetReadDeadline(set.Add(300 * time.Millisecond))
+	r = <-res
+	if !errors.Is(r.err, os.ErrDeadlineExceeded) || time.Since(set) < 300*time.Millisecond {
+		t.Fatalf("deadline moved later: %v after %v; want a timeout, not before 300ms", r.err, time.Since(set))
+	}
+}
+
+// A deadline never ends a wait before the time asked for, and ends it about
+// a sixteenth of the timeout later at most (the bound checked here is loose:
+// a loaded machine runs late).
+func TestDeadlineNeverEarly(t *testing.T) {
+	c, _ := pair(t)
+	for _, d := range []time.Duration{20 * time.Millisecond, 160 * time.Millisecond} {
+		set := time.Now()
+		c.SetReadDeadline(set.Add(d))
+		_, err := c.Read(make([]byte, 8))
+		took := time.Since(set)
+		if !errors.Is(err, os.ErrDeadlineExceeded) || took < d {
+			t.Fatalf("deadline %v: %v after %v; want a timeout, not before", d, err, took)
+		}
+		if took > d+d/16+2*time.Second {
+			t.Errorf("deadline %v ended the read after %v", d, took)
+		}
+	}
+}
+
+// Each window of a loop that sets a deadline and reads until it passes
+// waits for its whole window: an armed deadline that passed must not fail
+// the next read at once (which would spin).
+func TestDeadlineWindowsDoNotSpin(t *testing.T) {
+	c, _ := pair(t)
+	const windows, window = 5, 20 * time.Millisecond
+	start := time.Now()
+	for range windows {
+		c.SetReadDeadline(time.Now().Add(window))
+		if _, _, err := c.ReadPooled(NewPool(64)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("read: %v; want a timeout", err)
+		}
+	}
+	if took := time.Since(start); took < windows*window {
+		t.Fatalf("%d windows of %v took %v", windows, window, took)
+	}
+}
+
+// A deadline in the past fails the next Read even with bytes waiting: the
+// TCP plane stops a copy that way before it reads a client's bytes.
+func TestPastDeadlineFailsReadWithDataWaiting(t *testing.T) {
+	c, peer := pair(t)
+	c.SetReadDeadline(time.Now().Add(time.Hour))
+	peer.Write([]byte("a"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	peer.Write([]byte("b"))
+	time.Sleep(10 * time.Millisecond) // let "b" arrive; the read must fail either way
+	c.SetReadDeadline(time.Unix(1, 0))
+	if n, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read after a past deadline: %d, %v; want a timeout", n, err)
+	}
+	// Cleared, the byte is there to read.
+	c.SetReadDeadline(time.Time{})
+	got := make([]byte, 1)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "b" {
+		t.Fatalf("read after clearing the deadline: %q, %v", got, err)
+	}
+}
+
+// A cleared deadline no longer ends a wait.
+func TestClearedDeadline(t *testing.T) {
+	c, peer := pair(t)
+	c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read: %v; want a timeout", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	time.AfterFunc(100*time.Millisecond, func() { peer.Write([]byte("x")) })
+	if n, err := c.Read(make([]byte, 1)); n != 1 || err != nil {
+		t.Fatalf("read with no deadline: %d, %v; want the byte sent after 100ms", n, err)
+	}
+}
+
+// What the laziness is for: a keep-alive server's deadlines per request
+// (fasthttp's: idle timeout before the request, read timeout once it
+// starts, write timeout before the response) reach the poller a handful of
+// times over 300 requests, not three times per request.
+func TestKeepAliveDeadlinesRarelyReachThePoller(t *testing.T) {
+	c, peer := pair(t)
+	const requests = 300
+	go func() {
+		buf := make([]byte, 8)
+		for range requests {
+			if _, err := peer.Write([]byte("GET")); err != nil {
+				return
+			}
+			if _, err := io.ReadFull(peer, buf[:2]); err != nil {
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 3)
+	for i := range requests {
+		c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if _, err := c.Write([]byte("ok")); err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+	}
+	if n := c.rd.applied.Load() + c.wd.applied.Load(); n > 10 {
+		t.Fatalf("%d deadlines reached the poller over %d requests; want a handful", n, requests)
+	}
+}
