@@ -10,9 +10,9 @@ import (
 // connection, as fasthttp's worker pool does for its server.
 //
 // A new goroutine starts on a 2 KiB stack, and the dial path (net.Dialer
-// down to connect) runs deeper than that: every fresh goroutine grew its
-// stack two or three times, each a copy, and dropped the grown stack again
-// when it ended. With one request per connection that was a cost per
+// down to connect, when this was measured) runs deeper than that: every
+// fresh goroutine grew its stack two or three times, each a copy, and
+// dropped the grown stack again when it ended. With one request per connection that was a cost per
 // request: runtime.morestack was 3.3% of the TCP plane's CPU (perf, wrk with
 // Connection: close through bench/http). A worker keeps the stack its last
 // connection grew, until the garbage collector shrinks it.

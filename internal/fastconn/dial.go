@@ -12,9 +12,10 @@ import (
 )
 
 // Dial connects to addr with raw system calls and returns the connection
-// registered with the runtime's poller, as net.Dialer would, but at less
-// than half the cost per connection: a proxy that opens one backend
-// connection per client connection pays it on every request of a
+// registered with the runtime's poller, as net.Dialer would, in two thirds
+// of its time and with fewer than half its allocations (BenchmarkDial: 43
+// against 64 us, 14 against 32): a proxy that opens one backend connection
+// per client connection pays it on every request of a
 // one-request-per-connection protocol.
 //
 // What net.Dialer does that Dial does not: resolve a name, bind a local

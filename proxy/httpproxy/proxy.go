@@ -30,7 +30,7 @@ type Proxy struct {
 	cfg        Config
 	table      *discovery.Table
 	log        *zap.Logger
-	dialer     net.Dialer
+	dialer     net.Dialer // for Upgrade tunnels; pools use fastconn.Dial
 	retryAfter []byte
 
 	// idx is the route index of the newest snapshot seen; see routes.go.
