@@ -3,34 +3,79 @@ package testnet
 
 import (
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// Ports returns n distinct TCP ports that were free on 127.0.0.1 a moment
-// ago: all n are held open together, so they differ, then released.
-// Something else may take one before the caller binds it; code that must
-// not race binds port 0 instead.
+// Ports returns n distinct ports that were free a moment ago for TCP and
+// UDP on every address: all n are held open together, so they differ, then
+// released. They come from below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range), so no outgoing connection, of this test
+// or of any other running in parallel, can take one as its local port
+// before the caller binds it; a port 0 listener's port could be, and under
+// parallel load was (a test's service port bound by a proxy's dial). Another
+// program binding it in that moment still can: code that must not race
+// binds port 0 instead.
 func Ports(n int) ([]int, error) {
+	lo, hi := 10000, ephemeralLow()
+	if hi-lo < 100 {
+		lo = 1024 // an unusual range; still below it
+	}
 	ports := make([]int, 0, n)
-	lns := make([]net.Listener, 0, n)
+	var held []io.Closer
 	defer func() {
-		for _, ln := range lns {
-			ln.Close()
+		for _, c := range held {
+			c.Close()
 		}
 	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("finding a free port: %w", err)
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 10000 {
+			return nil, fmt.Errorf("finding %d free ports below %d: only %d found", n, hi, len(ports))
 		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		p := lo + rand.IntN(hi-lo)
+		if slices.Contains(ports, p) {
+			continue
+		}
+		ln, err := net.Listen("tcp", ":"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", ":"+strconv.Itoa(p))
+		if err != nil {
+			ln.Close()
+			continue
+		}
+		held = append(held, ln, pc)
+		ports = append(ports, p)
 	}
 	return ports, nil
+}
+
+// ephemeralLow returns the first port of the kernel's ephemeral range, or
+// 32768 (Linux's default) if it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil || lo <= 1024 {
+		return 32768
+	}
+	return lo
 }
 
 // FreePorts is Ports for a test, which it fails on error.
