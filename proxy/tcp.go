@@ -49,9 +49,9 @@ type TCPConfig struct {
 	DialTimeout time.Duration
 	// IdleTimeout closes a connection that moved no byte in either direction
 	// for this long; 0 means 1h. A connection streaming in one direction only
-	// is not idle. The check runs in windows of min(IdleTimeout/4, 10s), so
-	// the close comes between IdleTimeout and 1.5*IdleTimeout after the last
-	// byte.
+	// is not idle. The check runs in windows of min(IdleTimeout/4, 10s),
+	// each ending up to 1/16 late (fastconn's deadlines), so the close comes
+	// between IdleTimeout and about 1.55*IdleTimeout after the last byte.
 	IdleTimeout time.Duration
 	// WaitForBackend is how long a new connection is held when its service
 	// has no backend that accepts it (none routable, or every dial failed):
