@@ -35,7 +35,7 @@ const (
 // Config configures the HTTP data plane. The zero value of each field means
 // the documented default; New copies the config. The timeouts below are
 // socket deadlines, which fastconn arms lazily: each ends a wait up to 1/16
-// of its length late, never early.
+// of its length late (ResponseHeaderTimeout more, as it says), never early.
 type Config struct {
 	// Bind is the address the service-port listeners bind; "" means
 	// "0.0.0.0". It must be an IP literal. The --http listener is the
@@ -50,8 +50,9 @@ type Config struct {
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait from the end of the request to
 	// the response header (504 when it passes); 0 means 30s. The bound is
-	// kept in coarse steps, so the 504 comes between this and an eighth
-	// more after the request was sent.
+	// kept in coarse steps, so the 504 comes between this and about a
+	// fifth more (an eighth, and the deadline's sixteenth) after the
+	// request was sent.
 	ResponseHeaderTimeout time.Duration
 	// BodyTimeout is the longest silence while a body streams, in either
 	// direction, and the write timeout towards clients; 0 means 60s.
