@@ -32,8 +32,9 @@
 // calls too, and without waiting in the poller for a connect that loopback
 // finished already: for a proxy that dials once per client connection it
 // is the larger part of the per-connection cost in user space (see Dial).
-// Deadlines and the poller are the runtime's, through the *net.TCPConn
-// New wraps or the *os.File Dial registers.
+// The poller is the runtime's, through the *net.TCPConn New wraps or the
+// *os.File Dial registers; deadlines reach it lazily (deadline.go), since
+// a keep-alive server sets several per request that almost never fire.
 package fastconn
 
 import (
