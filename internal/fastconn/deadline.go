@@ -96,12 +96,18 @@ func (d *deadline) beforeWait() {
 
 // apply gives the poller the newest deadline asked for, late by a
 // sixteenth of its timeout.
-func (d *deadline) apply() {
+func (d *deadline) apply() { d.give(true) }
+
+// flush gives the poller exactly the deadline asked for, for calls that
+// bypass the Conn's own (ReadFrom and WriteTo through the TCPConn).
+func (d *deadline) flush() { d.give(false) }
+
+func (d *deadline) give(late bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	w := d.want.Load()
 	arm := w
-	if w != 0 {
+	if late && w != 0 {
 		if left := w - time.Now().UnixNano(); left > 0 {
 			arm += left / 16
 		}
@@ -115,25 +121,6 @@ func (d *deadline) apply() {
 	}
 	_ = d.set(t) // fails only on a closed socket, whose calls fail anyway
 	d.armed.Store(arm)
-	d.armedFor.Store(w)
-	d.applied.Add(1)
-}
-
-// flush arms exactly the deadline asked for, for calls that bypass the
-// Conn's own (ReadFrom and WriteTo through the TCPConn).
-func (d *deadline) flush() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	w := d.want.Load()
-	if w == d.armed.Load() {
-		return
-	}
-	t := time.Time{}
-	if w != 0 {
-		t = time.Unix(0, w)
-	}
-	_ = d.set(t)
-	d.armed.Store(w)
 	d.armedFor.Store(w)
 	d.applied.Add(1)
 }

@@ -194,27 +194,6 @@ func TestFullDuplex(t *testing.T) {
 	wg.Wait()
 }
 
-func TestNoAllocations(t *testing.T) {
-	if raceEnabled {
-		t.Skip("sync.Pool drops buffers at random under -race; make test runs this without it")
-	}
-	c, peer := pair(t)
-	msg, buf := []byte("ping"), make([]byte, 16)
-	pool := NewPool(16)
-	allocs := testing.AllocsPerRun(200, func() {
-		c.Write(msg)
-		peer.Read(buf)
-		peer.Write(msg)
-		c.Read(buf)
-		peer.Write(msg)
-		b, _, _ := c.ReadPooled(pool)
-		pool.Put(b)
-	})
-	if allocs != 0 {
-		t.Fatalf("%.1f allocations per round trip; want 0", allocs)
-	}
-}
-
 // BenchmarkPingPong is one small message each way between a wrapped
 // connection and a plain one: go test -bench . -benchmem ./internal/fastconn
 func BenchmarkPingPong(b *testing.B) {

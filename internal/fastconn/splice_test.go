@@ -73,32 +73,3 @@ func TestSpliceReportsPeerReset(t *testing.T) {
 		t.Fatalf("Splice from a reset peer: %v; want ECONNRESET", err)
 	}
 }
-
-// TestSpliceNoAllocations: a pooled pipe and the Conn's own callbacks, so a
-// Splice allocates nothing once warm.
-func TestSpliceNoAllocations(t *testing.T) {
-	if raceEnabled {
-		t.Skip("sync.Pool drops pipes at random under -race; make test runs this without it")
-	}
-	src, in := pair(t)
-	dst, out := pair(t)
-	msg, buf := make([]byte, 64<<10), make([]byte, 64<<10)
-	allocs := testing.AllocsPerRun(50, func() {
-		in.Write(msg)
-		src.SetReadDeadline(time.Now().Add(time.Millisecond))
-		n, _ := Splice(dst, src)
-		for got := int64(0); got < n; {
-			m, _ := out.Read(buf)
-			got += int64(m)
-		}
-	})
-	// The timeout's error is allocated (the net package's *OpError), as a
-	// Read's is; Splice must add nothing to that.
-	base := testing.AllocsPerRun(50, func() {
-		src.SetReadDeadline(time.Now().Add(time.Millisecond))
-		src.Read(buf)
-	})
-	if allocs > base {
-		t.Fatalf("%.1f allocations per Splice (deadline alone %.1f)", allocs, base)
-	}
-}

@@ -1,0 +1,58 @@
+//go:build !race
+
+package fastconn
+
+import (
+	"testing"
+	"time"
+)
+
+// The allocation tests are left out of -race builds rather than skipped
+// there: the race detector makes sync.Pool drop a quarter of what is put
+// back, on purpose, so a pooled buffer or pipe is sometimes made anew and
+// the count means nothing. make test runs every test named *Allocat*
+// again without -race, so CI runs these.
+
+func TestNoAllocations(t *testing.T) {
+	c, peer := pair(t)
+	msg, buf := []byte("ping"), make([]byte, 16)
+	pool := NewPool(16)
+	allocs := testing.AllocsPerRun(200, func() {
+		c.Write(msg)
+		peer.Read(buf)
+		peer.Write(msg)
+		c.Read(buf)
+		peer.Write(msg)
+		b, _, _ := c.ReadPooled(pool)
+		pool.Put(b)
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per round trip; want 0", allocs)
+	}
+}
+
+// TestSpliceNoAllocations: a pooled pipe and the Conn's own callbacks, so a
+// Splice allocates nothing once warm.
+func TestSpliceNoAllocations(t *testing.T) {
+	src, in := pair(t)
+	dst, out := pair(t)
+	msg, buf := make([]byte, 64<<10), make([]byte, 64<<10)
+	allocs := testing.AllocsPerRun(50, func() {
+		in.Write(msg)
+		src.SetReadDeadline(time.Now().Add(time.Millisecond))
+		n, _ := Splice(dst, src)
+		for got := int64(0); got < n; {
+			m, _ := out.Read(buf)
+			got += int64(m)
+		}
+	})
+	// The timeout's error is allocated (the net package's *OpError), as a
+	// Read's is; Splice must add nothing to that.
+	base := testing.AllocsPerRun(50, func() {
+		src.SetReadDeadline(time.Now().Add(time.Millisecond))
+		src.Read(buf)
+	})
+	if allocs > base {
+		t.Fatalf("%.1f allocations per Splice (deadline alone %.1f)", allocs, base)
+	}
+}

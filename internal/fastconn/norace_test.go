@@ -1,5 +1,0 @@
-//go:build !race
-
-package fastconn
-
-const raceEnabled = false
