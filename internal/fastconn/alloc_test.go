@@ -56,3 +56,28 @@ func TestSpliceNoAllocations(t *testing.T) {
 		t.Fatalf("%.1f allocations per Splice (deadline alone %.1f)", allocs, base)
 	}
 }
+
+// TestExpectReplyNoAllocations: the wait for the answer allocates nothing.
+func TestExpectReplyNoAllocations(t *testing.T) {
+	c, peer := pair(t)
+	msg, buf := []byte("ping"), make([]byte, 16)
+	go func() {
+		b := make([]byte, 4)
+		for {
+			if _, err := peer.Read(b); err != nil {
+				return
+			}
+			if _, err := peer.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	allocs := testing.AllocsPerRun(200, func() {
+		c.ExpectReply()
+		c.Write(msg)
+		c.Read(buf)
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per round trip; want 0", allocs)
+	}
+}

@@ -26,6 +26,11 @@
 //     only when nothing else is runnable, and connections that always yield
 //     would keep something runnable and starve everyone still waiting in
 //     the poller (p99 over 30 ms in that version).
+//   - Waiting for an answer without a read. A backend answers only when
+//     asked, so the write of a request can wait in the poller for the
+//     answer itself (ExpectReply), and the read after it never finds
+//     nothing: HTTP keep-alive made 2.05 reads per request instead of 2.55
+//     (HAProxy 2.05), 0.96x to 1.0x HAProxy.
 //
 // Splice moves bulk data between two Conns with raw splice(2) calls, for
 // the same reason as the first point. Dial opens a connection with raw
@@ -98,6 +103,10 @@ type Conn struct {
 	werr  syscall.Errno
 	wp    *pipe       // Splice: the pipe being emptied
 	wrote atomic.Bool // a write happened since the last read
+	// expect is ExpectReply's request for the next Write; await is that
+	// Write's progress: 1 while its bytes go out, 2 once it waits.
+	expect bool
+	await  uint8
 }
 
 // socket is the part of *net.TCPConn and *os.File that Conn delegates to.
@@ -129,6 +138,8 @@ func newConn(sock socket, tc *net.TCPConn, rc syscall.RawConn) *Conn {
 // goroutine to the poller until the socket is readable.
 func (c *Conn) readReady(fd uintptr) bool {
 	switch {
+	case c.await != 0:
+		return c.awaitReply(fd)
 	case c.sp != nil:
 		return c.spliceInRaw(fd)
 	case c.rpool != nil:
@@ -399,6 +410,13 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.wbuf, c.wn, c.werr = p, 0, 0
+	if c.expect {
+		c.expect = false
+		if c.writeAwait() {
+			c.wbuf = nil
+			return len(p), nil
+		}
+	}
 	c.wd.begin()
 	err := c.rc.Write(c.onWrite)
 	c.wd.end()
@@ -415,21 +433,81 @@ func (c *Conn) Write(p []byte) (int, error) {
 }
 
 func (c *Conn) write(fd uintptr) bool {
+	switch errno := c.send(fd); errno {
+	case 0:
+		return true
+	case syscall.EAGAIN:
+		c.wd.beforeWait()
+		return false // the socket buffer is full: wait for the poller
+	default:
+		c.werr = errno
+		return true
+	}
+}
+
+// send writes wbuf from wn on. It returns 0 once every byte is out, or the
+// error that stopped it: EAGAIN when the socket's buffer is full.
+func (c *Conn) send(fd uintptr) syscall.Errno {
 	for c.wn < len(c.wbuf) {
 		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&c.wbuf[c.wn])), uintptr(len(c.wbuf)-c.wn))
 		switch errno {
 		case 0:
 			c.wn += int(n)
 		case syscall.EINTR:
-		case syscall.EAGAIN:
-			c.wd.beforeWait()
-			return false // the socket buffer is full: wait for the poller
 		default:
-			c.werr = errno
-			return true
+			return errno
 		}
 	}
-	return true
+	return 0
+}
+
+// ExpectReply says that the next Write is the last one before the peer
+// answers, as a request to a backend is: that Write, once all its bytes are
+// out, waits until c is readable (or its read deadline passes, or c is
+// closed) before it returns. The Read that follows then finds the answer,
+// where it would otherwise find nothing, wait and read again: one read
+// system call per answer instead of two. The wait cannot simply be left to
+// the Read, because the runtime's poller forgets a socket's readiness when a
+// read begins, and on loopback the answer can arrive before the write has
+// returned; so the write is made from inside the read (writeAwait).
+//
+// Only for a protocol where the peer sends nothing unasked: bytes that
+// arrive before that Write are not seen until more arrive. That Write must
+// not run concurrently with a Read, and if the wait ends in an error, Write
+// still reports the bytes as written: the Read that follows meets the error.
+func (c *Conn) ExpectReply() { c.expect = true }
+
+// writeAwait sends wbuf from inside a read of c, then waits there for c to
+// be readable. It reports whether every byte went out; if not (the socket's
+// buffer is full, or the write failed), Write carries on from wn as usual
+// and the answer is read the usual way.
+func (c *Conn) writeAwait() bool {
+	c.rd.begin()
+	c.await = 1
+	_ = c.rc.Read(c.onRead) // an error here is the next Read's
+	c.rd.end()
+	sent := c.await == 2
+	c.await = 0
+	if sent {
+		// The wait in the poller did what the batching yield is for.
+		c.wrote.Store(false)
+	}
+	return sent
+}
+
+// awaitReply is writeAwait's RawConn callback: the write, then false to wait
+// for the poller, then true once c is readable.
+func (c *Conn) awaitReply(fd uintptr) bool {
+	if c.await == 2 {
+		pollWakeups.Add(1)
+		return true
+	}
+	if c.send(fd) != 0 {
+		return true // the buffer is full, or an error: Write goes on as usual
+	}
+	c.await = 2
+	c.rd.beforeWait()
+	return false
 }
 
 // opError shapes a failed call like the net package's own errors, so that

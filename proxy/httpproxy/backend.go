@@ -230,6 +230,21 @@ func (c *bconn) startBody(cl int, keep bool, client net.Conn, st *svcState) {
 	c.deadline = time.Time{} // Read moves the read deadline
 }
 
+// flushRequest sends what is left of the request in bw, with the socket
+// told that the backend answers next (fastconn's ExpectReply): the write
+// returns once the answer is readable, and reading the response header
+// takes one read instead of one that finds nothing and a second. Flush
+// makes exactly one Write when anything is buffered (fastconn's Write
+// writes all or fails), so the request cannot land on a write before the
+// last.
+func (c *bconn) flushRequest() error {
+	if c.bw.Buffered() == 0 {
+		return nil
+	}
+	c.nc.ExpectReply()
+	return c.bw.Flush()
+}
+
 // armDeadline makes sure nc's read and write deadlines are at least
 // ResponseHeaderTimeout away, for sending a request and waiting for the
 // response header. It pushes them only when less than that is left, to

@@ -286,7 +286,7 @@ func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int
 		c.armDeadline(time.Now())
 	}
 	if err == nil {
-		err = c.bw.Flush()
+		err = c.flushRequest()
 	}
 	if err != nil {
 		if isTimeout(err) {
