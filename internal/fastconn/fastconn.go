@@ -368,7 +368,7 @@ func (c *Conn) read(fd uintptr) bool {
 	return c.rawRead(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)), 0, 0, 0)
 }
 
-// rawRead makes one reading system call on c's socket (read, or splice
+// rawRead makes one reading system call on c's socket (recvfrom, or splice
 // into a pipe) the way a RawConn callback must: its count in rn or its error
 // in rerr and true, or false to wait for the poller. It counts the wakeups
 // the batching yield goes by.
