@@ -77,15 +77,10 @@ type tcpConn struct {
 
 // serveConn routes one accepted client and forwards until both directions
 // end. It owns client.
-func (p *TCP) serveConn(ps *tcpPort, tc *net.TCPConn) {
+func (p *TCP) serveConn(ps *tcpPort, client *fastconn.Conn) {
 	defer p.wg.Done()
 	defer ps.active.Add(-1)
 
-	client, err := fastconn.New(tc)
-	if err != nil {
-		tc.Close()
-		return
-	}
 	for try := 0; ; try++ {
 		backend, addr, snap, err := p.connect(ps, client)
 		if err != nil {

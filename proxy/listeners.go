@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/fastconn"
 )
 
 // Accept-error backoff, as net/http's Server does: EMFILE and friends are
@@ -31,7 +32,7 @@ type tcpPort struct {
 	port int
 
 	// Guarded by TCP.mu.
-	ln *net.TCPListener // nil while not listening
+	ln *fastconn.Listener // nil while not listening
 
 	// rr is the round-robin cursor; see balance.go.
 	rr atomic.Uint64
@@ -99,7 +100,12 @@ func (ps *tcpPort) Listen() (net.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
-	ps.ln = ln.(*net.TCPListener)
+	fl, err := fastconn.NewListener(ln.(*net.TCPListener))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	ps.ln = fl
 	p.log.Info("listener opened", zap.Int(keyPort, ps.port), zap.Stringer(keyAddr, ln.Addr()))
 	p.wg.Add(1)
 	go p.acceptLoop(ps, ps.ln)
@@ -136,11 +142,11 @@ func (p *TCP) closeListeners() {
 
 // acceptLoop accepts on ln until it is closed. It takes ln rather than
 // reading ps.ln, which may already be a newer listener for the same port.
-func (p *TCP) acceptLoop(ps *tcpPort, ln *net.TCPListener) {
+func (p *TCP) acceptLoop(ps *tcpPort, ln *fastconn.Listener) {
 	defer p.wg.Done()
 	var backoff time.Duration
 	for {
-		c, err := ln.AcceptTCP()
+		c, err := ln.AcceptConn()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return

@@ -124,13 +124,14 @@ func TestDialTimeoutAndCancel(t *testing.T) {
 }
 
 // A Read or Write cut short by Close, and any call after it, fails with an
-// error matching net.ErrClosed, whether the Conn came from Dial (an *os.File
-// inside, whose own error says "use of closed file") or from New.
+// error matching net.ErrClosed, whether the Conn came from Dial or a
+// Listener (fastconn's poller) or from New (the runtime's).
 func TestClosedConnErrors(t *testing.T) {
 	ln, addr := listen(t, "tcp", "127.0.0.1:0")
 	dialed, _ := dialPair(t, ln, addr)
-	wrapped, _ := pair(t)
-	for name, c := range map[string]*Conn{"Dial": dialed, "New": wrapped} {
+	accepted, _ := pair(t)
+	wrapped, _ := wrapPair(t)
+	for name, c := range map[string]*Conn{"Dial": dialed, "Listener": accepted, "New": wrapped} {
 		t.Run(name, func(t *testing.T) {
 			readErr := make(chan error, 1)
 			go func() {
@@ -172,12 +173,12 @@ func TestDialLingerZeroResets(t *testing.T) {
 	}
 }
 
-// Splice works between Conns of both kinds: what the peer of a dialled
+// Splice works between Conns of both pollers: what the peer of a dialled
 // Conn sends arrives at the peer of a wrapped one, then EOF.
 func TestSpliceFromDialed(t *testing.T) {
 	ln, addr := listen(t, "tcp", "127.0.0.1:0")
 	src, srcPeer := dialPair(t, ln, addr)
-	dst, dstPeer := pair(t)
+	dst, dstPeer := wrapPair(t)
 	want := make([]byte, 3<<20)
 	for i := range want {
 		want[i] = byte(i * 7)

@@ -12,9 +12,39 @@ import (
 	"time"
 )
 
-// pair returns a wrapped connection and the plain peer it is connected to,
-// over real loopback sockets.
+// pair returns a Conn accepted by a Listener (fastconn's own poller, as
+// the data planes' client connections are) and the plain peer that dialled
+// it, over real loopback sockets.
 func pair(t testing.TB) (*Conn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl, err := NewListener(ln.(*net.TCPListener))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fl.Close()
+	dialed := make(chan net.Conn, 1)
+	go func() {
+		c, _ := net.Dial("tcp", ln.Addr().String())
+		dialed <- c
+	}()
+	c, err := fl.AcceptConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-dialed
+	if peer == nil {
+		t.Fatal("dial failed")
+	}
+	t.Cleanup(func() { c.Close(); peer.Close() })
+	return c, peer.(*net.TCPConn)
+}
+
+// wrapPair is pair with a *net.TCPConn wrapped by New: the runtime's poller.
+func wrapPair(t testing.TB) (*Conn, *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -524,9 +524,9 @@ func (p *Proxy) Totals() Totals {
 
 // limitListener holds a MaxConns token per accepted connection; the token
 // is returned when fasthttp reports the connection closed (or its tunnel
-// ends). It hands fasthttp each connection as a fastconn.Conn, whose reads
-// and writes keep the scheduler's P and batch (see fastconn); a tunnel still
-// splices through the TCPConn inside.
+// ends). It hands fasthttp each connection as a fastconn.Conn, whose system
+// calls are all raw, whose reads and writes keep the scheduler's P and batch
+// (see fastconn); a tunnel splices through it.
 type limitListener struct {
 	net.Listener
 	log  *zap.Logger
@@ -535,7 +535,13 @@ type limitListener struct {
 	once sync.Once
 }
 
+// limit wraps ln; a TCP listener accepts through fastconn.Listener.
 func (p *Proxy) limit(ln net.Listener) *limitListener {
+	if tl, ok := ln.(*net.TCPListener); ok {
+		if fl, err := fastconn.NewListener(tl); err == nil {
+			ln = fl
+		}
+	}
 	return &limitListener{Listener: ln, log: p.log, sem: p.sem, done: make(chan struct{})}
 }
 

@@ -1,0 +1,180 @@
+package fastconn
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// Listener accepts connections from a *net.TCPListener as Conns in
+// fastconn's poller, with raw system calls from accept4 on (see poll.go):
+// net's Accept makes three plain ones per connection (accept4, setsockopt of
+// TCP_NODELAY, and close(2) in the end), each of which can wake sysmon.
+//
+// The listening socket stays the TCPListener's; the Listener waits for it
+// in fastconn's poller, since a TCPListener's RawConn does not wait, and
+// accepts under the TCPListener's Control, so that the descriptor cannot be
+// closed under a call. Close the Listener, not the TCPListener: closing the
+// TCPListener alone leaves an Accept in progress waiting until the next
+// connection attempt.
+type Listener struct {
+	ln *net.TCPListener
+	rc syscall.RawConn // ln's: Control only
+	// local is every accepted Conn's local address when ln is bound to one
+	// address (not 0.0.0.0 or ::), nil otherwise.
+	local *net.TCPAddr
+	pd    *pollFD // ln's descriptor in fastconn's poller, borrowed
+
+	mu sync.Mutex // one Accept at a time: the state below is its
+	// The callbacks, made once (a method value made per call allocates).
+	onReady   func(fd uintptr) bool
+	onControl func(fd uintptr)
+	fd        int
+	errno     syscall.Errno
+	err       error // from Control: ln is closed
+	sa        syscall.RawSockaddrAny
+	salen     uint32
+}
+
+// NewListener wraps ln. It fails if ln is closed or the poller cannot take
+// its descriptor.
+func NewListener(ln *net.TCPListener) (*Listener, error) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	l := &Listener{ln: ln, rc: rc}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
+		l.local = a
+	}
+	l.onReady, l.onControl = l.ready, l.accept
+	var regErr error
+	if err := rc.Control(func(fd uintptr) { l.pd, regErr = registerBorrowed(int(fd)) }); err != nil {
+		return nil, err
+	}
+	if regErr != nil {
+		return nil, &net.OpError{Op: "listen", Net: "tcp", Addr: ln.Addr(), Err: regErr}
+	}
+	return l, nil
+}
+
+// Accept is AcceptConn for net.Listener.
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.AcceptConn()
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// AcceptConn waits for the next connection. Its errors are shaped as net's
+// are: one that matches net.ErrClosed once the listener is closed, and the
+// system call's errno otherwise (EMFILE when out of descriptors).
+// ECONNABORTED, a connection reset before it was accepted, is skipped.
+// TCP_NODELAY is on, as Dial sets it, and keep-alive probes are off.
+func (l *Listener) AcceptConn() (*Conn, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.fd, l.errno, l.err = -1, 0, nil
+	err := l.pd.Read(l.onReady)
+	switch {
+	case err == nil && l.err != nil:
+		err = l.err
+	case err == nil && l.errno != 0:
+		err = os.NewSyscallError("accept4", l.errno)
+	}
+	if err != nil {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.ln.Addr(), Err: err}
+	}
+	fd := l.fd
+	setNoDelay(fd)
+	remote := sockaddrToAddrPort(&l.sa)
+	pd, err := register(fd)
+	if err != nil {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.ln.Addr(), Err: err}
+	}
+	c := newConn(pd, nil, pd)
+	c.remote = remote
+	if l.local != nil {
+		c.laddr.Store(l.local)
+	}
+	return c, nil
+}
+
+// ready is AcceptConn's callback in the poller: one accept under ln's
+// Control, and false (wait) if there was nothing to accept.
+func (l *Listener) ready(uintptr) bool {
+	l.errno = 0
+	if err := l.rc.Control(l.onControl); err != nil {
+		l.err = err
+		return true
+	}
+	return l.errno != syscall.EAGAIN
+}
+
+// accept is accept4 on ln's descriptor.
+func (l *Listener) accept(lfd uintptr) {
+	for {
+		l.salen = uint32(unsafe.Sizeof(l.sa))
+		fd, _, errno := syscall.RawSyscall6(syscall.SYS_ACCEPT4, lfd, uintptr(unsafe.Pointer(&l.sa)),
+			uintptr(unsafe.Pointer(&l.salen)), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0, 0)
+		switch errno {
+		case 0:
+			l.fd = int(fd)
+		case syscall.EINTR, syscall.ECONNABORTED:
+			continue
+		}
+		l.errno = errno
+		return
+	}
+}
+
+// Close closes the listening socket; an Accept in progress returns an error
+// that matches net.ErrClosed. Accepted Conns stay open.
+func (l *Listener) Close() error {
+	_ = l.pd.Close() // wakes an Accept; the descriptor is ln's to close
+	return l.ln.Close()
+}
+
+// Addr returns the listening address.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// setNoDelay turns on TCP_NODELAY, with a raw call. Failing to only costs
+// latency, so the error is ignored, as net ignores it.
+func setNoDelay(fd int) {
+	one := int32(1)
+	_, _, _ = syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY,
+		uintptr(unsafe.Pointer(&one)), 4, 0)
+}
+
+// sockaddrToAddrPort converts a kernel socket address accept4 filled in.
+func sockaddrToAddrPort(sa *syscall.RawSockaddrAny) netip.AddrPort {
+	switch sa.Addr.Family {
+	case syscall.AF_INET:
+		sa4 := (*syscall.RawSockaddrInet4)(unsafe.Pointer(sa))
+		p := (*[2]byte)(unsafe.Pointer(&sa4.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), uint16(p[0])<<8|uint16(p[1]))
+	case syscall.AF_INET6:
+		sa6 := (*syscall.RawSockaddrInet6)(unsafe.Pointer(sa))
+		p := (*[2]byte)(unsafe.Pointer(&sa6.Port))
+		ip := netip.AddrFrom16(sa6.Addr)
+		if sa6.Scope_id != 0 {
+			ip = ip.WithZone(zoneName(sa6.Scope_id))
+		}
+		return netip.AddrPortFrom(ip, uint16(p[0])<<8|uint16(p[1]))
+	}
+	return netip.AddrPort{}
+}
+
+// zoneName names an IPv6 scope as net does: the interface's name, or its
+// index when it has none.
+func zoneName(index uint32) string {
+	if ifi, err := net.InterfaceByIndex(int(index)); err == nil {
+		return ifi.Name
+	}
+	return strconv.FormatUint(uint64(index), 10)
+}

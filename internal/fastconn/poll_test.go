@@ -1,0 +1,220 @@
+package fastconn
+
+import (
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fastListener returns a Listener on a loopback port, closed at cleanup.
+func fastListener(t *testing.T, addr string) *Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl, err := NewListener(ln.(*net.TCPListener))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fl.Close() })
+	return fl
+}
+
+// Close ends an AcceptConn that waits, with an error matching
+// net.ErrClosed, and so is every Accept after it.
+func TestListenerCloseEndsAccept(t *testing.T) {
+	fl := fastListener(t, "127.0.0.1:0")
+	done := make(chan error, 1)
+	go func() {
+		_, err := fl.AcceptConn()
+		done <- err
+	}()
+	// Give the Accept time to wait in the poller, the case that matters; if
+	// it has not, it starts after Close and must fail the same way.
+	time.Sleep(20 * time.Millisecond)
+	if err := fl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Accept cut short by Close: %v; want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept still waits after Close")
+	}
+	if _, err := fl.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after Close: %v; want net.ErrClosed", err)
+	}
+	// The port is free again: the listening socket is closed, not only
+	// forgotten.
+	ln, err := net.Listen("tcp", fl.Addr().String())
+	if err != nil {
+		t.Fatalf("listening again on %s after Close: %v", fl.Addr(), err)
+	}
+	ln.Close()
+}
+
+// An accepted Conn's addresses are the peer's, swapped: from the Listener's
+// address when it is bound to one, from the kernel when it is bound to all.
+func TestAcceptedAddrs(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", "0.0.0.0:0"} {
+		t.Run(addr, func(t *testing.T) {
+			fl := fastListener(t, addr)
+			port := fl.Addr().(*net.TCPAddr).Port
+			dialed := make(chan net.Conn, 1)
+			go func() {
+				c, _ := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+				dialed <- c
+			}()
+			c, err := fl.AcceptConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			peer := <-dialed
+			if peer == nil {
+				t.Fatal("dial failed")
+			}
+			defer peer.Close()
+			if got, want := c.RemoteAddr().String(), peer.LocalAddr().String(); got != want {
+				t.Errorf("RemoteAddr %s; want the peer's local address %s", got, want)
+			}
+			if got, want := c.LocalAddr().String(), peer.RemoteAddr().String(); got != want {
+				t.Errorf("LocalAddr %s; want the peer's remote address %s", got, want)
+			}
+		})
+	}
+}
+
+// Many connections exchanging small messages at once, in both directions,
+// each wait a wakeup from the poller for nearly every message: a wakeup the
+// poller lost would leave a connection waiting until its deadline.
+func TestManyConnsLoseNoWakeup(t *testing.T) {
+	const conns, rounds = 64, 300
+	fl := fastListener(t, "127.0.0.1:0")
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*conns)
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			peer, err := net.Dial("tcp", fl.Addr().String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer peer.Close()
+			_ = peer.SetDeadline(time.Now().Add(20 * time.Second))
+			b := make([]byte, 8)
+			for i := range rounds {
+				b[0] = byte(i)
+				if _, err := peer.Write(b); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := io.ReadFull(peer, b); err != nil || b[0] != byte(i)+1 {
+					errs <- errors.Join(errors.New("peer: wrong or no echo"), err)
+					return
+				}
+			}
+		}()
+	}
+	for range conns {
+		c, err := fl.AcceptConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			b := make([]byte, 8)
+			for range rounds {
+				if _, err := io.ReadFull(c, b); err != nil {
+					errs <- err
+					return
+				}
+				b[0]++
+				if _, err := c.Write(b); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// Close ends a Write that waits for the peer to read (its socket buffer
+// full), with an error matching net.ErrClosed.
+func TestCloseEndsWaitingWrite(t *testing.T) {
+	c, _ := pair(t) // the peer never reads
+	done := make(chan error, 1)
+	go func() {
+		big := make([]byte, 64<<20)
+		_, err := c.Write(big)
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let the write fill the buffers and wait
+	c.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("write cut short by Close: %v; want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Write still waits after Close")
+	}
+}
+
+// A connection whose calls never wait is never added to the epoll instance
+// (no epoll_ctl, as HAProxy spares it too); the first call that must wait
+// adds it, and is woken.
+func TestSocketWatchedOnlyOnceACallWaits(t *testing.T) {
+	c, peer := pair(t)
+	pd := c.sock.(*pollFD)
+	if _, err := peer.Write([]byte("request")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 7)
+	// Wait for the bytes with peeks, which never wait in the poller, so
+	// that the read finds them.
+	for deadline := time.Now().Add(5 * time.Second); !c.Gone(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the peer's bytes never arrived")
+		}
+		runtime.Gosched()
+	}
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("response")); err != nil {
+		t.Fatal(err)
+	}
+	if pd.watched.Load() {
+		t.Fatal("socket added to epoll although no call waited")
+	}
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		peer.Write([]byte("x"))
+	}()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(b); err != nil {
+		t.Fatalf("read that waits: %v", err)
+	}
+	if !pd.watched.Load() {
+		t.Fatal("a read waited, but the socket is not in the epoll instance")
+	}
+}
