@@ -76,7 +76,8 @@ var pollWakeups atomic.Uint64
 // *net.TCPConn wrapped by New, or a socket Dial or a Listener opened. As on any
 // net.Conn, Read may run concurrently with Write; unlike it, two Reads (or
 // two Writes) must not run concurrently: each direction keeps its state in
-// the Conn so that a call allocates nothing.
+// the Conn so that a call allocates nothing. A Conn from Dial or a Listener
+// must be closed: its descriptor has no finalizer to close it.
 type Conn struct {
 	// sock is what owns the descriptor and its place in a poller: the
 	// *net.TCPConn given to New (also in tc), or the pollFD of a Conn that
