@@ -24,15 +24,28 @@ func listen(t testing.TB, network, addr string) (net.Listener, netip.AddrPort) {
 	return ln, ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
+// dialers are the two ways to dial: into fastconn's poller, or the
+// runtime's.
+var dialers = map[string]func(context.Context, netip.AddrPort, time.Duration) (*Conn, error){
+	"Dial":       Dial,
+	"DialPooled": DialPooled,
+}
+
 // dialPair dials ln with Dial and returns the Conn and the accepted peer.
 func dialPair(t *testing.T, ln net.Listener, addr netip.AddrPort) (*Conn, net.Conn) {
+	t.Helper()
+	return dialPairWith(t, ln, addr, Dial)
+}
+
+// dialPairWith is dialPair with the given dial function.
+func dialPairWith(t *testing.T, ln net.Listener, addr netip.AddrPort, dial func(context.Context, netip.AddrPort, time.Duration) (*Conn, error)) (*Conn, net.Conn) {
 	t.Helper()
 	accepted := make(chan net.Conn, 1)
 	go func() {
 		c, _ := ln.Accept()
 		accepted <- c
 	}()
-	c, err := Dial(context.Background(), addr, time.Second)
+	c, err := dial(context.Background(), addr, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,34 +59,36 @@ func dialPair(t *testing.T, ln net.Listener, addr netip.AddrPort) (*Conn, net.Co
 
 func TestDialCarriesBytesBothWays(t *testing.T) {
 	for _, tc := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
-		t.Run(tc.network, func(t *testing.T) {
-			// Both loopbacks are part of the machines this runs on; Dial's
-			// IPv6 socket address must be tested, not skipped.
-			ln, addr := listen(t, tc.network, tc.addr)
-			c, peer := dialPair(t, ln, addr)
+		for name, dial := range dialers {
+			t.Run(tc.network+"/"+name, func(t *testing.T) {
+				// Both loopbacks are part of the machines this runs on;
+				// Dial's IPv6 socket address must be tested, not skipped.
+				ln, addr := listen(t, tc.network, tc.addr)
+				c, peer := dialPairWith(t, ln, addr, dial)
 
-			if got := c.RemoteAddr().(*net.TCPAddr).AddrPort(); got != addr {
-				t.Errorf("RemoteAddr %v, want %v", got, addr)
-			}
-			if got, want := c.LocalAddr().String(), peer.RemoteAddr().String(); got != want {
-				t.Errorf("LocalAddr %v, want the peer's view of it, %v", got, want)
-			}
-			pingPong(t, c, peer)
-			got := make([]byte, 4)
-			// CloseWrite sends a FIN: the peer sees EOF and can still answer.
-			if err := c.CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-			if n, err := peer.Read(got); n != 0 || err != io.EOF {
-				t.Fatalf("peer after CloseWrite: %d, %v; want EOF", n, err)
-			}
-			if _, err := peer.Write([]byte("late")); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.ReadFull(c, got); err != nil || string(got) != "late" {
-				t.Fatalf("read after CloseWrite %q, %v", got, err)
-			}
-		})
+				if got := c.RemoteAddr().(*net.TCPAddr).AddrPort(); got != addr {
+					t.Errorf("RemoteAddr %v, want %v", got, addr)
+				}
+				if got, want := c.LocalAddr().String(), peer.RemoteAddr().String(); got != want {
+					t.Errorf("LocalAddr %v, want the peer's view of it, %v", got, want)
+				}
+				pingPong(t, c, peer)
+				got := make([]byte, 4)
+				// CloseWrite sends a FIN: the peer sees EOF and can still answer.
+				if err := c.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				if n, err := peer.Read(got); n != 0 || err != io.EOF {
+					t.Fatalf("peer after CloseWrite: %d, %v; want EOF", n, err)
+				}
+				if _, err := peer.Write([]byte("late")); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, got); err != nil || string(got) != "late" {
+					t.Fatalf("read after CloseWrite %q, %v", got, err)
+				}
+			})
+		}
 	}
 }
 
@@ -125,13 +140,14 @@ func TestDialTimeoutAndCancel(t *testing.T) {
 
 // A Read or Write cut short by Close, and any call after it, fails with an
 // error matching net.ErrClosed, whether the Conn came from Dial or a
-// Listener (fastconn's poller) or from New (the runtime's).
+// Listener (fastconn's poller) or from DialPooled or New (the runtime's).
 func TestClosedConnErrors(t *testing.T) {
 	ln, addr := listen(t, "tcp", "127.0.0.1:0")
 	dialed, _ := dialPair(t, ln, addr)
+	pooled, _ := dialPairWith(t, ln, addr, DialPooled)
 	accepted, _ := pair(t)
 	wrapped, _ := wrapPair(t)
-	for name, c := range map[string]*Conn{"Dial": dialed, "Listener": accepted, "New": wrapped} {
+	for name, c := range map[string]*Conn{"Dial": dialed, "DialPooled": pooled, "Listener": accepted, "New": wrapped} {
 		t.Run(name, func(t *testing.T) {
 			readErr := make(chan error, 1)
 			go func() {
