@@ -54,7 +54,8 @@ func (d *deadline) set(t time.Time) error {
 }
 
 // store records t as the deadline asked for, and arms it at once if a call
-// is waiting or t has passed and is earlier than the one armed.
+// is waiting or t has passed and is earlier than the one armed (or none
+// is).
 func (d *deadline) store(t time.Time) {
 	w := int64(0)
 	if !t.IsZero() {
@@ -67,18 +68,29 @@ func (d *deadline) store(t time.Time) {
 	// Checked after the store: a call starting now either sees w, or was
 	// running already and is seen here (both may apply it; the last apply
 	// under mu reads the newest want).
-	if d.busy.Load() || (w != 0 && w < d.armedFor.Load() && w <= time.Now().UnixNano()) {
+	if d.busy.Load() || (w != 0 && d.earlier(w) && w <= time.Now().UnixNano()) {
 		d.apply()
 	}
 }
 
+// earlier reports whether w would end a wait before the armed deadline
+// does: true when none is armed.
+func (d *deadline) earlier(w int64) bool {
+	af := d.armedFor.Load()
+	return af == 0 || w < af
+}
+
 // begin marks a call in this direction running and arms the deadline if
 // the armed one could fail it wrongly: a cleared deadline, or one asked
-// later than what is armed.
+// later than what is armed. With none armed, nothing can fail the call
+// wrongly, and a deadline that has passed was armed by store: the call
+// arms one only if it has to wait (beforeWait). A connection whose calls
+// never wait, as a one-request connection's often do not, never arms a
+// timer.
 func (d *deadline) begin() {
 	d.busy.Store(true)
 	w, a := d.want.Load(), d.armed.Load()
-	if (w == 0 && a != 0) || w > a {
+	if a != 0 && (w == 0 || w > a) {
 		d.apply()
 	}
 }
@@ -86,10 +98,10 @@ func (d *deadline) begin() {
 // end marks the call finished.
 func (d *deadline) end() { d.busy.Store(false) }
 
-// beforeWait arms a deadline asked earlier than the one armed, before the
-// call waits in the poller.
+// beforeWait arms a deadline asked earlier than the one armed, or any if
+// none is, before the call waits in the poller.
 func (d *deadline) beforeWait() {
-	if w := d.want.Load(); w != 0 && w < d.armedFor.Load() {
+	if w := d.want.Load(); w != 0 && d.earlier(w) {
 		d.apply()
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -178,5 +179,46 @@ func TestKeepAliveDeadlinesRarelyReachThePoller(t *testing.T) {
 	}
 	if n := c.rd.applied.Load() + c.wd.applied.Load(); n > 10 {
 		t.Fatalf("%d deadlines reached the poller over %d requests; want a handful", n, requests)
+	}
+}
+
+// A connection whose calls never wait never gives its deadlines to the
+// poller, as a one-request connection's calls often do not (its request is
+// there when it is accepted, its response fits the socket's buffer). The
+// first call that has to wait arms the deadline, which then ends it.
+func TestDeadlinesReachThePollerOnlyForAWait(t *testing.T) {
+	c, peer := pair(t)
+	if _, err := peer.Write([]byte("request")); err != nil {
+		t.Fatal(err)
+	}
+	// Peeks never wait, so they let the read below find the bytes.
+	for deadline := time.Now().Add(5 * time.Second); !c.Gone(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the peer's bytes never arrived")
+		}
+		runtime.Gosched()
+	}
+	c.SetReadDeadline(time.Now().Add(time.Minute))
+	c.SetWriteDeadline(time.Now().Add(time.Minute))
+	if _, err := io.ReadFull(c, make([]byte, 7)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("response")); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.rd.applied.Load() + c.wd.applied.Load(); n != 0 {
+		t.Fatalf("%d deadlines reached the poller, though no call waited", n)
+	}
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	start := time.Now()
+	_, err := c.Read(make([]byte, 1))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a read that waits past its deadline: %v; want os.ErrDeadlineExceeded", err)
+	}
+	if waited := time.Since(start); waited < 50*time.Millisecond {
+		t.Fatalf("the read ended after %v, before its deadline", waited)
+	}
+	if n := c.rd.applied.Load(); n != 1 {
+		t.Fatalf("%d read deadlines reached the poller; want the 1 the wait needed", n)
 	}
 }
