@@ -31,6 +31,16 @@ var dialers = map[string]func(context.Context, netip.AddrPort, time.Duration) (*
 	"DialPooled": DialPooled,
 }
 
+// dialNew dials with net and wraps the TCPConn with New: the runtime's
+// poller through the net package.
+func dialNew(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (*Conn, error) {
+	nc, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	return New(nc.(*net.TCPConn))
+}
+
 // dialPair dials ln with Dial and returns the Conn and the accepted peer.
 func dialPair(t *testing.T, ln net.Listener, addr netip.AddrPort) (*Conn, net.Conn) {
 	t.Helper()
@@ -146,7 +156,7 @@ func TestClosedConnErrors(t *testing.T) {
 	dialed, _ := dialPair(t, ln, addr)
 	pooled, _ := dialPairWith(t, ln, addr, DialPooled)
 	accepted, _ := pair(t)
-	wrapped, _ := wrapPair(t)
+	wrapped, _ := dialPairWith(t, ln, addr, dialNew)
 	for name, c := range map[string]*Conn{"Dial": dialed, "DialPooled": pooled, "Listener": accepted, "New": wrapped} {
 		t.Run(name, func(t *testing.T) {
 			readErr := make(chan error, 1)
@@ -194,7 +204,7 @@ func TestDialLingerZeroResets(t *testing.T) {
 func TestSpliceFromDialed(t *testing.T) {
 	ln, addr := listen(t, "tcp", "127.0.0.1:0")
 	src, srcPeer := dialPair(t, ln, addr)
-	dst, dstPeer := wrapPair(t)
+	dst, dstPeer := dialPairWith(t, ln, addr, dialNew)
 	want := make([]byte, 3<<20)
 	for i := range want {
 		want[i] = byte(i * 7)

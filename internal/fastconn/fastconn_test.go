@@ -43,35 +43,6 @@ func pair(t testing.TB) (*Conn, *net.TCPConn) {
 	return c, peer.(*net.TCPConn)
 }
 
-// wrapPair is pair with a *net.TCPConn wrapped by New: the runtime's poller.
-func wrapPair(t testing.TB) (*Conn, *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	dialed, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := <-accepted
-	if peer == nil {
-		t.Fatal("accept failed")
-	}
-	c, err := New(dialed.(*net.TCPConn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); peer.Close() })
-	return c, peer.(*net.TCPConn)
-}
-
 // pingPong sends "ping" from c to peer and "pong" back, checking both.
 func pingPong(t *testing.T, c *Conn, peer net.Conn) {
 	t.Helper()

@@ -26,6 +26,18 @@ func fastListener(t *testing.T, addr string) *Listener {
 	return fl
 }
 
+// untilWatched waits until a call on pd has had to wait in the poller
+// (watch adds the socket to the epoll instance just before the call waits).
+func untilWatched(t *testing.T, pd *pollFD) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !pd.watched.Load(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the call never waited in the poller")
+		}
+		runtime.Gosched()
+	}
+}
+
 // Close ends an AcceptConn that waits, with an error matching
 // net.ErrClosed, and so is every Accept after it.
 func TestListenerCloseEndsAccept(t *testing.T) {
@@ -35,9 +47,7 @@ func TestListenerCloseEndsAccept(t *testing.T) {
 		_, err := fl.AcceptConn()
 		done <- err
 	}()
-	// Give the Accept time to wait in the poller, the case that matters; if
-	// it has not, it starts after Close and must fail the same way.
-	time.Sleep(20 * time.Millisecond)
+	untilWatched(t, fl.pd) // Close must end an Accept that waits
 	if err := fl.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +177,7 @@ func TestCloseEndsWaitingWrite(t *testing.T) {
 		_, err := c.Write(big)
 		done <- err
 	}()
-	time.Sleep(50 * time.Millisecond) // let the write fill the buffers and wait
+	untilWatched(t, c.sock.(*pollFD)) // the buffers are full and the Write waits
 	c.Close()
 	select {
 	case err := <-done:
@@ -207,7 +217,10 @@ func TestSocketWatchedOnlyOnceACallWaits(t *testing.T) {
 		t.Fatal("socket added to epoll although no call waited")
 	}
 	go func() {
-		time.Sleep(20 * time.Millisecond)
+		// Only once the read waits: sent earlier, it could be read at once.
+		for deadline := time.Now().Add(5 * time.Second); !pd.watched.Load() && time.Now().Before(deadline); {
+			runtime.Gosched()
+		}
 		peer.Write([]byte("x"))
 	}()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -105,9 +105,9 @@ func (b *backend) get() (*bconn, error) {
 // reads and writes are raw calls and batch (see fastconn), in the runtime's
 // poller (DialPooled), where a pooled connection's many waits cost less
 // than in fastconn's (HTTP keep-alive: 4% less CPU per request, measured in
-// bench/RESULTS.md). It gets no TCP keep-alive probes: an idle pooled connection is closed after
-// PoolIdleTimeout and peeked at before reuse, and a busy one is bounded by
-// the response and body timeouts.
+// bench/RESULTS.md). It gets no TCP keep-alive probes: an idle pooled
+// connection is closed after PoolIdleTimeout and peeked at before reuse,
+// and a busy one is bounded by the response and body timeouts.
 func (b *backend) dial() (*bconn, error) {
 	fc, err := fastconn.DialPooled(context.Background(), b.addr, b.p.cfg.DialTimeout)
 	if err != nil {
