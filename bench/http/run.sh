@@ -8,7 +8,9 @@
 # HTTP plane on an HTTP-mode service port, the TCP plane on a TCP-mode one).
 # Each round runs, in turn against every target (reversed every other round):
 #   keep-alive  wrk -t1 -c50 -d${SECONDS_PER_RUN}s --latency
-#   close       the same with -H 'Connection: close' (one request per connection)
+#   close       the same with -H 'Connection: close' (one request per connection),
+#               also against HAProxy with `defer-accept` on its bind line, as
+#               pacer's HTTP listeners defer accepts (TCP_DEFER_ACCEPT)
 #   bulk        wrk -t1 -c4 on /bulk (bytes/s; TCP targets and direct)
 # and the table prints req/s, p99 and the proxy's CPU time per request
 # (median over rounds) and the ratios the targets are stated in:
@@ -57,8 +59,8 @@ wait_port() { # host port
 	exit 1
 }
 
-pick_ports 6
-NGINX=${PORTS[0]} HA_HTTP=${PORTS[1]} HA_TCP=${PORTS[2]} P_VHOST=${PORTS[3]} P_HTTP=${PORTS[4]} P_TCP=${PORTS[5]}
+pick_ports 7
+NGINX=${PORTS[0]} HA_HTTP=${PORTS[1]} HA_TCP=${PORTS[2]} P_VHOST=${PORTS[3]} P_HTTP=${PORTS[4]} P_TCP=${PORTS[5]} HA_HTTP_DA=${PORTS[6]}
 
 echo "building bench/http ..."
 (cd "$root" && go build -o "$work/pacer-bench" ./bench/http)
@@ -106,6 +108,7 @@ defaults
 frontend fe_http
 	mode http
 	bind 127.0.0.1:$HA_HTTP
+	bind 127.0.0.1:$HA_HTTP_DA defer-accept
 	default_backend be_http
 backend be_http
 	mode http
@@ -128,13 +131,15 @@ GOMAXPROCS=1 "$work/pacer-bench" -backend "127.0.0.1:$NGINX" -http "127.0.0.1:$P
 pids+=($!)
 pacer_pid=$!
 
-for p in $NGINX $HA_HTTP $HA_TCP $P_VHOST $P_HTTP $P_TCP; do wait_port 127.0.0.1 "$p"; done
+for p in $NGINX $HA_HTTP $HA_HTTP_DA $HA_TCP $P_VHOST $P_HTTP $P_TCP; do wait_port 127.0.0.1 "$p"; done
 
 # target name -> port
-declare -A port=([direct]=$NGINX [haproxy-http]=$HA_HTTP [pacer-http]=$P_HTTP [haproxy-tcp]=$HA_TCP [pacer-tcp]=$P_TCP)
+declare -A port=([direct]=$NGINX [haproxy-http]=$HA_HTTP [haproxy-http-da]=$HA_HTTP_DA [pacer-http]=$P_HTTP [haproxy-tcp]=$HA_TCP [pacer-tcp]=$P_TCP)
 targets=(direct haproxy-http pacer-http haproxy-tcp pacer-tcp)
+# close mode also runs HAProxy with defer-accept (haproxy-http-da)
+close_targets=(direct haproxy-http haproxy-http-da pacer-http haproxy-tcp pacer-tcp)
 # target name -> the proxy process whose CPU time each run reads
-declare -A proc=([haproxy-http]=$ha_pid [haproxy-tcp]=$ha_pid [pacer-http]=$pacer_pid [pacer-tcp]=$pacer_pid)
+declare -A proc=([haproxy-http]=$ha_pid [haproxy-http-da]=$ha_pid [haproxy-tcp]=$ha_pid [pacer-http]=$pacer_pid [pacer-tcp]=$pacer_pid)
 # cpu_ns prints the CPU time a process's threads have run, in nanoseconds:
 # the scheduler's own account (/proc/PID/task/*/schedstat), exact, where
 # /proc/PID/stat's user and system times are sampled at each clock tick
@@ -190,13 +195,13 @@ run_wrk() { # mode target round
 # fixed order the same target would always run second.
 for round in $(seq "$ROUNDS"); do
 	echo "round $round/$ROUNDS"
-	order=("${targets[@]}") bulk=(direct haproxy-tcp pacer-tcp)
+	order=("${targets[@]}") corder=("${close_targets[@]}") bulk=(direct haproxy-tcp pacer-tcp)
 	if ((round % 2 == 0)); then
 		order=(pacer-tcp haproxy-tcp pacer-http haproxy-http direct) bulk=(pacer-tcp haproxy-tcp direct)
+		corder=(pacer-tcp haproxy-tcp pacer-http haproxy-http-da haproxy-http direct)
 	fi
-	for mode in keepalive close; do
-		for t in "${order[@]}"; do run_wrk "$mode" "$t"; done
-	done
+	for t in "${order[@]}"; do run_wrk keepalive "$t"; done
+	for t in "${corder[@]}"; do run_wrk close "$t"; done
 	for t in "${bulk[@]}"; do run_wrk bulk "$t"; done
 done
 
@@ -210,23 +215,28 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%
 echo
 echo "medians over $ROUNDS round(s), wrk -t1 -c$CONNS -d${SECONDS_PER_RUN}s; pacer GOMAXPROCS=1, HAProxy nbthread 1, nginx 1 worker"
 echo "cpu: the proxy's CPU time per request, all threads (/proc/PID/task/*/schedstat)"
-printf '| %-9s | %-13s | %9s | %8s | %10s | %-36s |\n' mode target "req/s" "p99 us" "cpu us/req" "vs HAProxy (same mode)"
-printf '|%s|%s|%s|%s|%s|%s|\n' ----------- --------------- ----------- ---------- ------------ --------------------------------------
+printf '| %-9s | %-15s | %9s | %8s | %10s | %-36s |\n' mode target "req/s" "p99 us" "cpu us/req" "vs HAProxy (same mode)"
+printf '|%s|%s|%s|%s|%s|%s|\n' ----------- ----------------- ----------- ---------- ------------ --------------------------------------
+vs() { # mode pacer-target haproxy-target
+	echo "$(ratio "$(median "$1" "$2" 3)" "$(median "$1" "$3" 3)") req/s, p99 $(ratio "$(median "$1" "$2" 4)" "$(median "$1" "$3" 4)"), cpu $(ratio "$(median "$1" "$2" 6)" "$(median "$1" "$3" 6)")"
+}
 for mode in keepalive close; do
-	for t in "${targets[@]}"; do
+	list=("${targets[@]}")
+	[[ $mode == close ]] && list=("${close_targets[@]}")
+	for t in "${list[@]}"; do
 		rps=$(median "$mode" "$t" 3); p99=$(median "$mode" "$t" 4); cpu=$(median "$mode" "$t" 6); vs=""
 		case $t in
-		pacer-*)
-			ha=haproxy-${t#pacer-}
-			vs="$(ratio "$rps" "$(median "$mode" "$ha" 3)") req/s, p99 $(ratio "$p99" "$(median "$mode" "$ha" 4)"), cpu $(ratio "$cpu" "$(median "$mode" "$ha" 6)")"
-			;;
+		pacer-*) vs=$(vs "$mode" "$t" "haproxy-${t#pacer-}") ;;
 		esac
 		[[ $t == direct ]] && cpu=""
-		printf '| %-9s | %-13s | %9s | %8s | %10s | %-36s |\n' "$mode" "$t" "$rps" "$p99" "$cpu" "$vs"
+		printf '| %-9s | %-15s | %9s | %8s | %10s | %-36s |\n' "$mode" "$t" "$rps" "$p99" "$cpu" "$vs"
+		if [[ $mode == close && $t == pacer-http ]]; then
+			printf '| %-9s | %-15s | %9s | %8s | %10s | %-36s |\n' "" "" "" "" "" "vs haproxy-http-da: $(vs close pacer-http haproxy-http-da)"
+		fi
 	done
 done
 for t in direct haproxy-tcp pacer-tcp; do
 	mbs=$(median bulk "$t" 5) cpu=""
 	[[ $t != direct ]] && cpu=$(awk -v c="$(median bulk "$t" 6)" -v mb="$BULK_MB" 'BEGIN {printf "%.1f/MB", c / mb}')
-	printf '| %-9s | %-13s | %4s MB/s | %8s | %10s | %-36s |\n' bulk "$t" "$mbs" "" "$cpu" "$(ratio "$mbs" "$(median bulk direct 5)") of direct"
+	printf '| %-9s | %-15s | %4s MB/s | %8s | %10s | %-36s |\n' bulk "$t" "$mbs" "" "$cpu" "$(ratio "$mbs" "$(median bulk direct 5)") of direct"
 done

@@ -143,6 +143,10 @@ func (l *Listener) Close() error {
 // Addr returns the listening address.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
+// SyscallConn returns the listening socket's raw connection, for socket
+// options; its Read and Write do not wait.
+func (l *Listener) SyscallConn() (syscall.RawConn, error) { return l.ln.SyscallConn() }
+
 // setNoDelay turns on TCP_NODELAY, with a raw call. Failing to only costs
 // latency, so the error is ignored, as net ignores it.
 func setNoDelay(fd int) {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/fastconn"
 )
 
 // A process out of descriptors cannot accept; fasthttp gives a listener up
@@ -113,5 +114,34 @@ func TestServesAgainAfterRunningOutOfDescriptors(t *testing.T) {
 	case err := <-served:
 		t.Fatalf("ServeVHost returned: %v", err)
 	default:
+	}
+}
+
+// HTTP listeners hold a connection in the kernel until the client has
+// sent its first bytes, so that accepting and reading it is one wakeup.
+func TestHTTPListenersDeferAccept(t *testing.T) {
+	r := newRig(t, Config{})
+	_, be := httpBackend(t, "a", nil)
+	r.table.Apply(discovery.Update{Source: "test", Apps: []*discovery.App{app("/a", 0, []string{"a.test"}, "", be)}})
+	const req = "GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+	if got := rawExchange(t, r.vhost, req); !strings.HasSuffix(got, "\r\n\r\na") {
+		t.Fatalf("through the vhost listener: %q", got)
+	}
+	r.p.lmu.Lock()
+	ln := r.p.vhosts[0].ln.Listener.(*fastconn.Listener)
+	r.p.lmu.Unlock()
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		v, gerr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT)
+	}); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	if v <= 0 {
+		t.Fatalf("TCP_DEFER_ACCEPT is %d on the vhost listener", v)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -535,14 +536,41 @@ type limitListener struct {
 	once sync.Once
 }
 
-// limit wraps ln; a TCP listener accepts through fastconn.Listener.
+// limit wraps ln; a TCP listener defers accepts (see deferAccept) and
+// accepts through fastconn.Listener.
 func (p *Proxy) limit(ln net.Listener) *limitListener {
 	if tl, ok := ln.(*net.TCPListener); ok {
+		if err := deferAccept(tl); err != nil {
+			p.log.Warn("TCP_DEFER_ACCEPT not set", zap.Stringer("addr", ln.Addr()), zap.Error(err))
+		}
 		if fl, err := fastconn.NewListener(tl); err == nil {
 			ln = fl
 		}
 	}
 	return &limitListener{Listener: ln, log: p.log, sem: p.sem, done: make(chan struct{})}
+}
+
+// deferAccept has the kernel hold each new connection on ln until its
+// first bytes arrive (TCP_DEFER_ACCEPT, nginx's "deferred" and HAProxy's
+// "defer-accept"). An HTTP client always speaks first, so the accept and
+// the request's first read become one wakeup instead of two, and the read
+// never has to wait in the poller: one request per connection, 52 -> 42.5
+// µs of CPU per connection (bench/RESULTS.md). A connection that stays
+// silent holds no descriptor and no MaxConns slot; after a second the
+// kernel hands it over anyway, and ReadHeaderTimeout deals with it. Only HTTP
+// listeners do this: in TCP mode the server may be the one to speak first.
+func deferAccept(ln *net.TCPListener) error {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, 1)
+	}); err != nil {
+		return err
+	}
+	return os.NewSyscallError("setsockopt", serr)
 }
 
 // Accept returns the next connection. Running out of descriptors or memory
