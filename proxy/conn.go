@@ -312,7 +312,11 @@ func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, wi
 //
 // Small messages, the request and answer traffic of most services, go
 // through a pooled buffer: one read and one write, both raw system calls
-// that keep the scheduler's P (see fastconn). splice(2) moves them through a
+// that keep the scheduler's P (see fastconn). While the copy waits,
+// fastconn's poller makes them itself (RelayTo) and this goroutine wakes
+// only when the relay stops: at the FIN, an error, a read that fills the
+// buffer, or bytes dst cannot take at once. TCP keep-alive, CPU per
+// request: 18.2 -> 15.2 µs (HAProxy 16.8). splice(2) moves them through a
 // pipe instead, with a detour through the poller that the raw calls avoid;
 // keep-alive requests through the TCP plane, bench/http: splice 0.92x
 // HAProxy, plain read and write 0.77x, raw 1.0x. A read that fills the
@@ -328,7 +332,8 @@ func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, wi
 func copyWindow(dst, src *fastconn.Conn) (int64, error) {
 	var total int64
 	for {
-		buf, n, err := src.ReadPooled(copyBufs)
+		moved, buf, n, err := src.RelayTo(dst, copyBufs)
+		total += moved
 		if n > 0 {
 			total += int64(n)
 			_, werr := dst.Write((*buf)[:n])

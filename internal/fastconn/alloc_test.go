@@ -81,3 +81,32 @@ func TestExpectReplyNoAllocations(t *testing.T) {
 		t.Fatalf("%.1f allocations per round trip; want 0", allocs)
 	}
 }
+
+// TestRelayNoAllocations: a message the poller relays allocates nothing.
+func TestRelayNoAllocations(t *testing.T) {
+	src, in := pair(t)
+	dst, out := pair(t)
+	go func() {
+		for {
+			_, buf, n, err := src.RelayTo(dst, copyPool)
+			if buf != nil {
+				dst.Write((*buf)[:n])
+				copyPool.Put(buf)
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	untilArmed(t, src)
+	msg, buf := []byte("ping"), make([]byte, 16)
+	allocs := testing.AllocsPerRun(200, func() {
+		in.Write(msg)
+		out.Read(buf)
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per relayed message; want 0", allocs)
+	}
+}
+
+var copyPool = NewPool(1024)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,10 +26,11 @@ import (
 // only), the HTTP plane with Connection: close went from 0.85x to 0.99x
 // HAProxy's rate, 67.5 to 53.1 µs of CPU per connection (HAProxy 48).
 //
-// So the sockets fastconn opens live in an epoll instance of its own, whose
-// descriptor is the only one registered with the runtime's poller: when it
-// is readable, one goroutine (poller.run) takes the ready sockets from it,
-// with a raw epoll_pwait, and wakes the goroutines waiting on them. Every
+// So the sockets fastconn opens live in an epoll instance of its own (one
+// per P: getPoller), whose descriptor is the only one registered with the
+// runtime's poller: when it is readable, one goroutine (poller.run) takes
+// the ready sockets from it, with a raw epoll_pwait, and wakes the
+// goroutines waiting on them, or copies for them (relay.go). Every
 // call on those sockets, from accept4 to close, is a raw system call, and a
 // socket joins the epoll instance only when a call first has to wait
 // (watch). Measured (bench/RESULTS.md): Connection: close through the HTTP
@@ -63,15 +65,31 @@ type poller struct {
 }
 
 var (
-	pollerOnce sync.Once
-	thePoller  *poller
-	pollerErr  error
+	pollersOnce sync.Once
+	pollers     []*poller
+	pollerErr   error
 )
 
-// getPoller starts the poller the first time a socket needs it.
-func getPoller() (*poller, error) {
-	pollerOnce.Do(func() { thePoller, pollerErr = startPoller() })
-	return thePoller, pollerErr
+// getPoller returns fd's poller, starting them the first time a socket
+// needs one. There is one per P (GOMAXPROCS when first asked), each with
+// its own goroutine, so that the copies their relays make (relay.go) spread
+// over the Ps as the goroutines they replace would; a descriptor's number
+// picks its poller.
+func getPoller(fd int) (*poller, error) {
+	pollersOnce.Do(func() {
+		for range max(1, runtime.GOMAXPROCS(0)) {
+			p, err := startPoller()
+			if err != nil {
+				pollerErr = err
+				break
+			}
+			pollers = append(pollers, p)
+		}
+	})
+	if len(pollers) == 0 {
+		return nil, pollerErr
+	}
+	return pollers[fd%len(pollers)], nil
 }
 
 func startPoller() (*poller, error) {
@@ -106,7 +124,7 @@ func (p *poller) run() {
 }
 
 // drain is run's RawConn callback: it wakes the waiters of every ready
-// socket, and returns false (wait for the runtime's poller) once the epoll
+// socket (or runs its relay), and returns false (wait for the runtime's poller) once the epoll
 // instance has no more.
 func (p *poller) drain(epfd uintptr) bool {
 	for {
@@ -126,7 +144,9 @@ func (p *poller) drain(epfd uintptr) bool {
 				continue // closed since: the number may already be another socket's
 			}
 			if ev.Events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-				pd.r.wake()
+				if c := pd.conn.Load(); c == nil || !c.relay(ev.Events) {
+					pd.r.wake()
+				}
 			}
 			if ev.Events&(syscall.EPOLLOUT|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
 				pd.w.wake()
@@ -198,6 +218,8 @@ type pollFD struct {
 	// state is 1 once Close began, plus 2 for every call in progress.
 	state atomic.Uint64
 	r, w  waiter
+	// conn is the Conn made on the socket, for its relay (relay.go).
+	conn atomic.Pointer[Conn]
 }
 
 // register puts fd, a non-blocking socket, into the poller (into its epoll
@@ -216,7 +238,7 @@ func register(fd int) (*pollFD, error) {
 func registerBorrowed(fd int) (*pollFD, error) { return newPollFD(fd, true) }
 
 func newPollFD(fd int, borrowed bool) (*pollFD, error) {
-	p, err := getPoller()
+	p, err := getPoller(fd)
 	if err != nil {
 		return nil, err
 	}
