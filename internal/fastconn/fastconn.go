@@ -534,17 +534,26 @@ func (c *Conn) write(fd uintptr) bool {
 // MSG_NOSIGNAL a write to a reset connection is only EPIPE, with no SIGPIPE
 // for the runtime to field.
 func (c *Conn) send(fd uintptr) syscall.Errno {
-	for c.wn < len(c.wbuf) {
-		n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&c.wbuf[c.wn])), uintptr(len(c.wbuf)-c.wn), syscall.MSG_NOSIGNAL, 0, 0)
+	n, errno := sendAll(fd, c.wbuf[c.wn:])
+	c.wn += n
+	return errno
+}
+
+// sendAll writes p with raw sendto calls until it is all out or a call
+// fails (EAGAIN when the socket's buffer is full), and returns the count.
+func sendAll(fd uintptr, p []byte) (int, syscall.Errno) {
+	sent := 0
+	for sent < len(p) {
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[sent])), uintptr(len(p)-sent), syscall.MSG_NOSIGNAL, 0, 0)
 		switch errno {
 		case 0:
-			c.wn += int(n)
+			sent += int(n)
 		case syscall.EINTR:
 		default:
-			return errno
+			return sent, errno
 		}
 	}
-	return 0
+	return sent, 0
 }
 
 // ExpectReply says that the next Write is the last one before the peer

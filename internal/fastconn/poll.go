@@ -124,8 +124,8 @@ func (p *poller) run() {
 }
 
 // drain is run's RawConn callback: it wakes the waiters of every ready
-// socket (or runs its relay), and returns false (wait for the runtime's poller) once the epoll
-// instance has no more.
+// socket (or runs its relay), and returns false (wait for the runtime's
+// poller) once the epoll instance has no more.
 func (p *poller) drain(epfd uintptr) bool {
 	for {
 		n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, epfd,

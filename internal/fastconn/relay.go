@@ -206,17 +206,7 @@ func (c *Conn) sendNow(p []byte) int {
 	if !c.pd.incref() {
 		return 0
 	}
-	sent := 0
-	for sent < len(p) {
-		n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(c.pd.fd), uintptr(unsafe.Pointer(&p[sent])), uintptr(len(p)-sent), syscall.MSG_NOSIGNAL, 0, 0)
-		if errno == syscall.EINTR {
-			continue
-		}
-		if errno != 0 {
-			break
-		}
-		sent += int(n)
-	}
+	sent, _ := sendAll(uintptr(c.pd.fd), p)
 	c.pd.decref()
 	return sent
 }
