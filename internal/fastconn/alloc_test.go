@@ -31,6 +31,28 @@ func TestNoAllocations(t *testing.T) {
 	}
 }
 
+// TestCloseWriteNoAllocations: a FIN is a system call under the
+// descriptor's reference, with no RawConn callback to allocate; the TCP
+// proxy sends one per connection.
+func TestCloseWriteNoAllocations(t *testing.T) {
+	c, peer := pair(t)
+	var err error
+	allocs := testing.AllocsPerRun(100, func() {
+		if e := c.CloseWrite(); e != nil {
+			err = e
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per CloseWrite; want 0", allocs)
+	}
+	if n, err := peer.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("peer read %d bytes, %v; want the FIN", n, err)
+	}
+}
+
 // TestSpliceNoAllocations: a pooled pipe and the Conn's own callbacks, so a
 // Splice allocates nothing once warm.
 func TestSpliceNoAllocations(t *testing.T) {

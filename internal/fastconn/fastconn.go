@@ -108,9 +108,11 @@ type Conn struct {
 	// rd and wd are the read and write deadlines, armed lazily (deadline.go).
 	rd, wd deadline
 
-	// The RawConn callbacks, one per direction, made once: a method value
-	// made per call allocates. Each does what the call in progress set up
-	// in its direction's state (a read, a pooled read, a splice).
+	// The RawConn callbacks, one per direction, made once (a method value
+	// made per call allocates), and only for a Conn outside fastconn's
+	// poller: one in it waits with waitRead and waitWrite. Each does what
+	// the call in progress set up in its direction's state (a read, a
+	// pooled read, a splice).
 	onRead, onWrite func(fd uintptr) bool
 
 	// Read state.
@@ -164,12 +166,40 @@ func newConn(sock socket, tc *net.TCPConn, rc syscall.RawConn) *Conn {
 	c := &Conn{sock: sock, tc: tc, rc: rc}
 	c.rd.sock, c.rd.read = sock, true
 	c.wd.sock = sock
-	c.onRead, c.onWrite = c.readReady, c.writeReady
 	if pd, ok := sock.(*pollFD); ok {
 		c.pd = pd
 		pd.conn.Store(c)
+	} else {
+		c.onRead, c.onWrite = c.readReady, c.writeReady
 	}
 	return c
+}
+
+// connReader and connWriter are a Conn's directions as the readiness its
+// poller's wait calls: a conversion, where a method value would allocate.
+type (
+	connReader Conn
+	connWriter Conn
+)
+
+func (r *connReader) ready(fd uintptr) bool { return (*Conn)(r).readReady(fd) }
+func (w *connWriter) ready(fd uintptr) bool { return (*Conn)(w).writeReady(fd) }
+
+// waitRead runs readReady until it returns true, waiting for the socket to
+// be readable each time it returns false.
+func (c *Conn) waitRead() error {
+	if c.pd != nil {
+		return c.pd.wait(&c.pd.r, (*connReader)(c))
+	}
+	return c.rc.Read(c.onRead)
+}
+
+// waitWrite is waitRead for writeReady and writability.
+func (c *Conn) waitWrite() error {
+	if c.pd != nil {
+		return c.pd.wait(&c.pd.w, (*connWriter)(c))
+	}
+	return c.rc.Write(c.onWrite)
 }
 
 // readReady is the read direction's RawConn callback: false sends the
@@ -249,14 +279,30 @@ func (c *Conn) SetLinger(sec int) error {
 // under it.
 func (c *Conn) control(name string, op func(fd int) error) error {
 	var opErr error
-	err := c.rc.Control(func(fd uintptr) { opErr = op(int(fd)) })
-	if err != nil {
-		return c.mapClosed(name, err)
+	if pd := c.pd; pd != nil {
+		// Without a RawConn callback, which would allocate twice (itself
+		// and opErr) on every CloseWrite.
+		if !pd.incref() {
+			return c.mapClosed(name, net.ErrClosed)
+		}
+		opErr = op(pd.fd)
+		pd.decref()
+	} else {
+		var err error
+		if opErr, err = c.controlRaw(op); err != nil {
+			return c.mapClosed(name, err)
+		}
 	}
 	if opErr != nil {
 		return &net.OpError{Op: name, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(name, opErr)}
 	}
 	return nil
+}
+
+// controlRaw is control through the RawConn: op's error, and Control's.
+func (c *Conn) controlRaw(op func(fd int) error) (opErr, err error) {
+	err = c.rc.Control(func(fd uintptr) { opErr = op(int(fd)) })
+	return opErr, err
 }
 
 // SetDeadline sets the read and write deadlines, as on a net.Conn but
@@ -388,7 +434,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	c.beforeRead()
 	c.rbuf, c.rn, c.rerr = p, 0, 0
-	err := c.rc.Read(c.onRead)
+	err := c.waitRead()
 	c.rd.end()
 	c.rbuf = nil
 	return c.readResult(err)
@@ -401,7 +447,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) ReadPooled(pool *Pool) (buf *[]byte, n int, err error) {
 	c.beforeRead()
 	c.rpool, c.rbp, c.rn, c.rerr = pool, nil, 0, 0
-	rerr := c.rc.Read(c.onRead)
+	rerr := c.waitRead()
 	c.rd.end()
 	buf, c.rbp, c.rbuf, c.rpool = c.rbp, nil, nil, nil
 	n, err = c.readResult(rerr)
@@ -502,7 +548,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 	}
 	c.wd.begin()
-	err := c.rc.Write(c.onWrite)
+	err := c.waitWrite()
 	c.wd.end()
 	n, errno := c.wn, c.werr
 	c.wbuf = nil
@@ -579,7 +625,7 @@ func (c *Conn) ExpectReply() { c.expect = true }
 func (c *Conn) writeAwait() bool {
 	c.rd.begin()
 	c.await = 1
-	_ = c.rc.Read(c.onRead) // an error here is the next Read's
+	_ = c.waitRead() // an error here is the next Read's
 	c.rd.end()
 	sent := c.await == 2
 	c.await = 0

@@ -344,12 +344,24 @@ func (pd *pollFD) Control(f func(fd uintptr)) error {
 
 // Read calls f until it returns true, waiting for the socket to be readable
 // each time it returns false, as syscall.RawConn's Read does.
-func (pd *pollFD) Read(f func(fd uintptr) bool) error { return pd.wait(&pd.r, f) }
+func (pd *pollFD) Read(f func(fd uintptr) bool) error { return pd.wait(&pd.r, readyFunc(f)) }
 
 // Write is Read for writability.
-func (pd *pollFD) Write(f func(fd uintptr) bool) error { return pd.wait(&pd.w, f) }
+func (pd *pollFD) Write(f func(fd uintptr) bool) error { return pd.wait(&pd.w, readyFunc(f)) }
 
-func (pd *pollFD) wait(w *waiter, f func(fd uintptr) bool) error {
+// readiness is what wait calls each time the socket may be ready: a
+// RawConn callback (readyFunc), or a Conn's own direction (connReader,
+// connWriter), which a Conn passes without making a method value, which
+// would be an allocation per Conn and direction.
+type readiness interface {
+	ready(fd uintptr) bool
+}
+
+type readyFunc func(fd uintptr) bool
+
+func (f readyFunc) ready(fd uintptr) bool { return f(fd) }
+
+func (pd *pollFD) wait(w *waiter, f readiness) error {
 	if !pd.incref() {
 		return net.ErrClosed
 	}
@@ -366,7 +378,7 @@ func (pd *pollFD) wait(w *waiter, f func(fd uintptr) bool) error {
 			err = os.ErrDeadlineExceeded
 			break
 		}
-		if f(uintptr(pd.fd)) {
+		if f.ready(uintptr(pd.fd)) {
 			break
 		}
 		if err = pd.watch(); err != nil {

@@ -71,7 +71,7 @@ func (c *Conn) RelayTo(dst *Conn, pool *Pool) (moved int64, buf *[]byte, n int, 
 	c.beforeRead()
 	c.rpool, c.rbp, c.rn, c.rerr = pool, nil, 0, 0
 	c.rdst, c.rmoved, c.rgot = dst, 0, false
-	rerr := c.rc.Read(c.onRead)
+	rerr := c.waitRead()
 	c.disarm()
 	pd.decref()
 	c.rd.end()

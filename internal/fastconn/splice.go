@@ -54,7 +54,7 @@ func Splice(dst, src *Conn) (int64, error) {
 func (c *Conn) spliceIn(p *pipe) (int, error) {
 	c.beforeRead()
 	c.sp, c.rn, c.rerr = p, 0, 0
-	rerr := c.rc.Read(c.onRead)
+	rerr := c.waitRead()
 	c.rd.end()
 	c.sp = nil
 	n, err := c.readResult(rerr)
@@ -73,7 +73,7 @@ func (c *Conn) spliceInRaw(fd uintptr) bool {
 func (c *Conn) spliceOut(p *pipe) error {
 	c.wp, c.werr = p, 0
 	c.wd.begin()
-	err := c.rc.Write(c.onWrite)
+	err := c.waitWrite()
 	c.wd.end()
 	c.wp = nil
 	c.wrote.Store(true)
