@@ -29,21 +29,6 @@ import (
 // wait for the poller, until timeout or ctx ends. TCP keep-alive probes are
 // off, as with net.Dialer{KeepAlive: -1}; TCP_NODELAY is on, as Go sets it.
 func Dial(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (*Conn, error) {
-	return dial(ctx, addr, timeout, false)
-}
-
-// DialPooled is Dial for a connection that a pool keeps open for many
-// requests, as the HTTP plane keeps its backends': the socket waits in the
-// runtime's poller instead of fastconn's. Opening and closing it then cost
-// two plain system calls (os.NewFile's fcntl, and close), which a pooled
-// connection pays once in its life, and each of its waits costs one epoll
-// call and no channel, where fastconn's poller takes two epoll calls per
-// wakeup (poll.go).
-func DialPooled(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (*Conn, error) {
-	return dial(ctx, addr, timeout, true)
-}
-
-func dial(ctx context.Context, addr netip.AddrPort, timeout time.Duration, runtimePoller bool) (*Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, dialError(addr, "connect", err)
 	}
@@ -69,22 +54,11 @@ func dial(ctx context.Context, addr netip.AddrPort, timeout time.Duration, runti
 			return nil, dialError(addr, "connect", errno)
 		}
 	}
-	var c *Conn
-	if runtimePoller {
-		f := os.NewFile(uintptr(fd), "tcp") // registers fd with the runtime's poller
-		rc, err := f.SyscallConn()
-		if err != nil {
-			f.Close()
-			return nil, dialError(addr, "connect", err)
-		}
-		c = newConn(f, nil, rc)
-	} else {
-		pd, err := register(fd)
-		if err != nil {
-			return nil, dialError(addr, "connect", err)
-		}
-		c = newConn(pd, nil, pd)
+	pd, err := register(fd)
+	if err != nil {
+		return nil, dialError(addr, "connect", err)
 	}
+	c := newConn(pd, nil, pd)
 	c.remote = addr
 	if inFlight {
 		if err := c.awaitConnect(ctx, sa, salen, timeout); err != nil {

@@ -24,11 +24,11 @@ func listen(t testing.TB, network, addr string) (net.Listener, netip.AddrPort) {
 	return ln, ln.Addr().(*net.TCPAddr).AddrPort()
 }
 
-// dialers are the two ways to dial: into fastconn's poller, or the
-// runtime's.
+// dialers are the two ways to a dialled Conn: Dial, into fastconn's
+// poller, or net's dial wrapped with New, in the runtime's.
 var dialers = map[string]func(context.Context, netip.AddrPort, time.Duration) (*Conn, error){
-	"Dial":       Dial,
-	"DialPooled": DialPooled,
+	"Dial": Dial,
+	"New":  dialNew,
 }
 
 // dialNew dials with net and wraps the TCPConn with New: the runtime's
@@ -150,14 +150,13 @@ func TestDialTimeoutAndCancel(t *testing.T) {
 
 // A Read or Write cut short by Close, and any call after it, fails with an
 // error matching net.ErrClosed, whether the Conn came from Dial or a
-// Listener (fastconn's poller) or from DialPooled or New (the runtime's).
+// Listener (fastconn's poller) or from New (the runtime's).
 func TestClosedConnErrors(t *testing.T) {
 	ln, addr := listen(t, "tcp", "127.0.0.1:0")
 	dialed, _ := dialPair(t, ln, addr)
-	pooled, _ := dialPairWith(t, ln, addr, DialPooled)
 	accepted, _ := pair(t)
 	wrapped, _ := dialPairWith(t, ln, addr, dialNew)
-	for name, c := range map[string]*Conn{"Dial": dialed, "DialPooled": pooled, "Listener": accepted, "New": wrapped} {
+	for name, c := range map[string]*Conn{"Dial": dialed, "Listener": accepted, "New": wrapped} {
 		t.Run(name, func(t *testing.T) {
 			readErr := make(chan error, 1)
 			go func() {
