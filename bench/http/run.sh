@@ -20,12 +20,20 @@
 #
 # Needs nginx-light, haproxy, wrk (apt-get install -y nginx-light haproxy wrk) and Go.
 # Usage: bench/http/run.sh   (env: ROUNDS=3 SECONDS_PER_RUN=10 BULK_MB=64 CONNS=50)
+#
+# A/B of two builds: PACER_B=path runs a second bench/http binary (built
+# from another commit: `go build -o /tmp/b ./bench/http`) beside this
+# tree's, as targets pacerb-http and pacerb-tcp, interleaved with the rest,
+# and prints it against HAProxy and against this tree's build.
+# MODES="keepalive close bulk" picks the modes (default all three).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 BULK_MB=${BULK_MB:-64}
 CONNS=${CONNS:-50}
+MODES=${MODES:-keepalive close bulk}
+PACER_B=${PACER_B:-}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=../lib.sh
@@ -59,8 +67,9 @@ wait_port() { # host port
 	exit 1
 }
 
-pick_ports 7
+pick_ports 10
 NGINX=${PORTS[0]} HA_HTTP=${PORTS[1]} HA_TCP=${PORTS[2]} P_VHOST=${PORTS[3]} P_HTTP=${PORTS[4]} P_TCP=${PORTS[5]} HA_HTTP_DA=${PORTS[6]}
+PB_VHOST=${PORTS[7]} PB_HTTP=${PORTS[8]} PB_TCP=${PORTS[9]}
 
 echo "building bench/http ..."
 (cd "$root" && go build -o "$work/pacer-bench" ./bench/http)
@@ -130,8 +139,16 @@ GOMAXPROCS=1 "$work/pacer-bench" -backend "127.0.0.1:$NGINX" -http "127.0.0.1:$P
 	-http-port "$P_HTTP" -tcp-port "$P_TCP" >"$work/pacer.out" 2>&1 &
 pids+=($!)
 pacer_pid=$!
+listening=("$NGINX" "$HA_HTTP" "$HA_HTTP_DA" "$HA_TCP" "$P_VHOST" "$P_HTTP" "$P_TCP")
+if [[ -n $PACER_B ]]; then
+	GOMAXPROCS=1 "$PACER_B" -backend "127.0.0.1:$NGINX" -http "127.0.0.1:$PB_VHOST" \
+		-http-port "$PB_HTTP" -tcp-port "$PB_TCP" >"$work/pacerb.out" 2>&1 &
+	pids+=($!)
+	pacerb_pid=$!
+	listening+=("$PB_VHOST" "$PB_HTTP" "$PB_TCP")
+fi
 
-for p in $NGINX $HA_HTTP $HA_HTTP_DA $HA_TCP $P_VHOST $P_HTTP $P_TCP; do wait_port 127.0.0.1 "$p"; done
+for p in "${listening[@]}"; do wait_port 127.0.0.1 "$p"; done
 
 # target name -> port
 declare -A port=([direct]=$NGINX [haproxy-http]=$HA_HTTP [haproxy-http-da]=$HA_HTTP_DA [pacer-http]=$P_HTTP [haproxy-tcp]=$HA_TCP [pacer-tcp]=$P_TCP)
@@ -140,6 +157,20 @@ targets=(direct haproxy-http pacer-http haproxy-tcp pacer-tcp)
 close_targets=(direct haproxy-http haproxy-http-da pacer-http haproxy-tcp pacer-tcp)
 # target name -> the proxy process whose CPU time each run reads
 declare -A proc=([haproxy-http]=$ha_pid [haproxy-http-da]=$ha_pid [haproxy-tcp]=$ha_pid [pacer-http]=$pacer_pid [pacer-tcp]=$pacer_pid)
+if [[ -n $PACER_B ]]; then
+	port[pacerb-http]=$PB_HTTP port[pacerb-tcp]=$PB_TCP
+	proc[pacerb-http]=$pacerb_pid proc[pacerb-tcp]=$pacerb_pid
+	targets+=(pacerb-http pacerb-tcp)
+	close_targets+=(pacerb-http pacerb-tcp)
+fi
+bulk_targets=(direct haproxy-tcp pacer-tcp)
+[[ -n $PACER_B ]] && bulk_targets+=(pacerb-tcp)
+# reversed prints its arguments in reverse order.
+reversed() {
+	local i out=()
+	for ((i = $#; i > 0; i--)); do out+=("${!i}"); done
+	echo "${out[@]}"
+}
 # cpu_ns prints the CPU time a process's threads have run, in nanoseconds:
 # the scheduler's own account (/proc/PID/task/*/schedstat), exact, where
 # /proc/PID/stat's user and system times are sampled at each clock tick
@@ -195,14 +226,15 @@ run_wrk() { # mode target round
 # fixed order the same target would always run second.
 for round in $(seq "$ROUNDS"); do
 	echo "round $round/$ROUNDS"
-	order=("${targets[@]}") corder=("${close_targets[@]}") bulk=(direct haproxy-tcp pacer-tcp)
+	order=("${targets[@]}") corder=("${close_targets[@]}") bulk=("${bulk_targets[@]}")
 	if ((round % 2 == 0)); then
-		order=(pacer-tcp haproxy-tcp pacer-http haproxy-http direct) bulk=(pacer-tcp haproxy-tcp direct)
-		corder=(pacer-tcp haproxy-tcp pacer-http haproxy-http-da haproxy-http direct)
+		read -ra order <<<"$(reversed "${order[@]}")"
+		read -ra corder <<<"$(reversed "${corder[@]}")"
+		read -ra bulk <<<"$(reversed "${bulk[@]}")"
 	fi
-	for t in "${order[@]}"; do run_wrk keepalive "$t"; done
-	for t in "${corder[@]}"; do run_wrk close "$t"; done
-	for t in "${bulk[@]}"; do run_wrk bulk "$t"; done
+	[[ " $MODES " == *" keepalive "* ]] && for t in "${order[@]}"; do run_wrk keepalive "$t"; done
+	[[ " $MODES " == *" close "* ]] && for t in "${corder[@]}"; do run_wrk close "$t"; done
+	[[ " $MODES " == *" bulk "* ]] && for t in "${bulk[@]}"; do run_wrk bulk "$t"; done
 done
 
 # median of column $3 (col) for mode/target
@@ -221,21 +253,27 @@ vs() { # mode pacer-target haproxy-target
 	echo "$(ratio "$(median "$1" "$2" 3)" "$(median "$1" "$3" 3)") req/s, p99 $(ratio "$(median "$1" "$2" 4)" "$(median "$1" "$3" 4)"), cpu $(ratio "$(median "$1" "$2" 6)" "$(median "$1" "$3" 6)")"
 }
 for mode in keepalive close; do
+	[[ " $MODES " == *" $mode "* ]] || continue
 	list=("${targets[@]}")
 	[[ $mode == close ]] && list=("${close_targets[@]}")
 	for t in "${list[@]}"; do
 		rps=$(median "$mode" "$t" 3); p99=$(median "$mode" "$t" 4); cpu=$(median "$mode" "$t" 6); vs=""
 		case $t in
 		pacer-*) vs=$(vs "$mode" "$t" "haproxy-${t#pacer-}") ;;
+		pacerb-*) vs=$(vs "$mode" "$t" "haproxy-${t#pacerb-}") ;;
 		esac
 		[[ $t == direct ]] && cpu=""
 		printf '| %-9s | %-15s | %9s | %8s | %10s | %-36s |\n' "$mode" "$t" "$rps" "$p99" "$cpu" "$vs"
-		if [[ $mode == close && $t == pacer-http ]]; then
-			printf '| %-9s | %-15s | %9s | %8s | %10s | %-36s |\n' "" "" "" "" "" "vs haproxy-http-da: $(vs close pacer-http haproxy-http-da)"
+		if [[ $mode == close && $t == pacer*-http ]]; then
+			printf '| %-9s | %-15s | %9s | %8s | %10s | %-36s |\n' "" "" "" "" "" "vs haproxy-http-da: $(vs close "$t" haproxy-http-da)"
+		fi
+		if [[ $t == pacerb-* ]]; then
+			printf '| %-9s | %-15s | %9s | %8s | %10s | %-36s |\n' "" "" "" "" "" "vs pacer-${t#pacerb-}: $(vs "$mode" "$t" "pacer-${t#pacerb-}")"
 		fi
 	done
 done
-for t in direct haproxy-tcp pacer-tcp; do
+[[ " $MODES " == *" bulk "* ]] || exit 0
+for t in "${bulk_targets[@]}"; do
 	mbs=$(median bulk "$t" 5) cpu=""
 	[[ $t != direct ]] && cpu=$(awk -v c="$(median bulk "$t" 6)" -v mb="$BULK_MB" 'BEGIN {printf "%.1f/MB", c / mb}')
 	printf '| %-9s | %-15s | %4s MB/s | %8s | %10s | %-36s |\n' bulk "$t" "$mbs" "" "$cpu" "$(ratio "$mbs" "$(median bulk direct 5)") of direct"
