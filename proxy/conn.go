@@ -81,8 +81,34 @@ func (p *TCP) serveConn(ps *tcpPort, client *fastconn.Conn) {
 	defer p.wg.Done()
 	defer ps.active.Add(-1)
 
+	// What the client has sent already goes to the backend with the
+	// connect (fastconn.DialSend), as HAProxy forwards what it has read
+	// when it connects: the backend then reads it at once instead of
+	// accepting, finding nothing and sleeping until it comes.
+	// The buffer goes back once the backend has the bytes: idle
+	// connections hold none (see copyBufs).
+	first, n, err := client.ReadNow(copyBufs)
+	if err != nil {
+		if ce := p.log.Check(zap.DebugLevel, "client broke the connection before it was routed"); ce != nil {
+			ce.Write(zap.Int(keyPort, ps.port), zap.Stringer(keyClient, client.RemoteAddr()), zap.Error(err))
+		}
+		client.Close()
+		return
+	}
+	var early []byte
+	if first != nil {
+		early = (*first)[:n]
+	}
+	release := func() {
+		if first != nil {
+			copyBufs.Put(first)
+			first, early = nil, nil
+		}
+	}
+	defer release()
+
 	for try := 0; ; try++ {
-		backend, addr, snap, err := p.connect(ps, client)
+		backend, addr, snap, err := p.connect(ps, client, early)
 		if err != nil {
 			ps.failed.Add(1)
 			if ce := p.log.Check(zap.DebugLevel, "connection not routed"); ce != nil {
@@ -97,7 +123,14 @@ func (p *TCP) serveConn(ps *tcpPort, client *fastconn.Conn) {
 			c.close(false) // forced shutdown began while we dialled
 			return
 		}
-		reroute := c.forward(p.cfg.IdleTimeout, p.window, try < maxReroutes)
+		// Once the backend has the client's first bytes, the client can no
+		// longer be moved to another backend: this one may have acted on
+		// them.
+		sentEarly := int64(len(early))
+		release()
+		ps.bytesIn.Add(uint64(sentEarly))
+		reroute := c.forward(p.cfg.IdleTimeout, p.window, try < maxReroutes && sentEarly == 0)
+		c.inN += sentEarly
 		p.untrack(c)
 		p.finished(c)
 		if !reroute {
@@ -138,7 +171,10 @@ func (p *TCP) finished(c *tcpConn) {
 // every one it tried refused, it waits for the next snapshot (never polls)
 // and tries again, until WaitForBackend has passed since the start. It
 // returns the snapshot the backend was picked from, for the tracker.
-func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn) (*fastconn.Conn, netip.AddrPort, *discovery.Snapshot, error) {
+//
+// early, the bytes the client sent before, goes to the backend: with the
+// connect, or written at once after it.
+func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte) (*fastconn.Conn, netip.AddrPort, *discovery.Snapshot, error) {
 	var timer *time.Timer // made only if we have to wait
 	defer func() {
 		if timer != nil {
@@ -153,7 +189,7 @@ func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn) (*fastconn.Conn, netip
 		// apps also wake us, and must not turn into a redial storm against
 		// backends that just refused.
 		if svc := p.service(snap, ps.port); svc != nil && svc != tried && len(svc.Backends) > 0 {
-			if conn, addr, ok := p.dialAny(ps, svc, client); ok {
+			if conn, addr, ok := p.dialAny(ps, svc, client, early); ok {
 				return conn, addr, snap, nil
 			}
 			tried = svc
@@ -178,8 +214,8 @@ func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn) (*fastconn.Conn, netip
 }
 
 // dialAny tries up to MaxAttempts distinct backends of svc, starting where
-// the balancer says, and returns the first that accepts.
-func (p *TCP) dialAny(ps *tcpPort, svc *discovery.Service, client *fastconn.Conn) (*fastconn.Conn, netip.AddrPort, bool) {
+// the balancer says, and returns the first that accepts, with early sent.
+func (p *TCP) dialAny(ps *tcpPort, svc *discovery.Service, client *fastconn.Conn, early []byte) (*fastconn.Conn, netip.AddrPort, bool) {
 	n := len(svc.Backends)
 	first := ps.pick(svc, client)
 	for i := range min(p.cfg.MaxAttempts, n) {
@@ -190,7 +226,20 @@ func (p *TCP) dialAny(ps *tcpPort, svc *discovery.Service, client *fastconn.Conn
 		// when the backend is on this host (see its doc comment). Like
 		// net.Dialer without a local address it does not bind before
 		// connect, so ephemeral ports are shared across destinations.
-		conn, err := fastconn.Dial(p.killCtx, b.Addr, p.cfg.DialTimeout)
+		conn, sent, err := fastconn.DialSend(p.killCtx, b.Addr, p.cfg.DialTimeout, early)
+		if err == nil && sent < len(early) {
+			// The rest (the handshake was still in flight), within the dial
+			// timeout. If the backend broke the connection after taking
+			// some, the connection goes on and fails as a broken one: the
+			// backend may have read them.
+			_ = conn.SetWriteDeadline(time.Now().Add(p.cfg.DialTimeout))
+			n, werr := conn.Write(early[sent:])
+			_ = conn.SetWriteDeadline(time.Time{})
+			if werr != nil && sent+n == 0 {
+				conn.Close()
+				err = werr
+			}
+		}
 		if err == nil {
 			return conn, b.Addr, true
 		}

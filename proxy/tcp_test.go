@@ -120,6 +120,37 @@ func TestTCPSkipsDeadBackend(t *testing.T) {
 	}
 }
 
+// A client that speaks first has its bytes read before the backend is
+// chosen and sent with the connect; when that connect is refused they go
+// to the next backend, whole and once.
+func TestTCPClientFirstBytesSurviveARefusedDial(t *testing.T) {
+	t.Parallel()
+	port := testnet.FreePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{}, port)
+	put(h.table, service(port, deadAddr(t), startBackend(t, echo).addr, deadAddr(t)))
+	h.waitOpened(port, 1)
+
+	for i := range 12 {
+		c := dial(t, port)
+		msg := fmt.Sprintf("request %d, sent before any backend answered", i)
+		if got := roundTrip(t, c, msg); got != msg {
+			t.Fatalf("connection %d: echo %q, want %q", i, got, msg)
+		}
+		// Nothing more than the request arrives: the bytes went once.
+		if err := c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+			t.Fatalf("connection %d: after the echo %q, %v; want EOF", i, rest, err)
+		}
+		c.Close()
+	}
+	st, _ := h.status(port)
+	if st.DialErrors == 0 || st.Failed != 0 {
+		t.Fatalf("dial errors = %d, failed = %d; want some dial errors and no failed connection", st.DialErrors, st.Failed)
+	}
+}
+
 // A backend that never answers the SYN costs a client DialTimeout, not the
 // kernel's two minutes of retries, and the next backend serves it.
 func TestTCPDialTimeoutMovesOnFromSilentBackend(t *testing.T) {

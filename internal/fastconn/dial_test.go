@@ -115,6 +115,59 @@ func TestDialRefused(t *testing.T) {
 	if !errors.Is(err, syscall.ECONNREFUSED) || !errors.As(err, &op) || op.Op != "dial" {
 		t.Fatalf("Dial to a closed port: %v; want a dial *net.OpError matching ECONNREFUSED", err)
 	}
+
+	// With bytes to send, the send behind the connect meets the refusal.
+	c, sent, err := DialSend(context.Background(), addr, time.Second, []byte("hello"))
+	if err == nil {
+		c.Close()
+		t.Fatal("DialSend to a closed port succeeded")
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) || !errors.As(err, &op) || op.Op != "dial" || sent != 0 {
+		t.Fatalf("DialSend to a closed port: %d sent, %v; want 0 and a dial *net.OpError matching ECONNREFUSED", sent, err)
+	}
+}
+
+// DialSend's bytes reach the peer ahead of anything written after, and the
+// connection then works as Dial's does.
+func TestDialSendSendsFirstBytes(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		p, _ := ln.Accept()
+		accepted <- p
+	}()
+	c, sent, err := DialSend(context.Background(), addr, time.Second, []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer := <-accepted
+	if peer == nil {
+		t.Fatal("accept failed")
+	}
+	defer peer.Close()
+	// On loopback the handshake is done when connect returns, so the
+	// bytes went out with it.
+	if sent != 5 {
+		t.Fatalf("DialSend sent %d bytes of 5 to a listener on loopback", sent)
+	}
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(peer, got); err != nil || string(got) != "hello" {
+		t.Fatalf("peer's first read %q, %v; want hello", got, err)
+	}
+	pingPong(t, c, peer)
+}
+
+// A silent backend times DialSend out as it does Dial, with nothing sent.
+func TestDialSendTimeout(t *testing.T) {
+	c, sent, err := DialSend(context.Background(), testnet.SilentAddr(t), 150*time.Millisecond, []byte("hello"))
+	var ne net.Error
+	if err == nil {
+		c.Close()
+	}
+	if !errors.As(err, &ne) || !ne.Timeout() || sent != 0 {
+		t.Fatalf("DialSend to a silent address: %d sent, %v; want 0 and a timeout", sent, err)
+	}
 }
 
 func TestDialTimeoutAndCancel(t *testing.T) {

@@ -444,6 +444,34 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return c.readResult(err)
 }
 
+// ReadNow is ReadPooled without the wait: one read of whatever c holds
+// now. With nothing there, or only the peer's FIN (which a later read still
+// finds), it returns n == 0 and no error. A TCP proxy reads its client so
+// before it dials the backend, to send the bytes with the connect
+// (DialSend). Conns outside fastconn's poller never read early: 0, nil.
+func (c *Conn) ReadNow(pool *Pool) (buf *[]byte, n int, err error) {
+	pd := c.pd
+	if pd == nil || !pd.incref() {
+		return nil, 0, nil
+	}
+	buf = pool.Get()
+	for {
+		r, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(pd.fd), uintptr(unsafe.Pointer(&(*buf)[0])), uintptr(len(*buf)), 0, 0, 0)
+		switch {
+		case errno == syscall.EINTR:
+			continue
+		case errno == 0 && r > 0:
+			pd.decref()
+			return buf, int(r), nil
+		case errno != 0 && errno != syscall.EAGAIN:
+			err = c.opError("read", errno)
+		}
+		pd.decref()
+		pool.Put(buf)
+		return nil, 0, err
+	}
+}
+
 // ReadPooled waits until c has bytes or an error and reads into a buffer
 // from pool, which it returns with the count: the caller gives the buffer
 // back with pool.Put. While it waits it holds no buffer, so an idle

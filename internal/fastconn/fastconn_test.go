@@ -208,3 +208,54 @@ func BenchmarkPingPong(b *testing.B) {
 		c.Read(buf)
 	}
 }
+
+// ReadNow takes what the socket holds and never waits: nothing, bytes, a
+// FIN left for the next read, or a reset, which it reports.
+func TestReadNow(t *testing.T) {
+	pool := NewPool(64)
+	c, peer := pair(t)
+	if buf, n, err := c.ReadNow(pool); buf != nil || n != 0 || err != nil {
+		t.Fatalf("ReadNow with nothing sent: %v, %d, %v; want nil, 0, nil", buf, n, err)
+	}
+	if _, err := peer.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	// On loopback the bytes are in c's socket when the peer's write returns.
+	buf, n, err := c.ReadNow(pool)
+	if err != nil || n != 3 || string((*buf)[:n]) != "abc" {
+		t.Fatalf("ReadNow after the peer wrote abc: %d, %v", n, err)
+	}
+	pool.Put(buf)
+	if err := peer.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if buf, n, err := c.ReadNow(pool); buf != nil || n != 0 || err != nil {
+		t.Fatalf("ReadNow after the peer's FIN: %v, %d, %v; want nil, 0, nil", buf, n, err)
+	}
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("Read after ReadNow saw the FIN: %d, %v; want EOF", n, err)
+	}
+
+	c, peer = pair(t)
+	_ = peer.SetLinger(0)
+	peer.Close()
+	if _, _, err := c.ReadNow(pool); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("ReadNow after the peer's reset: %v; want ECONNRESET", err)
+	}
+}
+
+// A Conn in the runtime's poller (New) does not read early.
+func TestReadNowOutsideThePoller(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	c, peer := dialPairWith(t, ln, addr, dialNew)
+	if _, err := peer.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if buf, n, err := c.ReadNow(NewPool(64)); buf != nil || n != 0 || err != nil {
+		t.Fatalf("ReadNow on a New Conn: %v, %d, %v; want nil, 0, nil", buf, n, err)
+	}
+	got := make([]byte, 3)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "abc" {
+		t.Fatalf("Read after ReadNow %q, %v", got, err)
+	}
+}
