@@ -41,7 +41,7 @@ fmt-check:
 lint:
 	$(GO) run $(STATICCHECK) ./...
 
-## bench: the long side-by-side benchmarks (HAProxy, nginx, NSD); see bench/README.md
+## bench: the long side-by-side benchmarks (HAProxy, nginx, NSD); see bench/RESULTS.md
 bench: build
 	@bench/run.sh
 
