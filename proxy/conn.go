@@ -85,6 +85,7 @@ func (p *TCP) serveConn(ps *tcpPort, client *fastconn.Conn) {
 	// connect (fastconn.DialSend), as HAProxy forwards what it has read
 	// when it connects: the backend then reads it at once instead of
 	// accepting, finding nothing and sleeping until it comes.
+	//
 	// The buffer goes back once the backend has the bytes: idle
 	// connections hold none (see copyBufs).
 	first, n, err := client.ReadNow(copyBufs)

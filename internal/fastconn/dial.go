@@ -41,9 +41,10 @@ func Dial(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (*Con
 // the same question. A backend that the connect woke then finds the bytes
 // with its first read, where it would otherwise find nothing and sleep again
 // until they came: behind pacer's TCP plane with one request per
-// connection, nginx slept 0.21-0.27 times per connection instead of
-// 0.30-0.51 (HAProxy, which sends what it has read at connect time too:
-// 0.21-0.34), and served 3% more connections.
+// connection, nginx slept 0.24 times per connection instead of 0.34
+// (HAProxy, which sends what it has read at connect time too: 0.26), and
+// pacer served 1.02x the connections at the same CPU per connection
+// (bench/RESULTS.md).
 //
 // It returns how many bytes of first went out: all of them, or fewer when
 // the handshake was still in flight or the socket's buffer filled, and the

@@ -131,21 +131,12 @@ func TestDialRefused(t *testing.T) {
 // connection then works as Dial's does.
 func TestDialSendSendsFirstBytes(t *testing.T) {
 	ln, addr := listen(t, "tcp", "127.0.0.1:0")
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		p, _ := ln.Accept()
-		accepted <- p
-	}()
-	c, sent, err := DialSend(context.Background(), addr, time.Second, []byte("hello"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	peer := <-accepted
-	if peer == nil {
-		t.Fatal("accept failed")
-	}
-	defer peer.Close()
+	var sent int
+	c, peer := dialPairWith(t, ln, addr, func(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (*Conn, error) {
+		c, n, err := DialSend(ctx, addr, timeout, []byte("hello"))
+		sent = n
+		return c, err
+	})
 	// On loopback the handshake is done when connect returns, so the
 	// bytes went out with it.
 	if sent != 5 {

@@ -48,7 +48,7 @@
 //     the scheduler newest first (netpoll pushes onto a list): with the
 //     HTTP plane's pooled backends in the runtime's poller, the answer that
 //     came first was forwarded last, and keep-alive latency spread evenly
-//     from half the mean to one and a half times it (p99 1.35x HAProxy's;
+//     from half the mean to one and a half times it (p99 1.36x HAProxy's;
 //     in fastconn's poller 1.12x, at the same CPU per request).
 //
 //   - Copying in the poller. While a TCP proxy's copy loop waits in
