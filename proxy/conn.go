@@ -262,7 +262,14 @@ func (p *TCP) dialAny(ps *tcpPort, svc *discovery.Service, client *fastconn.Conn
 // died between accepting and answering) before a byte moved either way: then
 // the client may be given another backend as if nothing happened.
 //
-// How "before a byte moved" is known without wrapping the sockets: the
+// Every connection starts with both directions relayed inside fastconn's
+// poller for this one goroutine (relayBoth), and most end there. One that
+// moves bulk data or meets a slow reader gets a goroutine per direction
+// (pipe), which carries on from where relayBoth stopped.
+//
+// How "before a byte moved" is known without wrapping the sockets: in
+// relayBoth, the client's relay read nothing (every byte it reads is either
+// written or handed back). In the pipes, the
 // backend-to-client copy sees the reset with nothing copied, sets early
 // and moves the client's read deadline to the past, which ends the
 // client-to-backend copy at once. If that copy moved nothing (a splice that
@@ -270,9 +277,23 @@ func (p *TCP) dialAny(ps *tcpPort, svc *discovery.Service, client *fastconn.Conn
 // are all still in its socket (copyWindow counts bytes when read, not when
 // written).
 func (c *tcpConn) forward(idle, window time.Duration, reroutable bool) bool {
-	c.done.Add(1)
-	c.port.p.workers.run(func() { c.backendToClient(idle, window, reroutable) })
-	c.inN, c.inErr = c.pipe(c.backend, c.client, &c.port.bytesIn, idle, window)
+	done, reroute, in, out := c.relayBoth(idle, window, reroutable)
+	if done {
+		return reroute
+	}
+	if !out.EOF {
+		c.done.Add(1)
+		c.port.p.workers.run(func() { c.backendToClient(idle, window, reroutable, out.Buf, out.N) })
+	} else {
+		c.eofs.Add(1)
+	}
+	if !in.EOF {
+		n, err := c.pipe(c.backend, c.client, &c.port.bytesIn, idle, window, in.Buf, in.N)
+		c.inN += n
+		c.inErr = err
+	} else {
+		c.eofs.Add(1)
+	}
 	if errors.Is(c.inErr, errEarly) {
 		c.done.Wait()
 		if c.inN == 0 {
@@ -293,11 +314,79 @@ func (c *tcpConn) forward(idle, window time.Duration, reroutable bool) bool {
 	return false
 }
 
+// relayBoth forwards both directions inside fastconn's poller while this
+// goroutine waits (fastconn.RelayBoth): a message that goes through whole
+// wakes no goroutine, the first FIN is passed on by the poller, and the
+// second wakes this one to close. It reports done once the connection
+// ended and is closed; otherwise (bulk data, a destination that could not
+// take a message at once) it returns each direction's state for the pipes
+// to carry on from. The idle timeout works as in pipe, one window at a
+// time, on the client's read deadline. With reroutable, a backend that
+// broke the connection before a byte moved either way ends it with
+// reroute set and the client left open, as forward describes.
+func (c *tcpConn) relayBoth(idle, window time.Duration, reroutable bool) (done, reroute bool, in, out fastconn.RelayResult) {
+	for {
+		if err := c.client.SetReadDeadline(time.Now().Add(window)); err != nil {
+			c.inErr = err
+			c.close(false)
+			return true, false, in, out
+		}
+		var err error
+		in, out, err = fastconn.RelayBoth(c.client, c.backend, copyBufs)
+		if errors.Is(err, errors.ErrUnsupported) {
+			_ = c.client.SetReadDeadline(time.Time{})
+			return false, false, in, out
+		}
+		c.inN += in.Moved
+		c.outN += out.Moved
+		c.port.bytesIn.Add(uint64(in.Moved))
+		c.port.bytesOut.Add(uint64(out.Moved))
+		moved := in.Moved+out.Moved > 0
+		if moved {
+			c.lastActive.Store(time.Now().UnixNano())
+		}
+		switch {
+		case reroutable && isAbort(out.Err) && c.inN == 0 && c.outN == 0 && in.Buf == nil && !in.EOF && in.Err == nil:
+			c.outErr = out.Err
+			_ = c.client.SetReadDeadline(time.Time{})
+			return true, true, in, out
+		case in.Err != nil || out.Err != nil:
+			c.inErr, c.outErr = in.Err, out.Err
+			for _, r := range [2]fastconn.RelayResult{in, out} {
+				if r.Buf != nil {
+					copyBufs.Put(r.Buf)
+				}
+			}
+			c.close(isAbort(in.Err) || isAbort(out.Err))
+			return true, false, in, out
+		case in.Buf != nil || out.Buf != nil:
+			_ = c.client.SetReadDeadline(time.Time{})
+			return false, false, in, out
+		case in.EOF && out.EOF:
+			c.close(false)
+			return true, false, in, out
+		case err == nil:
+		case !errors.Is(err, os.ErrDeadlineExceeded):
+			c.inErr = err // closed: by drain or shutdown
+			c.close(false)
+			return true, false, in, out
+		case !moved && time.Since(time.Unix(0, c.lastActive.Load())) >= idle:
+			c.inErr = errIdle
+			c.close(false)
+			return true, false, in, out
+		}
+	}
+}
+
 // backendToClient is the reverse direction on its own goroutine, a method so
 // it has a name in goroutine dumps (the forward direction runs in serveConn).
-func (c *tcpConn) backendToClient(idle, window time.Duration, reroutable bool) {
+// buf[:n] are bytes read from the backend before that the client still
+// needs.
+func (c *tcpConn) backendToClient(idle, window time.Duration, reroutable bool, buf *[]byte, n int) {
 	defer c.done.Done()
-	c.outN, c.outErr = c.pipe(c.client, c.backend, &c.port.bytesOut, idle, window)
+	m, err := c.pipe(c.client, c.backend, &c.port.bytesOut, idle, window, buf, n)
+	c.outN += m
+	c.outErr = err
 	if c.outErr == nil {
 		return
 	}
@@ -319,7 +408,9 @@ func (c *tcpConn) backendToClient(idle, window time.Duration, reroutable bool) {
 // expires with none, the connection is idle only if neither direction moved
 // bytes for the idle timeout. Only read deadlines are used: a write deadline
 // that fires in splice's pump step drops the bytes already in the pipe.
-func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, window time.Duration) (int64, error) {
+//
+// buf[:n] (buf may be nil), bytes already read from src, are written first.
+func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, window time.Duration, buf *[]byte, n int) (int64, error) {
 	var total int64
 	for {
 		if err := src.SetReadDeadline(time.Now().Add(window)); err != nil {
@@ -331,10 +422,11 @@ func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, wi
 		if src == c.client && c.early.Load() {
 			return total, errEarly
 		}
-		n, err := copyWindow(dst, src)
-		if n > 0 {
-			total += n
-			counter.Add(uint64(n))
+		moved, err := copyWindow(dst, src, buf, n)
+		buf, n = nil, 0
+		if moved > 0 {
+			total += moved
+			counter.Add(uint64(moved))
 			c.lastActive.Store(time.Now().UnixNano())
 		}
 		switch {
@@ -351,7 +443,7 @@ func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, wi
 			return total, err
 		case src == c.client && c.early.Load():
 			return total, errEarly
-		case n == 0 && time.Since(time.Unix(0, c.lastActive.Load())) >= idle:
+		case moved == 0 && time.Since(time.Unix(0, c.lastActive.Load())) >= idle:
 			return total, errIdle
 		}
 	}
@@ -379,15 +471,21 @@ func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, wi
 //
 // The count includes bytes read whose write failed: they left src's socket,
 // so the client can no longer be moved to another backend (see forward).
-func copyWindow(dst, src *fastconn.Conn) (int64, error) {
+// buf[:n] (buf may be nil) are bytes read before, written first.
+func copyWindow(dst, src *fastconn.Conn, buf *[]byte, n int) (int64, error) {
 	var total int64
 	for {
-		moved, buf, n, err := src.RelayTo(dst, copyBufs)
-		total += moved
+		var err error
+		if buf == nil {
+			var moved int64
+			moved, buf, n, err = src.RelayTo(dst, copyBufs)
+			total += moved
+		}
 		if n > 0 {
 			total += int64(n)
 			_, werr := dst.Write((*buf)[:n])
 			copyBufs.Put(buf)
+			buf = nil
 			if werr != nil {
 				return total, werr
 			}

@@ -55,7 +55,10 @@
 //     RelayTo, fastconn's poller goroutine forwards each small message
 //     itself, as HAProxy's event loop does, instead of waking the loop for
 //     it (relay.go): TCP keep-alive went from 1.07x to 0.93x HAProxy's CPU
-//     per request.
+//     per request. RelayBoth does it for both directions of a connection
+//     while one goroutine waits, and the poller passes the first FIN on
+//     itself (pair.go): a one-request connection wakes that goroutine
+//     once, where a goroutine per direction made four handoffs.
 //
 // Splice moves bulk data between two Conns with raw splice(2) calls, for
 // the same reason as the first point. Dial opens a connection with raw
@@ -135,6 +138,17 @@ type Conn struct {
 	rdst   *Conn
 	rmoved int64
 	rgot   bool
+	// RelayBoth's state (pair.go): rwake is the waiter a stopping relay
+	// wakes (the owner's, for both directions); rpair marks a relay of a
+	// pair, which passes the first FIN on itself; reof is set once this
+	// socket's peer sent its FIN to a pair's relay, for the Conn's life.
+	// ppeer, ppumped and perr are the owner's (the first Conn's) while it waits.
+	rwake   *waiter
+	rpair   bool
+	reof    atomic.Bool
+	ppeer   *Conn
+	ppumped bool
+	perr    error
 
 	// Write state.
 	wbuf  []byte
@@ -495,6 +509,12 @@ func (c *Conn) ReadPooled(pool *Pool) (buf *[]byte, n int, err error) {
 func (c *Conn) beforeRead() {
 	c.rd.begin()
 	c.waited = false
+	c.batchYield()
+}
+
+// batchYield yields once if c was written to since its last read, and the
+// poller woke a reader since c last yielded (see the package comment).
+func (c *Conn) batchYield() {
 	if !c.wrote.Load() {
 		return
 	}

@@ -70,7 +70,7 @@ func (c *Conn) RelayTo(dst *Conn, pool *Pool) (moved int64, buf *[]byte, n int, 
 	// ends, until the poller has let go of the relay (disarm).
 	c.beforeRead()
 	c.rpool, c.rbp, c.rn, c.rerr = pool, nil, 0, 0
-	c.rdst, c.rmoved, c.rgot = dst, 0, false
+	c.rdst, c.rmoved, c.rgot, c.rwake = dst, 0, false, &pd.r
 	rerr := c.waitRead()
 	c.disarm()
 	pd.decref()
@@ -79,7 +79,7 @@ func (c *Conn) RelayTo(dst *Conn, pool *Pool) (moved int64, buf *[]byte, n int, 
 	if c.rgot {
 		rerr = nil // the poller's result comes first
 	}
-	buf, c.rbp, c.rbuf, c.rpool, c.rdst = c.rbp, nil, nil, nil, nil
+	buf, c.rbp, c.rbuf, c.rpool, c.rdst, c.rwake = c.rbp, nil, nil, nil, nil, nil
 	n, err = c.readResult(rerr)
 	if n == 0 && buf != nil {
 		pool.Put(buf)
@@ -147,8 +147,15 @@ func (c *Conn) relay(events uint32) bool {
 	// yield (see the package comment): without it a connection's first
 	// read after a write stops yielding, finds nothing, and waits.
 	pollWakeups.Add(1)
+	c.relayRun(events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0)
+	return true
+}
+
+// relayRun copies for a relay in state relayRunning, until the socket has
+// nothing more (more: read until a read finds nothing, even after a short
+// one) or the relay has to stop.
+func (c *Conn) relayRun(more bool) {
 	fd, dst, pool := uintptr(c.pd.fd), c.rdst, c.rpool
-	more := events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0
 	for {
 		b := pool.Get()
 		r, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&(*b)[0])), uintptr(len(*b)), 0, 0, 0)
@@ -160,20 +167,23 @@ func (c *Conn) relay(events uint32) bool {
 		case errno == syscall.EAGAIN:
 			pool.Put(b)
 			c.rstate.Store(relayArmed)
-			return true
+			return
 		case errno != 0:
 			pool.Put(b)
 			c.rerr = errno
 			c.relayStop()
-			return true
+			return
 		case n == 0: // the peer's FIN
 			pool.Put(b)
+			if c.rpair && c.passFIN(dst) {
+				return
+			}
 			c.relayStop()
-			return true
+			return
 		case n == len(*b):
 			c.rbp, c.rn = b, n
 			c.relayStop()
-			return true
+			return
 		}
 		sent := dst.sendNow((*b)[:n])
 		if sent < n {
@@ -181,21 +191,24 @@ func (c *Conn) relay(events uint32) bool {
 			c.rbp = b
 			c.rmoved += int64(sent)
 			c.relayStop()
-			return true
+			return
 		}
 		pool.Put(b)
 		c.rmoved += int64(n)
 		if !more {
 			c.rstate.Store(relayArmed)
-			return true
+			return
 		}
 	}
 }
 
-// relayStop ends the relay with its result and wakes the reader.
+// relayStop ends the relay with its result and wakes the reader. The
+// waiter is read first: once the state says done, the reader may take the
+// result and reset the relay.
 func (c *Conn) relayStop() {
+	w := c.rwake
 	c.rstate.Store(relayDone)
-	c.pd.r.wake()
+	w.wake()
 }
 
 // sendNow writes what of p the socket takes without waiting, for the

@@ -1,0 +1,210 @@
+package fastconn
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// relayBothAsync runs one RelayBoth between a and b and sends its results.
+type bothResult struct {
+	ab, ba RelayResult
+	err    error
+}
+
+func relayBothAsync(a, b *Conn, pool *Pool) <-chan bothResult {
+	out := make(chan bothResult, 1)
+	go func() {
+		ab, ba, err := RelayBoth(a, b, pool)
+		out <- bothResult{ab, ba, err}
+	}()
+	return out
+}
+
+func noReturn(t *testing.T, results <-chan bothResult, what string) {
+	t.Helper()
+	select {
+	case r := <-results:
+		t.Fatalf("%s: RelayBoth returned (%+v, %+v, %v); want it still waiting", what, r.ab, r.ba, r.err)
+	default:
+	}
+}
+
+// A request and its answer both go through the poller, each FIN is passed
+// on, and RelayBoth returns once, after the second FIN, with every byte
+// counted: the life of a one-request connection through the TCP plane.
+func TestRelayBothCarriesAConnectionToItsEnd(t *testing.T) {
+	client, clientPeer := pair(t)
+	backend, backendPeer := pair(t)
+	results := relayBothAsync(client, backend, NewPool(1024))
+	untilArmed(t, client)
+	untilArmed(t, backend)
+
+	var up, down int
+	for i := range 50 {
+		req := fmt.Appendf(nil, "request %d", i)
+		clientPeer.Write(req)
+		if got := readFull(t, backendPeer, len(req)); !bytes.Equal(got, req) {
+			t.Fatalf("backend got %q, want %q", got, req)
+		}
+		resp := fmt.Appendf(nil, "answer to %d", i)
+		backendPeer.Write(resp)
+		if got := readFull(t, clientPeer, len(resp)); !bytes.Equal(got, resp) {
+			t.Fatalf("client got %q, want %q", got, resp)
+		}
+		up, down = up+len(req), down+len(resp)
+		noReturn(t, results, fmt.Sprintf("round %d", i))
+	}
+
+	// The backend's FIN reaches the client while the client may still
+	// send: the poller passed it on, and nobody woke.
+	backendPeer.CloseWrite()
+	clientPeer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := clientPeer.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("client read %d, %v after the backend's FIN; want 0, EOF", n, err)
+	}
+	noReturn(t, results, "after the first FIN")
+	clientPeer.Write([]byte("late"))
+	readFull(t, backendPeer, 4)
+	up += 4
+
+	clientPeer.CloseWrite()
+	var r bothResult
+	select {
+	case r = <-results:
+	case <-time.After(5 * time.Second):
+		t.Fatal("RelayBoth did not return after both FINs")
+	}
+	if r.err != nil || !r.ab.EOF || !r.ba.EOF || r.ab.Err != nil || r.ba.Err != nil || r.ab.Buf != nil || r.ba.Buf != nil {
+		t.Fatalf("RelayBoth returned (%+v, %+v, %v); want both EOF, nothing left, no error", r.ab, r.ba, r.err)
+	}
+	if r.ab.Moved != int64(up) || r.ba.Moved != int64(down) {
+		t.Fatalf("moved %d up and %d down, want %d and %d", r.ab.Moved, r.ba.Moved, up, down)
+	}
+}
+
+// Bytes and FINs that arrived before RelayBoth was called (edge-triggered
+// sockets report no new readiness for them) are relayed all the same.
+func TestRelayBothTakesWhatCameBefore(t *testing.T) {
+	for i := range 50 {
+		client, clientPeer := pair(t)
+		backend, backendPeer := pair(t)
+		// Both sockets in the epoll instance (a read that waited), so that
+		// the poller sees the bytes' edge before any relay is armed; a
+		// loopback write is in the peer's socket when it returns.
+		for _, c := range []*Conn{client, backend} {
+			c.SetReadDeadline(time.Now().Add(time.Millisecond))
+			if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("read with nothing sent: %v", err)
+			}
+			c.SetReadDeadline(time.Time{})
+		}
+		clientPeer.Write([]byte("request"))
+		clientPeer.CloseWrite()
+		backendPeer.Write([]byte("answer"))
+		backendPeer.CloseWrite()
+		results := relayBothAsync(client, backend, NewPool(1024))
+		select {
+		case r := <-results:
+			if r.err != nil || !r.ab.EOF || !r.ba.EOF || r.ab.Moved != 7 || r.ba.Moved != 6 {
+				t.Fatalf("round %d: RelayBoth returned (%+v, %+v, %v); want 7 and 6 bytes moved, both EOF", i, r.ab, r.ba, r.err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: RelayBoth never saw what was already there", i)
+		}
+		if got := readFull(t, backendPeer, 7); string(got) != "request" {
+			t.Fatalf("backend got %q", got)
+		}
+		if got := readFull(t, clientPeer, 6); string(got) != "answer" {
+			t.Fatalf("client got %q", got)
+		}
+	}
+}
+
+// A read that fills the buffer is handed back, with the direction's FIN
+// state, so that the caller can carry on with its own copy (a splice).
+func TestRelayBothHandsBackFullReads(t *testing.T) {
+	client, clientPeer := pair(t)
+	backend, backendPeer := pair(t)
+	results := relayBothAsync(client, backend, NewPool(1024))
+	untilArmed(t, backend)
+	clientPeer.CloseWrite() // one direction ends first
+	untilFIN(t, client)
+	backendPeer.Write(bytes.Repeat([]byte("y"), 4096))
+	r := <-results
+	if r.err != nil || !r.ab.EOF || r.ba.EOF || r.ba.N != 1024 || r.ba.Buf == nil || r.ba.Moved != 0 {
+		t.Fatalf("RelayBoth returned (%+v, %+v, %v); want the full buffer of the answer and the request's EOF", r.ab, r.ba, r.err)
+	}
+	// The backend saw the client's FIN, passed on by the poller.
+	backendPeer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := backendPeer.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("backend read %d, %v; want the client's FIN", n, err)
+	}
+	// A second call relays only the direction still open.
+	results = relayBothAsync(client, backend, NewPool(1024))
+	r2 := <-results
+	if r2.err != nil || r2.ba.N != 1024 {
+		t.Fatalf("second RelayBoth returned (%+v, %+v, %v); want the next full buffer", r2.ab, r2.ba, r2.err)
+	}
+}
+
+// untilFIN waits until c's peer's FIN reached its pair relay.
+func untilFIN(t *testing.T, c *Conn) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !c.reof.Load(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the FIN never reached the relay")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A reset is returned as the direction's error; a read deadline on the
+// first Conn and its Close end the wait with what moved so far.
+func TestRelayBothErrorsDeadlineAndClose(t *testing.T) {
+	client, clientPeer := pair(t)
+	backend, backendPeer := pair(t)
+	results := relayBothAsync(client, backend, NewPool(1024))
+	untilArmed(t, backend)
+	backendPeer.SetLinger(0)
+	backendPeer.Close()
+	r := <-results
+	if r.ba.Err == nil || r.ab.Err != nil || r.err != nil {
+		t.Fatalf("RelayBoth after a reset returned (%+v, %+v, %v); want the backend direction's error", r.ab, r.ba, r.err)
+	}
+
+	client2, clientPeer2 := pair(t)
+	backend2, backendPeer2 := pair(t)
+	results = relayBothAsync(client2, backend2, NewPool(1024))
+	untilArmed(t, client2)
+	clientPeer2.Write([]byte("hello"))
+	readFull(t, backendPeer2, 5)
+	client2.SetReadDeadline(time.Now())
+	r = <-results
+	if !errors.Is(r.err, os.ErrDeadlineExceeded) || r.ab.Moved != 5 {
+		t.Fatalf("RelayBoth at its deadline returned (%+v, %+v, %v); want 5 bytes moved, a deadline error", r.ab, r.ba, r.err)
+	}
+	client2.SetReadDeadline(time.Time{})
+	results = relayBothAsync(client2, backend2, NewPool(1024))
+	untilArmed(t, client2)
+	client2.Close()
+	if r := <-results; !errors.Is(r.err, net.ErrClosed) {
+		t.Fatalf("RelayBoth cut short by Close: %v; want net.ErrClosed", r.err)
+	}
+	_ = clientPeer
+}
+
+// Conns outside fastconn's poller are refused, for the caller's own copy.
+func TestRelayBothOutsideThePoller(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	a, _ := dialPairWith(t, ln, addr, dialNew)
+	b, _ := dialPairWith(t, ln, addr, dialNew)
+	if _, _, err := RelayBoth(a, b, NewPool(1024)); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("RelayBoth of wrapped TCPConns: %v; want errors.ErrUnsupported", err)
+	}
+}
