@@ -30,7 +30,7 @@ type workers struct {
 
 type worker struct {
 	job       chan func() // buffered: run never waits on a worker
-	idleSince time.Time
+	idleSince int64       // monoNanos
 }
 
 const (
@@ -73,7 +73,7 @@ func (w *workers) work(wk *worker, f func()) {
 // park puts wk on the idle stack, unless the pool was stopped or enough
 // workers wait already.
 func (w *workers) park(wk *worker) bool {
-	now := time.Now()
+	now := monoNanos()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped || len(w.idle) >= maxIdleWorkers {
@@ -90,7 +90,8 @@ func (w *workers) reap(cutoff time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := 0
-	for n < len(w.idle) && w.idle[n].idleSince.Before(cutoff) {
+	c := cutoff.Sub(clockBase).Nanoseconds()
+	for n < len(w.idle) && w.idle[n].idleSince < c {
 		w.idle[n].job <- nil
 		n++
 	}

@@ -402,20 +402,17 @@ func (pd *pollFD) SetDeadline(t time.Time) error {
 
 // SetReadDeadline makes reads waiting or starting after t fail with
 // os.ErrDeadlineExceeded; the zero time clears it.
-func (pd *pollFD) SetReadDeadline(t time.Time) error {
-	if pd.state.Load()&1 != 0 {
-		return net.ErrClosed
-	}
-	pd.r.setDeadline(t)
-	return nil
-}
+func (pd *pollFD) SetReadDeadline(t time.Time) error { return pd.setDue(&pd.r, monoTime(t)) }
 
 // SetWriteDeadline is SetReadDeadline for writes.
-func (pd *pollFD) SetWriteDeadline(t time.Time) error {
+func (pd *pollFD) SetWriteDeadline(t time.Time) error { return pd.setDue(&pd.w, monoTime(t)) }
+
+// setDue sets w's deadline to due, in monoTime's terms (0 clears it).
+func (pd *pollFD) setDue(w *waiter, due int64) error {
 	if pd.state.Load()&1 != 0 {
 		return net.ErrClosed
 	}
-	pd.w.setDeadline(t)
+	w.setDue(time.Duration(due))
 	return nil
 }
 
@@ -454,10 +451,11 @@ func (w *waiter) take() {
 	}
 }
 
-func (w *waiter) setDeadline(t time.Time) {
+// setDue sets the deadline to due on monoBase's clock (0 clears it).
+func (w *waiter) setDue(due time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if t.IsZero() {
+	if due == 0 {
 		w.due = 0
 		w.expired.Store(false)
 		if w.timer != nil {
@@ -465,7 +463,7 @@ func (w *waiter) setDeadline(t time.Time) {
 		}
 		return
 	}
-	d := time.Until(t)
+	d := due - time.Since(monoBase)
 	if d <= 0 {
 		w.due = 0
 		if w.timer != nil {
@@ -475,7 +473,7 @@ func (w *waiter) setDeadline(t time.Time) {
 		w.wake()
 		return
 	}
-	w.due = time.Since(monoBase) + d
+	w.due = due
 	w.expired.Store(false)
 	if w.timer == nil {
 		w.timer = time.AfterFunc(d, w.fire)

@@ -64,9 +64,8 @@ func (e *errDial) Error() string { return "connect: " + e.err.Error() }
 func (e *errDial) Unwrap() error { return e.err }
 
 // get returns a connection to the backend: a pooled one that is fresh enough,
-// or a new one.
-func (b *backend) get() (*bconn, error) {
-	now := time.Now()
+// or a new one. now is the time the attempt started.
+func (b *backend) get(now time.Time) (*bconn, error) {
 	idleMax := b.p.cfg.PoolIdleTimeout
 	b.mu.Lock()
 	for n := len(b.idle); n > 0; n = len(b.idle) {
