@@ -463,7 +463,7 @@ func (w *waiter) setDue(due time.Duration) {
 		}
 		return
 	}
-	d := due - time.Since(monoBase)
+	d := due - time.Duration(monoNow())
 	if d <= 0 {
 		w.due = 0
 		if w.timer != nil {
@@ -488,7 +488,7 @@ func (w *waiter) setDue(due time.Duration) {
 func (w *waiter) fire() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.due != 0 && time.Since(monoBase) >= w.due {
+	if w.due != 0 && time.Duration(monoNow()) >= w.due {
 		w.due = 0
 		w.expired.Store(true)
 		w.wake()
