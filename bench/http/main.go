@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/gcfloor"
 	"github.com/pacer-lb/pacer/proxy"
 	"github.com/pacer-lb/pacer/proxy/httpproxy"
 )
@@ -45,6 +46,8 @@ func main() {
 			os.Exit(1)
 		}
 	}
+	// As lb does (cmd/lb's gcFloor), so that the bench measures what lb runs.
+	defer gcfloor.Start(32 << 20).Stop()
 	err := run(*backend, *vhost, *httpPort, *tcpPort)
 	if *cpuprofile != "" {
 		pprof.StopCPUProfile()
