@@ -249,8 +249,6 @@ func newPollFD(fd int, borrowed bool) (*pollFD, error) {
 		return nil, fmt.Errorf("fastconn: descriptor %d is beyond the poller's table", fd)
 	}
 	pd := &pollFD{fd: fd, seq: pollSeq.Add(1), borrowed: borrowed, epfd: p.epfd}
-	pd.r.init()
-	pd.w.init()
 	s.Store(pd)
 	return pd, nil
 }
@@ -386,7 +384,7 @@ func (pd *pollFD) wait(w *waiter, f readiness) error {
 		if err = pd.watch(); err != nil {
 			break
 		}
-		<-w.ready
+		<-w.tokens()
 	}
 	pd.decref()
 	return err
@@ -418,7 +416,15 @@ func (pd *pollFD) setDue(w *waiter, due int64) error {
 
 // waiter is one direction of a pollFD: its wakeup token and its deadline.
 type waiter struct {
-	ready   chan struct{} // capacity 1: the wakeup token
+	// ready holds the token's channel (capacity 1), ch, once a call first
+	// has to wait: most directions of most connections never do (a
+	// backend's reads while the poller relays them, writes the socket takes
+	// whole), and a channel is an allocation, three per connection through
+	// the TCP plane. Until then a wake sets pending, which the channel gets
+	// as a token when it is made (see wake for why none is lost).
+	ready   atomic.Pointer[chan struct{}]
+	ch      chan struct{}
+	pending atomic.Bool
 	expired atomic.Bool
 
 	mu sync.Mutex // guards the deadline below
@@ -433,22 +439,49 @@ type waiter struct {
 // monoBase anchors the waiters' monotonic clock.
 var monoBase = time.Now()
 
-func (w *waiter) init() { w.ready = make(chan struct{}, 1) }
-
-// wake sends the token unless one is waiting already.
+// wake sends the token unless one is waiting already. Before the channel
+// exists it sets pending and looks again; the waiter publishes the channel
+// and then takes pending: of the two orders, either this sees the channel
+// or the waiter sees pending.
 func (w *waiter) wake() {
+	p := w.ready.Load()
+	if p == nil {
+		w.pending.Store(true)
+		if p = w.ready.Load(); p == nil {
+			return
+		}
+	}
 	select {
-	case w.ready <- struct{}{}:
+	case *p <- struct{}{}:
 	default:
 	}
 }
 
 // take drops a token that readiness before the coming attempt left.
 func (w *waiter) take() {
+	p := w.ready.Load()
+	if p == nil {
+		w.pending.Store(false)
+		return
+	}
 	select {
-	case <-w.ready:
+	case <-*p:
 	default:
 	}
+}
+
+// tokens returns the token channel, making it the first time: only the
+// direction's one waiting call does.
+func (w *waiter) tokens() chan struct{} {
+	if p := w.ready.Load(); p != nil {
+		return *p
+	}
+	w.ch = make(chan struct{}, 1)
+	w.ready.Store(&w.ch)
+	if w.pending.Swap(false) {
+		w.ch <- struct{}{}
+	}
+	return w.ch
 }
 
 // setDue sets the deadline to due on monoBase's clock (0 clears it).

@@ -231,3 +231,30 @@ func TestSocketWatchedOnlyOnceACallWaits(t *testing.T) {
 		t.Fatal("a read waited, but the socket is not in the epoll instance")
 	}
 }
+
+// A direction's token channel is made only when a call first waits; a wake
+// before that is kept for the channel, and a take before it drops it, as
+// they would with the channel there.
+func TestWaiterTokenBeforeItsChannel(t *testing.T) {
+	var w waiter
+	w.wake()
+	select {
+	case <-w.tokens():
+	default:
+		t.Fatal("a wake that came before the channel was made is lost")
+	}
+	select {
+	case <-w.tokens():
+		t.Fatal("one wake gave two tokens")
+	default:
+	}
+
+	var stale waiter
+	stale.wake()
+	stale.take() // readiness before the attempt: the attempt sees it itself
+	select {
+	case <-stale.tokens():
+		t.Fatal("a token taken before the channel was made is still there")
+	default:
+	}
+}
