@@ -85,11 +85,10 @@ func DialSend(ctx context.Context, addr netip.AddrPort, timeout time.Duration, f
 		closeFD(fd)
 		return nil, 0, dialError(addr, "connect", errno)
 	}
-	pd, err := register(fd)
+	c, err := newPolledConn(fd)
 	if err != nil {
 		return nil, 0, dialError(addr, "connect", err)
 	}
-	c := newConn(pd, nil, pd)
 	c.remote = addr
 	if inFlight {
 		if err := c.awaitConnect(ctx, sa, salen, timeout); err != nil {

@@ -102,6 +102,7 @@ type Conn struct {
 	tc   *net.TCPConn
 	rc   syscall.RawConn
 	pd   *pollFD // sock, for a Conn in fastconn's poller; nil otherwise
+	pfd  pollFD  // what pd points to, for a Conn that Dial or a Listener made
 	// remote is the peer Dial connected to or a Listener accepted from;
 	// New's conns ask tc. raddr is it as a net.Addr, made on first use.
 	remote netip.AddrPort
@@ -184,13 +185,16 @@ func newConn(sock socket, tc *net.TCPConn, rc syscall.RawConn) *Conn {
 	c := &Conn{sock: sock, tc: tc, rc: rc}
 	c.rd.sock, c.rd.read = sock, true
 	c.wd.sock = sock
-	if pd, ok := sock.(*pollFD); ok {
-		c.pd = pd
-		pd.conn.Store(c)
-	} else {
-		c.onRead, c.onWrite = c.readReady, c.writeReady
-	}
+	c.onRead, c.onWrite = c.readReady, c.writeReady
 	return c
+}
+
+// initPolled sets up a Conn on pd, a socket in fastconn's poller
+// (newPolledConn).
+func (c *Conn) initPolled(pd *pollFD) {
+	c.sock, c.rc, c.pd = pd, pd, pd
+	c.rd.sock, c.rd.read = pd, true
+	c.wd.sock = pd
 }
 
 // connReader and connWriter are a Conn's directions as the readiness its

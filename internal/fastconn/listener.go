@@ -93,11 +93,10 @@ func (l *Listener) AcceptConn() (*Conn, error) {
 	fd := l.fd
 	setNoDelay(fd)
 	remote := sockaddrToAddrPort(&l.sa)
-	pd, err := register(fd)
+	c, err := newPolledConn(fd)
 	if err != nil {
 		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.ln.Addr(), Err: err}
 	}
-	c := newConn(pd, nil, pd)
 	c.remote = remote
 	if l.local != nil {
 		c.laddr.Store(l.local)
