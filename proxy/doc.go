@@ -17,16 +17,17 @@
 // port is looked up per connection from the current snapshot, so a deploy, a
 // scale or a task replacement never closes a listening socket.
 //
-// Each accepted connection runs on a goroutine of its own (plus one for the
-// reverse direction once it is connected), taken from a pool that keeps
-// their grown stacks (workers.go). It reads the current snapshot with one
-// atomic load and no lock, picks a backend (round robin by default, see
-// balance.go), dials it, and then forwards (conn.go, copyWindow): small
-// messages through a pooled buffer with raw reads and writes that keep the
-// scheduler's P (internal/fastconn), bulk data with fastconn.Splice:
-// splice(2), socket to pipe to socket inside the kernel, with raw calls too.
-// The forwarding path allocates nothing, and an idle connection holds no
-// buffer.
+// Each accepted connection runs on a goroutine of its own, taken from a
+// pool that keeps their grown stacks (workers.go). It reads the current
+// snapshot with one atomic load and no lock, picks a backend (round robin
+// by default, see balance.go), dials it, and then forwards (conn.go): both
+// directions' small messages are copied by fastconn's poller while the
+// goroutine waits once for both (relayBoth, fastconn.RelayBoth), which
+// also passes the first FIN on; a connection that moves bulk data or meets
+// a slow reader gets a goroutine per direction from there on (pipe,
+// copyWindow), with bulk data moved by fastconn.Splice: splice(2), socket
+// to pipe to socket inside the kernel, with raw calls. The forwarding path
+// allocates nothing, and an idle connection holds no buffer.
 //
 // Each connection tells TCPConfig.Report (the health checker's passive
 // detection) how its backend did, once: a refused or timed-out connect per

@@ -102,15 +102,21 @@ func (c *Conn) armPair(dst *Conn, pool *Pool, wake *waiter) {
 type pairWaiter Conn
 
 // ready, on the owner's goroutine, says whether RelayBoth is done waiting.
-// The first time, it relays whatever both sockets hold already: both are
-// edge-triggered, so bytes (or a FIN) that came before the relays were
-// armed would mark neither ready again.
+// The first time, it relays whatever b holds already, and a too if a is in
+// the epoll instance: the sockets are edge-triggered, so bytes (or a FIN)
+// that came before the relays were armed would mark neither ready again.
+// A socket not yet in it needs no such read, since adding it reports the
+// readiness it has; a client whose request was just read (ReadNow) has
+// nothing more to say until it has the answer, and that read, which found
+// nothing, was a system call per connection more than HAProxy makes.
 func (w *pairWaiter) ready(uintptr) bool {
 	a := (*Conn)(w)
 	b := a.ppeer
 	if !a.ppumped {
 		a.ppumped = true
-		a.pump()
+		if a.pd.watched.Load() {
+			a.pump()
+		}
 		b.pump()
 	}
 	if (a.reof.Load() && b.reof.Load()) || a.rstate.Load() == relayDone || b.rstate.Load() == relayDone {
