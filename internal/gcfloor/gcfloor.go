@@ -8,7 +8,7 @@
 // per-connection state): at 39k one-request connections a second through
 // the HTTP plane, that was a collection every 70 ms, each about 0.7 ms of
 // marking on the one P the proxy had. Requests that met a cycle waited for
-// it: p99 1.2-1.5x HAProxy's, against 1.0x with the collector held off
+// it: p99 1.2-1.5x HAProxy's, and 1.0-1.05x with the collector held off
 // (bench/RESULTS.md).
 //
 // So after every cycle the GC percentage is set so that the next one comes

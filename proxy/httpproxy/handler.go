@@ -187,8 +187,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) {
 			st.retries.Add(1)
 		}
 		// The first attempt starts when the request did (fasthttp read the
-		// clock just before the handler): each reading is a vDSO call, and
-		// a request made seven (bench/RESULTS.md).
+		// clock just before the handler): a time.Now is two vDSO calls, and
+		// the pool and deadline checks made two of them per request
+		// (bench/RESULTS.md).
 		now := ctx.Time()
 		if attempt > 0 {
 			now = time.Now()
