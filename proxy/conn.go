@@ -48,8 +48,9 @@ var clockBase = time.Now()
 // 1.5% of its CPU in the vDSO's clock (perf), most of it from time.Now.
 func monoNanos() int64 { return int64(time.Since(clockBase)) }
 
-// monoTime is the time.Time of a monoNanos reading, for deadlines.
-func monoTime(n int64) time.Time { return clockBase.Add(time.Duration(n)) }
+// monoAfter is the time d from now, as time.Now().Add(d) with one clock
+// reading, for deadlines.
+func monoAfter(d time.Duration) time.Time { return clockBase.Add(time.Since(clockBase) + d) }
 
 // copyBufSize is the size of the buffers small messages are copied through;
 // a read that fills one starts splicing (see copyWindow).
@@ -339,7 +340,7 @@ func (c *tcpConn) forward(idle, window time.Duration, reroutable bool) bool {
 // reroute set and the client left open, as forward describes.
 func (c *tcpConn) relayBoth(idle, window time.Duration, reroutable bool) (done, reroute bool, in, out fastconn.RelayResult) {
 	for {
-		if err := c.client.SetReadDeadline(monoTime(monoNanos() + int64(window))); err != nil {
+		if err := c.client.SetReadDeadline(monoAfter(window)); err != nil {
 			c.inErr = err
 			c.close(false)
 			return true, false, in, out
@@ -431,7 +432,7 @@ func (c *tcpConn) backendToClient(idle, window time.Duration, reroutable bool, b
 func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, window time.Duration, buf *[]byte, n int) (int64, error) {
 	var total int64
 	for {
-		if err := src.SetReadDeadline(monoTime(monoNanos() + int64(window))); err != nil {
+		if err := src.SetReadDeadline(monoAfter(window)); err != nil {
 			return total, err
 		}
 		// Checked after the deadline is set: backendToClient sets early

@@ -46,8 +46,8 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	// As lb does (cmd/lb's gcFloor), so that the bench measures what lb runs.
-	defer gcfloor.Start(32 << 20).Stop()
+	// As lb does, so that the bench measures what lb runs.
+	defer gcfloor.Start(gcfloor.DefaultFloor).Stop()
 	err := run(*backend, *vhost, *httpPort, *tcpPort)
 	if *cpuprofile != "" {
 		pprof.StopCPUProfile()

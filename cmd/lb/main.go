@@ -20,12 +20,6 @@ import (
 	"github.com/pacer-lb/pacer/internal/gcfloor"
 )
 
-// gcFloor is the heap size below which the garbage collector is held off
-// (see package gcfloor): at tens of thousands of new connections a second
-// and a live heap of a few MB, GOGC=100 alone collects every few tens of
-// milliseconds. GOGC in the environment turns it off.
-const gcFloor = 32 << 20
-
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
@@ -58,7 +52,10 @@ func realMain(args []string) int {
 		return 2
 	}
 	defer func() { _ = log.Sync() }()
-	defer gcfloor.Start(gcFloor).Stop()
+	// At tens of thousands of new connections a second and a live heap of
+	// a few MB, GOGC=100 alone collects every few tens of milliseconds (see
+	// package gcfloor). GOGC in the environment turns the floor off.
+	defer gcfloor.Start(gcfloor.DefaultFloor).Stop()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

@@ -66,7 +66,8 @@ func monoTime(t time.Time) int64 {
 }
 
 // monoNow is the monotonic clock in monoTime's terms: one vDSO call. It
-// also moves seenNow forward.
+// also moves seenNow forward (two calls racing may leave the earlier
+// reading there, which is still a time that has passed).
 func monoNow() int64 {
 	n := int64(time.Since(monoBase))
 	if n > seenNow.Load() {
@@ -75,7 +76,7 @@ func monoNow() int64 {
 	return n
 }
 
-// seenNow is the latest monoNow reading: a time that has surely passed,
+// seenNow is a recent monoNow reading: a time that has surely passed,
 // for store's check of a deadline in the past, without reading the clock.
 var seenNow atomic.Int64
 
@@ -100,7 +101,7 @@ func (d *deadline) set(m int64) error {
 
 // store records t as the deadline asked for, and arms it at once if a call
 // is waiting, or if t is earlier than the one armed (or none is) and has
-// surely passed: before the latest clock reading (seenNow). A deadline in
+// surely passed: before a recent clock reading (seenNow). A deadline in
 // the past that the check misses (one set for a moment after that reading)
 // is armed when a call first waits, which the contract above allows; the
 // check is for deadlines such as time.Unix(1, 0), set to stop a copy before

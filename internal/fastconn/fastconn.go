@@ -280,11 +280,17 @@ func (c *Conn) Close() error {
 func (c *Conn) CloseWrite() error {
 	return c.control("shutdown", func(fd int) error {
 		// Raw, as every per-connection call on the data path is (poll.go).
-		if _, _, errno := syscall.RawSyscall(syscall.SYS_SHUTDOWN, uintptr(fd), syscall.SHUT_WR, 0); errno != 0 {
+		if errno := shutdownWrite(fd); errno != 0 {
 			return errno
 		}
 		return nil
 	})
+}
+
+// shutdownWrite shuts fd down for writing with a raw call: the FIN.
+func shutdownWrite(fd int) syscall.Errno {
+	_, _, errno := syscall.RawSyscall(syscall.SYS_SHUTDOWN, uintptr(fd), syscall.SHUT_WR, 0)
+	return errno
 }
 
 // SetLinger sets SO_LINGER as net.TCPConn.SetLinger does: 0 makes Close

@@ -3,7 +3,6 @@ package fastconn
 import (
 	"errors"
 	"net"
-	"syscall"
 )
 
 // Relaying both directions of a connection for one waiting goroutine.
@@ -155,7 +154,7 @@ func (c *Conn) passFIN(dst *Conn) bool {
 	if !dst.pd.incref() {
 		return false // closing: the owner is woken by the Close
 	}
-	_, _, errno := syscall.RawSyscall(syscall.SYS_SHUTDOWN, uintptr(dst.pd.fd), syscall.SHUT_WR, 0)
+	errno := shutdownWrite(dst.pd.fd)
 	dst.pd.decref()
 	if errno != 0 {
 		c.rerr = errno

@@ -17,13 +17,22 @@ import (
 // nothing per request, so allocs/op is the proxy's.
 //
 //	go test -run '^$' -bench ProxyKeepAlive -benchmem -cpuprofile cpu.out ./proxy/httpproxy/
-func BenchmarkProxyKeepAlive(b *testing.B) { benchKeepAlive(b, false) }
+func BenchmarkProxyKeepAlive(b *testing.B) { benchProxy(b, false, false) }
 
 // BenchmarkProxyKeepAliveHealth is BenchmarkProxyKeepAlive with every
 // outcome reported to a running health.Checker, as lb wires it.
-func BenchmarkProxyKeepAliveHealth(b *testing.B) { benchKeepAlive(b, true) }
+func BenchmarkProxyKeepAliveHealth(b *testing.B) { benchProxy(b, true, false) }
 
-func benchKeepAlive(b *testing.B, withHealth bool) {
+// BenchmarkProxyClose is BenchmarkProxyKeepAlive with one request per
+// client connection (Connection: close); the client's dial and the
+// backend's per-connection state allocate too, so read the proxy's share
+// from a memory profile:
+//
+//	go test -run '^$' -bench ProxyClose -benchmem -memprofile mem.out ./proxy/httpproxy/
+//	go tool pprof -sample_index=alloc_space -focus 'httpproxy|fastconn' mem.out
+func BenchmarkProxyClose(b *testing.B) { benchProxy(b, false, true) }
+
+func benchProxy(b *testing.B, withHealth, connClose bool) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -54,6 +63,9 @@ func benchKeepAlive(b *testing.B, withHealth bool) {
 	req.SetRequestURI("http://web.test/")
 	req.UseHostHeader = true
 	req.Header.SetHost("web.test")
+	if connClose {
+		req.SetConnectionClose()
+	}
 	for range 100 {
 		if err := c.Do(req, resp); err != nil {
 			b.Fatal(err)
@@ -62,40 +74,6 @@ func benchKeepAlive(b *testing.B, withHealth bool) {
 	for withHealth && len(chk.Verdicts()) == 0 {
 		runtime.Gosched() // the checker has not seen the backend yet
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
-			b.Fatal(err, resp.StatusCode())
-		}
-	}
-}
-
-// BenchmarkProxyClose is BenchmarkProxyKeepAlive with one request per
-// client connection (Connection: close); the client's dial and the
-// backend's per-connection state allocate too, so read the proxy's share
-// from a memory profile:
-//
-//	go test -run '^$' -bench ProxyClose -benchmem -memprofile mem.out ./proxy/httpproxy/
-//	go tool pprof -sample_index=alloc_space -focus 'httpproxy|fastconn' mem.out
-func BenchmarkProxyClose(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	backend := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") }}
-	go backend.Serve(ln)
-	defer backend.Shutdown()
-
-	r := newRigTB(b, nil, Config{})
-	r.apply(app("/web", 0, []string{"web.test"}, "", netip.MustParseAddrPort(ln.Addr().String())))
-	c := &fasthttp.HostClient{Addr: r.vhost, MaxConns: 64}
-	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
-	req.SetRequestURI("http://web.test/")
-	req.UseHostHeader = true
-	req.Header.SetHost("web.test")
-	req.SetConnectionClose()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
