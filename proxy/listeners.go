@@ -96,11 +96,11 @@ func (p *TCP) apply(snap *discovery.Snapshot) {
 // held, by PortSet.Sync.
 func (ps *tcpPort) Listen() (net.Addr, error) {
 	p := ps.p
-	ln, err := listenConfig.Listen(context.Background(), "tcp", net.JoinHostPort(p.bind, strconv.Itoa(ps.port)))
+	ln, err := fastconn.Listen(context.Background(), net.JoinHostPort(p.bind, strconv.Itoa(ps.port)))
 	if err != nil {
 		return nil, err
 	}
-	fl, err := fastconn.NewListener(ln.(*net.TCPListener))
+	fl, err := fastconn.NewListener(ln)
 	if err != nil {
 		ln.Close()
 		return nil, err

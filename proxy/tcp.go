@@ -181,15 +181,6 @@ func NewTCP(cfg TCPConfig, table *discovery.Table, log *zap.Logger) (*TCP, error
 	return p, nil
 }
 
-// listenConfig opens service-port listeners whose connections get no TCP
-// keep-alive probes. Go turns them on by default for every accepted and
-// dialled socket, at four setsockopt calls each, which for a one-request
-// connection were more system calls than the bytes it carries; HAProxy does
-// not probe either unless told to (option tcpka). A peer that vanishes
-// without a FIN or RST is still closed by IdleTimeout. Backend sockets from
-// fastconn.Dial get no probes either.
-var listenConfig = net.ListenConfig{KeepAlive: -1}
-
 // carriesTCP is the default TCPConfig.Carries.
 func carriesTCP(s *discovery.Service) bool {
 	return s.Mode == discovery.ModeTCP && s.Protocol == discovery.ProtoTCP

@@ -86,7 +86,7 @@ func run(backend, vhost string, httpPort, tcpPort int) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", vhost)
+	ln, err := httpproxy.Listen(vhost)
 	if err != nil {
 		return err
 	}

@@ -80,7 +80,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 	}
 	var httpLn net.Listener
 	if cfg.httpAddr != "" {
-		if httpLn, err = net.Listen("tcp", cfg.httpAddr); err != nil {
+		if httpLn, err = httpproxy.Listen(cfg.httpAddr); err != nil {
 			return fmt.Errorf("--http: %w", err)
 		}
 		defer httpLn.Close()

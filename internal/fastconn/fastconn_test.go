@@ -2,6 +2,7 @@ package fastconn
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 // pair returns a Conn accepted by a Listener (fastconn's own poller, as
@@ -257,5 +260,31 @@ func TestReadNowOutsideThePoller(t *testing.T) {
 	got := make([]byte, 3)
 	if _, err := io.ReadFull(c, got); err != nil || string(got) != "abc" {
 		t.Fatalf("Read after ReadNow %q, %v", got, err)
+	}
+}
+
+// Listen opens plain TCP, whatever Go's default (MPTCP since Go 1.24), and
+// its connections get no keep-alive probes.
+func TestListenPlainTCPWithoutKeepAlive(t *testing.T) {
+	ln, err := Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if v := testnet.Sockopt(t, ln, syscall.SOL_SOCKET, syscall.SO_PROTOCOL); v != syscall.IPPROTO_TCP {
+		t.Fatalf("listener protocol %d, want plain TCP (%d)", v, syscall.IPPROTO_TCP)
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if v := testnet.Sockopt(t, sc, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE); v != 0 {
+		t.Fatalf("accepted connection has SO_KEEPALIVE %d", v)
 	}
 }

@@ -1,6 +1,7 @@
 package fastconn
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"os"
@@ -9,6 +10,31 @@ import (
 	"syscall"
 	"unsafe"
 )
+
+// Listen opens a listener for a proxy's clients on addr, as HAProxy and
+// nginx open theirs:
+//
+//   - Plain TCP. Since Go 1.24 a Linux listener is MPTCP unless told
+//     otherwise; a client that does not speak MPTCP (nearly all of them)
+//     then comes in through MPTCP's fallback, and TCP options set on the
+//     listening socket for its connections to inherit never reach them:
+//     with TCP_QUICKACK off on an MPTCP listener, an HTTP listener still
+//     acknowledged each request on its own, one segment per request more
+//     than HAProxy's (tcpdump, bench/RESULTS.md).
+//   - No TCP keep-alive probes. Go turns them on by default for every
+//     accepted socket, at four setsockopt calls each, which for a
+//     one-request connection were more system calls than the bytes it
+//     carries; HAProxy does not probe either unless told to (option
+//     tcpka). The proxies close a client that went silent themselves.
+func Listen(ctx context.Context, addr string) (*net.TCPListener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return ln.(*net.TCPListener), nil
+}
 
 // Listener accepts connections from a *net.TCPListener as Conns in
 // fastconn's poller, with raw system calls from accept4 on (see poll.go):

@@ -129,3 +129,18 @@ func SilentAddr(t testing.TB) netip.AddrPort {
 	}
 	return a
 }
+
+// Sockopt reads an integer socket option of c's descriptor (getsockopt).
+func Sockopt(t testing.TB, c syscall.Conn, level, opt int) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { v, gerr = syscall.GetsockoptInt(int(fd), level, opt) }); err != nil || gerr != nil {
+		t.Fatalf("getsockopt(%d, %d): %v %v", level, opt, err, gerr)
+	}
+	return v
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/internal/fastconn"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 // A process out of descriptors cannot accept; fasthttp gives a listener up
@@ -130,18 +131,44 @@ func TestHTTPListenersDeferAccept(t *testing.T) {
 	r.p.lmu.Lock()
 	ln := r.p.vhosts[0].ln.Listener.(*fastconn.Listener)
 	r.p.lmu.Unlock()
-	rc, err := ln.SyscallConn()
+	if v := testnet.Sockopt(t, ln, syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT); v <= 0 {
+		t.Fatalf("TCP_DEFER_ACCEPT is %d on the vhost listener", v)
+	}
+}
+
+// A connection accepted by an HTTP listener delays its ACKs, so that the
+// ACK of the request rides on the answer instead of going out alone: the
+// listener is plain TCP (Listen), which its sockets' options reach, and
+// turns TCP_QUICKACK off for them to inherit (tuneListener).
+func TestHTTPListenersDelayACKs(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v int
-	var gerr error
-	if err := rc.Control(func(fd uintptr) {
-		v, gerr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT)
-	}); err != nil || gerr != nil {
-		t.Fatal(err, gerr)
+	defer ln.Close()
+	tl := ln.(*net.TCPListener)
+	if err := tuneListener(tl); err != nil {
+		t.Fatal(err)
 	}
-	if v <= 0 {
-		t.Fatalf("TCP_DEFER_ACCEPT is %d on the vhost listener", v)
+	if proto := testnet.Sockopt(t, tl, syscall.SOL_SOCKET, syscall.SO_PROTOCOL); proto != syscall.IPPROTO_TCP {
+		t.Fatalf("listener protocol %d, want plain TCP (%d)", proto, syscall.IPPROTO_TCP)
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil { // deferred: accepted once bytes come
+		t.Fatal(err)
+	}
+	sc, err := tl.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	// getsockopt(TCP_QUICKACK) reads 1 while the socket acknowledges at
+	// once, 0 when its ACKs wait for data to ride on.
+	if v := testnet.Sockopt(t, sc, syscall.IPPROTO_TCP, syscall.TCP_QUICKACK); v != 0 {
+		t.Fatalf("accepted connection: TCP_QUICKACK %d, want 0 (delayed ACKs)", v)
 	}
 }

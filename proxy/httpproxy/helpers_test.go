@@ -60,7 +60,7 @@ func newRigTB(tb testing.TB, t *testing.T, cfg Config) *rig {
 		tb.Fatal(err)
 	}
 	r.p = p
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
