@@ -7,8 +7,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // relayBothAsync runs one RelayBoth between a and b and sends its results.
@@ -128,6 +131,67 @@ func TestRelayBothTakesWhatCameBefore(t *testing.T) {
 			t.Fatalf("client got %q", got)
 		}
 	}
+}
+
+// An answer that came with its FIN goes on with the FIN, in one segment, as
+// HAProxy sends them: the client is woken once, and acknowledges both at
+// once.
+func TestRelayBothPassesTheLastBytesWithTheFIN(t *testing.T) {
+	client, clientPeer := pair(t)
+	backend, backendPeer := pair(t)
+	results := relayBothAsync(client, backend, NewPool(1024))
+	untilArmed(t, client)
+	untilArmed(t, backend)
+	clientPeer.Write([]byte("request"))
+	readFull(t, backendPeer, 7)
+
+	before := segmentsIn(t, clientPeer)
+	// A backend that answers and closes at once: bytes and FIN in one
+	// segment (held with MSG_MORE, sent by the shutdown).
+	rc, err := backendPeer.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Write(func(fd uintptr) bool {
+		serr = syscall.Sendto(int(fd), []byte("answer"), syscall.MSG_MORE, nil)
+		return true
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	backendPeer.CloseWrite()
+	clientPeer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, err := io.ReadAll(clientPeer); string(got) != "answer" || err != nil {
+		t.Fatalf("client read %q, %v; want the answer, then EOF", got, err)
+	}
+	if n := segmentsIn(t, clientPeer) - before; n != 1 {
+		t.Fatalf("the answer and the FIN reached the client in %d segments, want 1", n)
+	}
+
+	clientPeer.CloseWrite()
+	select {
+	case r := <-results:
+		if r.err != nil || !r.ab.EOF || !r.ba.EOF || r.ab.Moved != 7 || r.ba.Moved != 6 {
+			t.Fatalf("RelayBoth returned (%+v, %+v, %v); want 7 and 6 bytes moved, both EOF", r.ab, r.ba, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("RelayBoth did not return after both FINs")
+	}
+}
+
+// segmentsIn is how many TCP segments c's socket has received.
+func segmentsIn(t *testing.T, c *net.TCPConn) uint32 {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil || gerr != nil {
+		t.Fatal(err, gerr)
+	}
+	return info.Segs_in
 }
 
 // A read that fills the buffer is handed back, with the direction's FIN

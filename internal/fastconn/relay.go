@@ -147,14 +147,17 @@ func (c *Conn) relay(events uint32) bool {
 	// yield (see the package comment): without it a connection's first
 	// read after a write stops yielding, finds nothing, and waits.
 	pollWakeups.Add(1)
-	c.relayRun(events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0)
+	c.relayRun(events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0,
+		events&(syscall.EPOLLRDHUP|syscall.EPOLLERR) == syscall.EPOLLRDHUP)
 	return true
 }
 
 // relayRun copies for a relay in state relayRunning, until the socket has
 // nothing more (more: read until a read finds nothing, even after a short
-// one) or the relay has to stop.
-func (c *Conn) relayRun(more bool) {
+// one) or the relay has to stop. fin says that the peer's FIN had come when
+// the poller collected the socket's readiness (EPOLLRDHUP without an
+// error): a pair relay then passes it on with the last bytes.
+func (c *Conn) relayRun(more, fin bool) {
 	fd, dst, pool := uintptr(c.pd.fd), c.rdst, c.rpool
 	for {
 		b := pool.Get()
@@ -185,7 +188,22 @@ func (c *Conn) relayRun(more bool) {
 			c.relayStop()
 			return
 		}
-		sent := dst.sendNow((*b)[:n])
+		// With the FIN in (fin) and a read shorter than its buffer, these
+		// are the last bytes before it: a short read takes all there is,
+		// and no byte comes after a FIN. A pair relay then holds them in
+		// dst's socket (MSG_MORE) and passes the FIN on at once: the
+		// shutdown sends bytes and FIN in one segment, as HAProxy's send
+		// with MSG_MORE before its shutdown does, so the peer is woken once
+		// and acknowledges both at once, and the read that would find the
+		// FIN is saved. Bytes dst does not take go to the owner, whose
+		// write sends what waits; if dst's own FIN came first, the owner's
+		// close does.
+		last := fin && c.rpair && n < len(*b) && !dst.reof.Load()
+		flags := 0
+		if last {
+			flags = syscall.MSG_MORE
+		}
+		sent := dst.sendNow((*b)[:n], flags)
 		if sent < n {
 			c.rn = copy(*b, (*b)[sent:n])
 			c.rbp = b
@@ -195,6 +213,12 @@ func (c *Conn) relayRun(more bool) {
 		}
 		pool.Put(b)
 		c.rmoved += int64(n)
+		if last {
+			if !c.passFIN(dst) {
+				c.relayStop()
+			}
+			return
+		}
 		if !more {
 			c.rstate.Store(relayArmed)
 			return
@@ -215,11 +239,11 @@ func (c *Conn) relayStop() {
 // poller's relay; a closed Conn takes nothing. An error stops it as a full
 // buffer does: the reader's own Write meets the error again and reports
 // it.
-func (c *Conn) sendNow(p []byte) int {
+func (c *Conn) sendNow(p []byte, flags int) int {
 	if !c.pd.incref() {
 		return 0
 	}
-	sent, _ := sendAll(uintptr(c.pd.fd), p)
+	sent, _ := sendAllFlags(uintptr(c.pd.fd), p, flags)
 	c.pd.decref()
 	return sent
 }
