@@ -161,6 +161,9 @@ type Conn struct {
 	// Write's progress: 1 while its bytes go out, 2 once it waits.
 	expect bool
 	await  uint8
+	// last is set by LastWrites: writes hold their bytes for the FIN
+	// that Close sends. Atomic: Close may come from another goroutine.
+	last atomic.Bool
 }
 
 // socket is the part of *net.TCPConn, *os.File and *pollFD that Conn
@@ -272,9 +275,27 @@ func (c *Conn) Gone() bool {
 // Close closes the connection; Reads and Writes in progress end with an
 // error that matches net.ErrClosed.
 func (c *Conn) Close() error {
+	if c.last.Load() {
+		_ = c.CloseWrite() // sends the held bytes and the FIN; see LastWrites
+	}
 	c.closed.Store(true)
 	return c.mapClosed("close", c.sock.Close())
 }
+
+// LastWrites says that the writes from now on are c's last, and that Close
+// follows them at once: a server answering a client that asked for the
+// connection to be closed (HTTP's Connection: close). Each write then
+// holds what would make a segment short of full (MSG_MORE), and Close
+// passes the FIN on first (shutdown), which sends the held bytes with it:
+// an answer and its FIN in one segment where they went as two, which the
+// client took in and acknowledged one by one. The shutdown also means the
+// answer is out before the close, which resets a connection that has
+// bytes left unread, never instead of it.
+//
+// Never for writes that may wait on anything but c's own socket (a body
+// streamed from elsewhere): held bytes go out only with the next write or
+// the close.
+func (c *Conn) LastWrites() { c.last.Store(true) }
 
 // CloseWrite shuts down the writing side (a FIN to the peer).
 func (c *Conn) CloseWrite() error {
@@ -642,7 +663,11 @@ func (c *Conn) write(fd uintptr) bool {
 // MSG_NOSIGNAL a write to a reset connection is only EPIPE, with no SIGPIPE
 // for the runtime to field.
 func (c *Conn) send(fd uintptr) syscall.Errno {
-	n, errno := sendAll(fd, c.wbuf[c.wn:])
+	flags := 0
+	if c.last.Load() {
+		flags = syscall.MSG_MORE
+	}
+	n, errno := sendAllFlags(fd, c.wbuf[c.wn:], flags)
 	c.wn += n
 	return errno
 }

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 // relayBothAsync runs one RelayBoth between a and b and sends its results.
@@ -145,7 +145,7 @@ func TestRelayBothPassesTheLastBytesWithTheFIN(t *testing.T) {
 	clientPeer.Write([]byte("request"))
 	readFull(t, backendPeer, 7)
 
-	before := segmentsIn(t, clientPeer)
+	before := testnet.SegmentsIn(t, clientPeer)
 	// A backend that answers and closes at once: bytes and FIN in one
 	// segment (held with MSG_MORE, sent by the shutdown).
 	rc, err := backendPeer.SyscallConn()
@@ -164,7 +164,7 @@ func TestRelayBothPassesTheLastBytesWithTheFIN(t *testing.T) {
 	if got, err := io.ReadAll(clientPeer); string(got) != "answer" || err != nil {
 		t.Fatalf("client read %q, %v; want the answer, then EOF", got, err)
 	}
-	if n := segmentsIn(t, clientPeer) - before; n != 1 {
+	if n := testnet.SegmentsIn(t, clientPeer) - before; n != 1 {
 		t.Fatalf("the answer and the FIN reached the client in %d segments, want 1", n)
 	}
 
@@ -177,21 +177,6 @@ func TestRelayBothPassesTheLastBytesWithTheFIN(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("RelayBoth did not return after both FINs")
 	}
-}
-
-// segmentsIn is how many TCP segments c's socket has received.
-func segmentsIn(t *testing.T, c *net.TCPConn) uint32 {
-	t.Helper()
-	rc, err := c.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var info *unix.TCPInfo
-	var gerr error
-	if err := rc.Control(func(fd uintptr) { info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil || gerr != nil {
-		t.Fatal(err, gerr)
-	}
-	return info.Segs_in
 }
 
 // A read that fills the buffer is handed back, with the direction's FIN

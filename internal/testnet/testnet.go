@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Ports returns n distinct ports that were free a moment ago for TCP and
@@ -143,4 +145,19 @@ func Sockopt(t testing.TB, c syscall.Conn, level, opt int) int {
 		t.Fatalf("getsockopt(%d, %d): %v %v", level, opt, err, gerr)
 	}
 	return v
+}
+
+// SegmentsIn is how many TCP segments c's socket has received (TCP_INFO).
+func SegmentsIn(t testing.TB, c *net.TCPConn) uint32 {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := rc.Control(func(fd uintptr) { info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil || gerr != nil {
+		t.Fatalf("TCP_INFO: %v %v", err, gerr)
+	}
+	return info.Segs_in
 }

@@ -172,3 +172,35 @@ func TestHTTPListenersDelayACKs(t *testing.T) {
 		t.Fatalf("accepted connection: TCP_QUICKACK %d, want 0 (delayed ACKs)", v)
 	}
 }
+
+// An answer to a client that asked for the connection to be closed leaves
+// with the FIN, in one segment, which also acknowledges the request.
+func TestConnectionCloseAnswerLeavesWithTheFIN(t *testing.T) {
+	r := newRig(t, Config{})
+	_, be := httpBackend(t, "a", nil)
+	r.table.Apply(discovery.Update{Source: "test", Apps: []*discovery.App{app("/a", 0, []string{"a.test"}, "", be)}})
+	const req = "GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+	// The first exchange makes sure the listener is served (and so has its
+	// options) and the backend connection pooled.
+	if got := rawExchange(t, r.vhost, req); !strings.HasSuffix(got, "\r\n\r\na") {
+		t.Fatalf("first exchange: %q", got)
+	}
+	c, err := net.Dial("tcp", r.vhost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(waitFor))
+	tc := c.(*net.TCPConn)
+	before := testnet.SegmentsIn(t, tc)
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil || !strings.HasSuffix(string(b), "\r\n\r\na") {
+		t.Fatalf("read %q, %v; want the answer, then EOF", b, err)
+	}
+	if n := testnet.SegmentsIn(t, tc) - before; n != 1 {
+		t.Fatalf("the answer and the FIN came in %d segments, want 1", n)
+	}
+}

@@ -122,9 +122,15 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) {
 	st := r.st
 	st.active.Add(1)
 	streamed := false
+	// Read before rewriteRequest drops the hop-by-hop headers; fasthttp
+	// read it too, before the handler, and closes after the answer.
+	closing := ctx.Request.Header.ConnectionClose()
 	defer func() {
 		if !streamed {
 			st.active.Add(-1)
+			if closing {
+				lastAnswer(ctx)
+			}
 		}
 		st.observe(ctx.Response.StatusCode(), time.Since(ctx.Time()))
 	}()
@@ -232,6 +238,16 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) {
 		p.failure(ctx, r, fasthttp.StatusGatewayTimeout, "backend did not answer in time", err)
 	default:
 		p.failure(ctx, r, fasthttp.StatusBadGateway, "backend failed", err)
+	}
+}
+
+// lastAnswer lets the answer to a client that asked for the connection to
+// be closed leave with the FIN (fastconn.Conn.LastWrites): fasthttp writes
+// it and closes at once. Only for an answer held whole in memory, which
+// fasthttp writes without waiting on anything else.
+func lastAnswer(ctx *fasthttp.RequestCtx) {
+	if c, ok := ctx.Conn().(*fastconn.Conn); ok {
+		c.LastWrites()
 	}
 }
 
