@@ -179,6 +179,73 @@ func TestRelayBothPassesTheLastBytesWithTheFIN(t *testing.T) {
 	}
 }
 
+// When the last bytes before a FIN find the destination full, they go back
+// to the owner with the FIN still unread: the owner's write sends them (and
+// whatever part the relay's held write left in the socket), and its own
+// read finds the FIN. Nothing is lost, reordered or held back.
+func TestRelayBothLastBytesAtFullDestination(t *testing.T) {
+	client, clientPeer := pair(t)
+	backend, backendPeer := pair(t)
+	// Fill the way to the client, which reads nothing yet. A fixed send
+	// buffer stays full (no autotuning makes room) once the client's
+	// window is.
+	if err := client.control("setsockopt", func(fd int) error {
+		return syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	client.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	filler, err := client.Write(bytes.Repeat([]byte("f"), 16<<20))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("filling the client: %d bytes, %v; want a full socket", filler, err)
+	}
+	client.SetWriteDeadline(time.Time{})
+
+	results := relayBothAsync(client, backend, NewPool(1024))
+	untilArmed(t, backend)
+	rc, err := backendPeer.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Write(func(fd uintptr) bool {
+		serr = syscall.Sendto(int(fd), []byte("answer"), syscall.MSG_MORE, nil)
+		return true
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	backendPeer.CloseWrite()
+
+	var r bothResult
+	select {
+	case r = <-results:
+	case <-time.After(5 * time.Second):
+		t.Fatal("RelayBoth did not hand back the bytes the client could not take")
+	}
+	if r.err != nil || r.ba.Err != nil || r.ba.EOF || r.ba.Buf == nil || r.ba.Moved+int64(r.ba.N) != 6 {
+		t.Fatalf("RelayBoth returned (%+v, %+v, %v); want the answer's unsent part handed back, its FIN unread", r.ab, r.ba, r.err)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		clientPeer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(clientPeer)
+		got <- b
+	}()
+	// The owner's side: write what came back, then copy on to the FIN.
+	if _, err := client.Write((*r.ba.Buf)[:r.ba.N]); err != nil {
+		t.Fatal(err)
+	}
+	backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := backend.Read(make([]byte, 16)); n != 0 || err != io.EOF {
+		t.Fatalf("backend read %d, %v; want its FIN", n, err)
+	}
+	client.CloseWrite()
+	b := <-got
+	if len(b) != filler+6 || string(b[filler:]) != "answer" || bytes.Count(b[:filler], []byte("f")) != filler {
+		t.Fatalf("client got %d bytes ending %q; want %d filler bytes, then the answer", len(b), b[max(0, len(b)-6):], filler)
+	}
+}
+
 // A read that fills the buffer is handed back, with the direction's FIN
 // state, so that the caller can carry on with its own copy (a splice).
 func TestRelayBothHandsBackFullReads(t *testing.T) {
