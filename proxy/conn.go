@@ -39,19 +39,6 @@ const maxReroutes = 2
 // aLongTimeAgo is a read deadline that unblocks a pending read at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// clockBase anchors monoNanos.
-var clockBase = time.Now()
-
-// monoNanos reads the monotonic clock alone, in nanoseconds since clockBase:
-// one vDSO call where time.Now makes two, and the idle and wait bookkeeping
-// needs no wall time. With one request per connection the TCP plane spent
-// 1.5% of its CPU in the vDSO's clock (perf), most of it from time.Now.
-func monoNanos() int64 { return int64(time.Since(clockBase)) }
-
-// monoAfter is the time d from now, as time.Now().Add(d) with one clock
-// reading, for deadlines.
-func monoAfter(d time.Duration) time.Time { return clockBase.Add(time.Since(clockBase) + d) }
-
 // copyBufSize is the size of the buffers small messages are copied through;
 // a read that fills one starts splicing (see copyWindow).
 const copyBufSize = 16 << 10
@@ -66,7 +53,7 @@ type tcpConn struct {
 	addr            netip.AddrPort // the backend, the tracker's key
 	port            *tcpPort
 
-	// lastActive is the monoNanos time a copy window last moved bytes, in
+	// lastActive is the fastconn.Mono time a copy window last moved bytes, in
 	// either direction; only window ends write it, never the byte path.
 	lastActive atomic.Int64
 
@@ -93,7 +80,7 @@ type tcpConn struct {
 func (p *TCP) serveConn(ps *tcpPort, client *fastconn.Conn) {
 	defer p.wg.Done()
 	defer ps.active.Add(-1)
-	accepted := monoNanos()
+	accepted := fastconn.Mono()
 
 	// What the client has sent already goes to the backend with the
 	// connect (fastconn.DialSend), as HAProxy forwards what it has read
@@ -133,7 +120,7 @@ func (p *TCP) serveConn(ps *tcpPort, client *fastconn.Conn) {
 			return
 		}
 		c := &tcpConn{client: client, backend: backend, addr: addr, port: ps}
-		c.lastActive.Store(monoNanos())
+		c.lastActive.Store(int64(fastconn.Mono()))
 		if !p.track(c, snap) {
 			c.close(false) // forced shutdown began while we dialled
 			return
@@ -189,8 +176,8 @@ func (p *TCP) finished(c *tcpConn) {
 //
 // early, the bytes the client sent before, goes to the backend: with the
 // connect, or written at once after it. accepted is when the client was
-// (monoNanos).
-func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted int64) (*fastconn.Conn, netip.AddrPort, *discovery.Snapshot, error) {
+// (fastconn.Mono).
+func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted time.Duration) (*fastconn.Conn, netip.AddrPort, *discovery.Snapshot, error) {
 	var timer *time.Timer // made only if we have to wait
 	defer func() {
 		if timer != nil {
@@ -209,7 +196,7 @@ func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted
 			}
 			tried = svc
 		}
-		left := p.cfg.WaitForBackend - time.Duration(monoNanos()-accepted)
+		left := p.cfg.WaitForBackend - (fastconn.Mono() - accepted)
 		if left <= 0 {
 			return nil, netip.AddrPort{}, nil, errNoBackend
 		}
@@ -340,7 +327,7 @@ func (c *tcpConn) forward(idle, window time.Duration, reroutable bool) bool {
 // reroute set and the client left open, as forward describes.
 func (c *tcpConn) relayBoth(idle, window time.Duration, reroutable bool) (done, reroute bool, in, out fastconn.RelayResult) {
 	for {
-		if err := c.client.SetReadDeadline(monoAfter(window)); err != nil {
+		if err := c.client.SetReadDeadline(fastconn.DeadlineIn(window)); err != nil {
 			c.inErr = err
 			c.close(false)
 			return true, false, in, out
@@ -378,17 +365,17 @@ func (c *tcpConn) relayBoth(idle, window time.Duration, reroutable bool) (done, 
 			return true, false, in, out
 		case err == nil: // one direction ended; the other goes on
 			if moved {
-				c.lastActive.Store(monoNanos())
+				c.lastActive.Store(int64(fastconn.Mono()))
 			}
 		case !errors.Is(err, os.ErrDeadlineExceeded):
 			c.inErr = err // closed: by drain or shutdown
 			c.close(false)
 			return true, false, in, out
 		default: // a window ended
-			now := monoNanos()
+			now := fastconn.Mono()
 			if moved {
-				c.lastActive.Store(now)
-			} else if time.Duration(now-c.lastActive.Load()) >= idle {
+				c.lastActive.Store(int64(now))
+			} else if now-time.Duration(c.lastActive.Load()) >= idle {
 				c.inErr = errIdle
 				c.close(false)
 				return true, false, in, out
@@ -432,7 +419,7 @@ func (c *tcpConn) backendToClient(idle, window time.Duration, reroutable bool, b
 func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, window time.Duration, buf *[]byte, n int) (int64, error) {
 	var total int64
 	for {
-		if err := src.SetReadDeadline(monoAfter(window)); err != nil {
+		if err := src.SetReadDeadline(fastconn.DeadlineIn(window)); err != nil {
 			return total, err
 		}
 		// Checked after the deadline is set: backendToClient sets early
@@ -446,7 +433,7 @@ func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, wi
 		if moved > 0 {
 			total += moved
 			counter.Add(uint64(moved))
-			c.lastActive.Store(monoNanos())
+			c.lastActive.Store(int64(fastconn.Mono()))
 		}
 		switch {
 		case err == nil: // src sent FIN
@@ -462,7 +449,7 @@ func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, wi
 			return total, err
 		case src == c.client && c.early.Load():
 			return total, errEarly
-		case moved == 0 && time.Duration(monoNanos()-c.lastActive.Load()) >= idle:
+		case moved == 0 && fastconn.Mono()-time.Duration(c.lastActive.Load()) >= idle:
 			return total, errIdle
 		}
 	}

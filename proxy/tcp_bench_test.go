@@ -80,10 +80,7 @@ func BenchmarkTCPProxyStream(b *testing.B) {
 // so no other test allocates meanwhile; the allowance covers the runtime's
 // own odd allocation, not one per chunk.
 func TestTCPBytePathDoesNotAllocate(t *testing.T) {
-	port := testnet.FreePorts(t, 1)[0]
-	h := newHarness(t, TCPConfig{}, port)
-	put(h.table, service(port, startBackend(t, echo).addr))
-	h.waitOpened(port, 1)
+	_, port := echoHarness(t)
 	c := dial(t, port)
 	buf := make([]byte, 64<<10)
 	roundTrip(t, c, "warm up") // the connection is established and spliced

@@ -76,10 +76,7 @@ func TestTCPBackendBackStopsDraining(t *testing.T) {
 
 func TestTCPShutdownDrains(t *testing.T) {
 	t.Parallel()
-	port := testnet.FreePorts(t, 1)[0]
-	h := newHarness(t, TCPConfig{}, port)
-	put(h.table, service(port, startBackend(t, echo).addr))
-	h.waitOpened(port, 1)
+	h, port := echoHarness(t)
 	c := dial(t, port)
 	roundTrip(t, c, "before")
 

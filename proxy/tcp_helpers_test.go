@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 // waitFor is how long a test waits for a condition before it fails; it is a
@@ -169,6 +170,17 @@ func newHarness(t testing.TB, cfg TCPConfig, ports ...int) *harness {
 		}
 	})
 	return h
+}
+
+// echoHarness starts a proxy on a free port in front of one echo backend
+// and waits until the port listens.
+func echoHarness(t testing.TB) (*harness, int) {
+	t.Helper()
+	port := testnet.FreePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{}, port)
+	put(h.table, service(port, startBackend(t, echo).addr))
+	h.waitOpened(port, 1)
+	return h, port
 }
 
 // waitOpened waits until port's listener has opened n times in all.

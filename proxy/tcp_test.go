@@ -278,10 +278,7 @@ func TestTCPHalfClose(t *testing.T) {
 // splice) without losing or reordering a byte, and the FINs still end it.
 func TestTCPBulkAfterSmallMessages(t *testing.T) {
 	t.Parallel()
-	port := testnet.FreePorts(t, 1)[0]
-	h := newHarness(t, TCPConfig{}, port)
-	put(h.table, service(port, startBackend(t, echo).addr))
-	h.waitOpened(port, 1)
+	_, port := echoHarness(t)
 
 	c := dial(t, port)
 	for i := range 20 {

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pacer-lb/pacer/internal/fastconn"
 )
 
 // workers runs connection goroutines on goroutines that outlive one
@@ -29,8 +31,8 @@ type workers struct {
 }
 
 type worker struct {
-	job       chan func() // buffered: run never waits on a worker
-	idleSince int64       // monoNanos
+	job       chan func()   // buffered: run never waits on a worker
+	idleSince time.Duration // fastconn.Mono
 }
 
 const (
@@ -73,7 +75,7 @@ func (w *workers) work(wk *worker, f func()) {
 // park puts wk on the idle stack, unless the pool was stopped or enough
 // workers wait already.
 func (w *workers) park(wk *worker) bool {
-	now := monoNanos()
+	now := fastconn.Mono()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.stopped || len(w.idle) >= maxIdleWorkers {
@@ -90,7 +92,7 @@ func (w *workers) reap(cutoff time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := 0
-	c := cutoff.Sub(clockBase).Nanoseconds()
+	c := fastconn.MonoOf(cutoff)
 	for n < len(w.idle) && w.idle[n].idleSince < c {
 		w.idle[n].job <- nil
 		n++

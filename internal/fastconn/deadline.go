@@ -29,11 +29,9 @@ import (
 // it; and a call that need not wait may still succeed after its deadline
 // passed, as long as no wait is armed to have ended.
 //
-// Times are kept as nanoseconds on the monotonic clock since monoBase
-// (monoTime): converting a deadline made from time.Now reads no clock, and
-// comparing with now reads it once, where a wall-clock time.Now is two vDSO
-// calls. With one request per connection through the HTTP plane, pacer
-// spent 2.3-2.7% of its CPU in the vDSO's clock (perf; HAProxy 0.2%).
+// Times are kept as nanoseconds on Mono's clock (monoTime, clock.go):
+// converting a deadline made from time.Now reads no clock, and comparing
+// with now reads it once.
 type deadline struct {
 	// want is the deadline asked for, in monoTime; 0 means none.
 	want atomic.Int64
@@ -51,15 +49,13 @@ type deadline struct {
 	applied atomic.Int64
 }
 
-// monoTime converts t to nanoseconds since monoBase on the monotonic
-// clock, without reading the clock when t has a monotonic reading (a
-// deadline made from time.Now); 0 is kept for "none", so t == monoBase
-// reads as a nanosecond before it.
+// monoTime converts t to nanoseconds on Mono's clock (MonoOf); 0 is kept
+// for "none", so t == monoBase reads as a nanosecond before it.
 func monoTime(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
-	if m := int64(t.Sub(monoBase)); m != 0 {
+	if m := int64(MonoOf(t)); m != 0 {
 		return m
 	}
 	return -1
@@ -69,7 +65,7 @@ func monoTime(t time.Time) int64 {
 // also moves seenNow forward (two calls racing may leave the earlier
 // reading there, which is still a time that has passed).
 func monoNow() int64 {
-	n := int64(time.Since(monoBase))
+	n := int64(Mono())
 	if n > seenNow.Load() {
 		seenNow.Store(n)
 	}

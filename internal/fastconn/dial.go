@@ -65,7 +65,7 @@ func DialSend(ctx context.Context, addr netip.AddrPort, timeout time.Duration, f
 	case errno != 0 && errno != syscall.EINPROGRESS:
 	case len(first) > 0:
 		// Sent right behind the connect: see the doc comment.
-		sent, errno = sendAll(uintptr(fd), first)
+		sent, errno = sendAll(uintptr(fd), first, 0)
 		switch {
 		case errno == syscall.EAGAIN && sent == 0:
 			// The handshake is still in flight.

@@ -676,19 +676,15 @@ func (c *Conn) send(fd uintptr) syscall.Errno {
 	if c.last.Load() {
 		flags = syscall.MSG_MORE
 	}
-	n, errno := sendAllFlags(fd, c.wbuf[c.wn:], flags)
+	n, errno := sendAll(fd, c.wbuf[c.wn:], flags)
 	c.wn += n
 	return errno
 }
 
 // sendAll writes p with raw sendto calls until it is all out or a call
 // fails (EAGAIN when the socket's buffer is full), and returns the count.
-func sendAll(fd uintptr, p []byte) (int, syscall.Errno) {
-	return sendAllFlags(fd, p, 0)
-}
-
-// sendAllFlags is sendAll with more flags for sendto, as MSG_MORE.
-func sendAllFlags(fd uintptr, p []byte, flags int) (int, syscall.Errno) {
+// flags are sendto's besides MSG_NOSIGNAL (MSG_MORE, or 0).
+func sendAll(fd uintptr, p []byte, flags int) (int, syscall.Errno) {
 	sent := 0
 	for sent < len(p) {
 		n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[sent])), uintptr(len(p)-sent), uintptr(syscall.MSG_NOSIGNAL|flags), 0, 0)

@@ -146,20 +146,7 @@ func TestRelayBothPassesTheLastBytesWithTheFIN(t *testing.T) {
 	readFull(t, backendPeer, 7)
 
 	before := testnet.SegmentsIn(t, clientPeer)
-	// A backend that answers and closes at once: bytes and FIN in one
-	// segment (held with MSG_MORE, sent by the shutdown).
-	rc, err := backendPeer.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	if err := rc.Write(func(fd uintptr) bool {
-		serr = syscall.Sendto(int(fd), []byte("answer"), syscall.MSG_MORE, nil)
-		return true
-	}); err != nil || serr != nil {
-		t.Fatal(err, serr)
-	}
-	backendPeer.CloseWrite()
+	answerAndClose(t, backendPeer, "answer")
 	clientPeer.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if got, err := io.ReadAll(clientPeer); string(got) != "answer" || err != nil {
 		t.Fatalf("client read %q, %v; want the answer, then EOF", got, err)
@@ -186,14 +173,9 @@ func TestRelayBothPassesTheLastBytesWithTheFIN(t *testing.T) {
 func TestRelayBothLastBytesAtFullDestination(t *testing.T) {
 	client, clientPeer := pair(t)
 	backend, backendPeer := pair(t)
-	// Fill the way to the client, which reads nothing yet. A fixed send
-	// buffer stays full (no autotuning makes room) once the client's
-	// window is.
-	if err := client.control("setsockopt", func(fd int) error {
-		return syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// Fill the way to the client, which reads nothing yet; a fixed send
+	// buffer stays full.
+	fixSendBuffer(t, client, 4096)
 	client.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 	filler, err := client.Write(bytes.Repeat([]byte("f"), 16<<20))
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -203,18 +185,7 @@ func TestRelayBothLastBytesAtFullDestination(t *testing.T) {
 
 	results := relayBothAsync(client, backend, NewPool(1024))
 	untilArmed(t, backend)
-	rc, err := backendPeer.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	if err := rc.Write(func(fd uintptr) bool {
-		serr = syscall.Sendto(int(fd), []byte("answer"), syscall.MSG_MORE, nil)
-		return true
-	}); err != nil || serr != nil {
-		t.Fatal(err, serr)
-	}
-	backendPeer.CloseWrite()
+	answerAndClose(t, backendPeer, "answer")
 
 	var r bothResult
 	select {
@@ -243,6 +214,27 @@ func TestRelayBothLastBytesAtFullDestination(t *testing.T) {
 	b := <-got
 	if len(b) != filler+6 || string(b[filler:]) != "answer" || bytes.Count(b[:filler], []byte("f")) != filler {
 		t.Fatalf("client got %d bytes ending %q; want %d filler bytes, then the answer", len(b), b[max(0, len(b)-6):], filler)
+	}
+}
+
+// answerAndClose sends msg and the FIN from peer in one segment, as a
+// backend that answers and closes at once does: held with MSG_MORE, sent
+// by the shutdown.
+func answerAndClose(t *testing.T, peer *net.TCPConn, msg string) {
+	t.Helper()
+	rc, err := peer.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Write(func(fd uintptr) bool {
+		serr = syscall.Sendto(int(fd), []byte(msg), syscall.MSG_MORE, nil)
+		return true
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	if err := peer.CloseWrite(); err != nil {
+		t.Fatal(err)
 	}
 }
 

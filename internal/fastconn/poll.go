@@ -448,16 +448,13 @@ type waiter struct {
 	expired atomic.Bool
 
 	mu sync.Mutex // guards the deadline below
-	// due is the deadline on monoBase's clock, in nanoseconds; 0 for none.
+	// due is the deadline on Mono's clock; 0 for none.
 	// Kept on the monotonic clock, as the timer is, so that the timer
 	// never fires before due; the runtime's poller converts deadlines the
 	// same way.
 	due   time.Duration
 	timer *time.Timer
 }
-
-// monoBase anchors the waiters' monotonic clock.
-var monoBase = time.Now()
 
 // wake sends the token unless one is waiting already. Before the channel
 // exists it sets pending and looks again; the waiter publishes the channel
@@ -504,7 +501,7 @@ func (w *waiter) tokens() chan struct{} {
 	return w.ch
 }
 
-// setDue sets the deadline to due on monoBase's clock (0 clears it).
+// setDue sets the deadline to due on Mono's clock (0 clears it).
 func (w *waiter) setDue(due time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -243,7 +243,7 @@ func (c *Conn) sendNow(p []byte, flags int) int {
 	if !c.pd.incref() {
 		return 0
 	}
-	sent, _ := sendAllFlags(uintptr(c.pd.fd), p, flags)
+	sent, _ := sendAll(uintptr(c.pd.fd), p, flags)
 	c.pd.decref()
 	return sent
 }

@@ -166,11 +166,7 @@ func TestRelayHandsBackFullReads(t *testing.T) {
 func TestRelayStopsAtFullDestination(t *testing.T) {
 	src, in := pair(t)
 	dst, out := pair(t)
-	if err := dst.control("setsockopt", func(fd int) error {
-		return syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4096)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	fixSendBuffer(t, dst, 4096)
 	out.SetReadBuffer(4096)
 	results := relayAsync(src, dst, NewPool(1024))
 	untilArmed(t, src)
@@ -202,6 +198,18 @@ func TestRelayStopsAtFullDestination(t *testing.T) {
 	}
 	in.Close()
 	for range results {
+	}
+}
+
+// fixSendBuffer sets c's send buffer to n bytes (SO_SNDBUF), which also
+// keeps the kernel from growing it: once the peer stops reading, the
+// buffer stays full.
+func fixSendBuffer(t *testing.T, c *Conn, n int) {
+	t.Helper()
+	if err := c.control("setsockopt", func(fd int) error {
+		return syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, n)
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 

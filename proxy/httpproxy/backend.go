@@ -56,9 +56,6 @@ func newBackend(p *Proxy, addr netip.AddrPort) *backend {
 	return &backend{p: p, addr: addr, dialTo: addr.String(), sticky: strconv.FormatUint(h.Sum64(), 16)}
 }
 
-// monoBase anchors the pool's monotonic times.
-var monoBase = time.Now()
-
 // errDial wraps a failure to connect: nothing was sent, so any request may be
 // retried elsewhere.
 type errDial struct{ err error }
@@ -75,7 +72,7 @@ func (b *backend) get(now time.Time) (*bconn, error) {
 		c := b.idle[n-1]
 		b.idle[n-1] = nil
 		b.idle = b.idle[:n-1]
-		if idle := now.Sub(monoBase) - c.lastUse; idle < idleMax {
+		if idle := fastconn.MonoOf(now) - c.lastUse; idle < idleMax {
 			b.mu.Unlock()
 			if idle < peekAfter {
 				return c, nil
@@ -125,7 +122,7 @@ func (b *backend) dial() (*bconn, error) {
 
 // put returns c to the pool, or closes it if the pool is closed or full.
 func (b *backend) put(c *bconn) {
-	c.lastUse = time.Since(monoBase)
+	c.lastUse = fastconn.Mono()
 	b.mu.Lock()
 	if b.closed || len(b.idle) >= b.p.cfg.MaxIdlePerBackend {
 		b.mu.Unlock()
@@ -156,7 +153,7 @@ func (b *backend) reap(now time.Time) {
 	var stale []*bconn
 	keep := b.idle[:0]
 	for _, c := range b.idle {
-		if now.Sub(monoBase)-c.lastUse >= b.p.cfg.PoolIdleTimeout {
+		if fastconn.MonoOf(now)-c.lastUse >= b.p.cfg.PoolIdleTimeout {
 			stale = append(stale, c)
 		} else {
 			keep = append(keep, c)
@@ -188,7 +185,7 @@ type bconn struct {
 	nc      *fastconn.Conn
 	br      *bufio.Reader
 	bw      *bufio.Writer
-	lastUse time.Duration // since monoBase: one clock reading, where time.Now is two
+	lastUse time.Duration // fastconn.Mono: one clock reading, where time.Now is two
 	closed  bool
 	// deadline is the read and write deadline armDeadline last set on nc;
 	// zero when something else moved either deadline since.
