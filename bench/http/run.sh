@@ -6,6 +6,14 @@
 # BULK_MB file on /bulk. Front ends: HAProxy with nbthread 1 (mode http, and
 # mode tcp on a second port), and pacer at GOMAXPROCS=1 (bench/http: the
 # HTTP plane on an HTTP-mode service port, the TCP plane on a TCP-mode one).
+#
+# HAProxy in mode http does the header work pacer's HTTP plane does on every
+# request: X-Forwarded-For, -Proto, -Host and -Port, as marathon-lb's
+# default HTTP backend does most of it (option forwardfor, X-Forwarded-Port).
+# The request nginx gets is then the same through both (192 bytes for curl's
+# request, against 79 bare), and so is the work of parsing it. HAProxy
+# without the headers runs too (haproxy-http-bare), and pacer's HTTP rows
+# print their ratio to it as well.
 # Each round runs, in turn against every target (reversed every other round):
 #   keep-alive  wrk -t1 -c50 -d${SECONDS_PER_RUN}s --latency
 #   close       the same with -H 'Connection: close' (one request per connection),
@@ -14,7 +22,8 @@
 #   bulk        wrk -t1 -c4 on /bulk (bytes/s; TCP targets and direct)
 # and the table prints req/s, p99 and the proxy's CPU time per request
 # (median over rounds) and the ratios the targets are stated in:
-# pacer/HAProxy (>= 1.0, p99 no worse) and bulk pacer-tcp/direct (>= 0.9).
+# pacer/HAProxy (>= 1.0, p99 no worse) and bulk pacer-tcp/direct (>= 0.9),
+# with the range of the rate's per-round ratio in brackets.
 # CPU per request is the steadier figure on a shared machine: the rates
 # move with whatever else runs, for both proxies alike.
 #
@@ -67,8 +76,9 @@ wait_port() { # host port
 	exit 1
 }
 
-pick_ports 10
+pick_ports 11
 NGINX=${PORTS[0]} HA_HTTP=${PORTS[1]} HA_TCP=${PORTS[2]} P_VHOST=${PORTS[3]} P_HTTP=${PORTS[4]} P_TCP=${PORTS[5]} HA_HTTP_DA=${PORTS[6]}
+HA_HTTP_BARE=${PORTS[10]}
 PB_VHOST=${PORTS[7]} PB_HTTP=${PORTS[8]} PB_TCP=${PORTS[9]}
 
 echo "building bench/http ..."
@@ -122,6 +132,18 @@ frontend fe_http
 backend be_http
 	mode http
 	http-reuse always
+	option forwardfor
+	http-request set-header X-Forwarded-Proto http
+	http-request set-header X-Forwarded-Host %[req.hdr(host)]
+	http-request set-header X-Forwarded-Port %[dst_port]
+	server nginx 127.0.0.1:$NGINX
+frontend fe_http_bare
+	mode http
+	bind 127.0.0.1:$HA_HTTP_BARE
+	default_backend be_http_bare
+backend be_http_bare
+	mode http
+	http-reuse always
 	server nginx 127.0.0.1:$NGINX
 frontend fe_tcp
 	mode tcp
@@ -139,7 +161,7 @@ GOMAXPROCS=1 "$work/pacer-bench" -backend "127.0.0.1:$NGINX" -http "127.0.0.1:$P
 	-http-port "$P_HTTP" -tcp-port "$P_TCP" >"$work/pacer.out" 2>&1 &
 pids+=($!)
 pacer_pid=$!
-listening=("$NGINX" "$HA_HTTP" "$HA_HTTP_DA" "$HA_TCP" "$P_VHOST" "$P_HTTP" "$P_TCP")
+listening=("$NGINX" "$HA_HTTP" "$HA_HTTP_DA" "$HA_HTTP_BARE" "$HA_TCP" "$P_VHOST" "$P_HTTP" "$P_TCP")
 if [[ -n $PACER_B ]]; then
 	GOMAXPROCS=1 "$PACER_B" -backend "127.0.0.1:$NGINX" -http "127.0.0.1:$PB_VHOST" \
 		-http-port "$PB_HTTP" -tcp-port "$PB_TCP" >"$work/pacerb.out" 2>&1 &
@@ -151,12 +173,12 @@ fi
 for p in "${listening[@]}"; do wait_port 127.0.0.1 "$p"; done
 
 # target name -> port
-declare -A port=([direct]=$NGINX [haproxy-http]=$HA_HTTP [haproxy-http-da]=$HA_HTTP_DA [pacer-http]=$P_HTTP [haproxy-tcp]=$HA_TCP [pacer-tcp]=$P_TCP)
-targets=(direct haproxy-http pacer-http haproxy-tcp pacer-tcp)
+declare -A port=([direct]=$NGINX [haproxy-http]=$HA_HTTP [haproxy-http-da]=$HA_HTTP_DA [haproxy-http-bare]=$HA_HTTP_BARE [pacer-http]=$P_HTTP [haproxy-tcp]=$HA_TCP [pacer-tcp]=$P_TCP)
+targets=(direct haproxy-http haproxy-http-bare pacer-http haproxy-tcp pacer-tcp)
 # close mode also runs HAProxy with defer-accept (haproxy-http-da)
-close_targets=(direct haproxy-http haproxy-http-da pacer-http haproxy-tcp pacer-tcp)
+close_targets=(direct haproxy-http haproxy-http-da haproxy-http-bare pacer-http haproxy-tcp pacer-tcp)
 # target name -> the proxy process whose CPU time each run reads
-declare -A proc=([haproxy-http]=$ha_pid [haproxy-http-da]=$ha_pid [haproxy-tcp]=$ha_pid [pacer-http]=$pacer_pid [pacer-tcp]=$pacer_pid)
+declare -A proc=([haproxy-http]=$ha_pid [haproxy-http-da]=$ha_pid [haproxy-http-bare]=$ha_pid [haproxy-tcp]=$ha_pid [pacer-http]=$pacer_pid [pacer-tcp]=$pacer_pid)
 if [[ -n $PACER_B ]]; then
 	port[pacerb-http]=$PB_HTTP port[pacerb-tcp]=$PB_TCP
 	proc[pacerb-http]=$pacerb_pid proc[pacerb-tcp]=$pacerb_pid
@@ -197,7 +219,7 @@ to_mbs() {
 
 results=$work/results.txt
 : >"$results"
-run_wrk() { # mode target round
+run_wrk() { # mode target (in round $round)
 	local mode=$1 t=$2 out t0=0 t1=0 pid=${proc[$2]:-}
 	[[ -n $pid ]] && t0=$(cpu_ns "$pid")
 	case $mode in
@@ -215,7 +237,7 @@ run_wrk() { # mode target round
 	p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
 	mbs=$(to_mbs "$(awk '/^Transfer\/sec:/ {print $2}' <<<"$out")")
 	errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-	echo "$mode $t $rps ${p99:-0} $mbs $cpu" >>"$results"
+	echo "$mode $t $rps ${p99:-0} $mbs $cpu $round" >>"$results"
 	printf '  %-9s %-13s %8s req/s  p99 %6s us  %7s MB/s  cpu %6s us/req %s\n' "$mode" "$t" "$rps" "${p99:-0}" "$mbs" "$cpu" "$errs"
 }
 
@@ -243,14 +265,22 @@ median() { # mode target col
 		awk '{a[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.6g", (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2fx", a / b }'; }
+# spread prints the lowest and highest of the per-round ratios of column col
+# between two targets (each round runs both, minutes apart at most): how far
+# one round's verdict could fall from the medians' on this machine.
+spread() { # mode target-a target-b col
+	awk -v m="$1" -v a="$2" -v b="$3" -v c="$4" '$1 == m && $2 == a {x[$7] = $c} $1 == m && $2 == b {y[$7] = $c}
+		END {lo = 0; for (r in x) if (y[r] > 0) { v = x[r] / y[r]; if (!lo || v < lo) lo = v; if (v > hi) hi = v }
+			if (lo) printf "%.2f-%.2f", lo, hi; else print "-"}' "$results"
+}
 
 echo
 echo "medians over $ROUNDS round(s), wrk -t1 -c$CONNS -d${SECONDS_PER_RUN}s; pacer GOMAXPROCS=1, HAProxy nbthread 1, nginx 1 worker"
 echo "cpu: the proxy's CPU time per request, all threads (/proc/PID/task/*/schedstat)"
-printf '| %-9s | %-15s | %9s | %8s | %10s | %-36s |\n' mode target "req/s" "p99 us" "cpu us/req" "vs HAProxy (same mode)"
-printf '|%s|%s|%s|%s|%s|%s|\n' ----------- ----------------- ----------- ---------- ------------ --------------------------------------
+printf '| %-9s | %-17s | %9s | %8s | %10s | %-46s |\n' mode target "req/s" "p99 us" "cpu us/req" "vs HAProxy (same mode)"
+printf '|%s|%s|%s|%s|%s|%s|\n' ----------- ------------------- ----------- ---------- ------------ ------------------------------------------------
 vs() { # mode pacer-target haproxy-target
-	echo "$(ratio "$(median "$1" "$2" 3)" "$(median "$1" "$3" 3)") req/s, p99 $(ratio "$(median "$1" "$2" 4)" "$(median "$1" "$3" 4)"), cpu $(ratio "$(median "$1" "$2" 6)" "$(median "$1" "$3" 6)")"
+	echo "$(ratio "$(median "$1" "$2" 3)" "$(median "$1" "$3" 3)") req/s ($(spread "$1" "$2" "$3" 3)), p99 $(ratio "$(median "$1" "$2" 4)" "$(median "$1" "$3" 4)"), cpu $(ratio "$(median "$1" "$2" 6)" "$(median "$1" "$3" 6)")"
 }
 for mode in keepalive close; do
 	[[ " $MODES " == *" $mode "* ]] || continue
@@ -263,12 +293,15 @@ for mode in keepalive close; do
 		pacerb-*) vs=$(vs "$mode" "$t" "haproxy-${t#pacerb-}") ;;
 		esac
 		[[ $t == direct ]] && cpu=""
-		printf '| %-9s | %-15s | %9s | %8s | %10s | %-36s |\n' "$mode" "$t" "$rps" "$p99" "$cpu" "$vs"
+		printf '| %-9s | %-17s | %9s | %8s | %10s | %-46s |\n' "$mode" "$t" "$rps" "$p99" "$cpu" "$vs"
 		if [[ $mode == close && $t == pacer*-http ]]; then
-			printf '| %-9s | %-15s | %9s | %8s | %10s | %-36s |\n' "" "" "" "" "" "vs haproxy-http-da: $(vs close "$t" haproxy-http-da)"
+			printf '| %-9s | %-17s | %9s | %8s | %10s | %-46s |\n' "" "" "" "" "" "vs haproxy-http-da: $(vs close "$t" haproxy-http-da)"
+		fi
+		if [[ $t == pacer*-http ]]; then
+			printf '| %-9s | %-17s | %9s | %8s | %10s | %-46s |\n' "" "" "" "" "" "vs haproxy-http-bare: $(vs "$mode" "$t" haproxy-http-bare)"
 		fi
 		if [[ $t == pacerb-* ]]; then
-			printf '| %-9s | %-15s | %9s | %8s | %10s | %-36s |\n' "" "" "" "" "" "vs pacer-${t#pacerb-}: $(vs "$mode" "$t" "pacer-${t#pacerb-}")"
+			printf '| %-9s | %-17s | %9s | %8s | %10s | %-46s |\n' "" "" "" "" "" "vs pacer-${t#pacerb-}: $(vs "$mode" "$t" "pacer-${t#pacerb-}")"
 		fi
 	done
 done
@@ -276,5 +309,5 @@ done
 for t in "${bulk_targets[@]}"; do
 	mbs=$(median bulk "$t" 5) cpu=""
 	[[ $t != direct ]] && cpu=$(awk -v c="$(median bulk "$t" 6)" -v mb="$BULK_MB" 'BEGIN {printf "%.1f/MB", c / mb}')
-	printf '| %-9s | %-15s | %4s MB/s | %8s | %10s | %-36s |\n' bulk "$t" "$mbs" "" "$cpu" "$(ratio "$mbs" "$(median bulk direct 5)") of direct"
+	printf '| %-9s | %-17s | %4s MB/s | %8s | %10s | %-46s |\n' bulk "$t" "$mbs" "" "$cpu" "$(ratio "$mbs" "$(median bulk direct 5)") of direct"
 done
