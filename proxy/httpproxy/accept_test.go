@@ -123,7 +123,7 @@ func TestServesAgainAfterRunningOutOfDescriptors(t *testing.T) {
 func TestHTTPListenersDeferAccept(t *testing.T) {
 	r := newRig(t, Config{})
 	_, be := httpBackend(t, "a", nil)
-	r.table.Apply(discovery.Update{Source: "test", Apps: []*discovery.App{app("/a", 0, []string{"a.test"}, "", be)}})
+	r.apply(app("/a", 0, []string{"a.test"}, "", be))
 	const req = "GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
 	if got := rawExchange(t, r.vhost, req); !strings.HasSuffix(got, "\r\n\r\na") {
 		t.Fatalf("through the vhost listener: %q", got)
@@ -178,7 +178,7 @@ func TestHTTPListenersDelayACKs(t *testing.T) {
 func TestConnectionCloseAnswerLeavesWithTheFIN(t *testing.T) {
 	r := newRig(t, Config{})
 	_, be := httpBackend(t, "a", nil)
-	r.table.Apply(discovery.Update{Source: "test", Apps: []*discovery.App{app("/a", 0, []string{"a.test"}, "", be)}})
+	r.apply(app("/a", 0, []string{"a.test"}, "", be))
 	const req = "GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
 	// The first exchange makes sure the listener is served (and so has its
 	// options) and the backend connection pooled.
