@@ -50,16 +50,30 @@ func Dial(ctx context.Context, addr netip.AddrPort, timeout time.Duration) (*Con
 // the handshake was still in flight or the socket's buffer filled, and the
 // caller writes the rest.
 func DialSend(ctx context.Context, addr netip.AddrPort, timeout time.Duration, first []byte) (*Conn, int, error) {
+	c, sent, pending, err := DialStart(ctx, addr, first)
+	if err == nil && pending {
+		if err = c.FinishDial(ctx, timeout); err != nil {
+			c.Close()
+			return nil, 0, err
+		}
+	}
+	return c, sent, err
+}
+
+// DialStart is DialSend up to where it would wait: pending says that the
+// handshake is still in flight, and FinishDial waits for it. A caller that
+// must not wait (a loop accepting clients) can so hand only the dials that
+// need it to a goroutine that may.
+func DialStart(ctx context.Context, addr netip.AddrPort, first []byte) (c *Conn, sent int, pending bool, err error) {
 	if err := ctx.Err(); err != nil {
-		return nil, 0, dialError(addr, "connect", err)
+		return nil, 0, false, dialError(addr, "connect", err)
 	}
 	sa, salen, family := rawSockaddr(addr)
 	fd, err := openSocket(family)
 	if err != nil {
-		return nil, 0, dialError(addr, "socket", err)
+		return nil, 0, false, dialError(addr, "socket", err)
 	}
 	setNoDelay(fd)
-	inFlight, sent := false, 0
 	errno := connect(fd, sa, salen)
 	switch {
 	case errno != 0 && errno != syscall.EINPROGRESS:
@@ -69,7 +83,7 @@ func DialSend(ctx context.Context, addr netip.AddrPort, timeout time.Duration, f
 		switch {
 		case errno == syscall.EAGAIN && sent == 0:
 			// The handshake is still in flight.
-			errno = connectAgain(fd, sa, salen, &inFlight)
+			errno = connectAgain(fd, sa, salen, &pending)
 		case sent > 0:
 			// Connected. A buffer that filled is the caller's to wait
 			// on; an error after bytes went out is the caller's to meet
@@ -79,27 +93,37 @@ func DialSend(ctx context.Context, addr netip.AddrPort, timeout time.Duration, f
 		}
 	case errno == syscall.EINPROGRESS:
 		// Asked once more before the poller: see Dial's doc comment.
-		errno = connectAgain(fd, sa, salen, &inFlight)
+		errno = connectAgain(fd, sa, salen, &pending)
 	}
 	if errno != 0 {
 		closeFD(fd)
-		return nil, 0, dialError(addr, "connect", errno)
+		return nil, 0, false, dialError(addr, "connect", errno)
 	}
-	c, err := newPolledConn(fd)
+	c, err = newPolledConn(fd)
 	if err != nil {
-		return nil, 0, dialError(addr, "connect", err)
+		return nil, 0, false, dialError(addr, "connect", err)
 	}
 	c.remote = addr
-	if inFlight {
-		if err := c.awaitConnect(ctx, sa, salen, timeout); err != nil {
-			c.Close()
-			return nil, 0, dialError(addr, "connect", err)
-		}
+	if pending {
+		c.dialSA, c.dialSALen = sa, salen
 	}
 	if sent > 0 {
 		c.wrote.Store(true) // for the batching yield, as Write would
 	}
-	return c, sent, nil
+	return c, sent, pending, nil
+}
+
+// FinishDial waits, until timeout or ctx ends, for the handshake of a
+// Conn that DialStart returned pending. The caller closes c if it fails.
+func (c *Conn) FinishDial(ctx context.Context, timeout time.Duration) error {
+	if c.dialSA == nil {
+		return nil
+	}
+	if err := c.awaitConnect(ctx, c.dialSA, c.dialSALen, timeout); err != nil {
+		return dialError(c.remote, "connect", err)
+	}
+	c.dialSA = nil
+	return nil
 }
 
 // connectAgain asks connect(2) about a connect that returned EINPROGRESS:

@@ -161,6 +161,44 @@ func TestDialSendTimeout(t *testing.T) {
 	}
 }
 
+// DialStart never waits: on loopback the handshake is done and the first
+// bytes went out when it returns; to an address that never answers it
+// reports the handshake pending, and FinishDial waits for it, up to its
+// timeout.
+func TestDialStartLeavesTheWaitToFinishDial(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	c, sent, pending, err := DialStart(context.Background(), addr, []byte("hello"))
+	if err != nil || pending || sent != 5 {
+		t.Fatalf("DialStart on loopback: %d sent, pending %v, %v; want 5 sent, done", sent, pending, err)
+	}
+	peer, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if err := c.FinishDial(context.Background(), time.Second); err != nil {
+		t.Fatalf("FinishDial of a finished dial: %v", err)
+	}
+	if got := readFull(t, peer, 5); string(got) != "hello" {
+		t.Fatalf("the backend got %q", got)
+	}
+	c.Close()
+
+	start := time.Now()
+	c, sent, pending, err = DialStart(context.Background(), testnet.SilentAddr(t), []byte("hello"))
+	if err != nil || !pending || sent != 0 {
+		t.Fatalf("DialStart to a silent address: %d sent, pending %v, %v; want nothing sent, pending", sent, pending, err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("DialStart waited %v", took)
+	}
+	defer c.Close()
+	var ne net.Error
+	if err := c.FinishDial(context.Background(), 150*time.Millisecond); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("FinishDial to a silent address: %v; want a timeout", err)
+	}
+}
+
 func TestDialTimeoutAndCancel(t *testing.T) {
 	silent := testnet.SilentAddr(t)
 

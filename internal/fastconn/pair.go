@@ -21,6 +21,11 @@ import (
 // second FIN came, or when something else needs it (an error, a read that
 // fills the buffer, a destination that cannot take a message whole, its
 // deadline, Close).
+//
+// RelayBothFunc does the same with no goroutine at all: the wait's end is
+// a call (PairDone), made by the poller when the relays end it, so that a
+// proxy can close a one-request connection right there, as HAProxy's event
+// loop does, and start it from the loop that accepted it.
 
 // RelayResult is where one direction of RelayBoth stands when it returns.
 type RelayResult struct {
@@ -51,26 +56,69 @@ type RelayResult struct {
 // else may read or write them meanwhile; for others it returns
 // errors.ErrUnsupported at once.
 func RelayBoth(a, b *Conn, pool *Pool) (ab, ba RelayResult, err error) {
+	if err := a.startPair(b, pool, false); err != nil {
+		return ab, ba, err
+	}
+	return a.endPair(a.pd.wait(&a.pd.r, (*pairWaiter)(a)))
+}
+
+// PairDone receives what RelayBothFunc's relays ended with, as RelayBoth
+// returns it.
+type PairDone interface {
+	PairDone(ab, ba RelayResult, err error)
+}
+
+// RelayBothFunc is RelayBoth without a waiting goroutine: it returns at
+// once, and done gets the results when RelayBoth would have returned
+// them. When the relays ended the wait (err is nil), done runs on the
+// goroutine that saw them end: the caller's, before RelayBothFunc returns,
+// or the poller's, which must not block and stops while done runs. When
+// a's read deadline or Close ended it, done runs on a goroutine of its own.
+// A connection that takes one message each way and ends with both FINs
+// then never needs a goroutine of its own while it waits, and the
+// goroutine that started it can go on to the next one.
+func RelayBothFunc(a, b *Conn, pool *Pool, done PairDone) {
+	if err := a.startPair(b, pool, true); err != nil {
+		done.PairDone(RelayResult{}, RelayResult{}, err)
+		return
+	}
+	a.pdone = done
+	a.pd.waitFunc((*pairWaiter)(a))
+}
+
+// startPair takes both descriptors' references and arms both relays, for
+// the owner a; async says that no goroutine will wait (RelayBothFunc).
+func (a *Conn) startPair(b *Conn, pool *Pool, async bool) error {
 	if a.pd == nil || b.pd == nil {
-		return ab, ba, errors.ErrUnsupported
+		return errors.ErrUnsupported
 	}
 	if !a.pd.incref() {
-		return ab, ba, a.mapClosed("read", net.ErrClosed)
+		return a.mapClosed("read", net.ErrClosed)
 	}
 	if !b.pd.incref() {
 		a.pd.decref()
-		return ab, ba, a.mapClosed("read", net.ErrClosed)
+		return a.mapClosed("read", net.ErrClosed)
 	}
 	// The references keep both descriptors open until the poller has let go
 	// of the relays (disarm).
 	a.armPair(b, pool, &a.pd.r)
 	b.armPair(a, pool, &a.pd.r)
-	a.ppeer, a.ppumped, a.perr = b, false, nil
+	a.ppeer, a.ppumped, a.pasync, a.perr = b, false, async, nil
 	// b's answer to what was just written to it is likelier to be there
-	// after the other runnable connections had their turn.
-	b.batchYield()
+	// after the other runnable connections had their turn. Not when nobody
+	// waits: the caller may be the loop accepting clients, which would go
+	// to the back of the run queue (Gosched) once per connection.
+	if !async {
+		b.batchYield()
+	}
 	a.rd.begin()
-	err = a.pd.wait(&a.pd.r, (*pairWaiter)(a))
+	return nil
+}
+
+// endPair disarms both relays once the owner's wait ended with err, and
+// collects their results.
+func (a *Conn) endPair(err error) (ab, ba RelayResult, _ error) {
+	b := a.ppeer
 	a.rd.end()
 	if a.perr != nil {
 		err = a.perr
@@ -85,6 +133,14 @@ func RelayBoth(a, b *Conn, pool *Pool) (ab, ba RelayResult, err error) {
 		err = nil // the poller's result comes first, as in RelayTo
 	}
 	return ab, ba, a.mapClosed("read", err)
+}
+
+// waitOver ends RelayBothFunc's wait.
+func (w *pairWaiter) waitOver(err error) {
+	a := (*Conn)(w)
+	done := a.pdone
+	a.pdone = nil
+	done.PairDone(a.endPair(err))
 }
 
 // armPair arms c's relay to dst for RelayBoth, unless c's FIN came
@@ -116,7 +172,12 @@ func (w *pairWaiter) ready(uintptr) bool {
 		if a.pd.watched.Load() {
 			a.pump()
 		}
-		b.pump()
+		// Without the yield, a b just dialled rarely has its answer yet:
+		// adding it to the epoll instance (below) reports it when it comes,
+		// where a read now would most often find nothing.
+		if !a.pasync || b.pd.watched.Load() {
+			b.pump()
+		}
 	}
 	if (a.reof.Load() && b.reof.Load()) || a.rstate.Load() == relayDone || b.rstate.Load() == relayDone {
 		return true

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,12 +15,16 @@ import (
 	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
-// relayBothAsync runs one RelayBoth between a and b and sends its results.
+// bothResult is what one RelayBoth (or RelayBothFunc) ended with.
 type bothResult struct {
 	ab, ba RelayResult
 	err    error
 }
 
+// relayStart starts relaying a and b and delivers the results once.
+type relayStart func(a, b *Conn, pool *Pool) <-chan bothResult
+
+// relayBothAsync runs one RelayBoth on a goroutine of its own.
 func relayBothAsync(a, b *Conn, pool *Pool) <-chan bothResult {
 	out := make(chan bothResult, 1)
 	go func() {
@@ -27,6 +32,25 @@ func relayBothAsync(a, b *Conn, pool *Pool) <-chan bothResult {
 		out <- bothResult{ab, ba, err}
 	}()
 	return out
+}
+
+// doneChan is a PairDone that sends the results.
+type doneChan chan bothResult
+
+func (d doneChan) PairDone(ab, ba RelayResult, err error) { d <- bothResult{ab, ba, err} }
+
+// relayBothFunc runs one RelayBothFunc: no goroutine waits.
+func relayBothFunc(a, b *Conn, pool *Pool) <-chan bothResult {
+	out := make(doneChan, 1)
+	RelayBothFunc(a, b, pool, out)
+	return out
+}
+
+// bothWays runs test with a waiting goroutine (RelayBoth) and without
+// (RelayBothFunc): both must behave the same.
+func bothWays(t *testing.T, test func(t *testing.T, start relayStart)) {
+	t.Run("RelayBoth", func(t *testing.T) { test(t, relayBothAsync) })
+	t.Run("RelayBothFunc", func(t *testing.T) { test(t, relayBothFunc) })
 }
 
 func noReturn(t *testing.T, results <-chan bothResult, what string) {
@@ -42,9 +66,13 @@ func noReturn(t *testing.T, results <-chan bothResult, what string) {
 // on, and RelayBoth returns once, after the second FIN, with every byte
 // counted: the life of a one-request connection through the TCP plane.
 func TestRelayBothCarriesAConnectionToItsEnd(t *testing.T) {
+	bothWays(t, testRelayBothCarriesAConnectionToItsEnd)
+}
+
+func testRelayBothCarriesAConnectionToItsEnd(t *testing.T, start relayStart) {
 	client, clientPeer := pair(t)
 	backend, backendPeer := pair(t)
-	results := relayBothAsync(client, backend, NewPool(1024))
+	results := start(client, backend, NewPool(1024))
 	untilArmed(t, client)
 	untilArmed(t, backend)
 
@@ -96,7 +124,9 @@ func TestRelayBothCarriesAConnectionToItsEnd(t *testing.T) {
 // Both ways: with the sockets in the epoll instance already, whose edges
 // the poller saw before any relay was armed, and with sockets not yet in
 // it, which RelayBoth adds.
-func TestRelayBothTakesWhatCameBefore(t *testing.T) {
+func TestRelayBothTakesWhatCameBefore(t *testing.T) { bothWays(t, testRelayBothTakesWhatCameBefore) }
+
+func testRelayBothTakesWhatCameBefore(t *testing.T, start relayStart) {
 	for i := range 100 {
 		client, clientPeer := pair(t)
 		backend, backendPeer := pair(t)
@@ -115,7 +145,7 @@ func TestRelayBothTakesWhatCameBefore(t *testing.T) {
 		clientPeer.CloseWrite()
 		backendPeer.Write([]byte("answer"))
 		backendPeer.CloseWrite()
-		results := relayBothAsync(client, backend, NewPool(1024))
+		results := start(client, backend, NewPool(1024))
 		select {
 		case r := <-results:
 			if r.err != nil || !r.ab.EOF || !r.ba.EOF || r.ab.Moved != 7 || r.ba.Moved != 6 {
@@ -137,9 +167,13 @@ func TestRelayBothTakesWhatCameBefore(t *testing.T) {
 // HAProxy sends them: the client is woken once, and acknowledges both at
 // once.
 func TestRelayBothPassesTheLastBytesWithTheFIN(t *testing.T) {
+	bothWays(t, testRelayBothPassesTheLastBytesWithTheFIN)
+}
+
+func testRelayBothPassesTheLastBytesWithTheFIN(t *testing.T, start relayStart) {
 	client, clientPeer := pair(t)
 	backend, backendPeer := pair(t)
-	results := relayBothAsync(client, backend, NewPool(1024))
+	results := start(client, backend, NewPool(1024))
 	untilArmed(t, client)
 	untilArmed(t, backend)
 	clientPeer.Write([]byte("request"))
@@ -171,6 +205,10 @@ func TestRelayBothPassesTheLastBytesWithTheFIN(t *testing.T) {
 // whatever part the relay's held write left in the socket), and its own
 // read finds the FIN. Nothing is lost, reordered or held back.
 func TestRelayBothLastBytesAtFullDestination(t *testing.T) {
+	bothWays(t, testRelayBothLastBytesAtFullDestination)
+}
+
+func testRelayBothLastBytesAtFullDestination(t *testing.T, start relayStart) {
 	client, clientPeer := pair(t)
 	backend, backendPeer := pair(t)
 	// Fill the way to the client, which reads nothing yet; a fixed send
@@ -183,7 +221,7 @@ func TestRelayBothLastBytesAtFullDestination(t *testing.T) {
 	}
 	client.SetWriteDeadline(time.Time{})
 
-	results := relayBothAsync(client, backend, NewPool(1024))
+	results := start(client, backend, NewPool(1024))
 	untilArmed(t, backend)
 	answerAndClose(t, backendPeer, "answer")
 
@@ -240,10 +278,12 @@ func answerAndClose(t *testing.T, peer *net.TCPConn, msg string) {
 
 // A read that fills the buffer is handed back, with the direction's FIN
 // state, so that the caller can carry on with its own copy (a splice).
-func TestRelayBothHandsBackFullReads(t *testing.T) {
+func TestRelayBothHandsBackFullReads(t *testing.T) { bothWays(t, testRelayBothHandsBackFullReads) }
+
+func testRelayBothHandsBackFullReads(t *testing.T, start relayStart) {
 	client, clientPeer := pair(t)
 	backend, backendPeer := pair(t)
-	results := relayBothAsync(client, backend, NewPool(1024))
+	results := start(client, backend, NewPool(1024))
 	untilArmed(t, backend)
 	clientPeer.CloseWrite() // one direction ends first
 	untilFIN(t, client)
@@ -258,7 +298,7 @@ func TestRelayBothHandsBackFullReads(t *testing.T) {
 		t.Fatalf("backend read %d, %v; want the client's FIN", n, err)
 	}
 	// A second call relays only the direction still open.
-	results = relayBothAsync(client, backend, NewPool(1024))
+	results = start(client, backend, NewPool(1024))
 	r2 := <-results
 	if r2.err != nil || r2.ba.N != 1024 {
 		t.Fatalf("second RelayBoth returned (%+v, %+v, %v); want the next full buffer", r2.ab, r2.ba, r2.err)
@@ -279,9 +319,13 @@ func untilFIN(t *testing.T, c *Conn) {
 // A reset is returned as the direction's error; a read deadline on the
 // first Conn and its Close end the wait with what moved so far.
 func TestRelayBothErrorsDeadlineAndClose(t *testing.T) {
+	bothWays(t, testRelayBothErrorsDeadlineAndClose)
+}
+
+func testRelayBothErrorsDeadlineAndClose(t *testing.T, start relayStart) {
 	client, clientPeer := pair(t)
 	backend, backendPeer := pair(t)
-	results := relayBothAsync(client, backend, NewPool(1024))
+	results := start(client, backend, NewPool(1024))
 	untilArmed(t, backend)
 	backendPeer.SetLinger(0)
 	backendPeer.Close()
@@ -292,7 +336,7 @@ func TestRelayBothErrorsDeadlineAndClose(t *testing.T) {
 
 	client2, clientPeer2 := pair(t)
 	backend2, backendPeer2 := pair(t)
-	results = relayBothAsync(client2, backend2, NewPool(1024))
+	results = start(client2, backend2, NewPool(1024))
 	untilArmed(t, client2)
 	clientPeer2.Write([]byte("hello"))
 	readFull(t, backendPeer2, 5)
@@ -302,7 +346,7 @@ func TestRelayBothErrorsDeadlineAndClose(t *testing.T) {
 		t.Fatalf("RelayBoth at its deadline returned (%+v, %+v, %v); want 5 bytes moved, a deadline error", r.ab, r.ba, r.err)
 	}
 	client2.SetReadDeadline(time.Time{})
-	results = relayBothAsync(client2, backend2, NewPool(1024))
+	results = start(client2, backend2, NewPool(1024))
 	untilArmed(t, client2)
 	client2.Close()
 	if r := <-results; !errors.Is(r.err, net.ErrClosed) {
@@ -319,4 +363,46 @@ func TestRelayBothOutsideThePoller(t *testing.T) {
 	if _, _, err := RelayBoth(a, b, NewPool(1024)); !errors.Is(err, errors.ErrUnsupported) {
 		t.Fatalf("RelayBoth of wrapped TCPConns: %v; want errors.ErrUnsupported", err)
 	}
+	select {
+	case r := <-relayBothFunc(a, b, NewPool(1024)):
+		if !errors.Is(r.err, errors.ErrUnsupported) {
+			t.Fatalf("RelayBothFunc of wrapped TCPConns: %v; want errors.ErrUnsupported", r.err)
+		}
+	default:
+		t.Fatal("RelayBothFunc of wrapped TCPConns did not end at once")
+	}
 }
+
+// Without a waiting goroutine, the end of a wait that a Close (or a
+// deadline) caused must not run on the goroutine that closed: that one may
+// hold a lock the end needs, as a proxy closing every connection of a port
+// under the port's lock does.
+func TestRelayBothFuncEndNotOnTheClosersGoroutine(t *testing.T) {
+	client, _ := pair(t)
+	backend, _ := pair(t)
+	var mu sync.Mutex
+	results := make(chan bothResult, 1)
+	RelayBothFunc(client, backend, NewPool(1024), pairDoneFunc(func(ab, ba RelayResult, err error) {
+		mu.Lock() // the closer's lock
+		defer mu.Unlock()
+		results <- bothResult{ab, ba, err}
+	}))
+	untilArmed(t, client)
+	mu.Lock()
+	client.Close()
+	noReturn(t, results, "while the closer holds its lock")
+	mu.Unlock()
+	select {
+	case r := <-results:
+		if !errors.Is(r.err, net.ErrClosed) {
+			t.Fatalf("RelayBothFunc cut short by Close: %v; want net.ErrClosed", r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the end of a wait cut short by Close never came")
+	}
+}
+
+// pairDoneFunc is a PairDone made of a function.
+type pairDoneFunc func(ab, ba RelayResult, err error)
+
+func (f pairDoneFunc) PairDone(ab, ba RelayResult, err error) { f(ab, ba, err) }

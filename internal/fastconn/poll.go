@@ -223,6 +223,8 @@ type pollFD struct {
 	// conn is the Conn made on the socket, for its relay (relay.go); set
 	// before the pollFD is published in the table, nil for a Listener's.
 	conn *Conn
+	// aw is the read direction's wait while waitFunc runs it.
+	aw asyncWait
 }
 
 // newPolledConn makes a Conn on fd, a non-blocking socket, in the poller
@@ -410,6 +412,110 @@ func (pd *pollFD) wait(w *waiter, f readiness) error {
 	return err
 }
 
+// waitFunc is wait without a waiting goroutine: it tests f now and each
+// time the direction is woken, on the waking goroutine (the poller, a
+// deadline's timer, Close), and calls f.waitOver once, with what wait would
+// have returned, as soon as a test ends the wait. When f's readiness ended
+// it, waitOver runs where the test did, which may be before waitFunc
+// returns; when a deadline or Close did (an error), on a goroutine of its
+// own. Tests never run concurrently. Only the read direction (pd.r) waits
+// so.
+func (pd *pollFD) waitFunc(f asyncReadiness) {
+	if !pd.incref() {
+		f.waitOver(net.ErrClosed)
+		return
+	}
+	pd.aw.f = f
+	pd.aw.state.Store(asyncBusy)
+	pd.r.async.Store(pd)
+	pd.checkAsync()
+}
+
+// asyncReadiness is what waitFunc waits for, and what it calls at the end.
+type asyncReadiness interface {
+	readiness
+	waitOver(err error)
+}
+
+// asyncWait is a waitFunc in progress. A wake while a test runs makes the
+// tester test again, so no wake is lost and no two tests overlap.
+type asyncWait struct {
+	state atomic.Int32
+	f     asyncReadiness
+}
+
+const (
+	asyncIdle  int32 = iota // waiting for a wake
+	asyncBusy               // a test runs
+	asyncAgain              // a test runs, and a wake came meanwhile
+	asyncOver               // the wait ended
+)
+
+// wakeAsync runs a test on the caller's goroutine, or has the one running
+// test again.
+func (pd *pollFD) wakeAsync() {
+	a := &pd.aw
+	for {
+		switch a.state.Load() {
+		case asyncIdle:
+			if a.state.CompareAndSwap(asyncIdle, asyncBusy) {
+				pd.checkAsync()
+				return
+			}
+		case asyncBusy:
+			if a.state.CompareAndSwap(asyncBusy, asyncAgain) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// checkAsync tests until the wait ends or a test finds it should go on
+// with no wake having come meanwhile.
+func (pd *pollFD) checkAsync() {
+	a := &pd.aw
+	for {
+		err, done := pd.testAsync()
+		if done {
+			a.state.Store(asyncOver)
+			pd.r.async.Store(nil)
+			f := a.f
+			a.f = nil
+			pd.decref()
+			if err != nil {
+				// A deadline's timer or a Close ended the wait, on a
+				// goroutine that may hold locks the end needs.
+				go f.waitOver(err)
+				return
+			}
+			f.waitOver(nil)
+			return
+		}
+		if a.state.CompareAndSwap(asyncBusy, asyncIdle) {
+			return
+		}
+		a.state.Store(asyncBusy)
+	}
+}
+
+// testAsync is one turn of wait's loop.
+func (pd *pollFD) testAsync() (error, bool) {
+	switch {
+	case pd.state.Load()&1 != 0:
+		return net.ErrClosed, true
+	case pd.r.expired.Load():
+		return os.ErrDeadlineExceeded, true
+	case pd.aw.f.ready(uintptr(pd.fd)):
+		return nil, true
+	}
+	if err := pd.watch(); err != nil {
+		return err, true
+	}
+	return nil, false
+}
+
 // SetDeadline sets both directions' deadlines.
 func (pd *pollFD) SetDeadline(t time.Time) error {
 	if err := pd.SetReadDeadline(t); err != nil {
@@ -442,8 +548,11 @@ type waiter struct {
 	// whole), and a channel is an allocation, three per connection through
 	// the TCP plane. Until then a wake sets pending, which the channel gets
 	// as a token when it is made (see wake for why none is lost).
-	ready   atomic.Pointer[chan struct{}]
-	ch      chan struct{}
+	ready atomic.Pointer[chan struct{}]
+	ch    chan struct{}
+	// async is the socket whose waitFunc waits in this direction: a wake
+	// runs its test instead of sending a token.
+	async   atomic.Pointer[pollFD]
 	pending atomic.Bool
 	expired atomic.Bool
 
@@ -461,6 +570,10 @@ type waiter struct {
 // and then takes pending: of the two orders, either this sees the channel
 // or the waiter sees pending.
 func (w *waiter) wake() {
+	if pd := w.async.Load(); pd != nil {
+		pd.wakeAsync()
+		return
+	}
 	p := w.ready.Load()
 	if p == nil {
 		w.pending.Store(true)
