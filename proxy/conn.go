@@ -52,6 +52,14 @@ type tcpConn struct {
 	client, backend *fastconn.Conn
 	addr            netip.AddrPort // the backend, the tracker's key
 	port            *tcpPort
+	// accepted is when the client was (fastconn.Mono); try counts the
+	// backends it was moved to before this one (see forward).
+	accepted time.Duration
+	try      int
+	// reroutable says that c may still be moved to another backend: the
+	// client sent nothing before it was routed, and it was moved fewer
+	// than maxReroutes times.
+	reroutable bool
 
 	// lastActive is the fastconn.Mono time a copy window last moved bytes, in
 	// either direction; only window ends write it, never the byte path.
@@ -75,76 +83,128 @@ type tcpConn struct {
 	eofs atomic.Int32
 }
 
-// serveConn routes one accepted client and forwards until both directions
-// end. It owns client.
-func (p *TCP) serveConn(ps *tcpPort, client *fastconn.Conn) {
-	defer p.wg.Done()
-	defer ps.active.Add(-1)
+// startConn is the accept loop's part of a new client connection: what
+// never waits. It reads what the client has sent already and dials the
+// backend; on loopback, or wherever the handshake is done as connect
+// returns, it then starts the relays (tcpConn.relay) and is done, and a
+// connection that takes one message each way never has a goroutine of its
+// own: its end runs on fastconn's poller. Anything that must wait (a
+// handshake still in flight, a service with no backend that accepts)
+// carries on in serveConn, on a worker.
+//
+// A goroutine per connection cost a handoff from the accept loop, a park
+// while the relays ran, and a wakeup to close: with one request per
+// connection, the runtime's scheduling was about 3% of the TCP plane's
+// CPU (perf), where HAProxy's event loop pays none.
+func (p *TCP) startConn(ps *tcpPort, client *fastconn.Conn) {
 	accepted := fastconn.Mono()
-
 	// What the client has sent already goes to the backend with the
-	// connect (fastconn.DialSend), as HAProxy forwards what it has read
+	// connect (fastconn.DialStart), as HAProxy forwards what it has read
 	// when it connects: the backend then reads it at once instead of
 	// accepting, finding nothing and sleeping until it comes.
-	//
-	// The buffer goes back once the backend has the bytes: idle
-	// connections hold none (see copyBufs).
 	first, n, err := client.ReadNow(copyBufs)
 	if err != nil {
 		if ce := p.log.Check(zap.DebugLevel, "client broke the connection before it was routed"); ce != nil {
 			ce.Write(zap.Int(keyPort, ps.port), zap.Stringer(keyClient, client.RemoteAddr()), zap.Error(err))
 		}
 		client.Close()
+		p.connEnded(ps)
 		return
 	}
 	var early []byte
 	if first != nil {
 		early = (*first)[:n]
 	}
-	release := func() {
+	snap := p.table.Snapshot()
+	svc := p.service(snap, ps.port)
+	if svc == nil || len(svc.Backends) == 0 {
+		p.workers.run(func() { p.serveConn(ps, client, first, n, accepted, nil, 0) })
+		return
+	}
+	st := dialState{svc: svc, first: ps.pick(svc, client)}
+	backend, addr, ok := p.dialAny(ps, &st, client, early, false)
+	if !ok {
+		rest := st // only now on the heap
+		p.workers.run(func() { p.serveConn(ps, client, first, n, accepted, &rest, 0) })
+		return
+	}
+	p.routed(ps, client, backend, addr, snap, accepted, 0, first, n)
+}
+
+// serveConn routes client and forwards it, on a worker: it may wait for a
+// handshake or for a backend. first[:n] are the bytes the client sent
+// before (first may be nil), which it gives back to copyBufs; st, if not
+// nil, is where startConn left the dials of the service it tried. try
+// counts the backends the client was moved to (see forward).
+func (p *TCP) serveConn(ps *tcpPort, client *fastconn.Conn, first *[]byte, n int, accepted time.Duration, st *dialState, try int) {
+	var early []byte
+	if first != nil {
+		early = (*first)[:n]
+	}
+	backend, addr, snap, err := p.connect(ps, client, early, accepted, st)
+	if err != nil {
 		if first != nil {
 			copyBufs.Put(first)
-			first, early = nil, nil
 		}
+		ps.failed.Add(1)
+		if ce := p.log.Check(zap.DebugLevel, "connection not routed"); ce != nil {
+			ce.Write(zap.Int(keyPort, ps.port), zap.Stringer(keyClient, client.RemoteAddr()), zap.Error(err))
+		}
+		client.Close()
+		p.connEnded(ps)
+		return
 	}
-	defer release()
+	p.routed(ps, client, backend, addr, snap, accepted, try, first, n)
+}
 
-	for try := 0; ; try++ {
-		backend, addr, snap, err := p.connect(ps, client, early, accepted)
-		if err != nil {
-			ps.failed.Add(1)
-			if ce := p.log.Check(zap.DebugLevel, "connection not routed"); ce != nil {
-				ce.Write(zap.Int(keyPort, ps.port), zap.Stringer(keyClient, client.RemoteAddr()), zap.Error(err))
-			}
-			client.Close()
-			return
-		}
-		c := &tcpConn{client: client, backend: backend, addr: addr, port: ps}
-		c.lastActive.Store(int64(fastconn.Mono()))
-		if !p.track(c, snap) {
-			c.close(false) // forced shutdown began while we dialled
-			return
-		}
-		// Once the backend has the client's first bytes, the client can no
-		// longer be moved to another backend: this one may have acted on
-		// them.
-		sentEarly := int64(len(early))
-		release()
-		ps.bytesIn.Add(uint64(sentEarly))
-		reroute := c.forward(p.cfg.IdleTimeout, p.window, try < maxReroutes && sentEarly == 0)
-		c.inN += sentEarly
-		p.untrack(c)
-		p.finished(c)
-		if !reroute {
-			return
-		}
-		// The backend died between accepting and its first byte, and the
-		// client has sent nothing it could have read: the client never
-		// knows, and gets another backend.
-		ps.dialErrors.Add(1)
-		_ = backend.SetLinger(0)
-		backend.Close()
+// routed starts forwarding client to backend, which has first[:n]
+// already; snap is the snapshot backend was picked from, for the tracker.
+func (p *TCP) routed(ps *tcpPort, client, backend *fastconn.Conn, addr netip.AddrPort, snap *discovery.Snapshot, accepted time.Duration, try int, first *[]byte, n int) {
+	if first != nil {
+		// The backend has the bytes: idle connections hold no buffer
+		// (see copyBufs).
+		copyBufs.Put(first)
 	}
+	c := &tcpConn{client: client, backend: backend, addr: addr, port: ps, accepted: accepted, try: try,
+		reroutable: try < maxReroutes && n == 0}
+	c.lastActive.Store(int64(fastconn.Mono()))
+	if !p.track(c, snap) {
+		c.close(false) // forced shutdown began while we dialled
+		p.connEnded(ps)
+		return
+	}
+	// Once the backend has the client's first bytes, the client can no
+	// longer be moved to another backend: this one may have acted on
+	// them.
+	c.inN = int64(n)
+	ps.bytesIn.Add(uint64(n))
+	c.relay()
+}
+
+// connEnded takes a client connection that ended off its port's active
+// count and Shutdown's wait.
+func (p *TCP) connEnded(ps *tcpPort) {
+	ps.active.Add(-1)
+	p.wg.Done()
+}
+
+// end ends c: it reports and logs it, and, when forward said to reroute,
+// gives the client another backend.
+func (c *tcpConn) end(reroute bool) {
+	p, ps := c.port.p, c.port
+	p.untrack(c)
+	p.finished(c)
+	if !reroute {
+		p.connEnded(ps)
+		return
+	}
+	// The backend died between accepting and its first byte, and the
+	// client has sent nothing it could have read: the client never
+	// knows, and gets another backend.
+	ps.dialErrors.Add(1)
+	_ = c.backend.SetLinger(0)
+	c.backend.Close()
+	p.serveConn(ps, c.client, nil, 0, c.accepted, nil, c.try+1)
 }
 
 // finished reports how c's backend did and logs the connection's end.
@@ -176,8 +236,9 @@ func (p *TCP) finished(c *tcpConn) {
 //
 // early, the bytes the client sent before, goes to the backend: with the
 // connect, or written at once after it. accepted is when the client was
-// (fastconn.Mono).
-func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted time.Duration) (*fastconn.Conn, netip.AddrPort, *discovery.Snapshot, error) {
+// (fastconn.Mono). st, if not nil, is where startConn's dials stand: they
+// go on from there.
+func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted time.Duration, st *dialState) (*fastconn.Conn, netip.AddrPort, *discovery.Snapshot, error) {
 	var timer *time.Timer // made only if we have to wait
 	defer func() {
 		if timer != nil {
@@ -191,11 +252,15 @@ func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted
 		// apps also wake us, and must not turn into a redial storm against
 		// backends that just refused.
 		if svc := p.service(snap, ps.port); svc != nil && svc != tried && len(svc.Backends) > 0 {
-			if conn, addr, ok := p.dialAny(ps, svc, client, early); ok {
+			if st == nil || st.svc != svc {
+				st = &dialState{svc: svc, first: ps.pick(svc, client)}
+			}
+			if conn, addr, ok := p.dialAny(ps, st, client, early, true); ok {
 				return conn, addr, snap, nil
 			}
 			tried = svc
 		}
+		st = nil
 		left := p.cfg.WaitForBackend - (fastconn.Mono() - accepted)
 		if left <= 0 {
 			return nil, netip.AddrPort{}, nil, errNoBackend
@@ -215,58 +280,143 @@ func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted
 	}
 }
 
-// dialAny tries up to MaxAttempts distinct backends of svc, starting where
-// the balancer says, and returns the first that accepts, with early sent.
-func (p *TCP) dialAny(ps *tcpPort, svc *discovery.Service, client *fastconn.Conn, early []byte) (*fastconn.Conn, netip.AddrPort, bool) {
-	n := len(svc.Backends)
-	first := ps.pick(svc, client)
-	for i := range min(p.cfg.MaxAttempts, n) {
-		b := svc.Backends[(first+i)%n]
-		// fastconn.Dial rather than net.Dialer: with one request per
-		// connection the dial was a third of this plane's CPU, and Dial does
-		// the same job with fewer system calls and no wait in the poller
-		// when the backend is on this host (see its doc comment). Like
+// dialState is where dialAny stands in one service's backends.
+type dialState struct {
+	svc   *discovery.Service
+	first int // the balancer's pick: the first backend tried
+	tries int // backends tried so far
+	// pending is the dial of backend tries-1 when dialAny could not wait
+	// for it: its handshake was still in flight, or the socket did not
+	// take all of early yet (sent).
+	pending *fastconn.Conn
+	sent    int
+}
+
+// dialAny tries up to MaxAttempts distinct backends of st.svc, starting
+// where the balancer said, and returns the first that accepts, with early
+// sent. Without wait it stops, reporting false with st.pending set, at
+// the first dial that would have to wait; called again with wait, it
+// carries on from there.
+func (p *TCP) dialAny(ps *tcpPort, st *dialState, client *fastconn.Conn, early []byte, wait bool) (*fastconn.Conn, netip.AddrPort, bool) {
+	n := len(st.svc.Backends)
+	if st.pending != nil {
+		conn := st.pending
+		st.pending = nil
+		b := st.svc.Backends[(st.first+st.tries-1)%n]
+		if err := p.finishDial(conn, early, st.sent); err == nil {
+			return conn, b.Addr, true
+		} else {
+			p.dialFailed(ps, st.svc, b.Addr, err)
+		}
+	}
+	for ; st.tries < min(p.cfg.MaxAttempts, n); st.tries++ {
+		b := st.svc.Backends[(st.first+st.tries)%n]
+		// fastconn rather than net.Dialer: with one request per
+		// connection the dial was a third of this plane's CPU, and fastconn
+		// does the same job with fewer system calls and no wait in the
+		// poller when the backend is on this host (see its Dial). Like
 		// net.Dialer without a local address it does not bind before
 		// connect, so ephemeral ports are shared across destinations.
-		conn, sent, err := fastconn.DialSend(p.killCtx, b.Addr, p.cfg.DialTimeout, early)
-		if err == nil && sent < len(early) {
-			// The rest (the handshake was still in flight), within the dial
-			// timeout. If the backend broke the connection after taking
-			// some, the connection goes on and fails as a broken one: the
-			// backend may have read them.
-			_ = conn.SetWriteDeadline(time.Now().Add(p.cfg.DialTimeout))
-			n, werr := conn.Write(early[sent:])
-			_ = conn.SetWriteDeadline(time.Time{})
-			if werr != nil && sent+n == 0 {
-				conn.Close()
-				err = werr
+		conn, sent, pending, err := fastconn.DialStart(p.killCtx, b.Addr, early)
+		if err == nil && (pending || sent < len(early)) {
+			if !wait {
+				st.tries++
+				st.pending, st.sent = conn, sent
+				return nil, netip.AddrPort{}, false
 			}
+			err = p.finishDial(conn, early, sent)
 		}
 		if err == nil {
+			st.tries++
 			return conn, b.Addr, true
 		}
-		ps.dialErrors.Add(1)
-		if rep := p.cfg.Report; rep != nil {
-			rep(b.Addr, health.ConnectFailed)
-		}
-		if ce := p.log.Check(zap.DebugLevel, "backend dial failed"); ce != nil {
-			ce.Write(zap.Int(keyPort, ps.port), zap.String(keyApp, svc.Key.App), zap.Stringer(keyBackend, b.Addr), zap.Error(err))
-		}
+		p.dialFailed(ps, st.svc, b.Addr, err)
 	}
 	return nil, netip.AddrPort{}, false
 }
 
-// forward copies both directions until both ended (or one failed and closed
-// everything), and then closes both sockets. It returns true, with the
-// client left open and the backend for the caller to close, when rerouting
-// is allowed and the backend broke the connection (a reset: a process that
-// died between accepting and answering) before a byte moved either way: then
-// the client may be given another backend as if nothing happened.
+// finishDial waits for conn's handshake and writes the rest of early
+// (the handshake was still in flight), within the dial timeout. It closes
+// conn if that fails. If the backend broke the connection after taking
+// some bytes, the connection goes on and fails as a broken one: the
+// backend may have read them.
+func (p *TCP) finishDial(conn *fastconn.Conn, early []byte, sent int) error {
+	if err := conn.FinishDial(p.killCtx, p.cfg.DialTimeout); err != nil {
+		conn.Close()
+		return err
+	}
+	if sent == len(early) {
+		return nil
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(p.cfg.DialTimeout))
+	n, err := conn.Write(early[sent:])
+	_ = conn.SetWriteDeadline(time.Time{})
+	if err != nil && sent+n == 0 {
+		conn.Close()
+		return err
+	}
+	return nil
+}
+
+// dialFailed counts, reports and logs a backend that did not accept.
+func (p *TCP) dialFailed(ps *tcpPort, svc *discovery.Service, addr netip.AddrPort, err error) {
+	ps.dialErrors.Add(1)
+	if rep := p.cfg.Report; rep != nil {
+		rep(addr, health.ConnectFailed)
+	}
+	if ce := p.log.Check(zap.DebugLevel, "backend dial failed"); ce != nil {
+		ce.Write(zap.Int(keyPort, ps.port), zap.String(keyApp, svc.Key.App), zap.Stringer(keyBackend, addr), zap.Error(err))
+	}
+}
+
+// relay starts forwarding c: both directions relayed inside fastconn's
+// poller, with no goroutine waiting (fastconn.RelayBothFunc). Most
+// connections end there, in PairDone; the rest go on in forward, on a
+// worker.
+func (c *tcpConn) relay() {
+	if err := c.client.SetReadDeadline(fastconn.DeadlineIn(c.port.p.window)); err != nil {
+		c.inErr = err
+		c.close(false)
+		c.end(false)
+		return
+	}
+	fastconn.RelayBothFunc(c.client, c.backend, copyBufs, c)
+}
+
+// PairDone is where relay's wait ends (fastconn.PairDone). A connection
+// whose directions both ended with their FIN, the poller having passed
+// the first one on, is closed here, on whatever goroutine saw it end; any
+// other outcome goes to forward on a worker, which may wait.
+func (c *tcpConn) PairDone(in, out fastconn.RelayResult, err error) {
+	if err == nil && in.EOF && out.EOF && in.Err == nil && out.Err == nil && in.Buf == nil && out.Buf == nil {
+		c.count(in, out)
+		c.close(false)
+		c.end(false)
+		return
+	}
+	c.port.p.workers.run(func() { c.end(c.forward(in, out, err)) })
+}
+
+// count adds what the relays moved to c's and its port's counters.
+func (c *tcpConn) count(in, out fastconn.RelayResult) {
+	c.inN += in.Moved
+	c.outN += out.Moved
+	c.port.bytesIn.Add(uint64(in.Moved))
+	c.port.bytesOut.Add(uint64(out.Moved))
+}
+
+// forward carries on from relay's first wait, whose results it is given,
+// until both directions ended (or one failed and closed everything), and
+// then closes both sockets. It returns true, with the client left open and
+// the backend for the caller to close, when rerouting is allowed and the
+// backend broke the connection (a reset: a process that died between
+// accepting and answering) before a byte moved either way: then the client
+// may be given another backend as if nothing happened.
 //
-// Every connection starts with both directions relayed inside fastconn's
-// poller for this one goroutine (relayBoth), and most end there. One that
-// moves bulk data or meets a slow reader gets a goroutine per direction
-// (pipe), which carries on from where relayBoth stopped.
+// It relays in fastconn's poller again while the connection only idles
+// (relayBoth). One that moves bulk data or meets a slow reader gets a
+// goroutine per direction (pipe), which carries on from where relayBoth
+// stopped.
 //
 // How "before a byte moved" is known without wrapping the sockets: in
 // relayBoth, the client's relay read nothing (every byte it reads is either
@@ -277,14 +427,16 @@ func (p *TCP) dialAny(ps *tcpPort, svc *discovery.Service, client *fastconn.Conn
 // read client bytes reports them, or fails on the write), the client's bytes
 // are all still in its socket (copyWindow counts bytes when read, not when
 // written).
-func (c *tcpConn) forward(idle, window time.Duration, reroutable bool) bool {
-	done, reroute, in, out := c.relayBoth(idle, window, reroutable)
+func (c *tcpConn) forward(in, out fastconn.RelayResult, err error) bool {
+	p := c.port.p
+	idle, window, reroutable := p.cfg.IdleTimeout, p.window, c.reroutable
+	done, reroute, in, out := c.relayBoth(in, out, err)
 	if done {
 		return reroute
 	}
 	if !out.EOF {
 		c.done.Add(1)
-		c.port.p.workers.run(func() { c.backendToClient(idle, window, reroutable, out.Buf, out.N) })
+		p.workers.run(func() { c.backendToClient(idle, window, reroutable, out.Buf, out.N) })
 	} else {
 		c.eofs.Add(1)
 	}
@@ -315,36 +467,28 @@ func (c *tcpConn) forward(idle, window time.Duration, reroutable bool) bool {
 	return false
 }
 
-// relayBoth forwards both directions inside fastconn's poller while this
-// goroutine waits (fastconn.RelayBoth): a message that goes through whole
-// wakes no goroutine, the first FIN is passed on by the poller, and the
-// second wakes this one to close. It reports done once the connection
-// ended and is closed; otherwise (bulk data, a destination that could not
-// take a message at once) it returns each direction's state for the pipes
-// to carry on from. The idle timeout works as in pipe, one window at a
-// time, on the client's read deadline. With reroutable, a backend that
-// broke the connection before a byte moved either way ends it with
-// reroute set and the client left open, as forward describes.
-func (c *tcpConn) relayBoth(idle, window time.Duration, reroutable bool) (done, reroute bool, in, out fastconn.RelayResult) {
+// relayBoth takes what a wait of both directions in fastconn's poller
+// returned (fastconn.RelayBoth: a message that goes through whole wakes no
+// goroutine, the first FIN is passed on by the poller, and the second ends
+// the wait), and relays again with this goroutine waiting while the
+// connection only idles. It reports done once the connection ended and is
+// closed; otherwise (bulk data, a destination that could not take a
+// message at once) it returns each direction's state for the pipes to
+// carry on from. The idle timeout works as in pipe, one window at a time,
+// on the client's read deadline. With c.reroutable, a backend that broke
+// the connection before a byte moved either way ends it with reroute set
+// and the client left open, as forward describes.
+func (c *tcpConn) relayBoth(in, out fastconn.RelayResult, err error) (done, reroute bool, _, _ fastconn.RelayResult) {
+	idle, window := c.port.p.cfg.IdleTimeout, c.port.p.window
 	for {
-		if err := c.client.SetReadDeadline(fastconn.DeadlineIn(window)); err != nil {
-			c.inErr = err
-			c.close(false)
-			return true, false, in, out
-		}
-		var err error
-		in, out, err = fastconn.RelayBoth(c.client, c.backend, copyBufs)
 		if errors.Is(err, errors.ErrUnsupported) {
 			_ = c.client.SetReadDeadline(time.Time{})
 			return false, false, in, out
 		}
-		c.inN += in.Moved
-		c.outN += out.Moved
-		c.port.bytesIn.Add(uint64(in.Moved))
-		c.port.bytesOut.Add(uint64(out.Moved))
+		c.count(in, out)
 		moved := in.Moved+out.Moved > 0
 		switch {
-		case reroutable && isAbort(out.Err) && c.inN == 0 && c.outN == 0 && in.Buf == nil && !in.EOF && in.Err == nil:
+		case c.reroutable && isAbort(out.Err) && c.inN == 0 && c.outN == 0 && in.Buf == nil && !in.EOF && in.Err == nil:
 			c.outErr = out.Err
 			_ = c.client.SetReadDeadline(time.Time{})
 			return true, true, in, out
@@ -381,6 +525,12 @@ func (c *tcpConn) relayBoth(idle, window time.Duration, reroutable bool) (done, 
 				return true, false, in, out
 			}
 		}
+		if err = c.client.SetReadDeadline(fastconn.DeadlineIn(window)); err != nil {
+			c.inErr = err
+			c.close(false)
+			return true, false, in, out
+		}
+		in, out, err = fastconn.RelayBoth(c.client, c.backend, copyBufs)
 	}
 }
 

@@ -168,6 +168,6 @@ func (p *TCP) acceptLoop(ps *tcpPort, ln *fastconn.Listener) {
 		// Add here, while this loop's own count keeps the WaitGroup above
 		// zero, so it never races with Shutdown's Wait.
 		p.wg.Add(1)
-		p.workers.run(func() { p.serveConn(ps, c) })
+		p.startConn(ps, c)
 	}
 }

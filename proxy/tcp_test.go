@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -174,6 +175,42 @@ func TestTCPDialTimeoutMovesOnFromSilentBackend(t *testing.T) {
 	st, _ := h.status(port)
 	if st.DialErrors != 1 || st.Failed != 0 {
 		t.Fatalf("dial errors = %d, failed = %d; want 1 timed-out dial and no failed connection", st.DialErrors, st.Failed)
+	}
+}
+
+// A dial still waiting for its handshake waits on a worker, never in the
+// accept loop: the clients behind it are served meanwhile.
+func TestTCPPendingDialDoesNotHoldUpOtherClients(t *testing.T) {
+	t.Parallel()
+	port := testnet.FreePorts(t, 1)[0]
+	// A minute to answer the SYN, so nothing moves on from the silent
+	// backend while the test runs; the short drain lets the cleanup's
+	// Shutdown abort the dials still waiting.
+	h := newHarness(t, TCPConfig{DialTimeout: time.Minute, DrainTimeout: 50 * time.Millisecond}, port)
+	put(h.table, service(port, testnet.SilentAddr(t), startBackend(t, namedEcho("live")).addr))
+	h.waitOpened(port, 1)
+
+	// Round robin over the two: two of the four clients start at the
+	// silent backend, and at least one of those is accepted before one
+	// that starts at the live backend.
+	lines := make(chan string, 4)
+	for range 4 {
+		c := dial(t, port)
+		go func() {
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil {
+				line = err.Error()
+			}
+			lines <- strings.TrimSpace(line)
+		}()
+	}
+	for i := range 2 {
+		if got := <-lines; got != "live" {
+			t.Fatalf("answer %d: %q; want two clients served by the live backend while the others' dials wait", i, got)
+		}
+	}
+	if st, _ := h.status(port); st.DialErrors != 0 || st.Failed != 0 {
+		t.Fatalf("dial errors = %d, failed = %d; want none: the silent backend's dials are still waiting", st.DialErrors, st.Failed)
 	}
 }
 
