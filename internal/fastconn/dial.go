@@ -73,7 +73,7 @@ func DialStart(ctx context.Context, addr netip.AddrPort, first []byte) (c *Conn,
 	if err != nil {
 		return nil, 0, false, dialError(addr, "socket", err)
 	}
-	setNoDelay(fd)
+	_ = setNoDelay(fd)
 	errno := connect(fd, sa, salen)
 	switch {
 	case errno != 0 && errno != syscall.EINPROGRESS:

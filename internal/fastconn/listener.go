@@ -54,6 +54,8 @@ type Listener struct {
 	// address (not 0.0.0.0 or ::), nil otherwise.
 	local *net.TCPAddr
 	pd    *pollFD // ln's descriptor in fastconn's poller, borrowed
+	// noDelay says that ln has TCP_NODELAY, which accepted sockets inherit.
+	noDelay bool
 
 	mu sync.Mutex // one Accept at a time: the state below is its
 	// The callbacks, made once (a method value made per call allocates).
@@ -79,7 +81,12 @@ func NewListener(ln *net.TCPListener) (*Listener, error) {
 	}
 	l.onReady, l.onControl = l.ready, l.accept
 	var regErr error
-	if err := rc.Control(func(fd uintptr) { l.pd, regErr = registerBorrowed(int(fd)) }); err != nil {
+	if err := rc.Control(func(fd uintptr) {
+		// Accepted sockets inherit TCP_NODELAY from the listening one:
+		// set once here, it saves a setsockopt per connection.
+		l.noDelay = setNoDelay(int(fd)) == 0
+		l.pd, regErr = registerBorrowed(int(fd))
+	}); err != nil {
 		return nil, err
 	}
 	if regErr != nil {
@@ -117,7 +124,9 @@ func (l *Listener) AcceptConn() (*Conn, error) {
 		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.ln.Addr(), Err: err}
 	}
 	fd := l.fd
-	setNoDelay(fd)
+	if !l.noDelay {
+		_ = setNoDelay(fd)
+	}
 	remote := sockaddrToAddrPort(&l.sa)
 	c, err := newPolledConn(fd)
 	if err != nil {
@@ -173,11 +182,12 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 func (l *Listener) SyscallConn() (syscall.RawConn, error) { return l.ln.SyscallConn() }
 
 // setNoDelay turns on TCP_NODELAY, with a raw call. Failing to only costs
-// latency, so the error is ignored, as net ignores it.
-func setNoDelay(fd int) {
+// latency, so callers on a connection ignore the error, as net does.
+func setNoDelay(fd int) syscall.Errno {
 	one := int32(1)
-	_, _, _ = syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY,
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_NODELAY,
 		uintptr(unsafe.Pointer(&one)), 4, 0)
+	return errno
 }
 
 // sockaddrToAddrPort converts a kernel socket address accept4 filled in.

@@ -7,8 +7,11 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 // fastListener returns a Listener on a loopback port, closed at cleanup.
@@ -256,5 +259,30 @@ func TestWaiterTokenBeforeItsChannel(t *testing.T) {
 	case <-stale.tokens():
 		t.Fatal("a token taken before the channel was made is still there")
 	default:
+	}
+}
+
+// Accepted Conns have TCP_NODELAY, as Go's own do: the Listener sets it
+// once on the listening socket, which accepted sockets inherit, instead of
+// once per connection.
+func TestAcceptedConnsHaveNoDelay(t *testing.T) {
+	fl := fastListener(t, "127.0.0.1:0")
+	for range 3 {
+		c, err := net.Dial("tcp", fl.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		sc, err := fl.AcceptConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sc.Close()
+		if v := testnet.Sockopt(t, sc, syscall.IPPROTO_TCP, syscall.TCP_NODELAY); v == 0 {
+			t.Fatal("accepted connection without TCP_NODELAY")
+		}
+	}
+	if !fl.noDelay {
+		t.Fatal("the listening socket did not take TCP_NODELAY: every accept pays a setsockopt")
 	}
 }
