@@ -17,23 +17,23 @@
 // port is looked up per connection from the current snapshot, so a deploy, a
 // scale or a task replacement never closes a listening socket.
 //
-// Each accepted connection starts on the accept loop's goroutine
-// (startConn, conn.go): it reads the current snapshot with one atomic load
-// and no lock, reads what the client sent already, picks a backend (round
-// robin by default, see balance.go), dials it with those bytes, and starts
-// both directions' relays in fastconn's poller (fastconn.RelayBothFunc),
-// which copies small messages, passes the first FIN on, and at the second
-// FIN closes the connection on the poller's goroutine: a connection that
-// takes one message each way has no goroutine of its own. Whatever must
-// wait moves to a goroutine from a pool that keeps their grown stacks
-// (workers.go): a handshake still in flight, a service with no backend
-// yet, and a connection that outlives its first idle window, moves bulk
-// data or meets a slow reader. That one relays again while it waits
-// (relayBoth, fastconn.RelayBoth), or gets a goroutine per direction
-// (pipe, copyWindow), with bulk data moved by fastconn.Splice: splice(2),
-// socket to pipe to socket inside the kernel, with raw calls. The
-// forwarding path allocates nothing, and an idle connection holds no
-// buffer.
+// Each accepted connection starts on the goroutine of the accept loop that
+// took it (startConn, conn.go; a port has one loop per P): it reads the
+// current snapshot with one atomic load and no lock, reads what the client
+// sent already, picks a backend (round robin by default, see balance.go),
+// dials it with those bytes, and starts both directions' relays in
+// fastconn's poller (fastconn.RelayBothFunc), which copies small messages,
+// passes the first FIN on, and at the second FIN closes the connection on
+// the poller's goroutine: a connection that takes one message each way has
+// no goroutine of its own. Whatever must wait moves to a goroutine from a
+// pool that keeps their grown stacks (workers.go): a handshake still in
+// flight, a service with no backend yet, and a connection that outlives
+// its first idle window, moves bulk data or meets a slow reader. That one
+// relays again while it waits (relayBoth, fastconn.RelayBoth), or gets a
+// goroutine per direction (pipe, copyWindow), with bulk data moved by
+// fastconn.Splice: splice(2), socket to pipe to socket inside the kernel,
+// with raw calls. The forwarding path allocates nothing, and an idle
+// connection holds no buffer.
 //
 // Each connection tells TCPConfig.Report (the health checker's passive
 // detection) how its backend did, once: a refused or timed-out connect per

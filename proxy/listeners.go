@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -107,8 +108,13 @@ func (ps *tcpPort) Listen() (net.Addr, error) {
 	}
 	ps.ln = fl
 	p.log.Info("listener opened", zap.Int(keyPort, ps.port), zap.Stringer(keyAddr, ln.Addr()))
-	p.wg.Add(1)
-	go p.acceptLoop(ps, ps.ln)
+	// An accept loop also starts each connection it accepts (startConn),
+	// so one per P: the connections of a busy port are set up on every
+	// core, as each of HAProxy's threads accepts and serves its own.
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		p.wg.Add(1)
+		go p.acceptLoop(ps, ps.ln)
+	}
 	return ln.Addr(), nil
 }
 
