@@ -406,3 +406,68 @@ func TestRelayBothFuncEndNotOnTheClosersGoroutine(t *testing.T) {
 type pairDoneFunc func(ab, ba RelayResult, err error)
 
 func (f pairDoneFunc) PairDone(ab, ba RelayResult, err error) { f(ab, ba, err) }
+
+// Many pairs at once, as a TCP proxy runs them, each ended its own way:
+// both FINs, a backend's reset, the owner's Close, the owner's deadline.
+// Every pair's wait ends exactly once, with what ended it, and a pair that
+// ran to its FINs moved every byte.
+func TestManyPairsEndOnce(t *testing.T) { bothWays(t, testManyPairsEndOnce) }
+
+func testManyPairsEndOnce(t *testing.T, start relayStart) {
+	const pairs, rounds = 48, 100
+	pool := NewPool(1024)
+	var wg sync.WaitGroup
+	errs := make(chan error, pairs)
+	for i := range pairs {
+		client, cpeer := pair(t)
+		backend, bpeer := pair(t)
+		results := start(client, backend, pool)
+		go echo(bpeer)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sent, err := echoRounds(cpeer, rounds, fmt.Sprintf("pair %d", i))
+			if err != nil {
+				errs <- err
+				return
+			}
+			var want func(bothResult) bool
+			switch i % 4 {
+			case 0:
+				cpeer.CloseWrite()
+				want = func(r bothResult) bool {
+					return r.err == nil && r.ab.EOF && r.ba.EOF && r.ab.Moved == int64(sent) && r.ba.Moved == int64(sent)
+				}
+			case 1:
+				bpeer.SetLinger(0)
+				bpeer.Close()
+				want = func(r bothResult) bool { return r.ba.Err != nil || r.err != nil }
+			case 2:
+				client.Close()
+				want = func(r bothResult) bool { return errors.Is(r.err, net.ErrClosed) }
+			case 3:
+				client.SetReadDeadline(time.Now())
+				want = func(r bothResult) bool { return errors.Is(r.err, os.ErrDeadlineExceeded) }
+			}
+			select {
+			case r := <-results:
+				if !want(r) {
+					errs <- fmt.Errorf("pair %d (end %d): (%+v, %+v, %v)", i, i%4, r.ab, r.ba, r.err)
+				}
+			case <-time.After(10 * time.Second):
+				errs <- fmt.Errorf("pair %d (end %d): the wait never ended", i, i%4)
+				return
+			}
+			select {
+			case r := <-results:
+				errs <- fmt.Errorf("pair %d: a second end (%+v, %+v, %v)", i, r.ab, r.ba, r.err)
+			default:
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -262,22 +262,13 @@ func TestManyRelaysLoseNothing(t *testing.T) {
 		client, cpeer := pair(t)
 		backend, bpeer := pair(t)
 		up, down := relayAsync(client, backend, pool), relayAsync(backend, client, pool)
-		go func() { // the backend: an echo
-			_, _ = io.Copy(bpeer, bpeer)
-			bpeer.CloseWrite()
-		}()
+		go echo(bpeer)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, 64)
-			for i := range rounds {
-				msg := fmt.Appendf(nil, "round %d", i)
-				cpeer.Write(msg)
-				cpeer.SetReadDeadline(time.Now().Add(10 * time.Second))
-				if _, err := io.ReadFull(cpeer, buf[:len(msg)]); err != nil || !bytes.Equal(buf[:len(msg)], msg) {
-					errs <- fmt.Errorf("round %d: %q, %v", i, buf[:len(msg)], err)
-					return
-				}
+			if _, err := echoRounds(cpeer, rounds, "relay"); err != nil {
+				errs <- err
+				return
 			}
 			cpeer.CloseWrite()
 			for _, ch := range []<-chan relayResult{up, down} {
@@ -294,4 +285,28 @@ func TestManyRelaysLoseNothing(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// echo is a backend that sends back what it reads, and its FIN after the
+// client's.
+func echo(peer *net.TCPConn) {
+	_, _ = io.Copy(peer, peer)
+	peer.CloseWrite()
+}
+
+// echoRounds sends rounds messages from peer, each read back whole from an
+// echo at the other end before the next, and returns the bytes sent.
+func echoRounds(peer *net.TCPConn, rounds int, tag string) (int, error) {
+	buf := make([]byte, 64)
+	sent := 0
+	for r := range rounds {
+		msg := fmt.Appendf(nil, "%s round %d", tag, r)
+		peer.Write(msg)
+		peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(peer, buf[:len(msg)]); err != nil || !bytes.Equal(buf[:len(msg)], msg) {
+			return sent, fmt.Errorf("%s round %d: %q, %v", tag, r, buf[:len(msg)], err)
+		}
+		sent += len(msg)
+	}
+	return sent, nil
 }
