@@ -74,7 +74,9 @@ type PairDone interface {
 // goroutine that saw them end: the caller's, before RelayBothFunc returns,
 // or the poller's, which must not block and stops while done runs. When
 // a's read deadline or Close ended it, done runs on a goroutine of its own.
-// A connection that takes one message each way and ends with both FINs
+// If the relays cannot start (a Conn outside the poller, or closed), done
+// runs before RelayBothFunc returns, with the error RelayBoth would
+// return. A connection that takes one message each way and ends with both FINs
 // then never needs a goroutine of its own while it waits, and the
 // goroutine that started it can go on to the next one.
 func RelayBothFunc(a, b *Conn, pool *Pool, done PairDone) {

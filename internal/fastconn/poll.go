@@ -418,8 +418,9 @@ func (pd *pollFD) wait(w *waiter, f readiness) error {
 // have returned, as soon as a test ends the wait. When f's readiness ended
 // it, waitOver runs where the test did, which may be before waitFunc
 // returns; when a deadline or Close did (an error), on a goroutine of its
-// own. Tests never run concurrently. Only the read direction (pd.r) waits
-// so.
+// own, except for a socket closed before the wait began, whose waitOver
+// runs at once. Tests never run concurrently. Only the read direction
+// (pd.r) waits so.
 func (pd *pollFD) waitFunc(f asyncReadiness) {
 	if !pd.incref() {
 		f.waitOver(net.ErrClosed)
