@@ -26,6 +26,10 @@ const (
 	acceptBackoffMax = time.Second
 )
 
+// acceptBatch bounds the connections an accept loop takes before it sets
+// them up (see acceptLoop).
+const acceptBatch = 64
+
 // tcpPort is one service port: its listener, counters and the tracker of
 // the connections open on it.
 type tcpPort struct {
@@ -151,6 +155,7 @@ func (p *TCP) closeListeners() {
 func (p *TCP) acceptLoop(ps *tcpPort, ln *fastconn.Listener) {
 	defer p.wg.Done()
 	var backoff time.Duration
+	batch := make([]*fastconn.Conn, 0, acceptBatch)
 	for {
 		c, err := ln.AcceptConn()
 		if err != nil {
@@ -169,11 +174,29 @@ func (p *TCP) acceptLoop(ps *tcpPort, ln *fastconn.Listener) {
 			continue
 		}
 		backoff = 0
-		ps.accepted.Add(1)
-		ps.active.Add(1)
-		// Add here, while this loop's own count keeps the WaitGroup above
-		// zero, so it never races with Shutdown's Wait.
-		p.wg.Add(1)
-		p.startConn(ps, c)
+		// Take every connection already pending, let the rest of the
+		// process run once, then set them all up. With one request per
+		// connection through the TCP plane, 1.4% more connections/s than
+		// serving each as it is accepted and 1.3% more than yielding before
+		// each, with 5-9% less of nginx's CPU per connection behind it
+		// (bench/RESULTS.md): the backend gets its new connections together.
+		batch = append(batch[:0], c)
+		for len(batch) < acceptBatch {
+			c, err := ln.AcceptNow()
+			if c == nil || err != nil {
+				break // an error comes back to AcceptConn
+			}
+			batch = append(batch, c)
+		}
+		runtime.Gosched()
+		for i, c := range batch {
+			batch[i] = nil
+			ps.accepted.Add(1)
+			ps.active.Add(1)
+			// Add here, while this loop's own count keeps the WaitGroup
+			// above zero, so it never races with Shutdown's Wait.
+			p.wg.Add(1)
+			p.startConn(ps, c)
+		}
 	}
 }

@@ -109,11 +109,39 @@ func (l *Listener) Accept() (net.Conn, error) {
 // system call's errno otherwise (EMFILE when out of descriptors).
 // ECONNABORTED, a connection reset before it was accepted, is skipped.
 // TCP_NODELAY is on, as Dial sets it, and keep-alive probes are off.
-func (l *Listener) AcceptConn() (*Conn, error) {
-	l.mu.Lock()
+func (l *Listener) AcceptConn() (*Conn, error) { return l.acceptConn(true) }
+
+// AcceptNow is AcceptConn without the wait: nil and no error when no
+// connection is pending, or when another AcceptConn is waiting for one. A
+// loop that takes every pending connection before it serves any, as
+// HAProxy's event loop does, calls it after AcceptConn.
+func (l *Listener) AcceptNow() (*Conn, error) { return l.acceptConn(false) }
+
+func (l *Listener) acceptConn(wait bool) (*Conn, error) {
+	switch {
+	case wait:
+		l.mu.Lock()
+	case !l.mu.TryLock():
+		// Another AcceptConn waits in the poller holding the lock, and
+		// takes what is pending; waiting for the lock could hold this
+		// caller's connections until the next one comes.
+		return nil, nil
+	}
 	defer l.mu.Unlock()
 	l.fd, l.errno, l.err = -1, 0, nil
-	err := l.pd.Read(l.onReady)
+	var err error
+	switch {
+	case wait:
+		err = l.pd.Read(l.onReady)
+	case !l.pd.incref():
+		err = net.ErrClosed
+	default:
+		accepted := l.ready(0)
+		l.pd.decref()
+		if !accepted {
+			return nil, nil
+		}
+	}
 	switch {
 	case err == nil && l.err != nil:
 		err = l.err

@@ -286,3 +286,70 @@ func TestAcceptedConnsHaveNoDelay(t *testing.T) {
 		t.Fatal("the listening socket did not take TCP_NODELAY: every accept pays a setsockopt")
 	}
 }
+
+// AcceptNow takes a pending connection without waiting, reports none
+// pending as nil and no error, and fails as AcceptConn does once closed.
+func TestAcceptNow(t *testing.T) {
+	fl := fastListener(t, "127.0.0.1:0")
+	if c, err := fl.AcceptNow(); c != nil || err != nil {
+		t.Fatalf("AcceptNow with nothing pending: %v, %v; want nil, nil", c, err)
+	}
+	for range 3 {
+		c, err := net.Dial("tcp", fl.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	// A loopback connect returns once the connection is in the accept
+	// queue: all three are pending.
+	for i := range 3 {
+		c, err := fl.AcceptNow()
+		if c == nil || err != nil {
+			t.Fatalf("AcceptNow of pending connection %d: %v, %v", i, c, err)
+		}
+		c.Close()
+	}
+	if c, err := fl.AcceptNow(); c != nil || err != nil {
+		t.Fatalf("AcceptNow after taking every pending connection: %v, %v; want nil, nil", c, err)
+	}
+
+	// Another accept loop waits in AcceptConn, holding the Listener: a
+	// caller of AcceptNow must not wait behind it with the connections it
+	// holds already.
+	waiting := make(chan error, 1)
+	go func() {
+		c, err := fl.AcceptConn()
+		if err == nil {
+			c.Close()
+		}
+		waiting <- err
+	}()
+	untilWatched(t, fl.pd)
+	now := make(chan *Conn, 1)
+	go func() {
+		c, _ := fl.AcceptNow()
+		now <- c
+	}()
+	select {
+	case c := <-now:
+		if c != nil {
+			t.Fatal("AcceptNow took a connection with none pending")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("AcceptNow waited while another AcceptConn waited for a connection")
+	}
+	c, err := net.Dial("tcp", fl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := <-waiting; err != nil {
+		t.Fatalf("the waiting AcceptConn: %v", err)
+	}
+
+	fl.Close()
+	if _, err := fl.AcceptNow(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("AcceptNow after Close: %v; want net.ErrClosed", err)
+	}
+}
