@@ -303,11 +303,11 @@ func (p *TCP) dialAny(ps *tcpPort, st *dialState, client *fastconn.Conn, early [
 		conn := st.pending
 		st.pending = nil
 		b := st.svc.Backends[(st.first+st.tries-1)%n]
-		if err := p.finishDial(conn, early, st.sent); err == nil {
+		err := p.finishDial(conn, early, st.sent)
+		if err == nil {
 			return conn, b.Addr, true
-		} else {
-			p.dialFailed(ps, st.svc, b.Addr, err)
 		}
+		p.dialFailed(ps, st.svc, b.Addr, err)
 	}
 	for ; st.tries < min(p.cfg.MaxAttempts, n); st.tries++ {
 		b := st.svc.Backends[(st.first+st.tries)%n]

@@ -167,8 +167,7 @@ type Conn struct {
 	ppeer   *Conn
 	ppumped bool
 	perr    error
-	pdone   PairDone // RelayBothFunc's
-	pasync  bool     // no goroutine waits: RelayBothFunc
+	pdone   PairDone // RelayBothFunc's, while no goroutine waits
 
 	// Write state.
 	wbuf  []byte

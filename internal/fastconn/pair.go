@@ -105,7 +105,7 @@ func (a *Conn) startPair(b *Conn, pool *Pool, async bool) error {
 	// of the relays (disarm).
 	a.armPair(b, pool, &a.pd.r)
 	b.armPair(a, pool, &a.pd.r)
-	a.ppeer, a.ppumped, a.pasync, a.perr = b, false, async, nil
+	a.ppeer, a.ppumped, a.perr = b, false, nil
 	// b's answer to what was just written to it is likelier to be there
 	// after the other runnable connections had their turn. Not when nobody
 	// waits: the caller may be the loop accepting clients, which would go
@@ -174,10 +174,11 @@ func (w *pairWaiter) ready(uintptr) bool {
 		if a.pd.watched.Load() {
 			a.pump()
 		}
-		// Without the yield, a b just dialled rarely has its answer yet:
-		// adding it to the epoll instance (below) reports it when it comes,
-		// where a read now would most often find nothing.
-		if !a.pasync || b.pd.watched.Load() {
+		// With no goroutine waiting (RelayBothFunc) there was no yield, and
+		// a b just dialled rarely has its answer yet: adding it to the epoll
+		// instance (below) reports it when it comes, where a read now would
+		// most often find nothing.
+		if a.pdone == nil || b.pd.watched.Load() {
 			b.pump()
 		}
 	}

@@ -387,23 +387,13 @@ func (pd *pollFD) wait(w *waiter, f readiness) error {
 	if !pd.incref() {
 		return net.ErrClosed
 	}
-	err := error(nil)
+	var err error
 	for {
 		w.take()
-		// Checked after take: Close and deadlines set their flag before
-		// they send the token, so a token taken here never hides them.
-		if pd.state.Load()&1 != 0 {
-			err = net.ErrClosed
-			break
-		}
-		if w.expired.Load() {
-			err = os.ErrDeadlineExceeded
-			break
-		}
-		if f.ready(uintptr(pd.fd)) {
-			break
-		}
-		if err = pd.watch(); err != nil {
+		// Checked after take (see turn): a token taken here never hides a
+		// Close or a deadline.
+		var done bool
+		if err, done = pd.turn(w, f); done {
 			break
 		}
 		<-w.tokens()
@@ -478,7 +468,7 @@ func (pd *pollFD) wakeAsync() {
 func (pd *pollFD) checkAsync() {
 	a := &pd.aw
 	for {
-		err, done := pd.testAsync()
+		err, done := pd.turn(&pd.r, a.f)
 		if done {
 			a.state.Store(asyncOver)
 			pd.r.async.Store(nil)
@@ -501,14 +491,17 @@ func (pd *pollFD) checkAsync() {
 	}
 }
 
-// testAsync is one turn of wait's loop.
-func (pd *pollFD) testAsync() (error, bool) {
+// turn is one turn of a wait in direction w: it reports whether the wait
+// is over, and with what, or adds the socket to the epoll instance for the
+// next readiness. Close and deadlines set their flag before they wake, so
+// a turn taken after their wake sees them.
+func (pd *pollFD) turn(w *waiter, f readiness) (error, bool) {
 	switch {
 	case pd.state.Load()&1 != 0:
 		return net.ErrClosed, true
-	case pd.r.expired.Load():
+	case w.expired.Load():
 		return os.ErrDeadlineExceeded, true
-	case pd.aw.f.ready(uintptr(pd.fd)):
+	case f.ready(uintptr(pd.fd)):
 		return nil, true
 	}
 	if err := pd.watch(); err != nil {

@@ -353,3 +353,4 @@ func TestAcceptNow(t *testing.T) {
 		t.Fatalf("AcceptNow after Close: %v; want net.ErrClosed", err)
 	}
 }
+
