@@ -603,7 +603,12 @@ func (w *waiter) tokens() chan struct{} {
 	w.ch = make(chan struct{}, 1)
 	w.ready.Store(&w.ch)
 	if w.pending.Swap(false) {
-		w.ch <- struct{}{}
+		// Without blocking: a wake that saw the channel just now may have
+		// filled it, and one token is all a waiter needs.
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
 	}
 	return w.ch
 }

@@ -354,3 +354,24 @@ func TestAcceptNow(t *testing.T) {
 	}
 }
 
+// A wake from before the token channel existed and another that lands
+// while the waiter makes it are one token, never a waiter stuck sending
+// its own: Close of a Listener whose AcceptConn had just begun to wait
+// left the Accept hanging about once in a thousand runs.
+func TestWaiterWakesRacingItsChannel(t *testing.T) {
+	for range 20000 {
+		var w waiter
+		w.wake() // before the channel: pending
+		go w.wake()
+		made := make(chan struct{})
+		go func() {
+			<-w.tokens()
+			close(made)
+		}()
+		select {
+		case <-made:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the waiter never got its token: stuck making its channel")
+		}
+	}
+}
