@@ -42,6 +42,18 @@ import (
 // readiness order (the runtime's poller wakes newest first) cut the HTTP
 // plane's keep-alive p99 by a fifth.
 //
+// The nesting has a price that the peers pay: a socket's wakeup (a segment
+// with data or a FIN) runs its entry's callback in this instance and then
+// this instance's wakeup of its own watcher, the runtime's instance, in the
+// softirq of whoever sent the segment: on loopback, the client's or the
+// backend's own system call. 0.1-0.2 µs per wakeup (go run ./bench/nested),
+// about 5% of what wrk and nginx spend per keep-alive request behind the
+// TCP plane. Taking this instance out of the runtime's while run drains it
+// removes that (measured), but adding an epoll instance to another checks
+// every descriptor in it (the kernel's loop and wakeup-path checks), so the
+// poller would pay O(connections) per sleep; and changing the entry's event
+// mask instead keeps the callback that costs (bench/RESULTS.md).
+//
 // A wakeup is a token in a channel of capacity one per socket and direction
 // (pollFD.r, pollFD.w), sent without blocking; a call takes any stale token
 // before it tries the system call, so a token found after the call returned
