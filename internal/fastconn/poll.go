@@ -51,8 +51,10 @@ import (
 // TCP plane. Taking this instance out of the runtime's while run drains it
 // removes that (measured), but adding an epoll instance to another checks
 // every descriptor in it (the kernel's loop and wakeup-path checks), so the
-// poller would pay O(connections) per sleep; and changing the entry's event
-// mask instead keeps the callback that costs (bench/RESULTS.md).
+// poller would pay O(connections) per sleep; changing the entry's event mask
+// instead keeps the callback that costs; and a poller that sleeps in this
+// instance with a plain epoll_pwait (the P handed off) cut the peers' cost
+// but left the cores idle longer, for no gain in rate (bench/RESULTS.md).
 //
 // A wakeup is a token in a channel of capacity one per socket and direction
 // (pollFD.r, pollFD.w), sent without blocking; a call takes any stale token
