@@ -4,7 +4,7 @@
 # bench/out/<name>.txt; bench/RESULTS.md records the figures by hand, with the
 # machine and the date.
 #
-# Usage: bench/run.sh [spine] [scale] [dns] [http] [churn]   (default: all)
+# Usage: bench/run.sh [spine] [scale] [dns] [http] [churn] [nested]   (default: all)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -12,7 +12,7 @@ mkdir -p bench/out
 
 suites=("$@")
 if ((${#suites[@]} == 0)); then
-	suites=(spine scale dns http churn)
+	suites=(spine scale dns http churn nested)
 fi
 
 make -s build # always: a stale bin/lb would measure old code
@@ -25,8 +25,9 @@ for s in "${suites[@]}"; do
 	dns) bench/dns/run.sh ;;
 	http) bench/http/run.sh ;;
 	churn) go run ./bench/churn -lb bin/lb ;;
+	nested) go run ./bench/nested ;;
 	*)
-		echo "unknown suite $s (spine, scale, dns, http, churn)" >&2
+		echo "unknown suite $s (spine, scale, dns, http, churn, nested)" >&2
 		exit 2
 		;;
 	esac 2>&1 | tee "bench/out/$s.txt"
