@@ -119,13 +119,13 @@ type Conn struct {
 	// remote is the peer Dial connected to or a Listener accepted from;
 	// New's conns ask tc. raddr is it as a net.Addr, made on first use.
 	remote netip.AddrPort
+	raddr  atomic.Pointer[net.TCPAddr]
+	// laddr is the local address, once known.
+	laddr atomic.Pointer[net.TCPAddr]
 	// dialSA is the address of a connect DialStart left in flight, for
 	// FinishDial.
 	dialSA    unsafe.Pointer
 	dialSALen uintptr
-	raddr     atomic.Pointer[net.TCPAddr]
-	// laddr is the local address, once known.
-	laddr atomic.Pointer[net.TCPAddr]
 	// closed is set by Close, so that errors of calls cut short by it read
 	// as net.ErrClosed whatever sock is (an *os.File says "use of closed
 	// file" instead).

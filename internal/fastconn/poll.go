@@ -54,7 +54,9 @@ import (
 // poller would pay O(connections) per sleep; changing the entry's event mask
 // instead keeps the callback that costs; and a poller that sleeps in this
 // instance with a plain epoll_pwait (the P handed off) cut the peers' cost
-// but left the cores idle longer, for no gain in rate (bench/RESULTS.md).
+// but left the cores idle longer, and no version of it passed HAProxy's
+// rate clearly, while timers and the runtime poller's descriptors would
+// wait for sysmon as it sleeps (bench/RESULTS.md).
 //
 // A wakeup is a token in a channel of capacity one per socket and direction
 // (pollFD.r, pollFD.w), sent without blocking; a call takes any stale token
