@@ -53,10 +53,10 @@ import (
 // every descriptor in it (the kernel's loop and wakeup-path checks), so the
 // poller would pay O(connections) per sleep; changing the entry's event mask
 // instead keeps the callback that costs; and a poller that sleeps in this
-// instance with a plain epoll_pwait (the P handed off) cut the peers' cost
-// but left the cores idle longer, and no version of it passed HAProxy's
-// rate clearly, while timers and the runtime poller's descriptors would
-// wait for sysmon as it sleeps (bench/RESULTS.md).
+// instance, with a plain epoll_pwait (sysmon hands its P off) or a raw one
+// (the P kept), cut the peers' cost but left the cores idle longer, and no
+// version of it passed HAProxy's rate clearly, while timers and the runtime
+// poller's descriptors would wait as it sleeps (bench/RESULTS.md).
 //
 // A wakeup is a token in a channel of capacity one per socket and direction
 // (pollFD.r, pollFD.w), sent without blocking; a call takes any stale token
