@@ -219,12 +219,26 @@ to_mbs() {
 
 results=$work/results.txt
 : >"$results"
+# wrk's latency histogram, every distinct value (µs) and its count, printed
+# by a done script (wrk calls no Lua per request for a script with only
+# done), so that percentiles can be taken over all rounds' requests pooled:
+# one round's p99 of HTTP keep-alive moved by a fifth between rounds.
+hists=$work/hists
+mkdir -p "$hists"
+cat >"$work/hist.lua" <<'LUA'
+done = function(summary, latency, requests)
+	for i = 1, #latency do
+		local v, n = latency(i)
+		io.write(string.format("hist %d %d\n", v, n))
+	end
+end
+LUA
 run_wrk() { # mode target (in round $round)
 	local mode=$1 t=$2 out t0=0 t1=0 pid=${proc[$2]:-}
 	[[ -n $pid ]] && t0=$(cpu_ns "$pid")
 	case $mode in
-	keepalive) out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -H 'Host: bench.test' "http://127.0.0.1:${port[$t]}/") ;;
-	close) out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -H 'Host: bench.test' -H 'Connection: close' "http://127.0.0.1:${port[$t]}/") ;;
+	keepalive) out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -s "$work/hist.lua" -H 'Host: bench.test' "http://127.0.0.1:${port[$t]}/") ;;
+	close) out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -s "$work/hist.lua" -H 'Host: bench.test' -H 'Connection: close' "http://127.0.0.1:${port[$t]}/") ;;
 	bulk) out=$(wrk -t1 -c4 -d"${SECONDS_PER_RUN}s" -H 'Host: bench.test' "http://127.0.0.1:${port[$t]}/bulk") ;;
 	esac
 	[[ -n $pid ]] && t1=$(cpu_ns "$pid")
@@ -238,6 +252,7 @@ run_wrk() { # mode target (in round $round)
 	mbs=$(to_mbs "$(awk '/^Transfer\/sec:/ {print $2}' <<<"$out")")
 	errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
 	echo "$mode $t $rps ${p99:-0} $mbs $cpu $round" >>"$results"
+	awk '$1 == "hist" {print $2, $3}' <<<"$out" >>"$hists/$mode.$t"
 	printf '  %-9s %-13s %8s req/s  p99 %6s us  %7s MB/s  cpu %6s us/req %s\n' "$mode" "$t" "$rps" "${p99:-0}" "$mbs" "$cpu" "$errs"
 }
 
@@ -264,6 +279,13 @@ median() { # mode target col
 	awk -v m="$1" -v t="$2" -v c="$3" '$1 == m && $2 == t {print $c}' "$results" | sort -n |
 		awk '{a[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.6g", (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
+# pooled prints the pct-th percentile (µs) of every round's requests to
+# mode/target together, from wrk's histograms.
+pooled() { # mode target pct
+	[[ -s $hists/$1.$2 ]] || { echo 0; return; }
+	sort -n "$hists/$1.$2" | awk -v p="$3" '{v[NR] = $1; n[NR] = $2; tot += $2}
+		END {want = tot * p / 100; for (i = 1; i <= NR; i++) { c += n[i]; if (c >= want) { print v[i]; exit } } }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2fx", a / b }'; }
 # spread prints the lowest and highest of the per-round ratios of column col
 # between two targets (each round runs both, minutes apart at most): how far
@@ -280,7 +302,7 @@ echo "cpu: the proxy's CPU time per request, all threads (/proc/PID/task/*/sched
 printf '| %-9s | %-17s | %9s | %8s | %10s | %-46s |\n' mode target "req/s" "p99 us" "cpu us/req" "vs HAProxy (same mode)"
 printf '|%s|%s|%s|%s|%s|%s|\n' ----------- ------------------- ----------- ---------- ------------ ------------------------------------------------
 vs() { # mode pacer-target haproxy-target
-	echo "$(ratio "$(median "$1" "$2" 3)" "$(median "$1" "$3" 3)") req/s ($(spread "$1" "$2" "$3" 3)), p99 $(ratio "$(median "$1" "$2" 4)" "$(median "$1" "$3" 4)"), cpu $(ratio "$(median "$1" "$2" 6)" "$(median "$1" "$3" 6)")"
+	echo "$(ratio "$(median "$1" "$2" 3)" "$(median "$1" "$3" 3)") req/s ($(spread "$1" "$2" "$3" 3)), p99 $(ratio "$(median "$1" "$2" 4)" "$(median "$1" "$3" 4)") (pooled $(ratio "$(pooled "$1" "$2" 99)" "$(pooled "$1" "$3" 99)")), cpu $(ratio "$(median "$1" "$2" 6)" "$(median "$1" "$3" 6)")"
 }
 for mode in keepalive close; do
 	[[ " $MODES " == *" $mode "* ]] || continue
@@ -303,6 +325,19 @@ for mode in keepalive close; do
 		if [[ $t == pacerb-* ]]; then
 			printf '| %-9s | %-17s | %9s | %8s | %10s | %-46s |\n' "" "" "" "" "" "vs pacer-${t#pacerb-}: $(vs "$mode" "$t" "pacer-${t#pacerb-}")"
 		fi
+	done
+done
+echo
+echo "latency percentiles (us) over every round's requests pooled (wrk's histograms)"
+printf '| %-9s | %-17s | %6s | %6s | %6s | %6s | %7s |\n' mode target p1 p50 p90 p99 p99.9
+printf '|%s|%s|%s|%s|%s|%s|%s|\n' ----------- ------------------- -------- -------- -------- -------- ---------
+for mode in keepalive close; do
+	[[ " $MODES " == *" $mode "* ]] || continue
+	list=("${targets[@]}")
+	[[ $mode == close ]] && list=("${close_targets[@]}")
+	for t in "${list[@]}"; do
+		printf '| %-9s | %-17s | %6s | %6s | %6s | %6s | %7s |\n' "$mode" "$t" "$(pooled "$mode" "$t" 1)" \
+			"$(pooled "$mode" "$t" 50)" "$(pooled "$mode" "$t" 90)" "$(pooled "$mode" "$t" 99)" "$(pooled "$mode" "$t" 99.9)"
 	done
 done
 [[ " $MODES " == *" bulk "* ]] || exit 0
