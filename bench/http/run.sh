@@ -23,7 +23,8 @@
 # and the table prints req/s, p99 and the proxy's CPU time per request
 # (median over rounds) and the ratios the targets are stated in:
 # pacer/HAProxy (>= 1.0, p99 no worse) and bulk pacer-tcp/direct (>= 0.9),
-# with the range of the rate's per-round ratio in brackets.
+# with the range of the rate's per-round ratio in brackets, and the p99
+# ratio of every round's requests pooled; then p1-p99.9 of each pool.
 # CPU per request is the steadier figure on a shared machine: the rates
 # move with whatever else runs, for both proxies alike.
 #
