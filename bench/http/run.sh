@@ -280,12 +280,16 @@ median() { # mode target col
 	awk -v m="$1" -v t="$2" -v c="$3" '$1 == m && $2 == t {print $c}' "$results" | sort -n |
 		awk '{a[NR] = $1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.6g", (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
-# pooled prints the pct-th percentile (µs) of every round's requests to
-# mode/target together, from wrk's histograms.
-pooled() { # mode target pct
-	[[ -s $hists/$1.$2 ]] || { echo 0; return; }
-	sort -n "$hists/$1.$2" | awk -v p="$3" '{v[NR] = $1; n[NR] = $2; tot += $2}
-		END {want = tot * p / 100; for (i = 1; i <= NR; i++) { c += n[i]; if (c >= want) { print v[i]; exit } } }'
+# pooled prints the given percentiles (µs) of every round's requests to
+# mode/target together, from wrk's histograms, on one line.
+pooled() { # mode target pct...
+	local f=$hists/$1.$2
+	shift 2
+	[[ -s $f ]] || { printf '0 %.0s' "$@"; echo; return; }
+	sort -n "$f" | awk -v ps="$*" '{v[NR] = $1; n[NR] = $2; tot += $2}
+		END {k = split(ps, p, " "); j = 1
+			for (i = 1; i <= NR && j <= k; i++) { c += n[i]; while (j <= k && c >= tot * p[j] / 100) out[j++] = v[i] }
+			for (j = 1; j <= k; j++) printf "%s%s", out[j], (j < k ? " " : "\n") }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2fx", a / b }'; }
 # spread prints the lowest and highest of the per-round ratios of column col
@@ -337,8 +341,8 @@ for mode in keepalive close; do
 	list=("${targets[@]}")
 	[[ $mode == close ]] && list=("${close_targets[@]}")
 	for t in "${list[@]}"; do
-		printf '| %-9s | %-17s | %6s | %6s | %6s | %6s | %7s |\n' "$mode" "$t" "$(pooled "$mode" "$t" 1)" \
-			"$(pooled "$mode" "$t" 50)" "$(pooled "$mode" "$t" 90)" "$(pooled "$mode" "$t" 99)" "$(pooled "$mode" "$t" 99.9)"
+		read -ra pct <<<"$(pooled "$mode" "$t" 1 50 90 99 99.9)"
+		printf '| %-9s | %-17s | %6s | %6s | %6s | %6s | %7s |\n' "$mode" "$t" "${pct[@]}"
 	done
 done
 [[ " $MODES " == *" bulk "* ]] || exit 0
