@@ -14,6 +14,7 @@ type readResult struct {
 	n    int
 	err  error
 	took time.Duration
+	data string // what was read, for the exchange tests
 }
 
 func readAsync(c *Conn) <-chan readResult {
@@ -21,7 +22,7 @@ func readAsync(c *Conn) <-chan readResult {
 	go func() {
 		start := time.Now()
 		n, err := c.Read(make([]byte, 64))
-		ch <- readResult{n, err, time.Since(start)}
+		ch <- readResult{n: n, err: err, took: time.Since(start)}
 	}()
 	return ch
 }

@@ -438,6 +438,15 @@ func (pd *pollFD) waitFunc(f asyncReadiness) {
 	pd.checkAsync()
 }
 
+// waitFuncLazy is waitFunc whose first test is made only if the socket was
+// reported ready since a wait last took its token: for a wait that starts
+// right after a request went out, whose answer cannot be there yet unless
+// the poller saw it come. The read that would find nothing is saved.
+func (pd *pollFD) waitFuncLazy(f asyncReadiness) {
+	pd.aw.lazy = true
+	pd.waitFunc(f)
+}
+
 // asyncReadiness is what waitFunc waits for, and what it calls at the end.
 type asyncReadiness interface {
 	readiness
@@ -449,6 +458,9 @@ type asyncReadiness interface {
 type asyncWait struct {
 	state atomic.Int32
 	f     asyncReadiness
+	// lazy makes the first test wait for a wake unless one came since the
+	// socket was last read (waitFuncLazy).
+	lazy bool
 }
 
 const (
@@ -484,7 +496,20 @@ func (pd *pollFD) wakeAsync() {
 func (pd *pollFD) checkAsync() {
 	a := &pd.aw
 	for {
-		err, done := pd.turn(&pd.r, a.f)
+		var (
+			err  error
+			done bool
+		)
+		if a.lazy && !pd.r.takeToken() {
+			// Nothing reported: only make sure the poller reports what
+			// comes. A wake from here on makes the loop test again.
+			a.lazy = false
+			err = pd.watch()
+			done = err != nil
+		} else {
+			a.lazy = false
+			err, done = pd.turn(&pd.r, a.f)
+		}
 		if done {
 			a.state.Store(asyncOver)
 			pd.r.async.Store(nil)
@@ -594,6 +619,21 @@ func (w *waiter) wake() {
 	select {
 	case *p <- struct{}{}:
 	default:
+	}
+}
+
+// takeToken takes a token readiness left, and reports whether there was
+// one.
+func (w *waiter) takeToken() bool {
+	p := w.ready.Load()
+	if p == nil {
+		return w.pending.Swap(false)
+	}
+	select {
+	case <-*p:
+		return true
+	default:
+		return false
 	}
 }
 

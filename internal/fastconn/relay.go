@@ -119,11 +119,13 @@ func (c *Conn) relayRead(fd uintptr) bool {
 // waiting out a copy in progress.
 func (c *Conn) disarm() {
 	for {
-		switch c.rstate.Load() {
+		switch s := c.rstate.Load(); s {
 		case relayIdle:
 			return
-		case relayArmed:
-			if c.rstate.CompareAndSwap(relayArmed, relayIdle) {
+		case relayArmed, relayBusy:
+			// An exchange still running (exchange.go) is left to end on
+			// its own: its end then finds the reader gone.
+			if c.rstate.CompareAndSwap(s, relayIdle) {
 				return
 			}
 		case relayRunning:
@@ -140,7 +142,15 @@ func (c *Conn) disarm() {
 // false if no relay is armed (the reader is woken instead), and otherwise
 // copies until the socket has nothing more or the relay has to stop.
 func (c *Conn) relay(events uint32) bool {
-	if c.rstate.Load() != relayArmed || c.pd.state.Load()&1 != 0 || !c.rstate.CompareAndSwap(relayArmed, relayRunning) {
+	s := c.rstate.Load()
+	if s == relayIdle {
+		return false
+	}
+	// Read only after a state the reader stored after setting it.
+	if c.xch != nil {
+		return c.exchangeReady(events)
+	}
+	if s != relayArmed || c.pd.state.Load()&1 != 0 || !c.rstate.CompareAndSwap(relayArmed, relayRunning) {
 		return false // no relay, or Close began: the reader is woken
 	}
 	// A wakeup from the poller, as a reader's would be, for the batching

@@ -1,0 +1,328 @@
+package fastconn
+
+import (
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"unsafe"
+)
+
+// Serving requests inside the poller.
+//
+// An HTTP server built on goroutines (fasthttp) parks one goroutine per
+// keep-alive connection in Read, and every request then costs that
+// goroutine a wakeup, a run, a park for the backend's answer and another
+// wakeup: each a trip through the Go scheduler's queues, where connections
+// overtake one another. Through pacer's HTTP plane that made the spread of
+// keep-alive latency twice HAProxy's (p1 215 µs, p90 727 against HAProxy's
+// 376 and 631; p99 1.0-1.27x HAProxy's over seven runs), while the TCP
+// plane, whose small messages the poller forwards itself (relay.go), has
+// HAProxy's latency to the microsecond. A diagnostic that did the HTTP
+// plane's work per request (parse, rewrite; parse the answer) inside that
+// relay gave 1.14x HAProxy's rate and 0.72x its pooled p99; serving the
+// HTTP plane's requests this way gave 1.19x and 0.98x, where the
+// goroutines gave 1.05x and 1.23x (bench/RESULTS.md).
+//
+// So a Conn whose reader waits in Read may have an Exchanger: when the
+// socket has bytes, the poller reads them into the waiting Read's buffer
+// and offers them to the Exchanger first. An Exchanger that takes them
+// (a whole request it can serve without blocking) starts the exchange and
+// ends it later, from whatever goroutine sees its answer, with
+// ExchangeDone; the reader never wakes. One that cannot finish an exchange
+// it took gives the bytes back with ExchangeFallback, and the reader gets
+// them as if it had just read them, still in its buffer; so does a reader
+// whose Exchanger declines them. The reader also offers what it reads
+// itself. While an exchange runs the poller reads nothing more from the
+// socket (a client's next request waits for the answer to the last, as
+// HTTP/1.1 wants), and readiness that comes meanwhile is kept for when it
+// ends.
+//
+// The state machine is RelayTo's (relay.go: idle, armed, running, done),
+// plus relayBusy while an exchange runs.
+
+// relayBusy: an Exchanger took a read's bytes and has not ended the
+// exchange.
+const relayBusy int32 = 4
+
+// An Exchanger serves requests read from a Conn inside fastconn's poller.
+type Exchanger interface {
+	// Exchange is offered the bytes of one read of c, in the buffer of the
+	// Read that waits on c, on the poller's goroutine (or on the reader's,
+	// for bytes it read itself, before it waits on). It reports whether it
+	// took them; if it did, it must end the exchange with c.ExchangeDone or
+	// c.ExchangeFallback, and must not touch b after that. It must not
+	// block.
+	Exchange(c *Conn, b []byte) bool
+}
+
+// ErrWouldBlock is TryRead's error when the socket has nothing to read.
+var ErrWouldBlock = errors.New("fastconn: read would block")
+
+// SetExchanger gives c's Reads an Exchanger (nil removes it). Only Conns in
+// fastconn's poller (from Dial or a Listener) serve in the poller; for
+// others it does nothing. It must be called while no Read runs, and the
+// Exchanger must not be changed while an exchange runs.
+func (c *Conn) SetExchanger(x Exchanger) {
+	if c.pd != nil {
+		c.xch = x
+	}
+}
+
+// Exchanger returns what SetExchanger gave c, for the goroutine that reads
+// c.
+func (c *Conn) Exchanger() Exchanger { return c.xch }
+
+// exchangeRead is a Read's RawConn callback on a Conn with an Exchanger,
+// on the reader's goroutine: it takes a result the poller or an exchange
+// left, or reads itself and offers the bytes, and arms the poller's side
+// when there is nothing to read.
+func (c *Conn) exchangeRead(fd uintptr) bool {
+	for {
+		switch c.rstate.Load() {
+		case relayDone:
+			c.rstate.Store(relayIdle)
+			c.rgot = true
+			return true
+		case relayRunning, relayBusy:
+			// The poller reads, or an exchange runs: wait on, with the
+			// deadline armed (a read that found bytes did not arm it).
+			c.rd.beforeWait()
+			return false
+		case relayArmed:
+			// A token while armed: readiness from before the arming.
+			if !c.rstate.CompareAndSwap(relayArmed, relayIdle) {
+				continue
+			}
+		}
+		if !c.read(fd) {
+			c.rstate.Store(relayArmed)
+			return false
+		}
+		n := c.rn
+		if c.rerr != 0 || n == 0 {
+			return true
+		}
+		c.rn = 0
+		c.rstate.Store(relayBusy)
+		if !c.xch.Exchange(c, c.rbuf[:n]) {
+			c.rn = n
+			c.rstate.Store(relayIdle)
+			return true
+		}
+		// Taken: wait for the exchange's end, or for what the poller
+		// reads after it. The exchange may have ended already.
+	}
+}
+
+// exchangeReady is the poller's side, for a readable socket with an
+// Exchanger: it reports false if no Read waits (the reader, if any, is
+// woken instead), and otherwise reads and offers, or keeps the readiness
+// for the end of the running exchange.
+func (c *Conn) exchangeReady(events uint32) bool {
+	for {
+		switch c.rstate.Load() {
+		case relayArmed:
+			if c.pd.state.Load()&1 != 0 {
+				return false // Close began: the reader is woken
+			}
+			if c.rstate.CompareAndSwap(relayArmed, relayRunning) {
+				pollWakeups.Add(1)
+				c.exchangeRun(events)
+				return true
+			}
+		case relayBusy, relayRunning:
+			c.xpend.Store(true)
+			if s := c.rstate.Load(); s == relayBusy || s == relayRunning {
+				return true // whoever ends the exchange or the read looks again
+			}
+		default:
+			return false
+		}
+	}
+}
+
+// exchangeRun reads for a waiting Read in state relayRunning, and offers
+// what it reads. events is the poller's readiness, if it came from there.
+func (c *Conn) exchangeRun(events uint32) {
+	fd := uintptr(c.pd.fd)
+	for {
+		c.xpend.Store(false)
+		r, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)), 0, 0, 0)
+		switch errno {
+		case 0:
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			c.rstate.Store(relayArmed)
+			// Readiness kept while this read ran may predate the arming.
+			if c.xpend.Load() && c.rstate.CompareAndSwap(relayArmed, relayRunning) {
+				continue
+			}
+			return
+		default:
+			c.rerr = errno
+			c.exchangeStop()
+			return
+		}
+		n := int(r)
+		if n == 0 { // the peer's FIN: Read returns io.EOF
+			c.exchangeStop()
+			return
+		}
+		if events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+			// A FIN or an error may follow the bytes with no new edge:
+			// the exchange's end reads again.
+			c.xpend.Store(true)
+		}
+		c.rstate.Store(relayBusy)
+		if c.xch.Exchange(c, c.rbuf[:n]) {
+			return
+		}
+		c.rn = n
+		c.exchangeStop()
+		return
+	}
+}
+
+// exchangeStop ends the poller's read with a result for the reader.
+func (c *Conn) exchangeStop() {
+	c.rstate.Store(relayDone)
+	c.pd.r.wake()
+}
+
+// ExchangeDone ends the exchange the Exchanger took: c's reader waits on,
+// and the poller reads c again for it (at once, if readiness came
+// meanwhile, on the caller's goroutine, which may then start the next
+// exchange). If the reader stopped waiting meanwhile (a deadline, Close),
+// it does nothing.
+func (c *Conn) ExchangeDone() {
+	if !c.rstate.CompareAndSwap(relayBusy, relayArmed) {
+		return
+	}
+	if c.xpend.Load() && c.pd.state.Load()&1 == 0 && c.rstate.CompareAndSwap(relayArmed, relayRunning) {
+		c.exchangeRun(0)
+	}
+}
+
+// ExchangeFallback ends the exchange the Exchanger took by giving the
+// reader the first n bytes of its buffer, which hold what Exchange was
+// offered, as if it had just read them: for a request the Exchanger cannot
+// finish, to be served the reader's way. It reports false if the reader
+// stopped waiting meanwhile.
+func (c *Conn) ExchangeFallback(n int) bool {
+	if !c.rstate.CompareAndSwap(relayBusy, relayRunning) {
+		return false
+	}
+	c.rn = n
+	c.exchangeStop()
+	return true
+}
+
+// TryRead reads what c holds now, without waiting: (0, ErrWouldBlock) when
+// it holds nothing, (0, io.EOF) for the peer's FIN. For an Exchanger
+// reading a backend's answer inside the poller, where nothing may wait. It
+// must not run concurrently with a Read.
+func (c *Conn) TryRead(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	pd := c.pd
+	if pd == nil {
+		return 0, errors.ErrUnsupported
+	}
+	if !pd.incref() {
+		return 0, c.mapClosed("read", net.ErrClosed)
+	}
+	defer pd.decref()
+	for {
+		r, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(pd.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
+		switch errno {
+		case 0:
+			if r == 0 {
+				return 0, io.EOF
+			}
+			return int(r), nil
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return 0, ErrWouldBlock
+		}
+		return 0, c.opError("read", errno)
+	}
+}
+
+// WriteNow writes what of p c's socket takes now, without waiting, and
+// returns the count: less than len(p) with a nil error when the socket's
+// buffer is full. It must not run concurrently with a Write.
+func (c *Conn) WriteNow(p []byte) (int, error) {
+	pd := c.pd
+	if pd == nil {
+		return 0, errors.ErrUnsupported
+	}
+	if !pd.incref() {
+		return 0, c.mapClosed("write", net.ErrClosed)
+	}
+	n, errno := sendAll(uintptr(pd.fd), p, 0)
+	pd.decref()
+	if errno != 0 && errno != syscall.EAGAIN {
+		return n, c.opError("write", errno)
+	}
+	c.wrote.Store(true)
+	return n, nil
+}
+
+// A ReadWatcher is told when a Conn may be readable, inside the poller.
+type ReadWatcher interface {
+	// Readable is called each time the Conn may have bytes, until it
+	// returns true; it must not block (TryRead).
+	Readable() bool
+	// WatchOver ends the watch: with nil once Readable returned true, on
+	// the goroutine that called it (the poller's, or WatchRead's caller);
+	// with the read deadline's or Close's error on a goroutine of its own.
+	WatchOver(err error)
+}
+
+// WatchRead calls w.Readable now and each time c may be readable, on the
+// poller's goroutine, until it returns true or c's read deadline passes or
+// c is closed, and then w.WatchOver once; no goroutine waits meanwhile. A
+// Conn outside fastconn's poller returns errors.ErrUnsupported and w is not
+// called. Nothing else may read c until WatchOver.
+func (c *Conn) WatchRead(w ReadWatcher) error {
+	if c.pd == nil {
+		return errors.ErrUnsupported
+	}
+	c.rwatch = w
+	c.rd.beforeWait() // arm the read deadline, which ends the watch
+	c.pd.waitFunc((*connWatch)(c))
+	return nil
+}
+
+// WatchReply is WatchRead for the answer to a request just written to c:
+// w.Readable is first called only once the poller reported c readable, or
+// at once if it did so since c was last read. The read that would find
+// nothing right after the request is saved, and with it, measured, most of
+// the times the backend, woken by the request onto the proxy's core,
+// preempted it (HTTP keep-alive: 80k involuntary switches in 2 s with the
+// read, 15k without; bench/RESULTS.md).
+func (c *Conn) WatchReply(w ReadWatcher) error {
+	if c.pd == nil {
+		return errors.ErrUnsupported
+	}
+	c.rwatch = w
+	c.rd.beforeWait()
+	c.pd.waitFuncLazy((*connWatch)(c))
+	return nil
+}
+
+// connWatch is a Conn's ReadWatcher as waitFunc's readiness: a conversion,
+// where a method value would allocate.
+type connWatch Conn
+
+func (w *connWatch) ready(uintptr) bool { return w.rwatch.Readable() }
+
+func (w *connWatch) waitOver(err error) {
+	rw := w.rwatch
+	w.rwatch = nil
+	rw.WatchOver(err)
+}

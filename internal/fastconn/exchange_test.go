@@ -1,0 +1,327 @@
+package fastconn
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testExchanger serves requests that start with "X" by writing them back in
+// upper case, from a goroutine of its own (as an answer from a backend
+// would come); it takes requests that start with "F" and gives them back
+// with ExchangeFallback; it declines the rest. hold, if set, makes each
+// exchange wait for a value before it ends.
+type testExchanger struct {
+	mu      sync.Mutex
+	offered []string
+	hold    chan struct{}
+}
+
+func (x *testExchanger) Exchange(c *Conn, b []byte) bool {
+	x.mu.Lock()
+	x.offered = append(x.offered, string(b))
+	x.mu.Unlock()
+	switch b[0] {
+	case 'X':
+		answer := bytes.ToUpper(b)
+		go func() {
+			if x.hold != nil {
+				<-x.hold
+			}
+			if _, err := c.WriteNow(answer); err != nil {
+				panic(err)
+			}
+			c.ExchangeDone()
+		}()
+		return true
+	case 'F':
+		n := len(b)
+		go func() {
+			if x.hold != nil {
+				<-x.hold
+			}
+			c.ExchangeFallback(n)
+		}()
+		return true
+	}
+	return false
+}
+
+func (x *testExchanger) offers() []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return append([]string(nil), x.offered...)
+}
+
+// readLoop reads c until an error, sending what each Read returned.
+func readLoop(c *Conn) <-chan readResult {
+	ch := make(chan readResult, 16)
+	go func() {
+		buf := make([]byte, 256)
+		for {
+			n, err := c.Read(buf)
+			ch <- readResult{n: n, err: err, data: string(buf[:n])}
+			if err != nil {
+				close(ch)
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+// exchangePair is a Dial'd Conn with a testExchanger (holding each
+// exchange until released, if hold), its peer, and its reader's results.
+func exchangePair(t *testing.T, hold bool) (*Conn, net.Conn, *testExchanger, <-chan readResult) {
+	t.Helper()
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	c, peer := dialPair(t, ln, addr)
+	x := &testExchanger{}
+	if hold {
+		x.hold = make(chan struct{})
+	}
+	c.SetExchanger(x)
+	reads := readLoop(c)
+	waitBusy(t, c)
+	return c, peer, x, reads
+}
+
+func expectAnswer(t *testing.T, peer net.Conn, want string) {
+	t.Helper()
+	_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(peer, got); err != nil {
+		t.Fatalf("reading the answer %q: %v", want, err)
+	}
+	if string(got) != want {
+		t.Fatalf("answer %q, want %q", got, want)
+	}
+}
+
+func expectRead(t *testing.T, reads <-chan readResult, want string) {
+	t.Helper()
+	select {
+	case r := <-reads:
+		if r.err != nil || r.data != want {
+			t.Fatalf("Read returned %q, %v; want %q", r.data, r.err, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Read did not return %q", want)
+	}
+}
+
+func expectNoRead(t *testing.T, reads <-chan readResult) {
+	t.Helper()
+	select {
+	case r := <-reads:
+		t.Fatalf("Read returned %q, %v; the exchanger should have served it", r.data, r.err)
+	default:
+	}
+}
+
+// Requests the Exchanger takes are answered without the reader seeing them;
+// those it declines, or gives back, reach the reader whole, in order.
+func TestExchangeServesInsteadOfTheReader(t *testing.T) {
+	_, peer, x, reads := exchangePair(t, false)
+
+	for _, step := range []struct{ send, answer, read string }{
+		{send: "Xone", answer: "XONE"},
+		{send: "plain", read: "plain"},
+		{send: "Xtwo", answer: "XTWO"},
+		{send: "Fback", read: "Fback"},
+		{send: "Xthree", answer: "XTHREE"},
+	} {
+		if _, err := peer.Write([]byte(step.send)); err != nil {
+			t.Fatal(err)
+		}
+		if step.answer != "" {
+			expectAnswer(t, peer, step.answer)
+		} else {
+			expectRead(t, reads, step.read)
+		}
+	}
+	expectNoRead(t, reads)
+	peer.Close()
+	select {
+	case r := <-reads:
+		if r.n != 0 || r.err != io.EOF {
+			t.Fatalf("after the peer closed, Read returned %q, %v; want io.EOF", r.data, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read did not see the peer's FIN")
+	}
+	if got := x.offers(); len(got) != 5 {
+		t.Fatalf("offered %q, want the five messages once each", got)
+	}
+}
+
+// A request that comes while an exchange runs is offered only once it
+// ended, and is served without waking the reader.
+func TestExchangeKeepsReadinessWhileBusy(t *testing.T) {
+	_, peer, x, reads := exchangePair(t, true)
+
+	if _, err := peer.Write([]byte("Xa")); err != nil {
+		t.Fatal(err)
+	}
+	waitOffers(t, x, 1)
+	if _, err := peer.Write([]byte("Xb")); err != nil {
+		t.Fatal(err)
+	}
+	// The second request sits in the socket while the first is served: no
+	// poller wakeup can be seen from here, so give it time to go wrong.
+	time.Sleep(50 * time.Millisecond)
+	if got := x.offers(); len(got) != 1 {
+		t.Fatalf("offered %q while the first exchange ran", got)
+	}
+	x.hold <- struct{}{}
+	expectAnswer(t, peer, "XA")
+	waitOffers(t, x, 2)
+	x.hold <- struct{}{}
+	expectAnswer(t, peer, "XB")
+	expectNoRead(t, reads)
+}
+
+// A FIN right behind a request, with no edge of its own, still reaches the
+// reader once the exchange ended.
+func TestExchangeFINBehindARequest(t *testing.T) {
+	_, peer, x, reads := exchangePair(t, true)
+
+	if _, err := peer.Write([]byte("Xa")); err != nil {
+		t.Fatal(err)
+	}
+	_ = peer.(*net.TCPConn).CloseWrite()
+	waitOffers(t, x, 1)
+	x.hold <- struct{}{}
+	expectAnswer(t, peer, "XA")
+	select {
+	case r := <-reads:
+		if r.n != 0 || r.err != io.EOF {
+			t.Fatalf("Read returned %q, %v; want io.EOF", r.data, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the FIN behind the request never reached the reader")
+	}
+}
+
+// A reader whose deadline passes while an exchange runs returns the
+// timeout; the exchange's end then changes nothing.
+func TestExchangeReaderDeadlineWhileBusy(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	c, peer := dialPair(t, ln, addr)
+	x := &testExchanger{hold: make(chan struct{})}
+	c.SetExchanger(x)
+	_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	reads := readLoop(c)
+	if _, err := peer.Write([]byte("Xa")); err != nil {
+		t.Fatal(err)
+	}
+	waitOffers(t, x, 1)
+	select {
+	case r := <-reads:
+		if !errors.Is(r.err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Read returned %q, %v; want the deadline", r.data, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the deadline did not end the Read")
+	}
+	x.hold <- struct{}{}
+	expectAnswer(t, peer, "XA")
+}
+
+// Bytes a reader reads itself (already there when it starts) are offered
+// too.
+func TestExchangeOffersWhatTheReaderReads(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	c, peer := dialPair(t, ln, addr)
+	x := &testExchanger{}
+	c.SetExchanger(x)
+	if _, err := peer.Write([]byte("Xfirst")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // let the bytes arrive before the Read starts
+	reads := readLoop(c)
+	expectAnswer(t, peer, "XFIRST")
+	expectNoRead(t, reads)
+}
+
+func waitOffers(t *testing.T, x *testExchanger, n int) {
+	t.Helper()
+	for start := time.Now(); len(x.offers()) < n; {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("offered %q, want %d offers", x.offers(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// watchUntil is a ReadWatcher that reads until it has want.
+type watchUntil struct {
+	c    *Conn
+	want string
+	got  []byte
+	done chan error
+}
+
+func (w *watchUntil) Readable() bool {
+	var buf [64]byte
+	for {
+		n, err := w.c.TryRead(buf[:])
+		if errors.Is(err, ErrWouldBlock) {
+			return false
+		}
+		if err != nil {
+			return true
+		}
+		w.got = append(w.got, buf[:n]...)
+		if len(w.got) >= len(w.want) {
+			return true
+		}
+	}
+}
+
+func (w *watchUntil) WatchOver(err error) { w.done <- err }
+
+// WatchRead calls the watcher as bytes come, until it is satisfied, with
+// no goroutine waiting; a deadline ends it with the timeout.
+func TestWatchRead(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	c, peer := dialPair(t, ln, addr)
+	w := &watchUntil{c: c, want: "hello", done: make(chan error, 1)}
+	if err := c.WatchRead(w); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := peer.Write([]byte("hel")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if _, err := peer.Write([]byte("lo")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-w.done:
+		if err != nil || string(w.got) != "hello" {
+			t.Fatalf("watch ended with %q, %v", w.got, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch never ended")
+	}
+
+	w = &watchUntil{c: c, want: "more", done: make(chan error, 1)}
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if err := c.WatchRead(w); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-w.done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("watch ended with %v, want the deadline", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the deadline did not end the watch")
+	}
+}
