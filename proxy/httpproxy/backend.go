@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/pacer-lb/pacer/internal/fastconn"
 )
 
@@ -114,10 +116,30 @@ func (b *backend) dial() (*bconn, error) {
 		return nil, &errDial{err}
 	}
 	c := &bconn{b: b, nc: fc}
-	c.br = bufio.NewReaderSize(fc, backendReadBuf)
+	c.src.nc = fc
+	c.br = bufio.NewReaderSize(&c.src, backendReadBuf)
 	c.bw = bufio.NewWriterSize(fc, backendWriteBuf)
 	b.open.Add(1)
 	return c, nil
+}
+
+// getIdle returns a pooled connection used less than peekAfter ago, at
+// now on fastconn's Mono clock, or nil: what an exchange served in the
+// poller may take, where neither a dial nor a peek may wait.
+func (b *backend) getIdle(now time.Duration) *bconn {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(b.idle)
+	if n == 0 {
+		return nil
+	}
+	c := b.idle[n-1]
+	if now-c.lastUse >= peekAfter {
+		return nil // the slow path peeks at it, or drops the stale
+	}
+	b.idle[n-1] = nil
+	b.idle = b.idle[:n-1]
+	return c
 }
 
 // put returns c to the pool, or closes it if the pool is closed or full.
@@ -183,6 +205,7 @@ func (b *backend) close() {
 type bconn struct {
 	b       *backend
 	nc      *fastconn.Conn
+	src     bsrc // what br reads
 	br      *bufio.Reader
 	bw      *bufio.Writer
 	lastUse time.Duration // fastconn.Mono: one clock reading, where time.Now is two
@@ -200,6 +223,26 @@ type bconn struct {
 	client     net.Conn
 	deadlineAt time.Time // when the deadlines were last pushed forward
 	st         *svcState
+
+	// The exchange served in the poller that waits for this connection's
+	// answer (exchange.go), and the answer's header as it parses it.
+	x     *exchanger
+	rh    fasthttp.ResponseHeader
+	rhSet bool // rh has the server's settings
+}
+
+// bsrc is what a bconn's reader reads: nc, or while the poller looks at
+// an answer (nowait), only what nc holds already.
+type bsrc struct {
+	nc     *fastconn.Conn
+	nowait bool
+}
+
+func (s *bsrc) Read(p []byte) (int, error) {
+	if s.nowait {
+		return s.nc.TryRead(p)
+	}
+	return s.nc.Read(p)
 }
 
 // alive reports whether the backend has not closed c (no FIN, RST or stray

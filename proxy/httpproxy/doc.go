@@ -30,7 +30,14 @@
 //     to its pool when the body ends.
 //
 // Nothing on this path takes a lock except a backend's pool mutex (held for
-// a slice push or pop), and nothing allocates once the pools are warm. Upgrade
+// a slice push or pop), and nothing allocates once the pools are warm.
+//
+// Most keep-alive requests never reach fasthttp's goroutine: while it waits
+// for the next request, fastconn's poller reads it and offers it to the
+// connection's exchanger (exchange.go), which serves a plain request with
+// no body over an idle pooled connection, and writes the answer back when
+// the poller sees it, the same steps and the same bytes as above. Whatever
+// it cannot finish goes back to fasthttp, which serves it as above. Upgrade
 // requests (WebSocket) are answered by a spliced TCP tunnel (upgrade.go).
 //
 // # Errors

@@ -43,6 +43,9 @@ const (
 
 // serveVHost is the handler of the --http listener.
 func (p *Proxy) serveVHost(ctx *fasthttp.RequestCtx) {
+	if p.resume(ctx) {
+		return
+	}
 	if !p.precheck(ctx) {
 		return
 	}
@@ -72,6 +75,9 @@ func (p *Proxy) serveVHost(ctx *fasthttp.RequestCtx) {
 // servePort returns the handler of one service port's listener.
 func (p *Proxy) servePort(hp *httpPort) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
+		if p.resume(ctx) {
+			return
+		}
 		if !p.precheck(ctx) {
 			return
 		}
@@ -96,6 +102,18 @@ func (p *Proxy) servePort(hp *httpPort) fasthttp.RequestHandler {
 	}
 }
 
+// resume serves a request the poller sent already and gave back with its
+// answer unread (exchange.go), on the route it was sent for; it reports
+// whether ctx's request was one.
+func (p *Proxy) resume(ctx *fasthttp.RequestCtx) bool {
+	c, r, first := takeResume(ctx)
+	if c == nil {
+		return false
+	}
+	p.serveFrom(ctx, r, c, first)
+	return true
+}
+
 // precheck refuses CONNECT and bodies over the limit; it reports whether
 // the request goes on.
 func (p *Proxy) precheck(ctx *fasthttp.RequestCtx) bool {
@@ -118,7 +136,12 @@ func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, status int, msg string) {
 }
 
 // serve proxies one request to r's service.
-func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) {
+func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) { p.serveFrom(ctx, r, nil, 0) }
+
+// serveFrom is serve, for a request that sent is nil for, or that was sent
+// already on sent, a connection to r.backends[first], whose answer it then
+// reads first.
+func (p *Proxy) serveFrom(ctx *fasthttp.RequestCtx, r *route, sent *bconn, first int) {
 	st := r.st
 	st.active.Add(1)
 	streamed := false
@@ -151,8 +174,10 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) {
 		return
 	}
 
-	first := -1
-	if r.svc.Sticky {
+	if sent == nil {
+		first = -1
+	}
+	if sent == nil && r.svc.Sticky {
 		if v := ctx.Request.Header.Cookie(p.cfg.StickyCookie); len(v) > 0 {
 			for i, b := range r.backends {
 				if string(v) == b.sticky {
@@ -161,6 +186,9 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) {
 				}
 			}
 		}
+	}
+	if first < 0 {
+		first = takePick(ctx, r)
 	}
 	if first < 0 {
 		first = r.pick(ctx.RemoteAddr())
@@ -200,7 +228,12 @@ func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) {
 		if attempt > 0 {
 			now = time.Now()
 		}
-		out, streamed, err = p.roundTrip(ctx, r, b, cl, body, now)
+		if sent != nil {
+			out, streamed, err = p.receive(ctx, r, sent)
+			sent = nil
+		} else {
+			out, streamed, err = p.roundTrip(ctx, r, b, cl, body, now)
+		}
 		if rep := p.cfg.Report; rep != nil {
 			p.report(rep, b, out, ctx.Response.StatusCode())
 		}
@@ -279,14 +312,17 @@ func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int
 		}
 		return failDial, false, err
 	}
+	if !c.rhSet {
+		// The poller's answers (exchange.go) are written from c.rh:
+		// with the server's settings (no Date of its own, no default
+		// Content-Type), which only a server's header carries.
+		ctx.Response.Header.CopyTo(&c.rh)
+		c.rhSet = true
+	}
 	b.inflight.Add(1)
-	defer func() {
-		if !streamed {
-			b.inflight.Add(-1)
-		}
-	}()
 	fail := func(o outcome, e error) (outcome, bool, error) {
 		c.close()
+		b.inflight.Add(-1)
 		return o, false, e
 	}
 
@@ -317,6 +353,22 @@ func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int
 			return fail(failTime, err)
 		}
 		return fail(failConn, err)
+	}
+	return p.receive(ctx, r, c)
+}
+
+// receive reads the response to the request sent on c (counted in its
+// backend's inflight) into ctx.Response; the rest is roundTrip's.
+func (p *Proxy) receive(ctx *fasthttp.RequestCtx, r *route, c *bconn) (out outcome, streamed bool, err error) {
+	b := c.b
+	defer func() {
+		if !streamed {
+			b.inflight.Add(-1)
+		}
+	}()
+	fail := func(o outcome, e error) (outcome, bool, error) {
+		c.close()
+		return o, false, e
 	}
 
 	resp := &ctx.Response

@@ -124,7 +124,12 @@ type reqInfo struct {
 // buf is the caller's scratch space; the function allocates only if the
 // client's X-Forwarded-For outgrows it.
 func (p *Proxy) rewriteRequest(ctx *fasthttp.RequestCtx, buf []byte) reqInfo {
-	h := &ctx.Request.Header
+	return p.rewriteHeader(&ctx.Request.Header, ctx.RemoteAddr(), ctx.LocalAddr(), buf)
+}
+
+// rewriteHeader is rewriteRequest for a request header read from the
+// client at remote, on pacer's address local.
+func (p *Proxy) rewriteHeader(h *fasthttp.RequestHeader, remote, local net.Addr, buf []byte) reqInfo {
 	var (
 		info              reqInfo
 		connUpgr, hasUpgr bool
@@ -203,7 +208,7 @@ func (p *Proxy) rewriteRequest(ctx *fasthttp.RequestCtx, buf []byte) reqInfo {
 	if len(xff) > 0 {
 		xff = append(xff, commaSpace...)
 	}
-	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+	if a, ok := remote.(*net.TCPAddr); ok {
 		ip, _ := netip.AddrFromSlice(a.IP)
 		xff = ip.Unmap().AppendTo(xff)
 	}
@@ -217,7 +222,7 @@ func (p *Proxy) rewriteRequest(ctx *fasthttp.RequestCtx, buf []byte) reqInfo {
 	if host := h.Host(); len(host) > 0 {
 		h.SetBytesKV(hXFHost, host)
 	}
-	if a, ok := ctx.LocalAddr().(*net.TCPAddr); ok {
+	if a, ok := local.(*net.TCPAddr); ok {
 		var pb [8]byte
 		h.SetBytesKV(hXFPort, strconv.AppendInt(pb[:0], int64(a.Port), 10))
 	}

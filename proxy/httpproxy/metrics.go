@@ -64,6 +64,9 @@ type ServiceStats struct {
 type Totals struct {
 	NotFound uint64 `json:"not_found"` // 404: no service for the Host/path
 	Refused  uint64 `json:"refused"`   // 403 absolute-form to a foreign host, 405 CONNECT
+	// InPoller counts the requests answered inside fastconn's poller, with
+	// no goroutine woken (exchange.go); the others went fasthttp's way.
+	InPoller uint64 `json:"in_poller"`
 }
 
 func (st *svcState) stats() ServiceStats {

@@ -58,7 +58,7 @@ type Proxy struct {
 	quitOnce sync.Once
 	wg       sync.WaitGroup // Serve goroutines
 
-	totals struct{ notFound, refused atomic.Uint64 }
+	totals struct{ notFound, refused, inPoller atomic.Uint64 }
 }
 
 // httpPort is one listener: a service port, or a --http listener.
@@ -73,6 +73,23 @@ type httpPort struct {
 	accepted atomic.Uint64
 	active   atomic.Int64
 	failed   atomic.Uint64
+
+	// draining is set once the listener closed for good (Shutdown, or the
+	// port left the table): requests go fasthttp's way, which drains them.
+	// exchanges counts the requests in flight that the poller serves
+	// (exchange.go), which fasthttp sees as idle connections and would
+	// close under them: the drain waits for them first (drainExchanges).
+	draining  atomic.Bool
+	exchanges atomic.Int64
+}
+
+// drainExchanges stops the poller from taking hp's requests and waits
+// until those it took are answered, or ctx ends.
+func (hp *httpPort) drainExchanges(ctx context.Context) {
+	hp.draining.Store(true)
+	for hp.exchanges.Load() > 0 && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // New returns a Proxy that routes by table. It opens nothing until Run or
@@ -176,6 +193,9 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 }
 
 func (p *Proxy) connOpened(c net.Conn, hp *httpPort) {
+	if fc, ok := c.(*fastconn.Conn); ok {
+		fc.SetExchanger(&exchanger{p: p, hp: hp, c: fc})
+	}
 	hp.accepted.Add(1)
 	hp.active.Add(1)
 	p.cmu.Lock()
@@ -322,6 +342,7 @@ func (hp *httpPort) StopListening() {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()
+		hp.drainExchanges(ctx)
 		_ = srv.ShutdownWithContext(ctx)
 	}()
 }
@@ -394,16 +415,17 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.lmu.Lock()
 	p.closing = true
 	var srvs []*fasthttp.Server
+	var hps []*httpPort
 	for hp := range p.ports.All() {
 		if hp.srv != nil {
-			srvs = append(srvs, hp.srv)
+			srvs, hps = append(srvs, hp.srv), append(hps, hp)
 			hp.ln.Close()
 			hp.srv, hp.ln = nil, nil
 		}
 	}
 	for _, hp := range p.vhosts {
 		if hp.srv != nil {
-			srvs = append(srvs, hp.srv)
+			srvs, hps = append(srvs, hp.srv), append(hps, hp)
 			hp.ln.Close()
 			hp.srv, hp.ln = nil, nil
 		}
@@ -413,10 +435,11 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.DrainTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, srv := range srvs {
+	for i, srv := range srvs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			hps[i].drainExchanges(dctx)
 			_ = srv.ShutdownWithContext(dctx)
 		}()
 	}
@@ -523,9 +546,10 @@ func (p *Proxy) Stats() []ServiceStats {
 	return out
 }
 
-// Totals reports the requests no service answered.
+// Totals reports the requests no service answered, and how many the poller
+// answered itself.
 func (p *Proxy) Totals() Totals {
-	return Totals{NotFound: p.totals.notFound.Load(), Refused: p.totals.refused.Load()}
+	return Totals{NotFound: p.totals.notFound.Load(), Refused: p.totals.refused.Load(), InPoller: p.totals.inPoller.Load()}
 }
 
 // limitListener holds a MaxConns token per accepted connection; the token

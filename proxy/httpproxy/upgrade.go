@@ -7,6 +7,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
+
+	"github.com/pacer-lb/pacer/internal/fastconn"
 )
 
 // upgrade turns an Upgrade request (WebSocket, h2c, ...) into a TCP tunnel:
@@ -51,6 +53,9 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, r *route) bool {
 	ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols)
 	st := r.st
 	raw := ctx.Conn()
+	if fc, ok := raw.(*fastconn.Conn); ok {
+		fc.SetExchanger(nil) // the tunnel's bytes are not requests
+	}
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(client net.Conn) {
 		p.tunnel(client, raw, backend)

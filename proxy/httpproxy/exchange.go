@@ -1,0 +1,386 @@
+package httpproxy
+
+import (
+	"bufio"
+	"bytes"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/pacer-lb/pacer/internal/fastconn"
+)
+
+// Requests served inside fastconn's poller.
+//
+// fasthttp serves a connection on a goroutine of its own, and each request
+// then goes through the Go scheduler's queues three times: the goroutine
+// woken for the request, parked for the answer, woken for it. Connections
+// overtake one another there, and pacer's keep-alive latency spread twice
+// as wide as HAProxy's, whose event loop serves every ready socket in the
+// order the kernel reports them. The TCP plane, whose messages the poller
+// forwards itself, has HAProxy's latency to the microsecond
+// (bench/RESULTS.md).
+//
+// So a client connection from fastconn's Listener has an exchanger
+// (fastconn.Exchanger): while fasthttp's goroutine waits for the next
+// request, the poller reads it and offers it here. A request this path can
+// serve without waiting on anything is sent at once over an idle pooled
+// connection, and the answer is read, rewritten and written back by the
+// poller when it comes (bconn's Readable and WatchOver); fasthttp's
+// goroutine never wakes. Anything else is declined before a byte is sent,
+// and fasthttp serves it as before: a request with a body, Connection:
+// close or HTTP/1.0, an Upgrade, an absolute-form URI, CONNECT, an unknown
+// host, a service with STICKY or REDIRECT_TO_HTTPS or no backend, a backend
+// without an idle connection used in the last peekAfter, a route index not
+// yet built, a draining proxy. An answer this path cannot finish (1xx, a
+// body not all there or over streamAbove, chunked, an error, a timeout)
+// goes back to fasthttp's goroutine with the request's bytes
+// (ExchangeFallback), and serve reads it from the connection the request
+// went out on (resume), with the usual retries, errors and streaming.
+//
+// The bytes on the wire are the ones fasthttp's path sends: the same header
+// rewrite both ways (rewriteHeader, rewriteResponse), and the answer
+// serialised as fasthttp's Response.Write would.
+
+// exchanger serves one client connection's requests in the poller.
+type exchanger struct {
+	p  *Proxy
+	hp *httpPort
+	c  *fastconn.Conn
+
+	// The exchange in flight, written by Exchange and read by whoever
+	// ends it (the order of the Conn's exchange states orders them).
+	rt    *route
+	b     *backend
+	first int           // b's index in rt.backends
+	n     int           // the request's length, for ExchangeFallback
+	head  bool          // a HEAD request: the answer has no body
+	start time.Duration // fastconn.Mono when the request was read
+
+	// resume is the connection an exchange that fell back sent the
+	// request on, for serve; set before ExchangeFallback, taken by the
+	// handler on fasthttp's goroutine.
+	resume *bconn
+
+	// pickRt and pick are the balancer's choice for a request declined
+	// for want of an idle connection, for serve (takePick).
+	pickRt *route
+	pick   int
+
+	// pushed is when the read deadline was last pushed forward.
+	pushed time.Duration
+	// rest is the part of an answer the client's socket did not take.
+	rest []byte
+}
+
+// exchangeScratch is what parsing one request or answer needs; the
+// exchanges in flight on different Ps take one each from a sync.Pool.
+type exchangeScratch struct {
+	rd  bytes.Reader
+	br  *bufio.Reader
+	req fasthttp.RequestHeader
+	out []byte
+	xff [256]byte
+}
+
+var scratchPool = sync.Pool{New: func() any {
+	s := &exchangeScratch{}
+	s.br = bufio.NewReaderSize(&s.rd, backendReadBuf)
+	s.req.DisableNormalizing()
+	return s
+}}
+
+func (s *exchangeScratch) reader(b []byte) *bufio.Reader {
+	s.rd.Reset(b)
+	s.br.Reset(&s.rd)
+	return s.br
+}
+
+// exchangerOf returns the exchanger of ctx's connection, if it has one.
+func exchangerOf(ctx *fasthttp.RequestCtx) *exchanger {
+	if c, ok := ctx.Conn().(*fastconn.Conn); ok {
+		x, _ := c.Exchanger().(*exchanger)
+		return x
+	}
+	return nil
+}
+
+// Exchange is fastconn.Exchanger's: it takes b, one read of the client, if
+// it is one whole request this path serves, and sends it.
+func (x *exchanger) Exchange(c *fastconn.Conn, b []byte) bool {
+	p := x.p
+	x.pickRt = nil // a choice the last declined request did not take
+	// fasthttp reads into the free tail of its buffer: a read into less
+	// than the whole buffer continues bytes fasthttp holds already (a
+	// request split across reads, or pipelined ones), which only it can
+	// parse. The next request starts at an empty buffer. Nor is a read
+	// that mentions "close" (Connection: close, one request on the
+	// connection) worth parsing twice.
+	if cap(b) != p.cfg.MaxHeaderBytes || bytes.Contains(b, lose) || bytes.Contains(b, loseUpper) {
+		return false
+	}
+	// Counted before draining is checked: a drain that sets draining and
+	// then reads the count either waits for this exchange or makes it
+	// decline.
+	x.hp.exchanges.Add(1)
+	taken := false
+	defer func() {
+		if !taken {
+			x.hp.exchanges.Add(-1)
+		}
+	}()
+	if x.hp.draining.Load() {
+		return false
+	}
+	idx := p.idx.Load()
+	if idx == nil || idx.version < p.table.Snapshot().Version() {
+		return false // the index is built on fasthttp's path, not here
+	}
+	s := scratchPool.Get().(*exchangeScratch)
+	defer scratchPool.Put(s)
+	h := &s.req
+	br := s.reader(b)
+	if err := h.Read(br); err != nil || br.Buffered() != 0 {
+		return false // not one whole request, or a body or the next request behind it
+	}
+	if h.IsConnect() || (h.ContentLength() != 0 && h.ContentLength() != -2) || h.ConnectionClose() || !h.IsHTTP11() || len(h.Peek("Expect")) > 0 {
+		return false
+	}
+	uri := h.RequestURI()
+	if len(uri) == 0 || uri[0] != '/' {
+		return false
+	}
+	var rt *route
+	if x.hp.vhost {
+		rt, _ = idx.lookupHost(h.Host(), pathOfURI(uri))
+	} else {
+		rt = idx.byPort[x.hp.port]
+	}
+	if rt == nil || rt.svc.Sticky || rt.svc.RedirectToHTTPS || len(rt.backends) == 0 {
+		return false
+	}
+	if info := p.rewriteHeader(h, c.RemoteAddr(), c.LocalAddr(), s.xff[:]); info.upgrade {
+		return false
+	}
+	h.SetNoDefaultContentType(true)
+	first := rt.pick(c.RemoteAddr())
+	bk := rt.backends[first]
+	now := fastconn.Mono()
+	bc := bk.getIdle(now)
+	if bc == nil {
+		// fasthttp's path dials; the balancer's choice goes with the
+		// request, or a choice made twice would skip backends.
+		x.pickRt, x.pick = rt, first
+		return false
+	}
+	bk.inflight.Add(1)
+	hdr := h.Header()
+	if sent, err := bc.nc.WriteNow(hdr); err != nil || sent < len(hdr) {
+		// A pooled connection the backend closed (a task that died), or
+		// one whose buffer is full: nothing the backend can read as a
+		// request went out whole. fasthttp's path sends it again, to a
+		// fresh connection or another backend.
+		bk.inflight.Add(-1)
+		bc.close()
+		if err != nil {
+			bk.dropIdle()
+		}
+		return false
+	}
+	taken = true
+	x.rt, x.b, x.first, x.n, x.head, x.start = rt, bk, first, len(b), h.IsHead(), now
+	rt.st.active.Add(1)
+	x.pushDeadline(now)
+	bc.armDeadline(time.Now())
+	bc.x = x
+	if err := bc.nc.WatchReply(bc); err != nil {
+		bc.WatchOver(err)
+	}
+	return true
+}
+
+// pushDeadline moves the client's read deadline, which fasthttp set for
+// the request it waits for, to the idle timeout and an eighth from now:
+// while the poller serves the connection, fasthttp sees no request, and
+// would close a busy connection as idle. Pushed when an eighth of the
+// timeout passed since the last push, so most requests touch no timer,
+// and an idle connection closes between one and one and an eighth idle
+// timeouts after its last request, never before.
+func (x *exchanger) pushDeadline(now time.Duration) {
+	idle := x.p.cfg.ClientIdleTimeout
+	if idle <= 0 || now-x.pushed < idle/8 {
+		return
+	}
+	x.pushed = now
+	_ = x.c.SetReadDeadline(time.Now().Add(idle + idle/8)) // never early
+}
+
+// Readable is fastconn.ReadWatcher's, in the poller: the watch for an
+// answer ends once its header is all in the buffer, or the connection
+// failed, or the buffer is full.
+func (c *bconn) Readable() bool {
+	c.src.nowait = true
+	defer func() { c.src.nowait = false }()
+	for {
+		if n := c.br.Buffered(); n > 0 {
+			buf, _ := c.br.Peek(n)
+			if bytes.Contains(buf, crlfcrlf) || bytes.Contains(buf, lflf) || n == c.br.Size() {
+				return true
+			}
+		}
+		if _, err := c.br.Peek(c.br.Buffered() + 1); err != nil {
+			return err != fastconn.ErrWouldBlock
+		}
+	}
+}
+
+var (
+	lose      = []byte("lose")
+	loseUpper = []byte("LOSE")
+	crlfcrlf  = []byte("\r\n\r\n")
+	lflf      = []byte("\n\n")
+)
+
+// WatchOver is fastconn.ReadWatcher's: the answer's header is in, or the
+// watch failed.
+func (c *bconn) WatchOver(err error) {
+	x := c.x
+	c.x = nil
+	if err == nil && x.answer(c) {
+		return
+	}
+	x.fallBack(c)
+}
+
+// answer writes the answer whose header c holds to the client, if it is
+// one this path finishes, and ends the exchange.
+func (x *exchanger) answer(c *bconn) bool {
+	n := c.br.Buffered()
+	buf, _ := c.br.Peek(n)
+	s := scratchPool.Get().(*exchangeScratch)
+	defer scratchPool.Put(s)
+	rh := &c.rh
+	br := s.reader(buf)
+	if err := rh.Read(br); err != nil {
+		return false
+	}
+	hl := n - br.Buffered()
+	status := rh.StatusCode()
+	if status < 200 {
+		return false
+	}
+	skip := x.head || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified
+	body := 0
+	if !skip {
+		cl := rh.ContentLength()
+		if cl < 0 || cl > streamAbove || hl+cl > n {
+			return false
+		}
+		body = cl
+	}
+	keep := !rh.ConnectionClose()
+	rh.ResetConnectionClose()
+	rewriteResponse(rh)
+	if !skip {
+		rh.SetContentLength(body) // as fasthttp's Response.Write does
+	}
+	out := rh.AppendBytes(s.out[:0])
+	out = append(out, buf[hl:hl+body]...)
+	s.out = out[:0]
+	_, _ = c.br.Discard(hl + body)
+
+	// The backend connection goes back before the answer goes out: the
+	// client's next request may come at once, on another P's poller.
+	p, b, st := x.p, x.b, x.rt.st
+	if keep {
+		b.put(c)
+	} else {
+		c.close()
+	}
+	b.inflight.Add(-1)
+	st.active.Add(-1)
+	now := fastconn.Mono()
+	st.observe(status, now-x.start)
+	if rep := p.cfg.Report; rep != nil {
+		p.report(rep, b, okAnswer, status)
+	}
+	p.totals.inPoller.Add(1)
+	sent, werr := x.c.WriteNow(out)
+	if werr == nil && sent < len(out) {
+		// The client's socket is full: the rest goes out from a
+		// goroutine, and the connection's next request waits for it.
+		x.rest = append(x.rest[:0], out[sent:]...)
+		go x.writeRest()
+		return true
+	}
+	x.hp.exchanges.Add(-1)
+	x.pushDeadline(now)
+	x.c.ExchangeDone()
+	return true
+}
+
+// writeRest writes what the client's socket did not take of an answer,
+// within the body timeout, and ends the exchange.
+func (x *exchanger) writeRest() {
+	_ = x.c.SetWriteDeadline(time.Now().Add(x.p.cfg.BodyTimeout))
+	_, err := x.c.Write(x.rest)
+	x.rest = x.rest[:0]
+	if err != nil {
+		_ = x.c.Close()
+	}
+	x.hp.exchanges.Add(-1)
+	x.c.ExchangeDone()
+}
+
+// fallBack hands an exchange whose answer this path does not finish to
+// fasthttp's goroutine: the request's bytes go back to it, and serve reads
+// the answer from c (resume).
+func (x *exchanger) fallBack(c *bconn) {
+	x.rt.st.active.Add(-1)
+	x.hp.exchanges.Add(-1)
+	x.resume = c
+	if !x.c.ExchangeFallback(x.n) {
+		// The client's reader is gone (its deadline, Close): nobody will
+		// take the answer.
+		x.resume = nil
+		c.close()
+		x.b.inflight.Add(-1)
+	}
+}
+
+// takeResume returns the connection a fallen-back exchange sent ctx's
+// request on, and the route and backend index it was sent for.
+func takeResume(ctx *fasthttp.RequestCtx) (*bconn, *route, int) {
+	x := exchangerOf(ctx)
+	if x == nil || x.resume == nil {
+		return nil, nil, 0
+	}
+	c := x.resume
+	x.resume = nil
+	return c, x.rt, x.first
+}
+
+// takePick returns the backend index the poller's balancer chose for ctx's
+// request on r before it declined it, or -1.
+func takePick(ctx *fasthttp.RequestCtx, r *route) int {
+	x := exchangerOf(ctx)
+	if x == nil || x.pickRt == nil {
+		return -1
+	}
+	rt := x.pickRt
+	x.pickRt = nil
+	if rt != r {
+		return -1 // the routes changed since
+	}
+	return x.pick
+}
+
+// pathOfURI is the path of an origin-form request target, without the
+// query.
+func pathOfURI(uri []byte) []byte {
+	if i := bytes.IndexAny(uri, "?#"); i >= 0 {
+		return uri[:i]
+	}
+	return uri
+}

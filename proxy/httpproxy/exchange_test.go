@@ -1,0 +1,407 @@
+package httpproxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/testnet"
+)
+
+// keepAliveBackend serves every connection with answer, request after
+// request, until answer returns false or the client goes; seen gets a copy
+// of every request as the backend read it (header and body).
+func keepAliveBackend(t *testing.T, seen chan<- []byte, answer func(req *http.Request, c net.Conn, bw *bufio.Writer) bool) netip.AddrPort {
+	t.Helper()
+	return rawBackend(t, func(c net.Conn) {
+		go func() {
+			defer c.Close()
+			br := bufio.NewReader(c)
+			bw := bufio.NewWriter(c)
+			for {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				if seen != nil {
+					raw, _ := httputil.DumpRequest(req, true)
+					select {
+					case seen <- raw:
+					default:
+					}
+				}
+				if !answer(req, c, bw) || bw.Flush() != nil {
+					return
+				}
+			}
+		}()
+	})
+}
+
+// dialRaw opens a client connection to addr, closed at the test's end.
+func dialRaw(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(waitFor))
+	return c, bufio.NewReader(c)
+}
+
+// readRaw reads one response with a Content-Length (or none, for HEAD and
+// 204) from br and returns its bytes exactly as they came.
+func readRaw(t *testing.T, br *bufio.Reader, head bool) string {
+	t.Helper()
+	var b strings.Builder
+	cl := 0
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading a response: %v (so far %q)", err, b.String())
+		}
+		b.WriteString(line)
+		if line == "\r\n" {
+			break
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "Content-Length") {
+			cl, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if head {
+		return b.String()
+	}
+	body := make([]byte, cl)
+	if _, err := io.ReadFull(br, body); err != nil {
+		t.Fatalf("reading a body of %d: %v", cl, err)
+	}
+	b.Write(body)
+	return b.String()
+}
+
+// The poller answers keep-alive requests itself once a pooled connection
+// is warm, and what it sends either way is byte for byte what fasthttp's
+// path sends: the first request of a cold pool goes that way, the rest
+// through the poller, and the client and the backend cannot tell them
+// apart.
+func TestPollerAnswersAsFasthttpDoes(t *testing.T) {
+	r := newRig(t, Config{})
+	seen := make(chan []byte, 16)
+	be := keepAliveBackend(t, seen, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		// Hop-by-hop headers pacer must drop, and a fixed Date, so that
+		// every answer is the same.
+		io.WriteString(bw, "HTTP/1.1 200 OK\r\nServer: raw\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n"+
+			"Connection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nX-App: web\r\n"+
+			"Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello")
+		return true
+	})
+	r.apply(app("/web", 0, []string{"web.test"}, "", be))
+
+	c, br := dialRaw(t, r.vhost)
+	const n = 6
+	var answers, requests []string
+	for i := range n {
+		if _, err := io.WriteString(c, "GET /x?y=1 HTTP/1.1\r\nHost: web.test\r\nUser-Agent: t\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: keep-alive\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		answers = append(answers, readRaw(t, br, false))
+		select {
+		case req := <-seen:
+			requests = append(requests, string(req))
+		case <-time.After(waitFor):
+			t.Fatalf("request %d never reached the backend", i)
+		}
+	}
+	if got := r.p.Totals().InPoller; got != n-1 {
+		t.Fatalf("%d requests answered in the poller, want %d (all but the cold pool's first)", got, n-1)
+	}
+	for i := 1; i < n; i++ {
+		if answers[i] != answers[0] {
+			t.Errorf("answer %d differs from fasthttp's:\n%q\n%q", i, answers[i], answers[0])
+		}
+		if requests[i] != requests[0] {
+			t.Errorf("request %d reached the backend differently:\n%q\n%q", i, requests[i], requests[0])
+		}
+	}
+	for _, hop := range []string{"Keep-Alive", "X-Hop", "Connection"} {
+		if strings.Contains(answers[n-1], "\r\n"+hop+":") {
+			t.Errorf("answer kept hop-by-hop %s: %q", hop, answers[n-1])
+		}
+	}
+	if !strings.Contains(requests[n-1], "X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n") || !strings.Contains(requests[n-1], "X-Forwarded-Host: web.test\r\n") {
+		t.Errorf("forwarded headers missing: %q", requests[n-1])
+	}
+	if st := r.p.Stats(); st[0].Responses[1] != n || st[0].Active != 0 {
+		t.Errorf("stats after %d answers: %+v", n, st[0])
+	}
+}
+
+// Answers the poller does not finish (interim 1xx, chunked, large, split
+// over two writes, closing) go back to fasthttp's path mid-exchange and
+// arrive whole; HEAD and 204 are answered without a body.
+func TestPollerFallsBackMidAnswer(t *testing.T) {
+	r := newRig(t, Config{})
+	big := strings.Repeat("b", streamAbove+1000)
+	be := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		switch req.URL.Path {
+		case "/chunked":
+			io.WriteString(bw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+		case "/big":
+			fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(big), big)
+		case "/split":
+			io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst")
+			bw.Flush()
+			time.Sleep(50 * time.Millisecond)
+			io.WriteString(bw, "-half")
+		case "/interim":
+			io.WriteString(bw, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n")
+			bw.Flush()
+			io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ninterim")
+		case "/nocontent":
+			io.WriteString(bw, "HTTP/1.1 204 No Content\r\n\r\n")
+		case "/close":
+			io.WriteString(bw, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nclose")
+			bw.Flush()
+			return false
+		default:
+			if req.Method == "HEAD" {
+				io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+			} else {
+				io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}
+		return true
+	})
+	r.apply(app("/web", 0, []string{"web.test"}, "", be))
+	c := client()
+	for range 2 {
+		for _, tc := range []struct{ path, body string }{
+			{"/", "ok"}, {"/chunked", "abcde"}, {"/", "ok"}, {"/big", big}, {"/split", "first-half"},
+			{"/interim", "interim"}, {"/nocontent", ""}, {"/close", "close"}, {"/", "ok"},
+		} {
+			status, body, _ := get(t, c, r.vhost, "web.test", tc.path)
+			if want := map[bool]int{true: 204, false: 200}[tc.path == "/nocontent"]; status != want || body != tc.body {
+				t.Fatalf("GET %s: %d, %d bytes %.40q; want %d %.40q", tc.path, status, len(body), body, want, tc.body)
+			}
+		}
+		req, _ := http.NewRequest("HEAD", "http://"+r.vhost+"/", nil)
+		req.Host = "web.test"
+		resp, err := c.Do(req)
+		if err != nil || resp.StatusCode != 200 || resp.ContentLength != 2 {
+			t.Fatalf("HEAD: %v %+v", err, resp)
+		}
+		resp.Body.Close()
+	}
+	if r.p.Totals().InPoller == 0 {
+		t.Fatal("no request was answered in the poller")
+	}
+	if st := r.p.Stats(); st[0].Active != 0 {
+		t.Errorf("requests still counted active: %+v", st[0])
+	}
+}
+
+// A backend that does not answer a request the poller sent gets the 504
+// that names the service, and one that takes it and closes gets the GET
+// retried on the other backend.
+func TestPollerTimeoutAndRetry(t *testing.T) {
+	r := newRig(t, Config{ResponseHeaderTimeout: 200 * time.Millisecond})
+	stall := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		if req.URL.Path == "/stall" {
+			time.Sleep(time.Second)
+			return false
+		}
+		io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	r.apply(app("/slow", 0, []string{"slow.test"}, "", stall))
+	c := client()
+	if s, _, _ := get(t, c, r.vhost, "slow.test", "/"); s != 200 {
+		t.Fatalf("warm-up: %d", s)
+	}
+	before := r.p.Totals().InPoller
+	if s, body, _ := get(t, c, r.vhost, "slow.test", "/"); s != 200 || body != "ok" || r.p.Totals().InPoller != before+1 {
+		t.Fatalf("second GET: %d %q, in poller %d -> %d", s, body, before, r.p.Totals().InPoller)
+	}
+	if s, body, _ := get(t, c, r.vhost, "slow.test", "/stall"); s != 504 || !strings.Contains(body, "/slow") {
+		t.Fatalf("stalled GET: %d %q, want 504 naming /slow", s, body)
+	}
+
+	// Two backends; a answers one request per connection, then takes the
+	// next and closes without a word (a task that died under it).
+	var served sync.Map
+	a := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		if _, again := served.LoadOrStore(c, true); again {
+			return false
+		}
+		io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+		return true
+	})
+	b := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
+		return true
+	})
+	r.apply(app("/slow", 0, []string{"slow.test"}, "", stall), app("/web", 0, []string{"web.test"}, "", a, b))
+	for i := range 20 {
+		if s, body, _ := get(t, c, r.vhost, "web.test", "/"); s != 200 || (body != "a" && body != "b") {
+			t.Fatalf("GET %d: %d %q", i, s, body)
+		}
+	}
+	if st := r.p.Stats(); st[1].Retries == 0 {
+		t.Errorf("no retry counted: %+v", st[1])
+	}
+}
+
+// Shutdown, or the table dropping a service port, lets a request the
+// poller sent finish before fasthttp closes the connection it sees as
+// idle.
+func TestPollerDrainLetsExchangeFinish(t *testing.T) {
+	for _, how := range []string{"shutdown", "port removed"} {
+		t.Run(how, func(t *testing.T) {
+			r := newRig(t, Config{})
+			got := make(chan struct{}, 1)
+			be := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+				if req.URL.Path == "/slow" {
+					got <- struct{}{}
+					time.Sleep(300 * time.Millisecond)
+				}
+				io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				return true
+			})
+			port := testnet.FreePort(t)
+			r.apply(app("/web", port, nil, "", be))
+			addr := r.waitPort(port)
+			c := client()
+			if s, _, _ := get(t, c, addr, "", "/"); s != 200 {
+				t.Fatalf("warm-up: %d", s)
+			}
+			type result struct {
+				status int
+				body   string
+				err    error
+			}
+			done := make(chan result, 1)
+			go func() {
+				resp, err := c.Get("http://" + addr + "/slow")
+				if err != nil {
+					done <- result{err: err}
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				done <- result{resp.StatusCode, string(b), err}
+			}()
+			select {
+			case <-got:
+			case <-time.After(waitFor):
+				t.Fatal("the slow request never reached the backend")
+			}
+			r.p.lmu.Lock()
+			hp, _ := r.p.ports.Get(port)
+			r.p.lmu.Unlock()
+			if n := hp.exchanges.Load(); n != 1 {
+				t.Fatalf("%d exchanges in the poller, want the slow request's", n)
+			}
+			if how == "shutdown" {
+				ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+				defer cancel()
+				if err := r.p.Shutdown(ctx); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				r.table.Apply(discovery.Update{Source: "test", Removed: []string{"/web"}})
+			}
+			res := <-done
+			if res.err != nil || res.status != 200 || res.body != "ok" {
+				t.Fatalf("in-flight request across the drain: %+v", res)
+			}
+		})
+	}
+}
+
+// A connection whose requests the poller answered can still upgrade: the
+// tunnel's bytes never reach the exchanger.
+func TestPollerThenUpgrade(t *testing.T) {
+	r := newRig(t, Config{})
+	be := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		if strings.EqualFold(req.Header.Get("Upgrade"), "echo") {
+			io.WriteString(bw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+			bw.Flush()
+			io.Copy(c, c)
+			return false
+		}
+		io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	r.apply(app("/web", 0, []string{"web.test"}, "", be))
+	nc, br := dialRaw(t, r.vhost)
+	for range 3 {
+		io.WriteString(nc, "GET / HTTP/1.1\r\nHost: web.test\r\n\r\n")
+		if raw := readRaw(t, br, false); !strings.HasSuffix(raw, "ok") {
+			t.Fatalf("GET: %q", raw)
+		}
+	}
+	if r.p.Totals().InPoller < 2 {
+		t.Fatalf("in poller: %d", r.p.Totals().InPoller)
+	}
+	io.WriteString(nc, "GET /ws HTTP/1.1\r\nHost: web.test\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %+v", err, resp)
+	}
+	for _, msg := range []string{"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n", "more bytes"} {
+		io.WriteString(nc, msg)
+		echo := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, echo); err != nil || !bytes.Equal(echo, []byte(msg)) {
+			t.Fatalf("echo through the tunnel: %q, %v", echo, err)
+		}
+	}
+}
+
+// Pipelined requests (two in one segment), and a request split across
+// reads, go fasthttp's way, in order and whole.
+func TestPollerLeavesPipelinesToFasthttp(t *testing.T) {
+	r := newRig(t, Config{})
+	seen := make(chan []byte, 16)
+	be := keepAliveBackend(t, seen, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+		return true
+	})
+	r.apply(app("/web", 0, []string{"web.test"}, "", be))
+	nc, br := dialRaw(t, r.vhost)
+	io.WriteString(nc, "GET /warm HTTP/1.1\r\nHost: web.test\r\n\r\n")
+	readRaw(t, br, false)
+	io.WriteString(nc, "GET /one HTTP/1.1\r\nHost: web.test\r\n\r\nGET /two HTTP/1.1\r\nHost: web.test\r\n\r\n")
+	for _, want := range []string{"/one", "/two"} {
+		if raw := readRaw(t, br, false); !strings.HasSuffix(raw, want) {
+			t.Fatalf("pipelined answer %q, want %s", raw, want)
+		}
+	}
+	// A request split across two reads, whose second part alone would
+	// parse as a request with the method "ET".
+	io.WriteString(nc, "G")
+	time.Sleep(20 * time.Millisecond) // let fasthttp read the first byte alone
+	io.WriteString(nc, "ET /split HTTP/1.1\r\nHost: web.test\r\n\r\n")
+	if raw := readRaw(t, br, false); !strings.HasSuffix(raw, "/split") {
+		t.Fatalf("split request answered %q", raw)
+	}
+	var last []byte
+	for len(seen) > 0 {
+		last = <-seen
+	}
+	if !strings.HasPrefix(string(last), "GET /split ") {
+		t.Fatal("the backend did not get the split request whole")
+	}
+}
