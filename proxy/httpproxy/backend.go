@@ -142,8 +142,14 @@ func (b *backend) getIdle(now time.Duration) *bconn {
 	return c
 }
 
-// put returns c to the pool, or closes it if the pool is closed or full.
+// put returns c to the pool, or closes it if the pool is closed or full,
+// or if the backend sent more than its answer: bytes nobody asked for would
+// be read as the next request's answer.
 func (b *backend) put(c *bconn) {
+	if c.br.Buffered() > 0 {
+		c.close()
+		return
+	}
 	c.lastUse = fastconn.Mono()
 	b.mu.Lock()
 	if b.closed || len(b.idle) >= b.p.cfg.MaxIdlePerBackend {

@@ -151,7 +151,8 @@ func TestPollerAnswersAsFasthttpDoes(t *testing.T) {
 
 // Answers the poller does not finish (interim 1xx, chunked, large, split
 // over two writes, closing) go back to fasthttp's path mid-exchange and
-// arrive whole; HEAD and 204 are answered without a body.
+// arrive whole; HEAD and 204 are answered without a body; a connection
+// whose backend sent more than the answer carries no further request.
 func TestPollerFallsBackMidAnswer(t *testing.T) {
 	r := newRig(t, Config{})
 	big := strings.Repeat("b", streamAbove+1000)
@@ -170,6 +171,10 @@ func TestPollerFallsBackMidAnswer(t *testing.T) {
 			io.WriteString(bw, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n")
 			bw.Flush()
 			io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ninterim")
+		case "/extra":
+			// An answer with stray bytes behind it: the connection must
+			// not carry another request.
+			io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextraHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
 		case "/nocontent":
 			io.WriteString(bw, "HTTP/1.1 204 No Content\r\n\r\n")
 		case "/close":
@@ -191,6 +196,7 @@ func TestPollerFallsBackMidAnswer(t *testing.T) {
 		for _, tc := range []struct{ path, body string }{
 			{"/", "ok"}, {"/chunked", "abcde"}, {"/", "ok"}, {"/big", big}, {"/split", "first-half"},
 			{"/interim", "interim"}, {"/nocontent", ""}, {"/close", "close"}, {"/", "ok"},
+			{"/extra", "extra"}, {"/", "ok"}, {"/", "ok"},
 		} {
 			status, body, _ := get(t, c, r.vhost, "web.test", tc.path)
 			if want := map[bool]int{true: 204, false: 200}[tc.path == "/nocontent"]; status != want || body != tc.body {
