@@ -175,12 +175,17 @@ func (c *Conn) exchangeRun(events uint32) {
 			// the exchange's end reads again.
 			c.xpend.Store(true)
 		}
+		// While Exchange runs the reader may stop waiting (its deadline),
+		// but it does not leave Read (disarm) until Exchange returned:
+		// the bytes are in its buffer.
+		b := c.rbuf[:n]
+		c.xcalling.Store(true)
 		c.rstate.Store(relayBusy)
-		if c.xch.Exchange(c, c.rbuf[:n]) {
-			return
+		took := c.xch.Exchange(c, b)
+		c.xcalling.Store(false)
+		if !took {
+			c.ExchangeFallback(n) // the reader's, unless it is gone
 		}
-		c.rn = n
-		c.exchangeStop()
 		return
 	}
 }

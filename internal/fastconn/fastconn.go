@@ -168,9 +168,10 @@ type Conn struct {
 	// The Exchanger of a Conn whose Reads serve in the poller
 	// (exchange.go), set while no Read runs; xpend keeps readiness that
 	// came while an exchange ran. rwatch is WatchRead's watcher.
-	xch    Exchanger
-	xpend  atomic.Bool
-	rwatch ReadWatcher
+	xch      Exchanger
+	xpend    atomic.Bool
+	xcalling atomic.Bool // the poller is in a call of xch.Exchange
+	rwatch   ReadWatcher
 	// RelayBoth's state (pair.go): rwake is the waiter a stopping relay
 	// wakes (the owner's, for both directions); rpair marks a relay of a
 	// pair, which passes the first FIN on itself; reof is set once this

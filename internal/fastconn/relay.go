@@ -124,7 +124,12 @@ func (c *Conn) disarm() {
 			return
 		case relayArmed, relayBusy:
 			// An exchange still running (exchange.go) is left to end on
-			// its own: its end then finds the reader gone.
+			// its own: its end then finds the reader gone. But an
+			// Exchange call still reads the buffer: wait it out.
+			if s == relayBusy && c.xcalling.Load() {
+				runtime.Gosched()
+				continue
+			}
 			if c.rstate.CompareAndSwap(s, relayIdle) {
 				return
 			}

@@ -3,7 +3,9 @@ package httpproxy
 import (
 	"bufio"
 	"bytes"
+	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -29,7 +31,9 @@ import (
 // connection, and the answer is read, rewritten and written back by the
 // poller when it comes (bconn's Readable and WatchOver); fasthttp's
 // goroutine never wakes. Anything else is declined before a byte is sent,
-// and fasthttp serves it as before: a request with a body, Connection:
+// and fasthttp serves it as before, with whatever follows until fasthttp
+// reports the connection idle again (a body must never be taken for a
+// request): a request with a body, Connection:
 // close or HTTP/1.0, an Upgrade, an absolute-form URI, CONNECT, an unknown
 // host, a service with STICKY or REDIRECT_TO_HTTPS or no backend, a backend
 // without an idle connection used in the last peekAfter, a route index not
@@ -67,6 +71,13 @@ type exchanger struct {
 	// for want of an idle connection, for serve (takePick).
 	pickRt *route
 	pick   int
+
+	// between is set while the connection is between requests: the next
+	// bytes start one. A request this path declines, or gives back, is
+	// fasthttp's until fasthttp reports the connection idle again
+	// (connIdle): the bytes that follow may be its body, and a body that
+	// reads as a request must never be sent as one.
+	between atomic.Bool
 
 	// pushed is when the read deadline was last pushed forward.
 	pushed time.Duration
@@ -107,8 +118,23 @@ func exchangerOf(ctx *fasthttp.RequestCtx) *exchanger {
 }
 
 // Exchange is fastconn.Exchanger's: it takes b, one read of the client, if
-// it is one whole request this path serves, and sends it.
+// it starts a request (the connection is between requests) and is one
+// whole request this path serves, and sends it.
 func (x *exchanger) Exchange(c *fastconn.Conn, b []byte) bool {
+	if !x.between.Load() {
+		return false // the rest of a request fasthttp is reading: its body
+	}
+	if x.take(c, b) {
+		return true
+	}
+	// fasthttp reads this request, and its body if it has one, until it
+	// is done with it (connIdle).
+	x.between.Store(false)
+	return false
+}
+
+// take sends b, a whole request, if this path serves it.
+func (x *exchanger) take(c *fastconn.Conn, b []byte) bool {
 	p := x.p
 	x.pickRt = nil // a choice the last declined request did not take
 	// fasthttp reads into the free tail of its buffer: a read into less
@@ -337,6 +363,7 @@ func (x *exchanger) writeRest() {
 // fasthttp's goroutine: the request's bytes go back to it, and serve reads
 // the answer from c (resume).
 func (x *exchanger) fallBack(c *bconn) {
+	x.between.Store(false)
 	x.rt.st.active.Add(-1)
 	x.hp.exchanges.Add(-1)
 	x.resume = c
@@ -346,6 +373,16 @@ func (x *exchanger) fallBack(c *bconn) {
 		x.resume = nil
 		c.close()
 		x.b.inflight.Add(-1)
+	}
+}
+
+// connIdle is fasthttp's report that it is done with c's request and
+// waits for the next: the poller may take the next one.
+func connIdle(c net.Conn) {
+	if fc, ok := c.(*fastconn.Conn); ok {
+		if x, ok := fc.Exchanger().(*exchanger); ok {
+			x.between.Store(true)
+		}
 	}
 }
 

@@ -50,6 +50,20 @@ func keepAliveBackend(t *testing.T, seen chan<- []byte, answer func(req *http.Re
 	})
 }
 
+// pathRig is a rig whose web.test answers every request with its path,
+// and seen, the requests the backend got.
+func pathRig(t *testing.T) (*rig, <-chan []byte) {
+	t.Helper()
+	r := newRig(t, Config{})
+	seen := make(chan []byte, 16)
+	be := keepAliveBackend(t, seen, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+		return true
+	})
+	r.apply(app("/web", 0, []string{"web.test"}, "", be))
+	return r, seen
+}
+
 // dialRaw opens a client connection to addr, closed at the test's end.
 func dialRaw(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
@@ -379,13 +393,7 @@ func TestPollerThenUpgrade(t *testing.T) {
 // Pipelined requests (two in one segment), and a request split across
 // reads, go fasthttp's way, in order and whole.
 func TestPollerLeavesPipelinesToFasthttp(t *testing.T) {
-	r := newRig(t, Config{})
-	seen := make(chan []byte, 16)
-	be := keepAliveBackend(t, seen, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
-		fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
-		return true
-	})
-	r.apply(app("/web", 0, []string{"web.test"}, "", be))
+	r, seen := pathRig(t)
 	nc, br := dialRaw(t, r.vhost)
 	io.WriteString(nc, "GET /warm HTTP/1.1\r\nHost: web.test\r\n\r\n")
 	readRaw(t, br, false)
@@ -409,5 +417,37 @@ func TestPollerLeavesPipelinesToFasthttp(t *testing.T) {
 	}
 	if !strings.HasPrefix(string(last), "GET /split ") {
 		t.Fatal("the backend did not get the split request whole")
+	}
+}
+
+// A request body that arrives after its header, at an empty buffer, is
+// the body: even one that reads as a whole request is never offered to
+// the poller as one (which would send it to the backend as a request of
+// its own, past the proxy's view of the connection).
+func TestPollerNeverTakesABody(t *testing.T) {
+	r, seen := pathRig(t)
+	nc, br := dialRaw(t, r.vhost)
+	for range 2 {
+		io.WriteString(nc, "GET /warm HTTP/1.1\r\nHost: web.test\r\n\r\n")
+		readRaw(t, br, false)
+		<-seen
+	}
+	body := "GET /smuggled HTTP/1.1\r\nHost: web.test\r\n\r\n"
+	fmt.Fprintf(nc, "POST /form HTTP/1.1\r\nHost: web.test\r\nContent-Length: %d\r\n\r\n", len(body))
+	time.Sleep(50 * time.Millisecond) // the header alone first: fasthttp then waits for the body
+	io.WriteString(nc, body)
+	if raw := readRaw(t, br, false); !strings.HasSuffix(raw, "/form") {
+		t.Fatalf("answer %q, want the POST's", raw)
+	}
+	got := string(<-seen)
+	if !strings.HasPrefix(got, "POST /form ") || !strings.HasSuffix(got, body) {
+		t.Fatalf("backend got %q, want the POST with its body", got)
+	}
+	io.WriteString(nc, "GET /after HTTP/1.1\r\nHost: web.test\r\n\r\n")
+	if raw := readRaw(t, br, false); !strings.HasSuffix(raw, "/after") {
+		t.Fatalf("answer %q after the POST", raw)
+	}
+	if got := string(<-seen); !strings.HasPrefix(got, "GET /after ") {
+		t.Fatalf("backend got %q, want GET /after", got)
 	}
 }

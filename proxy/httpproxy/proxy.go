@@ -154,6 +154,8 @@ func (p *Proxy) newServer(hp *httpPort, h fasthttp.RequestHandler) *fasthttp.Ser
 			switch s {
 			case fasthttp.StateNew:
 				p.connOpened(c, hp)
+			case fasthttp.StateIdle:
+				connIdle(c)
 			case fasthttp.StateClosed:
 				p.connClosed(c)
 			}
@@ -194,7 +196,9 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 
 func (p *Proxy) connOpened(c net.Conn, hp *httpPort) {
 	if fc, ok := c.(*fastconn.Conn); ok {
-		fc.SetExchanger(&exchanger{p: p, hp: hp, c: fc})
+		x := &exchanger{p: p, hp: hp, c: fc}
+		x.between.Store(true)
+		fc.SetExchanger(x)
 	}
 	hp.accepted.Add(1)
 	hp.active.Add(1)
