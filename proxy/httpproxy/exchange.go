@@ -31,13 +31,14 @@ import (
 // connection, and the answer is read, rewritten and written back by the
 // poller when it comes (bconn's Readable and WatchOver); fasthttp's
 // goroutine never wakes. Anything else is declined before a byte is sent,
-// and fasthttp serves it as before, with whatever follows until fasthttp
-// reports the connection idle again (a body must never be taken for a
-// request): a request with a body, Connection:
+// and fasthttp serves it as before: a request with a body, Connection:
 // close or HTTP/1.0, an Upgrade, an absolute-form URI, CONNECT, an unknown
 // host, a service with STICKY or REDIRECT_TO_HTTPS or no backend, a backend
 // without an idle connection used in the last peekAfter, a route index not
-// yet built, a draining proxy. An answer this path cannot finish (1xx, a
+// yet built, a draining listener, the rest of a request split across reads.
+// fasthttp then also gets whatever follows until it reports the connection
+// idle again: a body must never be taken for a request. An answer this
+// path cannot finish (1xx, a
 // body not all there or over streamAbove, chunked, an error, a timeout)
 // goes back to fasthttp's goroutine with the request's bytes
 // (ExchangeFallback), and serve reads it from the connection the request
