@@ -31,7 +31,8 @@ import (
 // connection, and the answer is read, rewritten and written back by the
 // poller when it comes (bconn's Readable and WatchOver); fasthttp's
 // goroutine never wakes. Anything else is declined before a byte is sent,
-// and fasthttp serves it as before: a request with a body, Connection:
+// and fasthttp serves it as before: a body not all in the read that brought
+// the header, chunked or over streamAbove, Connection:
 // close or HTTP/1.0, an Upgrade, an absolute-form URI, CONNECT, an unknown
 // host, a service with STICKY or REDIRECT_TO_HTTPS or no backend, a backend
 // without an idle connection used in the last peekAfter, a route index not
@@ -168,10 +169,20 @@ func (x *exchanger) take(c *fastconn.Conn, b []byte) bool {
 	defer scratchPool.Put(s)
 	h := &s.req
 	br := s.reader(b)
-	if err := h.Read(br); err != nil || br.Buffered() != 0 {
-		return false // not one whole request, or a body or the next request behind it
+	if err := h.Read(br); err != nil {
+		return false // not a whole request header
 	}
-	if h.IsConnect() || (h.ContentLength() != 0 && h.ContentLength() != -2) || h.ConnectionClose() || !h.IsHTTP11() || len(h.Peek("Expect")) > 0 {
+	// A body comes whole in this read, with nothing behind it (not the
+	// next request): its length, up to what fasthttp's path holds in
+	// memory, and within the limit. Chunked bodies (-1) are fasthttp's.
+	body := br.Buffered()
+	switch cl := h.ContentLength(); {
+	case cl == -2 && body == 0:
+	case cl >= 0 && cl == body && cl <= streamAbove && (p.cfg.MaxRequestBodySize == 0 || int64(cl) <= p.cfg.MaxRequestBodySize):
+	default:
+		return false
+	}
+	if h.IsConnect() || h.ConnectionClose() || !h.IsHTTP11() || len(h.Peek("Expect")) > 0 {
 		return false
 	}
 	uri := h.RequestURI()
@@ -202,8 +213,13 @@ func (x *exchanger) take(c *fastconn.Conn, b []byte) bool {
 		return false
 	}
 	bk.inflight.Add(1)
-	hdr := h.Header()
-	if sent, err := bc.nc.WriteNow(hdr); err != nil || sent < len(hdr) {
+	req := h.Header()
+	if body > 0 {
+		// One write, as fasthttp's path flushes header and body at once.
+		s.out = append(append(s.out[:0], req...), b[len(b)-body:]...)
+		req = s.out
+	}
+	if sent, err := bc.nc.WriteNow(req); err != nil || sent < len(req) {
 		// A pooled connection the backend closed (a task that died), or
 		// one whose buffer is full: nothing the backend can read as a
 		// request went out whole. fasthttp's path sends it again, to a

@@ -451,3 +451,53 @@ func TestPollerNeverTakesABody(t *testing.T) {
 		t.Fatalf("backend got %q, want GET /after", got)
 	}
 }
+
+// A small body that comes whole with its header is sent in the poller;
+// one that does not (split, or with the next request behind it) goes
+// fasthttp's way. The backend gets the same bytes either way.
+func TestPollerTakesWholeSmallBodies(t *testing.T) {
+	r, seen := pathRig(t)
+	nc, br := dialRaw(t, r.vhost)
+	post := "POST /form HTTP/1.1\r\nHost: web.test\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world"
+	var got []string
+	for i := range 4 {
+		io.WriteString(nc, post)
+		if raw := readRaw(t, br, false); !strings.HasSuffix(raw, "/form") {
+			t.Fatalf("POST %d answered %q", i, raw)
+		}
+		got = append(got, string(<-seen))
+	}
+	if n := r.p.Totals().InPoller; n < 3 {
+		t.Fatalf("%d requests answered in the poller, want the warm POSTs'", n)
+	}
+	for i := range got {
+		if got[i] != got[0] || !strings.HasSuffix(got[i], "\r\n\r\nhello world") {
+			t.Fatalf("backend got %q, then %q", got[0], got[i])
+		}
+	}
+	before := r.p.Totals().InPoller
+	// Split: the header and part of the body, then the rest.
+	io.WriteString(nc, post[:len(post)-5])
+	time.Sleep(20 * time.Millisecond)
+	io.WriteString(nc, post[len(post)-5:])
+	readRaw(t, br, false)
+	if s := string(<-seen); s != got[0] {
+		t.Fatalf("split POST reached the backend as %q", s)
+	}
+	// A body with the next request right behind it.
+	io.WriteString(nc, post+"GET /next HTTP/1.1\r\nHost: web.test\r\n\r\n")
+	for _, want := range []string{"/form", "/next"} {
+		if raw := readRaw(t, br, false); !strings.HasSuffix(raw, want) {
+			t.Fatalf("answer %q, want %s", raw, want)
+		}
+	}
+	if s := string(<-seen); s != got[0] {
+		t.Fatalf("POST before a pipelined GET reached the backend as %q", s)
+	}
+	if s := string(<-seen); !strings.HasPrefix(s, "GET /next ") {
+		t.Fatalf("pipelined GET reached the backend as %q", s)
+	}
+	if n := r.p.Totals().InPoller; n != before {
+		t.Fatalf("%d more requests answered in the poller, want none of these", n-before)
+	}
+}
