@@ -21,8 +21,8 @@ import (
 // HAProxy's latency to the microsecond. A diagnostic that did the HTTP
 // plane's work per request (parse, rewrite; parse the answer) inside that
 // relay gave 1.14x HAProxy's rate and 0.72x its pooled p99; serving the
-// HTTP plane's requests this way gave 1.13-1.19x and 0.98-1.09x in four
-// runs, where the goroutines gave 1.05-1.07x and 1.06-1.23x
+// HTTP plane's requests this way gave 1.13-1.19x and 0.92-1.09x in five
+// runs, where the goroutines gave 1.05-1.10x and 0.98-1.23x
 // (bench/RESULTS.md).
 //
 // So a Conn whose reader waits in Read may have an Exchanger: when the

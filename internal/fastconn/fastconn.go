@@ -70,9 +70,9 @@
 //     without waiting is then forwarded, and its answer written back, by
 //     the poller's goroutine, as HAProxy's event loop does, and the
 //     reader, fasthttp's goroutine, never wakes. HTTP keep-alive through
-//     pacer went from 1.05-1.07x to 1.13-1.19x HAProxy's rate, and its
-//     p99 (pooled over six rounds) from 1.06-1.23x to 0.98-1.09x
-//     HAProxy's, in four runs with both builds (bench/RESULTS.md).
+//     pacer went from 1.05-1.10x to 1.13-1.19x HAProxy's rate, and its
+//     p99 (pooled over six rounds) from 0.98-1.23x to 0.92-1.09x
+//     HAProxy's, in five runs with both builds (bench/RESULTS.md).
 //
 //   - Fewer segments. A connection's last bytes go out with its FIN, in one
 //     segment, as HAProxy sends them (MSG_MORE, then shutdown): the pair
