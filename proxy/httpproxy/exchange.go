@@ -353,7 +353,7 @@ func (x *exchanger) answer(c *bconn) bool {
 	if werr == nil && sent < len(out) {
 		// The client's socket is full: the rest goes out from a
 		// goroutine, and the connection's next request waits for it.
-		x.rest = append(x.rest[:0], out[sent:]...)
+		x.rest = append([]byte(nil), out[sent:]...)
 		go x.writeRest()
 		return true
 	}
@@ -368,7 +368,7 @@ func (x *exchanger) answer(c *bconn) bool {
 func (x *exchanger) writeRest() {
 	_ = x.c.SetWriteDeadline(time.Now().Add(x.p.cfg.BodyTimeout))
 	_, err := x.c.Write(x.rest)
-	x.rest = x.rest[:0]
+	x.rest = nil // a stalled client is rare: keep no buffer for it
 	if err != nil {
 		_ = x.c.Close()
 	}
