@@ -53,7 +53,9 @@ type Exchanger interface {
 	// for bytes it read itself, before it waits on). It reports whether it
 	// took them; if it did, it must end the exchange with c.ExchangeDone or
 	// c.ExchangeFallback, and must not touch b after that. It must not
-	// block.
+	// block. cap(b) is the room the Read gave: a buffered reader that
+	// holds part of a message already reads into less than its whole
+	// buffer, so an Exchanger can tell a read that starts a message.
 	Exchange(c *Conn, b []byte) bool
 }
 
