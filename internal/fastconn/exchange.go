@@ -151,11 +151,9 @@ func (c *Conn) exchangeRun(events uint32) {
 	fd := uintptr(c.pd.fd)
 	for {
 		c.xpend.Store(false)
-		r, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)), 0, 0, 0)
+		n, errno := recv(fd, c.rbuf)
 		switch errno {
 		case 0:
-		case syscall.EINTR:
-			continue
 		case syscall.EAGAIN:
 			c.rstate.Store(relayArmed)
 			// Readiness kept while this read ran may predate the arming.
@@ -168,7 +166,6 @@ func (c *Conn) exchangeRun(events uint32) {
 			c.exchangeStop()
 			return
 		}
-		n := int(r)
 		if n == 0 { // the peer's FIN: Read returns io.EOF
 			c.exchangeStop()
 			return
@@ -242,21 +239,27 @@ func (c *Conn) TryRead(p []byte) (int, error) {
 	if !pd.incref() {
 		return 0, c.mapClosed("read", net.ErrClosed)
 	}
-	defer pd.decref()
-	for {
-		r, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(pd.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
-		switch errno {
-		case 0:
-			if r == 0 {
-				return 0, io.EOF
-			}
-			return int(r), nil
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return 0, ErrWouldBlock
-		}
+	n, errno := recv(uintptr(pd.fd), p)
+	pd.decref()
+	switch {
+	case errno == syscall.EAGAIN:
+		return 0, ErrWouldBlock
+	case errno != 0:
 		return 0, c.opError("read", errno)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// recv is one raw recvfrom of p from fd, retried on EINTR: the count, or
+// the error (EAGAIN when there is nothing to read).
+func recv(fd uintptr, p []byte) (int, syscall.Errno) {
+	for {
+		r, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
+		if errno != syscall.EINTR {
+			return int(r), errno
+		}
 	}
 }
 
@@ -286,40 +289,31 @@ type ReadWatcher interface {
 	// returns true; it must not block (TryRead).
 	Readable() bool
 	// WatchOver ends the watch: with nil once Readable returned true, on
-	// the goroutine that called it (the poller's, or WatchRead's caller);
+	// the goroutine that called it (the poller's, or WatchReply's caller);
 	// with the read deadline's or Close's error on a goroutine of its own.
 	WatchOver(err error)
 }
 
-// WatchRead calls w.Readable now and each time c may be readable, on the
-// poller's goroutine, until it returns true or c's read deadline passes or
-// c is closed, and then w.WatchOver once; no goroutine waits meanwhile. A
-// Conn outside fastconn's poller returns errors.ErrUnsupported and w is not
-// called. Nothing else may read c until WatchOver.
-func (c *Conn) WatchRead(w ReadWatcher) error {
-	if c.pd == nil {
-		return errors.ErrUnsupported
-	}
-	c.rwatch = w
-	c.rd.beforeWait() // arm the read deadline, which ends the watch
-	c.pd.waitFunc((*connWatch)(c))
-	return nil
-}
-
-// WatchReply is WatchRead for the answer to a request just written to c:
-// w.Readable is first called only once the poller reported c readable, or
-// at once if it did so since c was last read. The read that would find
-// nothing right after the request is saved, and with it, measured, most of
-// the times the backend, woken by the request onto the proxy's core,
-// preempted it (HTTP keep-alive: 80k involuntary switches in 2 s with the
-// read, 15k without; bench/RESULTS.md).
+// WatchReply watches for the answer to a request just written to c: it
+// calls w.Readable on the poller's goroutine each time c may be readable,
+// until it returns true or c's read deadline passes or c is closed, and
+// then w.WatchOver once; no goroutine waits meanwhile. The first call comes
+// only once the poller reported c readable, or at once if it did so since
+// c was last read: the read that would find nothing right after the
+// request is saved, and with it, measured, most of the times the backend,
+// woken by the request onto the proxy's core, preempted it (HTTP
+// keep-alive: 80k involuntary switches in 2 s with the read, 15k without;
+// bench/RESULTS.md). A Conn outside fastconn's poller returns
+// errors.ErrUnsupported and w is not called. Nothing else may read c until
+// WatchOver.
 func (c *Conn) WatchReply(w ReadWatcher) error {
 	if c.pd == nil {
 		return errors.ErrUnsupported
 	}
 	c.rwatch = w
-	c.rd.beforeWait()
-	c.pd.waitFuncLazy((*connWatch)(c))
+	c.rd.beforeWait() // arm the read deadline, which ends the watch
+	c.pd.aw.lazy = true
+	c.pd.waitFunc((*connWatch)(c))
 	return nil
 }
 

@@ -115,6 +115,19 @@ func expectRead(t *testing.T, reads <-chan readResult, want string) {
 	}
 }
 
+// expectEOF waits for the reader's Read to return the peer's FIN.
+func expectEOF(t *testing.T, reads <-chan readResult) {
+	t.Helper()
+	select {
+	case r := <-reads:
+		if r.n != 0 || r.err != io.EOF {
+			t.Fatalf("Read returned %q, %v; want io.EOF", r.data, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read did not see the peer's FIN")
+	}
+}
+
 func expectNoRead(t *testing.T, reads <-chan readResult) {
 	t.Helper()
 	select {
@@ -147,14 +160,7 @@ func TestExchangeServesInsteadOfTheReader(t *testing.T) {
 	}
 	expectNoRead(t, reads)
 	peer.Close()
-	select {
-	case r := <-reads:
-		if r.n != 0 || r.err != io.EOF {
-			t.Fatalf("after the peer closed, Read returned %q, %v; want io.EOF", r.data, r.err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Read did not see the peer's FIN")
-	}
+	expectEOF(t, reads)
 	if got := x.offers(); len(got) != 5 {
 		t.Fatalf("offered %q, want the five messages once each", got)
 	}
@@ -198,14 +204,7 @@ func TestExchangeFINBehindARequest(t *testing.T) {
 	waitOffers(t, x, 1)
 	x.hold <- struct{}{}
 	expectAnswer(t, peer, "XA")
-	select {
-	case r := <-reads:
-		if r.n != 0 || r.err != io.EOF {
-			t.Fatalf("Read returned %q, %v; want io.EOF", r.data, r.err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the FIN behind the request never reached the reader")
-	}
+	expectEOF(t, reads)
 }
 
 // A reader whose deadline passes while an exchange runs returns the
@@ -286,34 +285,46 @@ func (w *watchUntil) Readable() bool {
 
 func (w *watchUntil) WatchOver(err error) { w.done <- err }
 
-// WatchRead calls the watcher as bytes come, until it is satisfied, with
-// no goroutine waiting; a deadline ends it with the timeout.
-func TestWatchRead(t *testing.T) {
+// WatchReply calls the watcher as bytes come, until it is satisfied, with
+// no goroutine waiting, including bytes that came before the watch began
+// on a socket not yet in the poller; a deadline ends it with the timeout.
+func TestWatchReply(t *testing.T) {
 	ln, addr := listen(t, "tcp", "127.0.0.1:0")
 	c, peer := dialPair(t, ln, addr)
-	w := &watchUntil{c: c, want: "hello", done: make(chan error, 1)}
-	if err := c.WatchRead(w); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := peer.Write([]byte("hel")); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(20 * time.Millisecond)
-	if _, err := peer.Write([]byte("lo")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-w.done:
-		if err != nil || string(w.got) != "hello" {
-			t.Fatalf("watch ended with %q, %v", w.got, err)
+	watch := func(want string, before, after []string) {
+		t.Helper()
+		w := &watchUntil{c: c, want: want, done: make(chan error, 1)}
+		for _, b := range before {
+			if _, err := peer.Write([]byte(b)); err != nil {
+				t.Fatal(err)
+			}
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the watch never ended")
+		time.Sleep(20 * time.Millisecond) // in c's socket before the watch
+		if err := c.WatchReply(w); err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range after {
+			time.Sleep(20 * time.Millisecond)
+			if _, err := peer.Write([]byte(b)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		select {
+		case err := <-w.done:
+			if err != nil || string(w.got) != want {
+				t.Fatalf("watch ended with %q, %v; want %q", w.got, err, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the watch for %q never ended", want)
+		}
 	}
+	watch("hello", []string{"hello"}, nil)          // all there before: no edge comes
+	watch("world", []string{"wo"}, []string{"rld"}) // part before, part after
+	watch("again", nil, []string{"ag", "ain"})      // all after, in two
 
-	w = &watchUntil{c: c, want: "more", done: make(chan error, 1)}
+	w := &watchUntil{c: c, want: "more", done: make(chan error, 1)}
 	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	if err := c.WatchRead(w); err != nil {
+	if err := c.WatchReply(w); err != nil {
 		t.Fatal(err)
 	}
 	select {

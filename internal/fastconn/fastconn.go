@@ -168,7 +168,7 @@ type Conn struct {
 	rgot   bool
 	// The Exchanger of a Conn whose Reads serve in the poller
 	// (exchange.go), set while no Read runs; xpend keeps readiness that
-	// came while an exchange ran. rwatch is WatchRead's watcher.
+	// came while an exchange ran. rwatch is WatchReply's watcher.
 	xch      Exchanger
 	xpend    atomic.Bool
 	xcalling atomic.Bool // the poller is in a call of xch.Exchange

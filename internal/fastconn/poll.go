@@ -438,15 +438,6 @@ func (pd *pollFD) waitFunc(f asyncReadiness) {
 	pd.checkAsync()
 }
 
-// waitFuncLazy is waitFunc whose first test is made only if the socket was
-// reported ready since a wait last took its token: for a wait that starts
-// right after a request went out, whose answer cannot be there yet unless
-// the poller saw it come. The read that would find nothing is saved.
-func (pd *pollFD) waitFuncLazy(f asyncReadiness) {
-	pd.aw.lazy = true
-	pd.waitFunc(f)
-}
-
 // asyncReadiness is what waitFunc waits for, and what it calls at the end.
 type asyncReadiness interface {
 	readiness
@@ -458,8 +449,10 @@ type asyncReadiness interface {
 type asyncWait struct {
 	state atomic.Int32
 	f     asyncReadiness
-	// lazy makes the first test wait for a wake unless one came since the
-	// socket was last read (waitFuncLazy).
+	// lazy makes the first test wait for a wake unless one came since a
+	// wait last took its token: for a wait that starts right after a
+	// request went out, whose answer cannot be there yet unless the poller
+	// saw it come (WatchReply).
 	lazy bool
 }
 

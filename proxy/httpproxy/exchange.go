@@ -336,11 +336,7 @@ func (x *exchanger) answer(c *bconn) bool {
 	// The backend connection goes back before the answer goes out: the
 	// client's next request may come at once, on another P's poller.
 	p, b, st := x.p, x.b, x.rt.st
-	if keep {
-		b.put(c)
-	} else {
-		c.close()
-	}
+	p.release(c, keep)
 	b.inflight.Add(-1)
 	st.active.Add(-1)
 	now := fastconn.Mono()
@@ -428,13 +424,4 @@ func takePick(ctx *fasthttp.RequestCtx, r *route) int {
 		return -1 // the routes changed since
 	}
 	return x.pick
-}
-
-// pathOfURI is the path of an origin-form request target, without the
-// query.
-func pathOfURI(uri []byte) []byte {
-	if i := bytes.IndexAny(uri, "?#"); i >= 0 {
-		return uri[:i]
-	}
-	return uri
 }

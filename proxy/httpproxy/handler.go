@@ -543,6 +543,12 @@ func pathOf(ctx *fasthttp.RequestCtx, uri []byte, absolute bool) []byte {
 	if absolute {
 		return ctx.Request.URI().PathOriginal()
 	}
+	return pathOfURI(uri)
+}
+
+// pathOfURI is the path of an origin-form request target, without the
+// query.
+func pathOfURI(uri []byte) []byte {
 	for i, c := range uri {
 		if c == '?' || c == '#' {
 			return uri[:i]
