@@ -350,6 +350,9 @@ func (x *exchanger) answer(c *bconn) bool {
 		// The client's socket is full: the rest goes out from a
 		// goroutine, and the connection's next request waits for it.
 		x.rest = append([]byte(nil), out[sent:]...)
+		if testHookWriteRest != nil {
+			testHookWriteRest()
+		}
 		go x.writeRest()
 		return true
 	}
@@ -358,6 +361,10 @@ func (x *exchanger) answer(c *bconn) bool {
 	x.c.ExchangeDone()
 	return true
 }
+
+// testHookWriteRest, if set, runs when an answer's rest goes to
+// writeRest: only a test sets it, before traffic starts.
+var testHookWriteRest func()
 
 // writeRest writes what the client's socket did not take of an answer,
 // within the body timeout, and ends the exchange.

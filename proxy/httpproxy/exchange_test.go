@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -517,5 +519,91 @@ func TestPollerTakesWholeSmallBodies(t *testing.T) {
 	}
 	if n := r.p.Totals().InPoller; n != before {
 		t.Fatalf("%d more requests answered in the poller, want none of these", n-before)
+	}
+}
+
+// An answer the client's socket cannot take at once (a client that does
+// not read) is finished by a goroutine while the poller goes on with other
+// connections; the connection's next request, already sent, waits for it,
+// and the client gets every answer whole and in order once it reads.
+func TestPollerFinishesAnAnswerTheClientDidNotTake(t *testing.T) {
+	rest := make(chan struct{}, 1)
+	testHookWriteRest = func() {
+		select {
+		case rest <- struct{}{}:
+		default:
+		}
+	}
+	t.Cleanup(func() { testHookWriteRest = nil })
+
+	r := newRig(t, Config{})
+	seen := make(chan []byte, 1)
+	// Each answer is one write of about 15 KB, so that the poller reads
+	// it whole, named by its path at both ends.
+	const size = 15000
+	be := keepAliveBackend(t, seen, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		p := req.URL.Path
+		fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s%s%s", size, p, strings.Repeat(".", size-2*len(p)), p)
+		return true
+	})
+	r.apply(app("/web", 0, []string{"web.test"}, "", be))
+
+	// A client whose receive buffer is small and which reads nothing
+	// until the proxy has had to leave an answer to writeRest.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return errors.Join(err, serr)
+	}}
+	nc, err := d.Dial("tcp", r.vhost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(waitFor))
+	br := bufio.NewReader(nc)
+
+	// Each request waits until the backend has it, so that the proxy reads
+	// each alone, not two at once, or until an answer went to writeRest:
+	// then the proxy reads nothing more from this client until it reads.
+	// The socket buffers fill within a few MB; 1,000 answers are 15 MB.
+	sent := 0
+	send := func() {
+		t.Helper()
+		fmt.Fprintf(nc, "GET /r%d HTTP/1.1\r\nHost: web.test\r\n\r\n", sent)
+		sent++
+	}
+	for stalled := false; !stalled; {
+		if sent == 1000 {
+			t.Fatalf("%d answers unread, and every one went out at once", sent)
+		}
+		send()
+		select {
+		case <-seen:
+		case <-rest:
+			stalled = true
+		case <-time.After(waitFor):
+			t.Fatalf("request %d never reached the backend (%d answered in the poller)", sent-1, r.p.Totals().InPoller)
+		}
+	}
+	// The next request comes while the answer before it is still going
+	// out: it must be answered after it, not into the middle of it.
+	send()
+	for i := range sent {
+		raw := readRaw(t, br, false)
+		p := fmt.Sprintf("/r%d", i)
+		if !strings.HasPrefix(raw, "HTTP/1.1 200 OK\r\n") || !strings.HasSuffix(raw, p) || !strings.Contains(raw, "\r\n\r\n"+p+".") {
+			t.Fatalf("answer %d of %d is not /r%d's: %.80q...%q", i, sent, i, raw, raw[max(0, len(raw)-20):])
+		}
+	}
+	if n := r.p.Totals().InPoller; n < 2 {
+		t.Fatalf("%d answers went out from the poller", n)
+	}
+	// The connection carries requests after that.
+	send()
+	if raw := readRaw(t, br, false); !strings.HasSuffix(raw, fmt.Sprintf("/r%d", sent-1)) {
+		t.Fatalf("the request after the stall answered %.80q", raw)
 	}
 }
