@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -522,11 +523,12 @@ func TestPollerTakesWholeSmallBodies(t *testing.T) {
 	}
 }
 
-// An answer the client's socket cannot take at once (a client that does
-// not read) is finished by a goroutine while the poller goes on with other
-// connections; the connection's next request, already sent, waits for it,
-// and the client gets every answer whole and in order once it reads.
-func TestPollerFinishesAnAnswerTheClientDidNotTake(t *testing.T) {
+// stalledClient is a client of r's web.test, whose backend answers every
+// request with about 15 KB named by its path, that sends requests without
+// reading until the poller has had to leave an answer's rest to writeRest:
+// the connection, its reader, and how many requests it sent (/r0, /r1...).
+func stalledClient(t *testing.T, cfg Config) (*rig, net.Conn, *bufio.Reader, func() int) {
+	t.Helper()
 	rest := make(chan struct{}, 1)
 	testHookWriteRest = func() {
 		select {
@@ -536,10 +538,9 @@ func TestPollerFinishesAnAnswerTheClientDidNotTake(t *testing.T) {
 	}
 	t.Cleanup(func() { testHookWriteRest = nil })
 
-	r := newRig(t, Config{})
+	r := newRig(t, cfg)
 	seen := make(chan []byte, 1)
-	// Each answer is one write of about 15 KB, so that the poller reads
-	// it whole, named by its path at both ends.
+	// Each answer is one write, so that the poller reads it whole.
 	const size = 15000
 	be := keepAliveBackend(t, seen, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
 		p := req.URL.Path
@@ -548,8 +549,7 @@ func TestPollerFinishesAnAnswerTheClientDidNotTake(t *testing.T) {
 	})
 	r.apply(app("/web", 0, []string{"web.test"}, "", be))
 
-	// A client whose receive buffer is small and which reads nothing
-	// until the proxy has had to leave an answer to writeRest.
+	// A small receive buffer, so that the sockets fill within a few MB.
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
@@ -561,22 +561,21 @@ func TestPollerFinishesAnAnswerTheClientDidNotTake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(func() { nc.Close() })
 	_ = nc.SetDeadline(time.Now().Add(waitFor))
-	br := bufio.NewReader(nc)
 
 	// Each request waits until the backend has it, so that the proxy reads
 	// each alone, not two at once, or until an answer went to writeRest:
 	// then the proxy reads nothing more from this client until it reads.
-	// The socket buffers fill within a few MB; 1,000 answers are 15 MB.
 	sent := 0
-	send := func() {
+	send := func() int {
 		t.Helper()
 		fmt.Fprintf(nc, "GET /r%d HTTP/1.1\r\nHost: web.test\r\n\r\n", sent)
 		sent++
+		return sent
 	}
 	for stalled := false; !stalled; {
-		if sent == 1000 {
+		if sent == 1000 { // 15 MB
 			t.Fatalf("%d answers unread, and every one went out at once", sent)
 		}
 		send()
@@ -588,9 +587,18 @@ func TestPollerFinishesAnAnswerTheClientDidNotTake(t *testing.T) {
 			t.Fatalf("request %d never reached the backend (%d answered in the poller)", sent-1, r.p.Totals().InPoller)
 		}
 	}
+	return r, nc, bufio.NewReader(nc), send
+}
+
+// An answer the client's socket cannot take at once (a client that does
+// not read) is finished by a goroutine while the poller goes on with other
+// connections; the connection's next request, already sent, waits for it,
+// and the client gets every answer whole and in order once it reads.
+func TestPollerFinishesAnAnswerTheClientDidNotTake(t *testing.T) {
+	r, _, br, send := stalledClient(t, Config{})
 	// The next request comes while the answer before it is still going
 	// out: it must be answered after it, not into the middle of it.
-	send()
+	sent := send()
 	for i := range sent {
 		raw := readRaw(t, br, false)
 		p := fmt.Sprintf("/r%d", i)
@@ -602,8 +610,43 @@ func TestPollerFinishesAnAnswerTheClientDidNotTake(t *testing.T) {
 		t.Fatalf("%d answers went out from the poller", n)
 	}
 	// The connection carries requests after that.
-	send()
+	sent = send()
 	if raw := readRaw(t, br, false); !strings.HasSuffix(raw, fmt.Sprintf("/r%d", sent-1)) {
 		t.Fatalf("the request after the stall answered %.80q", raw)
+	}
+}
+
+// A client that never takes the rest of an answer is closed once the body
+// timeout passes, and holds nothing after that.
+func TestPollerClosesAClientThatNeverReads(t *testing.T) {
+	r, _, br, send := stalledClient(t, Config{BodyTimeout: 200 * time.Millisecond})
+	sent := send()
+	for deadline := time.Now().Add(waitFor); ; {
+		r.p.cmu.Lock()
+		open := len(r.p.conns)
+		r.p.cmu.Unlock()
+		if open == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d client connections still open %v after the body timeout", open, waitFor)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// What was in the sockets still comes, then the end: not every answer.
+	got := 0
+	for ; got < sent; got++ {
+		if _, err := http.ReadResponse(br, nil); err != nil {
+			break
+		}
+	}
+	if got == sent {
+		t.Fatalf("all %d answers arrived from a connection closed for not reading", sent)
+	}
+	if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after %d of %d answers the connection is still open: %v", got, sent, err)
+	}
+	if st := r.p.Stats(); st[0].Active != 0 {
+		t.Fatalf("%d requests still active", st[0].Active)
 	}
 }
