@@ -103,7 +103,24 @@ func run(backend, vhost string, httpPort, tcpPort int) error {
 		}
 	}
 	fmt.Println("ready", ln.Addr())
-	<-ctx.Done()
+	// SIGUSR1 prints how many HTTP answers the poller gave itself.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	for {
+		select {
+		case <-usr1:
+			var answered uint64
+			for _, st := range hp.Stats() {
+				for _, n := range st.Responses {
+					answered += n
+				}
+			}
+			fmt.Printf("http answers %d, in the poller %d\n", answered, hp.Totals().InPoller)
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = hp.Shutdown(sctx)
