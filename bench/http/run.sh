@@ -345,6 +345,18 @@ for mode in keepalive close; do
 		printf '| %-9s | %-17s | %6s | %6s | %6s | %6s | %7s |\n' "$mode" "$t" "${pct[@]}"
 	done
 done
+# Which of pacer's HTTP answers, over the whole run (Connection: close
+# ones included), the poller gave itself (bench/http prints it on SIGUSR1;
+# PACER_B may be a build without that handler, so only pacer is asked).
+if [[ " $MODES " == *" keepalive "* || " $MODES " == *" close "* ]]; then
+	kill -USR1 "$pacer_pid"
+	for _ in 1 2 3 4 5 6 7 8 9 10; do
+		grep -q 'in the poller' "$work/pacer.out" && break
+		sleep 0.1
+	done
+	echo
+	echo "pacer-http, the whole run: $(grep 'in the poller' "$work/pacer.out" | tail -1)"
+fi
 [[ " $MODES " == *" bulk "* ]] || exit 0
 for t in "${bulk_targets[@]}"; do
 	mbs=$(median bulk "$t" 5) cpu=""
