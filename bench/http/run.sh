@@ -19,6 +19,11 @@
 #   close       the same with -H 'Connection: close' (one request per connection),
 #               also against HAProxy with `defer-accept` on its bind line, as
 #               pacer's HTTP listeners defer accepts (TCP_DEFER_ACCEPT)
+#   paced       keep-alive with each connection pausing 1 ms (wrk's delay) after
+#               every answer: the same moderate, bursty load for every target
+#               (25-30k req/s here), where keep-alive saturates the cores and
+#               a faster proxy drives wrk and nginx harder, which moves
+#               their queues into its p99
 #   bulk        wrk -t1 -c4 on /bulk (bytes/s; TCP targets and direct)
 # and the table prints req/s, p99 and the proxy's CPU time per request
 # (median over rounds) and the ratios the targets are stated in:
@@ -35,14 +40,14 @@
 # from another commit: `go build -o /tmp/b ./bench/http`) beside this
 # tree's, as targets pacerb-http and pacerb-tcp, interleaved with the rest,
 # and prints it against HAProxy and against this tree's build.
-# MODES="keepalive close bulk" picks the modes (default all three).
+# MODES="keepalive paced close bulk" picks the modes (default all four).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 BULK_MB=${BULK_MB:-64}
 CONNS=${CONNS:-50}
-MODES=${MODES:-keepalive close bulk}
+MODES=${MODES:-keepalive paced close bulk}
 PACER_B=${PACER_B:-}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -234,11 +239,18 @@ done = function(summary, latency, requests)
 	end
 end
 LUA
+# paced.lua is hist.lua with a pause of 1 ms before each connection's next
+# request (wrk's delay, whole milliseconds).
+{
+	echo 'delay = function() return 1 end'
+	cat "$work/hist.lua"
+} >"$work/paced.lua"
 run_wrk() { # mode target (in round $round)
 	local mode=$1 t=$2 out t0=0 t1=0 pid=${proc[$2]:-}
 	[[ -n $pid ]] && t0=$(cpu_ns "$pid")
 	case $mode in
 	keepalive) out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -s "$work/hist.lua" -H 'Host: bench.test' "http://127.0.0.1:${port[$t]}/") ;;
+	paced) out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -s "$work/paced.lua" -H 'Host: bench.test' "http://127.0.0.1:${port[$t]}/") ;;
 	close) out=$(wrk -t1 -c"$CONNS" -d"${SECONDS_PER_RUN}s" --latency -s "$work/hist.lua" -H 'Host: bench.test' -H 'Connection: close' "http://127.0.0.1:${port[$t]}/") ;;
 	bulk) out=$(wrk -t1 -c4 -d"${SECONDS_PER_RUN}s" -H 'Host: bench.test' "http://127.0.0.1:${port[$t]}/bulk") ;;
 	esac
@@ -271,6 +283,7 @@ for round in $(seq "$ROUNDS"); do
 		read -ra bulk <<<"$(reversed "${bulk[@]}")"
 	fi
 	[[ " $MODES " == *" keepalive "* ]] && for t in "${order[@]}"; do run_wrk keepalive "$t"; done
+	[[ " $MODES " == *" paced "* ]] && for t in "${order[@]}"; do run_wrk paced "$t"; done
 	[[ " $MODES " == *" close "* ]] && for t in "${corder[@]}"; do run_wrk close "$t"; done
 	[[ " $MODES " == *" bulk "* ]] && for t in "${bulk[@]}"; do run_wrk bulk "$t"; done
 done
@@ -309,7 +322,7 @@ printf '|%s|%s|%s|%s|%s|%s|\n' ----------- ------------------- ----------- -----
 vs() { # mode pacer-target haproxy-target
 	echo "$(ratio "$(median "$1" "$2" 3)" "$(median "$1" "$3" 3)") req/s ($(spread "$1" "$2" "$3" 3)), p99 $(ratio "$(median "$1" "$2" 4)" "$(median "$1" "$3" 4)") (pooled $(ratio "$(pooled "$1" "$2" 99)" "$(pooled "$1" "$3" 99)")), cpu $(ratio "$(median "$1" "$2" 6)" "$(median "$1" "$3" 6)")"
 }
-for mode in keepalive close; do
+for mode in keepalive paced close; do
 	[[ " $MODES " == *" $mode "* ]] || continue
 	list=("${targets[@]}")
 	[[ $mode == close ]] && list=("${close_targets[@]}")
@@ -336,7 +349,7 @@ echo
 echo "latency percentiles (us) over every round's requests pooled (wrk's histograms)"
 printf '| %-9s | %-17s | %6s | %6s | %6s | %6s | %7s |\n' mode target p1 p50 p90 p99 p99.9
 printf '|%s|%s|%s|%s|%s|%s|%s|\n' ----------- ------------------- -------- -------- -------- -------- ---------
-for mode in keepalive close; do
+for mode in keepalive paced close; do
 	[[ " $MODES " == *" $mode "* ]] || continue
 	list=("${targets[@]}")
 	[[ $mode == close ]] && list=("${close_targets[@]}")
@@ -348,7 +361,7 @@ done
 # Which of pacer's HTTP answers, over the whole run (Connection: close
 # ones included), the poller gave itself (bench/http prints it on SIGUSR1;
 # PACER_B may be a build without that handler, so only pacer is asked).
-if [[ " $MODES " == *" keepalive "* || " $MODES " == *" close "* ]]; then
+if [[ " $MODES " =~ " "(keepalive|paced|close)" " ]]; then
 	kill -USR1 "$pacer_pid"
 	for _ in 1 2 3 4 5 6 7 8 9 10; do
 		grep -q 'in the poller' "$work/pacer.out" && break
