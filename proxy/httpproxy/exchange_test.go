@@ -21,6 +21,8 @@ import (
 
 	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/internal/testnet"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // keepAliveBackend serves every connection with answer, request after
@@ -648,5 +650,69 @@ func TestPollerClosesAClientThatNeverReads(t *testing.T) {
 	}
 	if st := r.p.Stats(); st[0].Active != 0 {
 		t.Fatalf("%d requests still active", st[0].Active)
+	}
+}
+
+// A request the poller sent whose answer does not come within the drain
+// is reported when Shutdown gives up on it: the one line that says a
+// client got no answer from this process.
+func TestShutdownReportsRequestsLeftInThePoller(t *testing.T) {
+	release := make(chan struct{})
+	got := make(chan struct{}, 1)
+	be := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		if req.URL.Path == "/hang" {
+			got <- struct{}{}
+			<-release
+			return false
+		}
+		io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	defer close(release)
+	core, logs := observer.New(zap.WarnLevel)
+	table := discovery.NewTable()
+	p, err := New(Config{PortMin: 1024, PortMax: 65535, Bind: "127.0.0.1", DrainTimeout: 200 * time.Millisecond}, table, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	table.Apply(discovery.Update{Source: "test", Apps: []*discovery.App{app("/web", 0, []string{"web.test"}, "", be)}})
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.ServeVHost(ln) }()
+
+	// The request that hangs must be in the poller's hands; a stall past
+	// peekAfter since the warm-up sends it fasthttp's way, and then a
+	// fresh connection tries again.
+	var inPoller bool
+	for attempt := 0; attempt < 5 && !inPoller; attempt++ {
+		nc, br := dialRaw(t, ln.Addr().String())
+		io.WriteString(nc, "GET / HTTP/1.1\r\nHost: web.test\r\n\r\n")
+		readRaw(t, br, false)
+		io.WriteString(nc, "GET /hang HTTP/1.1\r\nHost: web.test\r\n\r\n")
+		select {
+		case <-got:
+		case <-time.After(waitFor):
+			t.Fatal("the request never reached the backend")
+		}
+		p.lmu.Lock()
+		hp := p.vhosts[0]
+		p.lmu.Unlock()
+		inPoller = hp.exchanges.Load() == 1
+	}
+	if !inPoller {
+		t.Fatal("the hanging request never went through the poller in 5 tries")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-served
+	warned := logs.FilterMessage("requests still waiting for their backends at the end of the drain").All()
+	if len(warned) != 1 || warned[0].ContextMap()["requests"] != int64(1) {
+		t.Fatalf("warnings at shutdown: %+v", logs.All())
 	}
 }

@@ -84,12 +84,14 @@ type httpPort struct {
 }
 
 // drainExchanges stops the poller from taking hp's requests and waits
-// until those it took are answered, or ctx ends.
-func (hp *httpPort) drainExchanges(ctx context.Context) {
+// until those it took are answered, or ctx ends; it returns how many were
+// still unanswered then.
+func (hp *httpPort) drainExchanges(ctx context.Context) int64 {
 	hp.draining.Store(true)
 	for hp.exchanges.Load() > 0 && ctx.Err() == nil {
 		time.Sleep(time.Millisecond)
 	}
+	return hp.exchanges.Load()
 }
 
 // New returns a Proxy that routes by table. It opens nothing until Run or
@@ -346,7 +348,10 @@ func (hp *httpPort) StopListening() {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()
-		hp.drainExchanges(ctx)
+		if n := hp.drainExchanges(ctx); n > 0 {
+			hp.p.log.Warn("requests still waiting for their backends at the end of the drain",
+				zap.Int("port", hp.port), zap.Int64("requests", n))
+		}
 		_ = srv.ShutdownWithContext(ctx)
 	}()
 }
@@ -438,16 +443,24 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.DrainTimeout)
 	defer cancel()
-	var wg sync.WaitGroup
+	var (
+		wg   sync.WaitGroup
+		left atomic.Int64
+	)
 	for i, srv := range srvs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			hps[i].drainExchanges(dctx)
+			left.Add(hps[i].drainExchanges(dctx))
 			_ = srv.ShutdownWithContext(dctx)
 		}()
 	}
 	wg.Wait()
+	if n := left.Load(); n > 0 {
+		// Requests the poller sent whose answers never came within the
+		// drain: their clients get no answer from this process.
+		p.log.Warn("requests still waiting for their backends at the end of the drain", zap.Int64("requests", n))
+	}
 	// Tunnels (WebSockets) have no request boundary to stop at: they get
 	// the rest of the drain, polled because they end on their own.
 	for p.tunnelCount() > 0 && dctx.Err() == nil {
