@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -47,6 +48,15 @@ func runChurn(t *testing.T, addr string, mode churn.Mode, k *churn.Killer) churn
 	}
 	if res.Requests == 0 {
 		t.Error("no request succeeded")
+	}
+	if res.Failures() != 0 {
+		// A request that got no answer may still be in the process: its
+		// goroutines say where (once, under make test's load, a GET here
+		// went unanswered for the client's 10 s, and the drain then used
+		// its whole timeout).
+		var b strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+		t.Logf("goroutines after the failures:\n%s", b.String())
 	}
 	return res
 }
