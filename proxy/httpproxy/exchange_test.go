@@ -307,12 +307,7 @@ func TestPollerDrainLetsExchangeFinish(t *testing.T) {
 				io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 				return true
 			})
-			port := testnet.FreePort(t)
-			r.apply(app("/web", port, nil, "", be))
-			addr := r.waitPort(port)
-			r.p.lmu.Lock()
-			hp, _ := r.p.ports.Get(port)
-			r.p.lmu.Unlock()
+			_, addr, hp := r.webPort(t, be)
 			c := client()
 			type result struct {
 				status int
@@ -357,20 +352,40 @@ func TestPollerDrainLetsExchangeFinish(t *testing.T) {
 					t.Fatal("the slow request never went through the poller in 5 tries")
 				}
 			}
-			if how == "shutdown" {
-				ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-				defer cancel()
-				if err := r.p.Shutdown(ctx); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				r.table.Apply(discovery.Update{Source: "test", Removed: []string{"/web"}})
-			}
+			r.drainWeb(t, how)
 			res := <-done
 			if res.err != nil || res.status != 200 || res.body != "ok" {
 				t.Fatalf("in-flight request across the drain: %+v", res)
 			}
 		})
+	}
+}
+
+// webPort serves /web from be on a fresh HTTP-mode service port, and
+// returns the port, its address and its listener.
+func (r *rig) webPort(t *testing.T, be netip.AddrPort) (int, string, *httpPort) {
+	t.Helper()
+	port := testnet.FreePort(t)
+	r.apply(app("/web", port, nil, "", be))
+	addr := r.waitPort(port)
+	r.p.lmu.Lock()
+	defer r.p.lmu.Unlock()
+	hp, _ := r.p.ports.Get(port)
+	return port, addr, hp
+}
+
+// drainWeb drains the rig's /web: how is "shutdown" (the proxy's
+// Shutdown) or "port removed" (the table drops the app).
+func (r *rig) drainWeb(t *testing.T, how string) {
+	t.Helper()
+	if how != "shutdown" {
+		r.table.Apply(discovery.Update{Source: "test", Removed: []string{"/web"}})
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := r.p.Shutdown(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -654,65 +669,62 @@ func TestPollerClosesAClientThatNeverReads(t *testing.T) {
 }
 
 // A request the poller sent whose answer does not come within the drain
-// is reported when Shutdown gives up on it: the one line that says a
-// client got no answer from this process.
-func TestShutdownReportsRequestsLeftInThePoller(t *testing.T) {
-	release := make(chan struct{})
-	got := make(chan struct{}, 1)
-	be := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
-		if req.URL.Path == "/hang" {
-			got <- struct{}{}
-			<-release
-			return false
-		}
-		io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		return true
-	})
-	defer close(release)
-	core, logs := observer.New(zap.WarnLevel)
-	table := discovery.NewTable()
-	p, err := New(Config{PortMin: 1024, PortMax: 65535, Bind: "127.0.0.1", DrainTimeout: 200 * time.Millisecond}, table, zap.New(core))
-	if err != nil {
-		t.Fatal(err)
-	}
-	table.Apply(discovery.Update{Source: "test", Apps: []*discovery.App{app("/web", 0, []string{"web.test"}, "", be)}})
-	ln, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- p.ServeVHost(ln) }()
+// is reported when the drain gives up on it, at Shutdown and when the
+// table drops its service port: the one line that says a client got no
+// answer from this process.
+func TestDrainReportsRequestsLeftInThePoller(t *testing.T) {
+	const warning = "requests still waiting for their backends at the end of the drain"
+	for _, how := range []string{"shutdown", "port removed"} {
+		t.Run(how, func(t *testing.T) {
+			release := make(chan struct{})
+			defer close(release)
+			got := make(chan struct{}, 1)
+			be := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+				if req.URL.Path == "/hang" {
+					got <- struct{}{}
+					<-release
+					return false
+				}
+				io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				return true
+			})
+			core, logs := observer.New(zap.WarnLevel)
+			r := newRigLog(t, t, Config{DrainTimeout: 200 * time.Millisecond}, zap.New(core))
+			port, addr, hp := r.webPort(t, be)
 
-	// The request that hangs must be in the poller's hands; a stall past
-	// peekAfter since the warm-up sends it fasthttp's way, and then a
-	// fresh connection tries again.
-	var inPoller bool
-	for attempt := 0; attempt < 5 && !inPoller; attempt++ {
-		nc, br := dialRaw(t, ln.Addr().String())
-		io.WriteString(nc, "GET / HTTP/1.1\r\nHost: web.test\r\n\r\n")
-		readRaw(t, br, false)
-		io.WriteString(nc, "GET /hang HTTP/1.1\r\nHost: web.test\r\n\r\n")
-		select {
-		case <-got:
-		case <-time.After(waitFor):
-			t.Fatal("the request never reached the backend")
-		}
-		p.lmu.Lock()
-		hp := p.vhosts[0]
-		p.lmu.Unlock()
-		inPoller = hp.exchanges.Load() == 1
-	}
-	if !inPoller {
-		t.Fatal("the hanging request never went through the poller in 5 tries")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	if err := p.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	<-served
-	warned := logs.FilterMessage("requests still waiting for their backends at the end of the drain").All()
-	if len(warned) != 1 || warned[0].ContextMap()["requests"] != int64(1) {
-		t.Fatalf("warnings at shutdown: %+v", logs.All())
+			// The request that hangs must be in the poller's hands; a
+			// stall past peekAfter since the warm-up sends it fasthttp's
+			// way, and then a fresh connection tries again.
+			inPoller := false
+			for attempt := 0; attempt < 5 && !inPoller; attempt++ {
+				nc, br := dialRaw(t, addr)
+				io.WriteString(nc, "GET / HTTP/1.1\r\nHost: web.test\r\n\r\n")
+				readRaw(t, br, false)
+				io.WriteString(nc, "GET /hang HTTP/1.1\r\nHost: web.test\r\n\r\n")
+				select {
+				case <-got:
+				case <-time.After(waitFor):
+					t.Fatal("the request never reached the backend")
+				}
+				inPoller = hp.exchanges.Load() == 1
+			}
+			if !inPoller {
+				t.Fatal("the hanging request never went through the poller in 5 tries")
+			}
+			r.drainWeb(t, how)
+			// The port's drain ends on a goroutine of its own.
+			for deadline := time.Now().Add(waitFor); logs.FilterMessage(warning).Len() == 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no warning %v after the drain; logged: %+v", waitFor, logs.All())
+				}
+			}
+			warned := logs.FilterMessage(warning).All()
+			if len(warned) != 1 || warned[0].ContextMap()["requests"] != int64(1) {
+				t.Fatalf("warnings: %+v", warned)
+			}
+			if p, ok := warned[0].ContextMap()["port"]; how == "port removed" && (!ok || p != int64(port)) {
+				t.Fatalf("warning names port %v, want %d", p, port)
+			}
+		})
 	}
 }

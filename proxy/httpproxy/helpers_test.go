@@ -38,7 +38,10 @@ type rig struct {
 
 func newRig(t *testing.T, cfg Config) *rig { return newRigTB(t, t, cfg) }
 
-func newRigTB(tb testing.TB, t *testing.T, cfg Config) *rig {
+func newRigTB(tb testing.TB, t *testing.T, cfg Config) *rig { return newRigLog(tb, t, cfg, nil) }
+
+// newRigLog is newRigTB with the proxy logging to log (nil: the test's log).
+func newRigLog(tb testing.TB, t *testing.T, cfg Config, log *zap.Logger) *rig {
 	tb.Helper()
 	r := &rig{t: t, table: discovery.NewTable(), listening: map[int]net.Addr{}, opened: make(chan int, 64)}
 	if cfg.PortMin == 0 {
@@ -51,9 +54,11 @@ func newRigTB(tb testing.TB, t *testing.T, cfg Config) *rig {
 		r.mu.Unlock()
 		r.opened <- port
 	}
-	log := zap.NewNop()
-	if t != nil {
-		log = zaptest.NewLogger(t)
+	if log == nil {
+		log = zap.NewNop()
+		if t != nil {
+			log = zaptest.NewLogger(t)
+		}
 	}
 	p, err := New(cfg, r.table, log)
 	if err != nil {
