@@ -336,3 +336,56 @@ func TestWatchReply(t *testing.T) {
 		t.Fatal("the deadline did not end the watch")
 	}
 }
+
+// An answer whose wakeup races the start of WatchReply is never lost. The
+// test holds the poller's wakeup for the answer at its worst moment: it
+// found no watch, and has not yet left its token. The watch then begins,
+// finds no token, and waits; the wakeup goes on. Before the fix in
+// waiter.wake the token was left for nobody, and the watch waited for its
+// deadline (a churn test's GET waited out its client's 10 s that way).
+func TestWatchReplyRacingTheAnswer(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	c, peer := dialPair(t, ln, addr)
+	// A first exchange puts c's socket in the poller.
+	w := &watchUntil{c: c, want: "a", done: make(chan error, 1)}
+	if err := c.WatchReply(w); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := peer.Write([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-w.done; err != nil {
+		t.Fatal(err)
+	}
+
+	held, release := make(chan struct{}, 1), make(chan struct{})
+	var once sync.Once
+	r := &c.pd.r
+	hook := func(wt *waiter) {
+		if wt == r {
+			once.Do(func() {
+				held <- struct{}{}
+				<-release
+			})
+		}
+	}
+	testHookWakeToken.Store(&hook)
+	t.Cleanup(func() { testHookWakeToken.Store(nil) })
+	if _, err := peer.Write([]byte("b")); err != nil { // the answer, before the watch
+		t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the poller never woke for the answer")
+	}
+	w = &watchUntil{c: c, want: "b", done: make(chan error, 1)}
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	if err := c.WatchReply(w); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-w.done; err != nil || string(w.got) != "b" {
+		t.Fatalf("the watch ended with %q, %v: the answer's wakeup was lost", w.got, err)
+	}
+}

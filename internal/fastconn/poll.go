@@ -606,6 +606,26 @@ func (w *waiter) wake() {
 		pd.wakeAsync()
 		return
 	}
+	if h := testHookWakeToken.Load(); h != nil {
+		(*h)(w)
+	}
+	w.token()
+	// A waitFunc that began meanwhile may have looked for a token before
+	// this one came, and now waits for wakeAsync alone: without this, an
+	// answer that came on another P's poller as a WatchReply began was
+	// never seen (a churn test's GET waited out its client's 10 s). A test
+	// too many is harmless.
+	if pd := w.async.Load(); pd != nil {
+		pd.wakeAsync()
+	}
+}
+
+// testHookWakeToken, if set, runs in wake between finding no waitFunc and
+// leaving the token: only a test sets it, to hold a wakeup there.
+var testHookWakeToken atomic.Pointer[func(*waiter)]
+
+// token leaves the wakeup as a token for the direction's next call.
+func (w *waiter) token() {
 	p := w.ready.Load()
 	if p == nil {
 		w.pending.Store(true)
