@@ -106,7 +106,7 @@ func run(backend, vhost string, httpPort, tcpPort int) error {
 	// SIGUSR1 prints how many HTTP answers the poller gave itself.
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
-	for {
+	for ctx.Err() == nil {
 		select {
 		case <-usr1:
 			var answered uint64
@@ -116,10 +116,8 @@ func run(backend, vhost string, httpPort, tcpPort int) error {
 				}
 			}
 			fmt.Printf("http answers %d, in the poller %d\n", answered, hp.Totals().InPoller)
-			continue
 		case <-ctx.Done():
 		}
-		break
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -350,8 +350,8 @@ func (x *exchanger) answer(c *bconn) bool {
 		// The client's socket is full: the rest goes out from a
 		// goroutine, and the connection's next request waits for it.
 		x.rest = append([]byte(nil), out[sent:]...)
-		if testHookWriteRest != nil {
-			testHookWriteRest()
+		if h := testHookWriteRest.Load(); h != nil {
+			(*h)()
 		}
 		go x.writeRest()
 		return true
@@ -363,8 +363,8 @@ func (x *exchanger) answer(c *bconn) bool {
 }
 
 // testHookWriteRest, if set, runs when an answer's rest goes to
-// writeRest: only a test sets it, before traffic starts.
-var testHookWriteRest func()
+// writeRest: only a test sets it.
+var testHookWriteRest atomic.Pointer[func()]
 
 // writeRest writes what the client's socket did not take of an answer,
 // within the body timeout, and ends the exchange.

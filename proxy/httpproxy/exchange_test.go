@@ -547,13 +547,14 @@ func TestPollerTakesWholeSmallBodies(t *testing.T) {
 func stalledClient(t *testing.T, cfg Config) (*rig, net.Conn, *bufio.Reader, func() int) {
 	t.Helper()
 	rest := make(chan struct{}, 1)
-	testHookWriteRest = func() {
+	hook := func() {
 		select {
 		case rest <- struct{}{}:
 		default:
 		}
 	}
-	t.Cleanup(func() { testHookWriteRest = nil })
+	testHookWriteRest.Store(&hook)
+	t.Cleanup(func() { testHookWriteRest.Store(nil) })
 
 	r := newRig(t, cfg)
 	seen := make(chan []byte, 1)
@@ -673,7 +674,6 @@ func TestPollerClosesAClientThatNeverReads(t *testing.T) {
 // table drops its service port: the one line that says a client got no
 // answer from this process.
 func TestDrainReportsRequestsLeftInThePoller(t *testing.T) {
-	const warning = "requests still waiting for their backends at the end of the drain"
 	for _, how := range []string{"shutdown", "port removed"} {
 		t.Run(how, func(t *testing.T) {
 			release := make(chan struct{})
@@ -713,12 +713,12 @@ func TestDrainReportsRequestsLeftInThePoller(t *testing.T) {
 			}
 			r.drainWeb(t, how)
 			// The port's drain ends on a goroutine of its own.
-			for deadline := time.Now().Add(waitFor); logs.FilterMessage(warning).Len() == 0; time.Sleep(10 * time.Millisecond) {
+			for deadline := time.Now().Add(waitFor); logs.FilterMessage(drainLeftMsg).Len() == 0; time.Sleep(10 * time.Millisecond) {
 				if time.Now().After(deadline) {
 					t.Fatalf("no warning %v after the drain; logged: %+v", waitFor, logs.All())
 				}
 			}
-			warned := logs.FilterMessage(warning).All()
+			warned := logs.FilterMessage(drainLeftMsg).All()
 			if len(warned) != 1 || warned[0].ContextMap()["requests"] != int64(1) {
 				t.Fatalf("warnings: %+v", warned)
 			}

@@ -83,6 +83,11 @@ type httpPort struct {
 	exchanges atomic.Int64
 }
 
+// drainLeftMsg is the warning for requests the poller sent whose answers
+// did not come within a drain: their clients get no answer from this
+// process.
+const drainLeftMsg = "requests still waiting for their backends at the end of the drain"
+
 // drainExchanges stops the poller from taking hp's requests and waits
 // until those it took are answered, or ctx ends; it returns how many were
 // still unanswered then.
@@ -349,8 +354,7 @@ func (hp *httpPort) StopListening() {
 		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()
 		if n := hp.drainExchanges(ctx); n > 0 {
-			hp.p.log.Warn("requests still waiting for their backends at the end of the drain",
-				zap.Int("port", hp.port), zap.Int64("requests", n))
+			hp.p.log.Warn(drainLeftMsg, zap.Int("port", hp.port), zap.Int64("requests", n))
 		}
 		_ = srv.ShutdownWithContext(ctx)
 	}()
@@ -457,9 +461,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	if n := left.Load(); n > 0 {
-		// Requests the poller sent whose answers never came within the
-		// drain: their clients get no answer from this process.
-		p.log.Warn("requests still waiting for their backends at the end of the drain", zap.Int64("requests", n))
+		p.log.Warn(drainLeftMsg, zap.Int64("requests", n))
 	}
 	// Tunnels (WebSockets) have no request boundary to stop at: they get
 	// the rest of the drain, polled because they end on their own.
