@@ -220,8 +220,11 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 	if len(c.marathon) == 0 && c.marathonZK == nil {
 		return nil, errors.New("--marathon: no URL given; pass e.g. --marathon http://marathon:8080")
 	}
+	// "*" stays in the list: the Marathon source reads a list naming it
+	// as every app, so "--group external,*" serves every app, not only
+	// external's.
 	for _, g := range strings.Split(group, ",") {
-		if g = strings.TrimSpace(g); g != "" && g != "*" {
+		if g = strings.TrimSpace(g); g != "" {
 			c.groups = append(c.groups, g)
 		}
 	}

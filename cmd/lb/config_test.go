@@ -67,6 +67,19 @@ func TestConfigEnvironmentAndPrecedence(t *testing.T) {
 	}
 }
 
+// "*" in --group means every app, also beside other groups: dropping it
+// here would narrow "--group external,*" to external's apps alone.
+func TestConfigGroupStarKeepsEveryApp(t *testing.T) {
+	t.Parallel()
+	c, err := parseConfig("lb", []string{"--marathon", "http://m:8080", "--group", "external, *"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.groups, ",") != "external,*" {
+		t.Errorf("groups = %q, want external and *", c.groups)
+	}
+}
+
 func TestHelpIsGroupedWithExamples(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer

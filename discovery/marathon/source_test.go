@@ -367,6 +367,13 @@ func TestGroupsSelfAndBadApps(t *testing.T) {
 	if snap.Service(10010) == nil {
 		t.Error("good app lost its port")
 	}
+
+	// A list naming "*" serves every app, whatever else it names.
+	_, all := startSource(t, Config{URLs: []string{f.srv.URL}, Groups: []string{"edge", "*"}, SelfAppID: "pacer"})
+	waitBackends(t, all, "/ext", "ext.1@10.0.0.1:1")
+	if snap := all.Snapshot(); snap.App("/int") == nil {
+		t.Errorf("groups edge,* left out the internal app: %v", snap.Apps())
+	}
 }
 
 func TestNewValidatesURLs(t *testing.T) {
