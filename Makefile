@@ -21,6 +21,9 @@ run: build
 ##       and the allocation tests once more without it
 test: test-deps vet fmt-check lint
 	$(GO) test -race -count=1 -timeout 12m ./...
+	@# The data plane again with more Ps than cores: more pollers, and wakeups
+	@# that cross them (a lost one, fixed in b87252e, showed only so).
+	$(GO) test -race -count=1 -cpu 4 -timeout 5m ./internal/fastconn ./proxy/...
 	@# Allocation counts, again without -race: under it sync.Pool drops items on purpose.
 	$(GO) test -count=1 -run 'Allocat' ./...
 
