@@ -2,6 +2,7 @@
 package testnet
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -96,11 +97,19 @@ func FreePort(t testing.TB) int {
 	return FreePorts(t, 1)[0]
 }
 
-// SilentAddr returns an address where connects neither succeed nor fail:
-// a listener with a backlog of 0 whose one queued connection is never
-// accepted, so the kernel drops every further SYN, as a host that vanished
-// from the network would. Connects there end only at the dialer's deadline.
-func SilentAddr(t testing.TB) netip.AddrPort {
+// RefusedAddr returns a loopback address where every connect is refused
+// for the rest of the test: a socket bound to it, never listening, holds
+// the port, so no listener of a test running in parallel can take it, as
+// it could a port that was free a moment ago.
+func RefusedAddr(t testing.TB) netip.AddrPort {
+	t.Helper()
+	_, a := boundSocket(t)
+	return a
+}
+
+// boundSocket returns a TCP socket bound to a free loopback port, closed
+// when the test ends, and its address.
+func boundSocket(t testing.TB) (int, netip.AddrPort) {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -110,14 +119,24 @@ func SilentAddr(t testing.TB) netip.AddrPort {
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
 	sa, err := syscall.Getsockname(fd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := netip.AddrPortFrom(netip.AddrFrom4(sa.(*syscall.SockaddrInet4).Addr), uint16(sa.(*syscall.SockaddrInet4).Port))
+	in4 := sa.(*syscall.SockaddrInet4)
+	return fd, netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port))
+}
+
+// SilentAddr returns an address where connects neither succeed nor fail:
+// a listener with a backlog of 0 whose one queued connection is never
+// accepted, so the kernel drops every further SYN, as a host that vanished
+// from the network would. Connects there end only at the dialer's deadline.
+func SilentAddr(t testing.TB) netip.AddrPort {
+	t.Helper()
+	fd, a := boundSocket(t)
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
 	filler, err := net.DialTimeout("tcp", a.String(), 5*time.Second) // fills the accept queue
 	if err != nil {
 		t.Fatal(err)
@@ -160,4 +179,67 @@ func SegmentsIn(t testing.TB, c *net.TCPConn) uint32 {
 		t.Fatalf("TCP_INFO: %v %v", err, gerr)
 	}
 	return info.Segs_in
+}
+
+// PeerRead waits until the program at the other end of c, an IPv4 TCP
+// connection between two sockets of this host, has read every byte c sent:
+// the peer socket's receive queue (rx_queue in /proc/net/tcp) is empty. A
+// test that must have a reader take the first part of a message alone
+// waits for this before it sends the rest, where a sleep would only make
+// that likely. On loopback a write's bytes are in the peer's queue when the
+// write returns. It fails after 10s, and at once if the peer's socket is
+// not in this host's table.
+func PeerRead(c net.Conn) error {
+	local, lok := c.LocalAddr().(*net.TCPAddr)
+	remote, rok := c.RemoteAddr().(*net.TCPAddr)
+	if !lok || !rok || local.IP.To4() == nil || remote.IP.To4() == nil {
+		return fmt.Errorf("PeerRead: %v to %v is not an IPv4 TCP connection", c.LocalAddr(), c.RemoteAddr())
+	}
+	// The peer's line names c's remote address as its local one.
+	peer := procNetAddr(remote) + " " + procNetAddr(local)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		queued, found, err := peerReceiveQueue(peer)
+		switch {
+		case err != nil:
+			return err
+		case !found:
+			return fmt.Errorf("PeerRead: no socket %s in /proc/net/tcp", peer)
+		case queued == 0:
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("PeerRead: the peer of %v left %d bytes unread for 10s", c.LocalAddr(), queued)
+		}
+		time.Sleep(time.Millisecond) // polling another program's socket: no event to wait on
+	}
+}
+
+// procNetAddr is a as /proc/net/tcp prints it: the address as the kernel's
+// 32-bit word in host order, then the port, both in hex.
+func procNetAddr(a *net.TCPAddr) string {
+	return fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32(a.IP.To4()), a.Port)
+}
+
+// peerReceiveQueue reads the receive queue of the socket whose local and
+// remote addresses are pair in /proc/net/tcp.
+func peerReceiveQueue(pair string) (queued uint64, found bool, err error) {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return 0, false, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[1]+" "+f[2] != pair {
+			continue
+		}
+		_, rx, ok := strings.Cut(f[4], ":")
+		if !ok {
+			return 0, false, fmt.Errorf("/proc/net/tcp: queues %q", f[4])
+		}
+		if queued, err = strconv.ParseUint(rx, 16, 64); err != nil {
+			return 0, false, fmt.Errorf("/proc/net/tcp: rx_queue %q: %w", rx, err)
+		}
+		return queued, true, nil
+	}
+	return 0, false, nil
 }
