@@ -242,7 +242,7 @@ func TestExchangeOffersWhatTheReaderReads(t *testing.T) {
 	if _, err := peer.Write([]byte("Xfirst")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond) // let the bytes arrive before the Read starts
+	untilInq(t, c, len("Xfirst")) // the bytes are there before the Read starts
 	reads := readLoop(c)
 	expectAnswer(t, peer, "XFIRST")
 	expectNoRead(t, reads)
@@ -294,17 +294,19 @@ func TestWatchReply(t *testing.T) {
 	watch := func(want string, before, after []string) {
 		t.Helper()
 		w := &watchUntil{c: c, want: want, done: make(chan error, 1)}
+		queued := 0
 		for _, b := range before {
 			if _, err := peer.Write([]byte(b)); err != nil {
 				t.Fatal(err)
 			}
+			queued += len(b)
 		}
-		time.Sleep(20 * time.Millisecond) // in c's socket before the watch
+		untilInq(t, c, queued) // in c's socket before the watch
 		if err := c.WatchReply(w); err != nil {
 			t.Fatal(err)
 		}
 		for _, b := range after {
-			time.Sleep(20 * time.Millisecond)
+			untilInq(t, c, 0) // each part comes after the watch took the last
 			if _, err := peer.Write([]byte(b)); err != nil {
 				t.Fatal(err)
 			}

@@ -389,8 +389,24 @@ func TestRelayBothFuncEndNotOnTheClosersGoroutine(t *testing.T) {
 	}))
 	untilArmed(t, client)
 	mu.Lock()
-	client.Close()
+	locked := true
+	defer func() {
+		if locked {
+			mu.Unlock() // after a failure, so that the stuck end can finish
+		}
+	}()
+	closed := make(chan struct{})
+	go func() {
+		client.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close never returned while the closer held its lock: the end ran on the closer's goroutine")
+	}
 	noReturn(t, results, "while the closer holds its lock")
+	locked = false
 	mu.Unlock()
 	select {
 	case r := <-results:

@@ -227,6 +227,18 @@ func inq(t *testing.T, c *Conn) int {
 	return int(n)
 }
 
+// untilInq waits until n bytes wait in c's socket: n > 0 for bytes a peer
+// sent (on loopback, there when its write returned), 0 for a reader in the
+// poller to have taken them.
+func untilInq(t *testing.T, c *Conn, n int) {
+	t.Helper()
+	for start := time.Now(); inq(t, c) != n; time.Sleep(time.Millisecond) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("%d bytes wait in the socket, want %d", inq(t, c), n)
+		}
+	}
+}
+
 // A deadline ends the wait with the bytes moved so far, and Close ends it
 // with net.ErrClosed.
 func TestRelayDeadlineAndClose(t *testing.T) {
