@@ -56,6 +56,7 @@ func TestTCPBackendBackStopsDraining(t *testing.T) {
 	roundTrip(t, c, "1")
 
 	put(h.table, service(port))
+	removed := time.Now()
 	eventually(t, "drain to start", func() bool { return h.draining(port, a.addr) })
 	put(h.table, service(port, a.addr))
 	eventually(t, "drain to stop", func() bool { return !h.draining(port, a.addr) })
@@ -63,12 +64,20 @@ func TestTCPBackendBackStopsDraining(t *testing.T) {
 	ps, _ := h.p.ports.Get(port)
 	h.p.mu.Unlock()
 	ps.mu.Lock()
+	conns := 0
 	for c := ps.backends[a.addr].head; c != nil; c = c.next {
+		conns++
 		if c.drain != nil {
 			t.Error("a connection kept its drain timer after its backend came back")
 		}
 	}
 	ps.mu.Unlock()
+	if conns != 1 {
+		t.Fatalf("%d connections on the backend that came back, want the client's", conns)
+	}
+	// Past the drain timeout the drain would have closed the client had
+	// it still run: this wait proves that it does not happen.
+	time.Sleep(time.Until(removed.Add(300*time.Millisecond + 200*time.Millisecond)))
 	if got := roundTrip(t, c, "2"); got != "2" {
 		t.Fatalf("got %q", got)
 	}

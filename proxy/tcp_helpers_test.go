@@ -91,16 +91,7 @@ func namedEcho(name string) func(*net.TCPConn) {
 }
 
 // deadAddr returns an address on which nothing listens.
-func deadAddr(t testing.TB) netip.AddrPort {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().(*net.TCPAddr).AddrPort()
-	ln.Close()
-	return a
-}
+func deadAddr(t testing.TB) netip.AddrPort { return testnet.RefusedAddr(t) }
 
 // service builds the app "/app<port>" offering one TCP service on port.
 func service(port int, backends ...netip.AddrPort) *discovery.App {
@@ -217,6 +208,14 @@ func (h *harness) status(port int) (PortStatus, bool) {
 		}
 	}
 	return PortStatus{}, false
+}
+
+// waitApplied waits until the proxy has acted on the table's newest
+// snapshot: its listeners follow the table on the proxy's own goroutine.
+func (h *harness) waitApplied() {
+	h.t.Helper()
+	v := h.table.Snapshot().Version()
+	eventually(h.t, "the proxy to apply the table", func() bool { return h.p.Applied() >= v })
 }
 
 // eventually polls cond until it holds or waitFor passes (STYLE 14: poll

@@ -25,6 +25,7 @@ func TestTCPListenerFollowsClaims(t *testing.T) {
 	long := dial(t, port)
 	for i, set := range [][]netip.AddrPort{{b.addr}, {a.addr, b.addr}, {a.addr}, {}, {b.addr}} {
 		put(h.table, service(port, set...))
+		h.waitApplied()
 		if len(set) > 0 {
 			msg := fmt.Sprint("change ", i)
 			if got := roundTrip(t, dial(t, port), msg); got != msg {
@@ -38,6 +39,7 @@ func TestTCPListenerFollowsClaims(t *testing.T) {
 	// Another app changing does not touch this port either.
 	other := testnet.FreePorts(t, 1)[0]
 	put(h.table, service(other, a.addr))
+	h.waitApplied()
 	if n := h.openedCount(port); n != 1 {
 		t.Fatalf("listener opened %d times across backend changes, want 1", n)
 	}
@@ -95,6 +97,7 @@ func TestTCPBindFailureReportedAndRetried(t *testing.T) {
 	if err != nil {
 		t.Fatalf("cannot take port %d for the test: %v", taken, err)
 	}
+	t.Cleanup(func() { squatter.Close() })
 	h := newHarness(t, TCPConfig{}, ports...)
 	be := startBackend(t, echo)
 	put(h.table, service(taken, be.addr), service(free, be.addr))

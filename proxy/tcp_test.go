@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -187,14 +188,28 @@ func TestTCPPendingDialDoesNotHoldUpOtherClients(t *testing.T) {
 	// backend while the test runs; the short drain lets the cleanup's
 	// Shutdown abort the dials still waiting.
 	h := newHarness(t, TCPConfig{DialTimeout: time.Minute, DrainTimeout: 50 * time.Millisecond}, port)
-	put(h.table, service(port, testnet.SilentAddr(t), startBackend(t, namedEcho("live")).addr))
+	silent := testnet.SilentAddr(t)
+	put(h.table, service(port, silent))
 	h.waitOpened(port, 1)
 
-	// Round robin over the two: two of the four clients start at the
-	// silent backend, and at least one of those is accepted before one
-	// that starts at the live backend.
-	lines := make(chan string, 4)
-	for range 4 {
+	// One client more than there are accept loops (one per P), every one
+	// of them waiting for the silent backend's handshake. A loop that
+	// waited for the dial of the connection it accepted would stop at its
+	// first, and the last client would never be accepted.
+	waiting := runtime.GOMAXPROCS(0) + 1
+	for range waiting {
+		dial(t, port)
+	}
+	eventually(t, fmt.Sprintf("%d clients accepted while their dials wait", waiting), func() bool {
+		st, _ := h.status(port)
+		return st.Active == int64(waiting)
+	})
+
+	// A task that answers comes up: of the next two clients, round robin
+	// sends one to it, and that one is served while the others still wait.
+	put(h.table, service(port, silent, startBackend(t, namedEcho("live")).addr))
+	lines := make(chan string, 2)
+	for range 2 {
 		c := dial(t, port)
 		go func() {
 			line, err := bufio.NewReader(c).ReadString('\n')
@@ -204,10 +219,13 @@ func TestTCPPendingDialDoesNotHoldUpOtherClients(t *testing.T) {
 			lines <- strings.TrimSpace(line)
 		}()
 	}
-	for i := range 2 {
-		if got := <-lines; got != "live" {
-			t.Fatalf("answer %d: %q; want two clients served by the live backend while the others' dials wait", i, got)
+	select {
+	case got := <-lines:
+		if got != "live" {
+			t.Fatalf("first answer %q; want the live backend's while the other dials wait", got)
 		}
+	case <-time.After(waitFor):
+		t.Fatal("no client served while the silent backend's dials wait")
 	}
 	if st, _ := h.status(port); st.DialErrors != 0 || st.Failed != 0 {
 		t.Fatalf("dial errors = %d, failed = %d; want none: the silent backend's dials are still waiting", st.DialErrors, st.Failed)

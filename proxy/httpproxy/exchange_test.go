@@ -187,7 +187,9 @@ func TestPollerFallsBackMidAnswer(t *testing.T) {
 		case "/split":
 			io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst")
 			bw.Flush()
-			time.Sleep(50 * time.Millisecond)
+			if err := testnet.PeerRead(c); err != nil { // the proxy reads the first half alone
+				t.Error(err)
+			}
 			io.WriteString(bw, "-half")
 		case "/interim":
 			io.WriteString(bw, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n")
@@ -298,11 +300,15 @@ func TestPollerDrainLetsExchangeFinish(t *testing.T) {
 	for _, how := range []string{"shutdown", "port removed"} {
 		t.Run(how, func(t *testing.T) {
 			r := newRig(t, Config{})
-			got := make(chan struct{}, 1)
+			// The backend holds each /slow answer until the test lets one go.
+			got, release := make(chan struct{}, 1), make(chan struct{}, 1)
 			be := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
 				if req.URL.Path == "/slow" {
 					got <- struct{}{}
-					time.Sleep(300 * time.Millisecond)
+					select {
+					case <-release:
+					case <-time.After(waitFor):
+					}
 				}
 				io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 				return true
@@ -345,6 +351,7 @@ func TestPollerDrainLetsExchangeFinish(t *testing.T) {
 				if hp.exchanges.Load() == 1 {
 					break
 				}
+				release <- struct{}{}
 				if res := <-done; res.err != nil || res.status != 200 {
 					t.Fatalf("slow request through fasthttp's path: %+v", res)
 				}
@@ -352,10 +359,37 @@ func TestPollerDrainLetsExchangeFinish(t *testing.T) {
 					t.Fatal("the slow request never went through the poller in 5 tries")
 				}
 			}
-			r.drainWeb(t, how)
+			// The drain starts while the answer is held: the listener
+			// closes first, and only then does the backend answer.
+			shutdown := make(chan error, 1)
+			if how == "shutdown" {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+					defer cancel()
+					shutdown <- r.p.Shutdown(ctx)
+				}()
+			} else {
+				r.drainWeb(t, how)
+			}
+			for deadline := time.Now().Add(waitFor); ; time.Sleep(time.Millisecond) {
+				conn, err := net.Dial("tcp", addr)
+				if err != nil {
+					break
+				}
+				conn.Close()
+				if time.Now().After(deadline) {
+					t.Fatal("the drained port never stopped listening")
+				}
+			}
+			release <- struct{}{}
 			res := <-done
 			if res.err != nil || res.status != 200 || res.body != "ok" {
 				t.Fatalf("in-flight request across the drain: %+v", res)
+			}
+			if how == "shutdown" {
+				if err := <-shutdown; err != nil {
+					t.Fatalf("Shutdown: %v", err)
+				}
 			}
 		})
 	}
@@ -444,7 +478,9 @@ func TestPollerLeavesPipelinesToFasthttp(t *testing.T) {
 	// A request split across two reads, whose second part alone would
 	// parse as a request with the method "ET".
 	io.WriteString(nc, "G")
-	time.Sleep(20 * time.Millisecond) // let fasthttp read the first byte alone
+	if err := testnet.PeerRead(nc); err != nil { // the proxy reads the first byte alone
+		t.Fatal(err)
+	}
 	io.WriteString(nc, "ET /split HTTP/1.1\r\nHost: web.test\r\n\r\n")
 	if raw := readRaw(t, br, false); !strings.HasSuffix(raw, "/split") {
 		t.Fatalf("split request answered %q", raw)
@@ -472,7 +508,9 @@ func TestPollerNeverTakesABody(t *testing.T) {
 	}
 	body := "GET /smuggled HTTP/1.1\r\nHost: web.test\r\n\r\n"
 	fmt.Fprintf(nc, "POST /form HTTP/1.1\r\nHost: web.test\r\nContent-Length: %d\r\n\r\n", len(body))
-	time.Sleep(50 * time.Millisecond) // the header alone first: fasthttp then waits for the body
+	if err := testnet.PeerRead(nc); err != nil { // the header alone first: fasthttp then waits for the body
+		t.Fatal(err)
+	}
 	io.WriteString(nc, body)
 	if raw := readRaw(t, br, false); !strings.HasSuffix(raw, "/form") {
 		t.Fatalf("answer %q, want the POST's", raw)
@@ -516,7 +554,9 @@ func TestPollerTakesWholeSmallBodies(t *testing.T) {
 	before := r.p.Totals().InPoller
 	// Split: the header and part of the body, then the rest.
 	io.WriteString(nc, post[:len(post)-5])
-	time.Sleep(20 * time.Millisecond)
+	if err := testnet.PeerRead(nc); err != nil {
+		t.Fatal(err)
+	}
 	io.WriteString(nc, post[len(post)-5:])
 	readRaw(t, br, false)
 	if s := string(<-seen); s != got[0] {

@@ -2,6 +2,7 @@ package httpproxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -121,6 +122,18 @@ func (r *rig) apply(apps ...*discovery.App) {
 	r.table.Apply(discovery.Update{Source: "test", Apps: apps})
 }
 
+// waitApplied waits until the proxy has acted on the table's newest
+// snapshot: its listeners follow the table on the proxy's own goroutine.
+func (r *rig) waitApplied() {
+	r.t.Helper()
+	v := r.table.Snapshot().Version()
+	for deadline := time.Now().Add(waitFor); r.p.Applied() < v; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("the proxy never applied snapshot %d (at %d)", v, r.p.Applied())
+		}
+	}
+}
+
 // rawBackend listens on a free loopback port and hands every accepted
 // connection to serve, on the accept loop's goroutine; it returns the address.
 func rawBackend(t *testing.T, serve func(net.Conn)) netip.AddrPort {
@@ -157,9 +170,7 @@ func httpBackend(t *testing.T, name string, h http.HandlerFunc) (*httptest.Serve
 }
 
 // deadAddr returns an address nothing listens on.
-func deadAddr(t *testing.T) netip.AddrPort {
-	return netip.MustParseAddrPort("127.0.0.1:" + strconv.Itoa(testnet.FreePort(t)))
-}
+func deadAddr(t *testing.T) netip.AddrPort { return testnet.RefusedAddr(t) }
 
 // client returns a keep-alive net/http client that does not follow redirects.
 func client() *http.Client {
@@ -170,26 +181,37 @@ func client() *http.Client {
 	}
 }
 
-// get sends a GET with Host host to addr and returns status, body and response.
+// get sends a GET with Host host to addr and returns status, body and
+// response; an error fails the test. Only for the test's goroutine: others
+// use tryGet.
 func get(t *testing.T, c *http.Client, addr, host, path string) (int, string, *http.Response) {
 	t.Helper()
-	req, err := http.NewRequest("GET", "http://"+addr+path, nil)
+	status, body, resp, err := tryGet(c, addr, host, path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return status, body, resp
+}
+
+// tryGet is get returning its error.
+func tryGet(c *http.Client, addr, host, path string) (int, string, *http.Response, error) {
+	req, err := http.NewRequest("GET", "http://"+addr+path, nil)
+	if err != nil {
+		return 0, "", nil, err
 	}
 	if host != "" {
 		req.Host = host
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Fatalf("GET %s%s (Host %s): %v", addr, path, host, err)
+		return 0, "", nil, fmt.Errorf("GET %s%s (Host %s): %w", addr, path, host, err)
 	}
 	b, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		t.Fatal(err)
+		return 0, "", nil, fmt.Errorf("GET %s%s (Host %s): body: %w", addr, path, host, err)
 	}
-	return resp.StatusCode, string(b), resp
+	return resp.StatusCode, string(b), resp, nil
 }
 
 // rawExchange writes req on a fresh connection and returns everything read

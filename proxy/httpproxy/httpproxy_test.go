@@ -191,8 +191,8 @@ func TestRetryAfterTaskDeath(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 10 {
-				if s, _, _ := get(t, c, r.vhost, "web.test", "/"); s != 200 {
-					t.Errorf("warm-up status %d", s)
+				if s, _, _, err := tryGet(c, r.vhost, "web.test", "/"); s != 200 {
+					t.Errorf("warm-up: %d %v", s, err)
 				}
 			}
 		}()
@@ -214,9 +214,9 @@ func TestRetryAfterTaskDeath(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range 25 {
-				if s, body, _ := get(t, c, r.vhost, "web.test", "/"); s != 200 || body != "b" {
+				if s, body, _, err := tryGet(c, r.vhost, "web.test", "/"); s != 200 || body != "b" {
 					failed.Add(1)
-					t.Errorf("after a's death: %d %q", s, body)
+					t.Errorf("after a's death: %d %q %v", s, body, err)
 				}
 			}
 		}()
@@ -460,12 +460,20 @@ func TestLimitsAndRefusals(t *testing.T) {
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: web.test\r\nX-Slow: ")
 		start := time.Now()
 		c.SetReadDeadline(time.Now().Add(waitFor))
-		for range 3 { // keep trickling: each byte must not extend the deadline
-			io.WriteString(c, "a")
-		}
+		// Keep trickling, a byte every 50 ms, until the proxy drops the
+		// connection: each byte must not extend the 300 ms deadline, so
+		// the trickle would outlast the check below only if it did.
+		go func() {
+			for time.Since(start) < waitFor {
+				if _, err := io.WriteString(c, "a"); err != nil {
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
 		got, _ := io.ReadAll(c)
 		if el := time.Since(start); el > 3*time.Second {
-			t.Fatalf("slow client held the connection %v", el)
+			t.Fatalf("slow client held the connection %v with a header timeout of 300ms", el)
 		}
 		if len(got) > 0 && !strings.Contains(statusOf(string(got)), "408") {
 			t.Fatalf("got %q", statusOf(string(got)))
@@ -514,6 +522,7 @@ func TestServicePortListeners(t *testing.T) {
 	tcpApp := app("/tcp", tcpPort, nil, "", b)
 	tcpApp.Services[0].Mode = discovery.ModeTCP
 	r.apply(tcpApp)
+	r.waitApplied()
 	for _, p := range r.p.Ports() {
 		if p.Port == tcpPort {
 			t.Fatalf("TCP-mode port carried: %+v", p)
@@ -560,7 +569,12 @@ func TestLeastConnPrefersIdleBackend(t *testing.T) {
 	go func() {
 		defer close(held)
 		for {
-			if _, body, _ := get(t, c, r.vhost, "web.test", "/hold"); body == "slow" {
+			_, body, _, err := tryGet(c, r.vhost, "web.test", "/hold")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if body == "slow" {
 				return
 			}
 		}
