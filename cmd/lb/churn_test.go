@@ -158,6 +158,9 @@ func waitEjected(t *testing.T, p *pacer, app, task string, start time.Time) (bac
 	t.Helper()
 	for time.Since(start) < 10*time.Second {
 		if b, ok := ejected(t, p, app, task); ok {
+			if b.Health == nil {
+				t.Fatalf("task %s out of rotation with no health verdict: %+v", task, b)
+			}
 			return b, time.Since(start)
 		}
 		time.Sleep(5 * time.Millisecond) // polling an endpoint: there is no hook across processes
