@@ -179,6 +179,31 @@ func TestPassiveEjectionAndReturn(t *testing.T) {
 	}
 }
 
+// A backend that keeps failing while it is out (the panic rule keeps it
+// in rotation, or requests chose it before it went out) is ejected again
+// once its ejection ended and it fails as many times again. Its failures
+// during the ejection must not count on past the limit, where the run
+// would never equal it again.
+func TestFailuresWhileEjectedDoNotDisarmEjection(t *testing.T) {
+	t.Parallel()
+	h := start(t, Config{Prober: &fakeProber{}, EjectionTime: 100 * time.Millisecond, GatewayFailures: 3, ServerErrors: 3}, app("/a", 4, nil))
+	for _, o := range []Outcome{ConnectFailed, ServerError} {
+		for range 3 {
+			h.c.Report(addr(1), o)
+		}
+		h.waitFor(fmt.Sprintf("%v to eject 10.0.0.1", o), func(s *discovery.Snapshot) bool { return !routes(s, "/a", addr(1)) })
+		for range 10 { // reported while out
+			h.c.Report(addr(1), o)
+		}
+		h.waitFor("the ejection to end", func(s *discovery.Snapshot) bool { return routes(s, "/a", addr(1)) })
+		for range 3 {
+			h.c.Report(addr(1), o)
+		}
+		h.waitFor(fmt.Sprintf("%v after the ejection to eject 10.0.0.1 again", o), func(s *discovery.Snapshot) bool { return !routes(s, "/a", addr(1)) })
+		h.waitFor("the second ejection to end", func(s *discovery.Snapshot) bool { return routes(s, "/a", addr(1)) })
+	}
+}
+
 func TestServerErrorsEject(t *testing.T) {
 	t.Parallel()
 	h := start(t, Config{Prober: &fakeProber{}, ServerErrors: 5}, app("/a", 4, nil))

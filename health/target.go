@@ -58,8 +58,13 @@ func (c *Checker) eject(t *target, o Outcome, n int) {
 	now := time.Now()
 	t.mu.Lock()
 	if now.Before(t.ejectedUntil) {
+		// Already out; the run that reached the limit starts again, or
+		// it would count on past the limit, which Report compares with
+		// ==, and the backend would never be ejected again.
+		t.gateway.Store(0)
+		t.server.Store(0)
 		t.mu.Unlock()
-		return // already out
+		return
 	}
 	if !t.lastEjectEnd.IsZero() && now.Sub(t.lastEjectEnd) > c.cfg.MaxEjectionTime {
 		t.ejections = 0 // a quiet spell: start the series again
