@@ -98,11 +98,13 @@ func marathonCheckOn(a *appDef, n int) *discovery.HealthCheck {
 	return best
 }
 
-// httpCheckOn reports whether the app has an HTTP(S) health check on port
-// index n, which makes the port an HTTP-mode one.
+// httpCheckOn reports whether the app has an HTTP health check on port
+// index n, which makes the port an HTTP-mode one. Not an HTTPS check: the
+// port then speaks TLS, which the HTTP proxy would send plain HTTP to; it
+// stays a TCP port and its TLS passes through.
 func httpCheckOn(a *appDef, n int) bool {
 	c := marathonCheckOn(a, n)
-	return c != nil && c.Protocol != discovery.CheckTCP
+	return c != nil && c.Protocol == discovery.CheckHTTP
 }
 
 var errIntervalRange = errors.New("interval out of range")

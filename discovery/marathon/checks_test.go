@@ -79,6 +79,27 @@ func TestHealthChecksFromMarathonAndLabels(t *testing.T) {
 	}
 }
 
+// A Marathon HTTP check makes its port HTTP mode; an HTTPS one does not:
+// the port speaks TLS, and the HTTP proxy would send it plain HTTP. Its
+// TLS passes through the TCP proxy, and the check still probes it.
+func TestHTTPSCheckKeepsTCPMode(t *testing.T) {
+	t.Parallel()
+	d := decodeOneApp(json.RawMessage(`{"id":"/a","portDefinitions":[{"port":10000},{"port":10001},{"port":10002}],"healthChecks":[
+		{"protocol":"HTTP","path":"/h","portIndex":0},{"protocol":"HTTPS","path":"/h","portIndex":1},{"protocol":"MESOS_HTTPS","path":"/h","portIndex":2}]}`))
+	if d.Def == nil {
+		t.Fatalf("decode: %s", d.Problem)
+	}
+	app := testBuilder(true).build(d.Def, nil)
+	var got []string
+	for _, s := range app.Services {
+		got = append(got, s.Mode.String()+" "+describeCheck(s.Check))
+	}
+	want := []string{"http HTTP /h 0s marathon HTTP check", "tcp HTTPS /h 0s marathon HTTPS check", "tcp HTTPS /h 0s marathon MESOS_HTTPS check"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("modes and checks:\n got %q\nwant %q", got, want)
+	}
+}
+
 func describeCheck(hc *discovery.HealthCheck) string {
 	if hc == nil {
 		return "-"
