@@ -61,6 +61,9 @@ type member struct {
 	data     []byte
 	task     discovery.TaskState
 	backend  *discovery.Backend // nil when not routable
+	// unresolved is set while the member's host does not resolve: its
+	// node's data will not change for that, so run tries it again.
+	unresolved bool
 }
 
 // memberEvent is a member's data watch firing.
@@ -94,6 +97,16 @@ func (sw *serviceWatch) run(ctx context.Context) error {
 	}()
 	backoff := retryMin
 	needRead, resync := true, true
+	// Members whose host did not resolve are resolved again on a timer of
+	// their own, backing off while they still fail.
+	resolveWait := resolveRetryMin
+	var resolveTimer *time.Timer
+	var resolveC <-chan time.Time
+	defer func() {
+		if resolveTimer != nil {
+			resolveTimer.Stop()
+		}
+	}()
 	for {
 		if needRead {
 			if _, exp := sw.sess.counts(); exp != sw.expiries {
@@ -128,9 +141,20 @@ func (sw *serviceWatch) run(ctx context.Context) error {
 			}
 		}
 		sw.publish(time.Now())
+		if resolveC == nil && sw.unresolved() {
+			resolveTimer = time.NewTimer(resolveWait)
+			resolveC = resolveTimer.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-resolveC:
+			resolveC = nil
+			if sw.resolveAgain(ctx) {
+				resolveWait = resolveRetryMin
+			} else {
+				resolveWait = min(2*resolveWait, resolveRetryMax)
+			}
 		case <-sw.dir.ch:
 			sw.dir.fired()
 			sw.src.count(1, 0)
@@ -273,10 +297,39 @@ func (sw *serviceWatch) forward(ctx context.Context, name string, gen uint64, ch
 	}()
 }
 
+// unresolved reports whether a member's host did not resolve.
+func (sw *serviceWatch) unresolved() bool {
+	for _, m := range sw.members {
+		if m.unresolved {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveAgain decodes again the members whose host did not resolve; it
+// reports whether they all resolve now.
+func (sw *serviceWatch) resolveAgain(ctx context.Context) bool {
+	all := true
+	for _, m := range sw.members {
+		if !m.unresolved {
+			continue
+		}
+		sw.decode(ctx, m)
+		if m.unresolved {
+			all = false
+		} else {
+			sw.dirty = true
+			sw.log.Info("member host resolves now", zap.String(keyMember, m.name), zap.Stringer("addr", m.backend.Addr))
+		}
+	}
+	return all
+}
+
 // decode parses m.data into its task state and backend. It returns false
 // for malformed data, which makes that member alone unroutable.
 func (sw *serviceWatch) decode(ctx context.Context, m *member) bool {
-	m.backend = nil
+	m.backend, m.unresolved = nil, false
 	mem, err := ParseMember(m.data)
 	if err != nil {
 		m.task = discovery.TaskState{ID: m.name, State: stateMalformed, Reason: "malformed member data: " + err.Error()}
@@ -291,7 +344,8 @@ func (sw *serviceWatch) decode(ctx context.Context, m *member) bool {
 	addr, err := sw.resolve(ctx, mem.Endpoint.Host)
 	if err != nil {
 		m.task.Reason = "resolving " + mem.Endpoint.Host + ": " + err.Error()
-		sw.log.Warn("member host does not resolve", zap.String(keyMember, m.name), zap.Error(err))
+		m.unresolved = true
+		sw.log.Warn("member host does not resolve; trying again", zap.String(keyMember, m.name), zap.Error(err))
 		return true
 	}
 	m.task.Routable = true

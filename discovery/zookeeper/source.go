@@ -34,7 +34,11 @@ const (
 	DefaultCoalesceBurst = 10
 
 	resolveTimeout = 2 * time.Second
-	readParallel   = 16 // concurrent member reads per service
+	// resolveRetryMin and resolveRetryMax bound the wait before a member
+	// whose host did not resolve is resolved again.
+	resolveRetryMin = time.Second
+	resolveRetryMax = 30 * time.Second
+	readParallel    = 16 // concurrent member reads per service
 )
 
 // Config configures a Source.

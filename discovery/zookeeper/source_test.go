@@ -1,12 +1,15 @@
 package zookeeper
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -215,6 +218,37 @@ func TestSourceMembers(t *testing.T) {
 
 // A ZooKeeper restart leaves the table as it was while the server is down,
 // shows as stale in Status, and converges once it is back.
+// A member whose host does not resolve (a DNS outage as it registered) is
+// shown with the reason, and routed once the host resolves again: nerve
+// does not rewrite a healthy member's node, so no watch would bring it.
+func TestUnresolvedMemberIsResolvedAgain(t *testing.T) {
+	t.Parallel()
+	srv := zktest.Start(t)
+	c := srv.Conn(t)
+	zktest.EnsurePath(t, c, "/svc/flaky")
+	var outage atomic.Bool
+	outage.Store(true)
+	resolve := func(_ context.Context, host string) (netip.Addr, error) {
+		if outage.Load() {
+			return netip.Addr{}, errors.New("server misbehaving")
+		}
+		return netip.MustParseAddr("10.0.0.9"), nil
+	}
+	table := discovery.NewTable()
+	runSource(t, Config{Servers: srv.Servers(), Services: []ServiceSpec{{"flaky", "/svc/flaky", 18090}}, Resolve: resolve}, table)
+	n := create(t, c, "/svc/flaky/member_", nerve("kafka1.internal", 9092), zk.FlagEphemeralSequential)
+	name := n[len("/svc/flaky/"):]
+	waitTable(t, table, "the member shown, unroutable, with the reason", func(s *discovery.Snapshot) bool {
+		a := s.App("zk:flaky")
+		return a != nil && len(a.Tasks) == 1 && !a.Tasks[0].Routable && strings.Contains(a.Tasks[0].Reason, "server misbehaving")
+	})
+	outage.Store(false)
+	want := []string{name + "=10.0.0.9:9092"}
+	waitTable(t, table, "the member routed once its host resolves", func(s *discovery.Snapshot) bool {
+		return reflect.DeepEqual(backends(s, "zk:flaky"), want)
+	})
+}
+
 func TestSourceSurvivesRestart(t *testing.T) {
 	t.Parallel()
 	srv := zktest.Start(t)
