@@ -258,7 +258,8 @@ func TestScaleToZeroAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "no backends after scale to 0", func() bool { return backends(t, p, "/web") == 0 })
-	// With no task a client is held, then closed: it never reaches a dead task.
+	// With no task the listener stays open (proxy's TestTCPHoldsClient*
+	// tests cover what a client meets there, held until a task comes).
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatalf("the listener must stay open while the app has no tasks: %v", err)

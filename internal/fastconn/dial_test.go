@@ -304,7 +304,7 @@ func TestSpliceFromDialed(t *testing.T) {
 	if err != nil || len(got) != len(want) || string(got) != string(want) {
 		t.Fatalf("read %d bytes (%v); want the %d sent, in order", len(got), err, len(want))
 	}
-	if err := <-done; err != nil {
+	if err := within(t, done, "the relay's end"); err != nil {
 		t.Fatal(err)
 	}
 }

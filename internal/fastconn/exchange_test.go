@@ -356,7 +356,7 @@ func TestWatchReplyRacingTheAnswer(t *testing.T) {
 	if _, err := peer.Write([]byte("a")); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-w.done; err != nil {
+	if err := within(t, w.done, "the first watch's end"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -387,7 +387,7 @@ func TestWatchReplyRacingTheAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(release)
-	if err := <-w.done; err != nil || string(w.got) != "b" {
+	if err := within(t, w.done, "the watch's end"); err != nil || string(w.got) != "b" {
 		t.Fatalf("the watch ended with %q, %v: the answer's wakeup was lost", w.got, err)
 	}
 }

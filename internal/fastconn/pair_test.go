@@ -288,7 +288,7 @@ func testRelayBothHandsBackFullReads(t *testing.T, start relayStart) {
 	clientPeer.CloseWrite() // one direction ends first
 	untilFIN(t, client)
 	backendPeer.Write(bytes.Repeat([]byte("y"), 4096))
-	r := <-results
+	r := within(t, results, "RelayBoth's end at a full buffer")
 	if r.err != nil || !r.ab.EOF || r.ba.EOF || r.ba.N != 1024 || r.ba.Buf == nil || r.ba.Moved != 0 {
 		t.Fatalf("RelayBoth returned (%+v, %+v, %v); want the full buffer of the answer and the request's EOF", r.ab, r.ba, r.err)
 	}
@@ -299,7 +299,7 @@ func testRelayBothHandsBackFullReads(t *testing.T, start relayStart) {
 	}
 	// A second call relays only the direction still open.
 	results = start(client, backend, NewPool(1024))
-	r2 := <-results
+	r2 := within(t, results, "the second RelayBoth's end at a full buffer")
 	if r2.err != nil || r2.ba.N != 1024 {
 		t.Fatalf("second RelayBoth returned (%+v, %+v, %v); want the next full buffer", r2.ab, r2.ba, r2.err)
 	}
@@ -329,7 +329,7 @@ func testRelayBothErrorsDeadlineAndClose(t *testing.T, start relayStart) {
 	untilArmed(t, backend)
 	backendPeer.SetLinger(0)
 	backendPeer.Close()
-	r := <-results
+	r := within(t, results, "RelayBoth's end at the reset")
 	if r.ba.Err == nil || r.ab.Err != nil || r.err != nil {
 		t.Fatalf("RelayBoth after a reset returned (%+v, %+v, %v); want the backend direction's error", r.ab, r.ba, r.err)
 	}
@@ -341,7 +341,7 @@ func testRelayBothErrorsDeadlineAndClose(t *testing.T, start relayStart) {
 	clientPeer2.Write([]byte("hello"))
 	readFull(t, backendPeer2, 5)
 	client2.SetReadDeadline(time.Now())
-	r = <-results
+	r = within(t, results, "RelayBoth's end at the deadline")
 	if !errors.Is(r.err, os.ErrDeadlineExceeded) || r.ab.Moved != 5 {
 		t.Fatalf("RelayBoth at its deadline returned (%+v, %+v, %v); want 5 bytes moved, a deadline error", r.ab, r.ba, r.err)
 	}
@@ -349,7 +349,7 @@ func testRelayBothErrorsDeadlineAndClose(t *testing.T, start relayStart) {
 	results = start(client2, backend2, NewPool(1024))
 	untilArmed(t, client2)
 	client2.Close()
-	if r := <-results; !errors.Is(r.err, net.ErrClosed) {
+	if r := within(t, results, "RelayBoth's end at Close"); !errors.Is(r.err, net.ErrClosed) {
 		t.Fatalf("RelayBoth cut short by Close: %v; want net.ErrClosed", r.err)
 	}
 	_ = clientPeer

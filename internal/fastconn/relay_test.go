@@ -98,7 +98,7 @@ func TestRelayForwardsWithoutWakingTheReader(t *testing.T) {
 		want += len(msg)
 	}
 	in.CloseWrite()
-	r := <-results
+	r := within(t, results, "RelayTo's end at the FIN")
 	if r.err != io.EOF || len(r.data) != 0 || r.moved != int64(want) {
 		t.Fatalf("RelayTo returned moved %d, %d bytes, %v; want moved %d, none, EOF", r.moved, len(r.data), r.err, want)
 	}
@@ -150,7 +150,7 @@ func TestRelayHandsBackFullReads(t *testing.T) {
 	untilArmed(t, src)
 	msg := bytes.Repeat([]byte("x"), 4096)
 	in.Write(msg)
-	r := <-results
+	r := within(t, results, "RelayTo's end at a full buffer")
 	if r.moved != 0 || len(r.data) != 1024 || r.err != nil {
 		t.Fatalf("RelayTo returned moved %d, %d bytes, %v; want 0, the full buffer (1024), nil", r.moved, len(r.data), r.err)
 	}
@@ -227,6 +227,19 @@ func inq(t *testing.T, c *Conn) int {
 	return int(n)
 }
 
+// within takes the next value from ch: a wait that never ends fails the test
+// in 5s, naming what it waited for, instead of hanging the run.
+func within[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s never came", what)
+		panic("unreachable")
+	}
+}
+
 // untilInq waits until n bytes wait in c's socket: n > 0 for bytes a peer
 // sent (on loopback, there when its write returned), 0 for a reader in the
 // poller to have taken them.
@@ -249,7 +262,7 @@ func TestRelayDeadlineAndClose(t *testing.T) {
 	in.Write([]byte("hello"))
 	readFull(t, out, 5)
 	src.SetReadDeadline(time.Now())
-	r := <-results
+	r := within(t, results, "RelayTo's end at the deadline")
 	if !errors.Is(r.err, os.ErrDeadlineExceeded) || r.moved != 5 {
 		t.Fatalf("RelayTo returned moved %d, %v; want 5, a deadline error", r.moved, r.err)
 	}
@@ -258,7 +271,7 @@ func TestRelayDeadlineAndClose(t *testing.T) {
 	results = relayAsync(src, dst, NewPool(1024))
 	untilArmed(t, src)
 	src.Close()
-	if r := <-results; !errors.Is(r.err, net.ErrClosed) {
+	if r := within(t, results, "RelayTo's end at Close"); !errors.Is(r.err, net.ErrClosed) {
 		t.Fatalf("RelayTo cut short by Close: %v; want net.ErrClosed", r.err)
 	}
 }
