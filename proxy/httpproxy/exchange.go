@@ -66,8 +66,9 @@ type exchanger struct {
 
 	// resume is the connection an exchange that fell back sent the
 	// request on, for serve; set before ExchangeFallback, taken by the
-	// handler on fasthttp's goroutine.
-	resume *bconn
+	// handler on fasthttp's goroutine, or dropped by whoever learns first
+	// that nobody will take it (Swap: exactly one of them closes it).
+	resume atomic.Pointer[bconn]
 
 	// pickRt and pick are the balancer's choice for a request declined
 	// for want of an idle connection, for serve (takePick).
@@ -386,19 +387,18 @@ func (x *exchanger) fallBack(c *bconn) {
 	x.between.Store(false)
 	x.rt.st.active.Add(-1)
 	x.hp.exchanges.Add(-1)
-	x.resume = c
+	x.resume.Store(c)
 	if !x.c.ExchangeFallback(x.n) {
 		// The client's reader is gone (its deadline, Close): nobody will
 		// take the answer.
-		x.resume = nil
-		c.close()
-		x.b.inflight.Add(-1)
+		x.dropResume()
 	}
 }
 
 // connIdle is fasthttp's report that it is done with c's request and
 // waits for the next: the poller may take the next one.
 func connIdle(c net.Conn) {
+	dropResume(c)
 	if fc, ok := c.(*fastconn.Conn); ok {
 		if x, ok := fc.Exchanger().(*exchanger); ok {
 			x.between.Store(true)
@@ -407,15 +407,39 @@ func connIdle(c net.Conn) {
 }
 
 // takeResume returns the connection a fallen-back exchange sent ctx's
-// request on, and the route and backend index it was sent for.
-func takeResume(ctx *fasthttp.RequestCtx) (*bconn, *route, int) {
+// request on, the route and backend index it was sent for, and when the
+// poller read the request (fastconn.Mono).
+func takeResume(ctx *fasthttp.RequestCtx) (*bconn, *route, int, time.Duration) {
 	x := exchangerOf(ctx)
-	if x == nil || x.resume == nil {
-		return nil, nil, 0
+	if x == nil {
+		return nil, nil, 0, 0
 	}
-	c := x.resume
-	x.resume = nil
-	return c, x.rt, x.first
+	c := x.resume.Swap(nil)
+	if c == nil {
+		return nil, nil, 0, 0
+	}
+	return c, x.rt, x.first, x.start
+}
+
+// dropResume closes the backend connection of an exchange that fell back
+// when fasthttp will not hand its request to the handler (it refused to
+// parse it, or the connection ended first): the answer has nobody to go to,
+// and the connection and its count in the backend's inflight would leak.
+func dropResume(c net.Conn) {
+	if fc, ok := c.(*fastconn.Conn); ok {
+		if x, ok := fc.Exchanger().(*exchanger); ok {
+			x.dropResume()
+		}
+	}
+}
+
+// dropResume closes the connection an exchange that fell back sent its
+// request on, unless the handler took it.
+func (x *exchanger) dropResume() {
+	if bc := x.resume.Swap(nil); bc != nil {
+		bc.close()
+		bc.b.inflight.Add(-1)
+	}
 }
 
 // takePick returns the backend index the poller's balancer chose for ctx's

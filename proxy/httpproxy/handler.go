@@ -106,11 +106,11 @@ func (p *Proxy) servePort(hp *httpPort) fasthttp.RequestHandler {
 // answer unread (exchange.go), on the route it was sent for; it reports
 // whether ctx's request was one.
 func (p *Proxy) resume(ctx *fasthttp.RequestCtx) bool {
-	c, r, first := takeResume(ctx)
+	c, r, first, start := takeResume(ctx)
 	if c == nil {
 		return false
 	}
-	p.serveFrom(ctx, r, c, first)
+	p.serveFrom(ctx, r, c, first, start)
 	return true
 }
 
@@ -136,26 +136,40 @@ func (p *Proxy) refuse(ctx *fasthttp.RequestCtx, status int, msg string) {
 }
 
 // serve proxies one request to r's service.
-func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) { p.serveFrom(ctx, r, nil, 0) }
+func (p *Proxy) serve(ctx *fasthttp.RequestCtx, r *route) { p.serveFrom(ctx, r, nil, 0, 0) }
 
 // serveFrom is serve, for a request that sent is nil for, or that was sent
 // already on sent, a connection to r.backends[first], whose answer it then
 // reads first.
-func (p *Proxy) serveFrom(ctx *fasthttp.RequestCtx, r *route, sent *bconn, first int) {
+//
+// start is when the poller read a request it sent (fastconn.Mono), or 0:
+// the request's latency runs from there, not from fasthttp's hand-over.
+func (p *Proxy) serveFrom(ctx *fasthttp.RequestCtx, r *route, sent *bconn, first int, start time.Duration) {
 	st := r.st
 	st.active.Add(1)
 	streamed := false
 	// Read before rewriteRequest drops the hop-by-hop headers; fasthttp
 	// read it too, before the handler, and closes after the answer.
 	closing := ctx.Request.Header.ConnectionClose()
+	// The backend gets HTTP/1.1 whatever the client speaks (rewriteRequest);
+	// fasthttp reads the client's version after the handler, to answer an
+	// HTTP/1.0 client's keep-alive in kind, so it gets it back.
+	http10 := !ctx.Request.Header.IsHTTP11()
 	defer func() {
+		if http10 {
+			ctx.Request.Header.SetProtocolBytes(http10Proto)
+		}
 		if !streamed {
 			st.active.Add(-1)
 			if closing {
 				lastAnswer(ctx)
 			}
 		}
-		st.observe(ctx.Response.StatusCode(), time.Since(ctx.Time()))
+		if start != 0 {
+			st.observe(ctx.Response.StatusCode(), fastconn.Mono()-start)
+		} else {
+			st.observe(ctx.Response.StatusCode(), time.Since(ctx.Time()))
+		}
 	}()
 
 	var xffBuf [256]byte
@@ -175,17 +189,7 @@ func (p *Proxy) serveFrom(ctx *fasthttp.RequestCtx, r *route, sent *bconn, first
 	}
 
 	if sent == nil {
-		first = -1
-	}
-	if sent == nil && r.svc.Sticky {
-		if v := ctx.Request.Header.Cookie(p.cfg.StickyCookie); len(v) > 0 {
-			for i, b := range r.backends {
-				if string(v) == b.sticky {
-					first = i
-					break
-				}
-			}
-		}
+		first = stickyPick(ctx, r, p.cfg.StickyCookie)
 	}
 	if first < 0 {
 		first = takePick(ctx, r)
@@ -205,6 +209,15 @@ func (p *Proxy) serveFrom(ctx *fasthttp.RequestCtx, r *route, sent *bconn, first
 	replayable := cl == 0 || cl == -2
 	if cl > 0 && cl <= streamAbove {
 		body = ctx.Request.Body()
+		if len(body) != cl {
+			// Body hides the read's error: the client closed or stalled
+			// before it sent what it announced. Forwarded, the backend
+			// would wait for the rest, and the pooled connection would
+			// fall out of step.
+			ctx.SetConnectionClose()
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			return
+		}
 		replayable = true
 	}
 	idempotent := isIdempotent(&ctx.Request.Header)
@@ -229,10 +242,10 @@ func (p *Proxy) serveFrom(ctx *fasthttp.RequestCtx, r *route, sent *bconn, first
 			now = time.Now()
 		}
 		if sent != nil {
-			out, streamed, err = p.receive(ctx, r, sent)
+			out, streamed, err = p.receive(ctx, r, sent, http10)
 			sent = nil
 		} else {
-			out, streamed, err = p.roundTrip(ctx, r, b, cl, body, now)
+			out, streamed, err = p.roundTrip(ctx, r, b, cl, body, now, http10)
 		}
 		if rep := p.cfg.Report; rep != nil {
 			p.report(rep, b, out, ctx.Response.StatusCode())
@@ -269,9 +282,53 @@ func (p *Proxy) serveFrom(ctx *fasthttp.RequestCtx, r *route, sent *bconn, first
 		}
 	case failTime:
 		p.failure(ctx, r, fasthttp.StatusGatewayTimeout, "backend did not answer in time", err)
+	case failDial:
+		if isTimeout(err) {
+			p.failure(ctx, r, fasthttp.StatusGatewayTimeout, "no backend accepted a connection in time", err)
+		} else {
+			p.failure(ctx, r, fasthttp.StatusBadGateway, "no backend accepted a connection", err)
+		}
 	default:
 		p.failure(ctx, r, fasthttp.StatusBadGateway, "backend failed", err)
 	}
+}
+
+// stickyPick returns the index of the backend ctx's sticky cookie pins it
+// to on r, or -1.
+func stickyPick(ctx *fasthttp.RequestCtx, r *route, cookie string) int {
+	if !r.svc.Sticky {
+		return -1
+	}
+	if v := ctx.Request.Header.Cookie(cookie); len(v) > 0 {
+		for i, b := range r.backends {
+			if string(v) == b.sticky {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// untilClose sends an answer of unknown length, whose body c reads, to an
+// HTTP/1.0 client, which cannot read chunks (fasthttp streams such a body
+// chunked): the body as it comes, ended by the connection's end.
+func (p *Proxy) untilClose(ctx *fasthttp.RequestCtx, c *bconn) {
+	h := &ctx.Response.Header
+	h.SetContentLength(-2) // neither a length nor chunks; Connection: close
+	head := append([]byte(nil), h.Header()...)
+	raw := ctx.Conn()
+	if fc, ok := raw.(*fastconn.Conn); ok {
+		fc.SetExchanger(nil)
+	}
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(net.Conn) {
+		if _, err := raw.Write(head); err == nil {
+			_, _ = io.Copy(raw, c)
+		}
+		c.Close()
+		raw.Close()
+		p.connClosed(raw)
+	})
 }
 
 // lastAnswer lets the answer to a client that asked for the connection to
@@ -304,12 +361,11 @@ func (p *Proxy) report(rep func(netip.AddrPort, health.Outcome), b *backend, out
 // roundTrip sends the request to b over a pooled connection and reads the
 // response into ctx.Response; a large or chunked body is left to stream
 // (streamed is then true, and the connection's Close ends the request).
-func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int, body []byte, now time.Time) (out outcome, streamed bool, err error) {
+func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int, body []byte, now time.Time, http10 bool) (out outcome, streamed bool, err error) {
 	c, err := b.get(now)
 	if err != nil {
-		if isTimeout(err) {
-			return failTime, false, err
-		}
+		// A connect that failed or timed out sent nothing: the next
+		// backend may take any request.
 		return failDial, false, err
 	}
 	if !c.rhSet {
@@ -354,12 +410,15 @@ func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int
 		}
 		return fail(failConn, err)
 	}
-	return p.receive(ctx, r, c)
+	return p.receive(ctx, r, c, http10)
 }
 
 // receive reads the response to the request sent on c (counted in its
 // backend's inflight) into ctx.Response; the rest is roundTrip's.
-func (p *Proxy) receive(ctx *fasthttp.RequestCtx, r *route, c *bconn) (out outcome, streamed bool, err error) {
+//
+// http10 says the client speaks HTTP/1.0, which has no chunks: an answer
+// of unknown length then goes to it as it comes, ended by the close.
+func (p *Proxy) receive(ctx *fasthttp.RequestCtx, r *route, c *bconn, http10 bool) (out outcome, streamed bool, err error) {
 	b := c.b
 	defer func() {
 		if !streamed {
@@ -411,6 +470,10 @@ func (p *Proxy) receive(ctx *fasthttp.RequestCtx, r *route, c *bconn) (out outco
 		return okAnswer, false, nil
 	}
 	c.startBody(rcl, keep, ctx.Conn(), r.st)
+	if rcl < 0 && http10 {
+		p.untilClose(ctx, c)
+		return okAnswer, true, nil
+	}
 	size := rcl
 	if size < 0 {
 		size = -1 // to the client: chunked
@@ -606,6 +669,7 @@ func (p *Proxy) redirectHTTPS(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Reset()
 	ctx.Response.Header.SetBytesKV(hLocation, loc)
 	ctx.SetStatusCode(fasthttp.StatusMovedPermanently)
+	closeIfBodyLeft(ctx)
 }
 
 // lastColonPort returns the index of a ":port" suffix of host, or -1.
@@ -643,4 +707,19 @@ func (p *Proxy) plain(ctx *fasthttp.RequestCtx, status int, msg string) {
 	ctx.SetStatusCode(status)
 	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
 	ctx.Response.SetBodyString(msg)
+	closeIfBodyLeft(ctx)
+}
+
+// closeIfBodyLeft has the connection close after pacer's own answer when
+// the request's body may still be in it. fasthttp reads up to 8 KiB of a
+// body before the handler runs, and leaves the rest of a body the handler
+// did not read in the connection, where it would be read as the client's
+// next request: a body made of a request would reach a backend unseen.
+func closeIfBodyLeft(ctx *fasthttp.RequestCtx) {
+	if !ctx.Request.IsBodyStream() { // read whole (Body), or never streamed
+		return
+	}
+	if cl := ctx.Request.Header.ContentLength(); cl != 0 && cl != -2 {
+		ctx.SetConnectionClose()
+	}
 }

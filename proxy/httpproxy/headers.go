@@ -12,15 +12,16 @@ import (
 // matched case-insensitively and never rewritten (header names are not
 // normalised, for speed and fidelity).
 var (
-	hXFF       = []byte("X-Forwarded-For")
-	hXFProto   = []byte("X-Forwarded-Proto")
-	hXFHost    = []byte("X-Forwarded-Host")
-	hXFPort    = []byte("X-Forwarded-Port")
-	hRetry     = []byte("Retry-After")
-	hLocation  = []byte("Location")
-	valHTTP    = []byte("http")
-	commaSpace = []byte(", ")
-	http11     = []byte("HTTP/1.1")
+	hXFF        = []byte("X-Forwarded-For")
+	hXFProto    = []byte("X-Forwarded-Proto")
+	hXFHost     = []byte("X-Forwarded-Host")
+	hXFPort     = []byte("X-Forwarded-Port")
+	hRetry      = []byte("Retry-After")
+	hLocation   = []byte("Location")
+	valHTTP     = []byte("http")
+	commaSpace  = []byte(", ")
+	http11      = []byte("HTTP/1.1")
+	http10Proto = []byte("HTTP/1.0")
 )
 
 // Header classes found by the scans.
@@ -33,6 +34,13 @@ const (
 	hcXFProto
 	hcXFOther // X-Forwarded-Host and -Port: replaced by pacer's
 	hcTE      // Transfer-Encoding: fasthttp frames bodies itself
+	// hcFraming is Content-Length and Host: kept even when Connection names
+	// them. RFC 9110 has a proxy remove what Connection names, but a
+	// request whose Content-Length went while its body stayed would reach
+	// the backend as two requests, the second one the client's, past
+	// pacer's routing and X-Forwarded-For (request smuggling); an answer's
+	// would leave its body on the pooled connection.
+	hcFraming
 )
 
 // classify sorts a header name into the classes above without allocating.
@@ -41,6 +49,10 @@ func classify(k []byte) int {
 	case 2:
 		if eqFold(k, "te") {
 			return hcHop
+		}
+	case 4:
+		if eqFold(k, "host") {
+			return hcFraming
 		}
 	case 6:
 		if eqFold(k, "expect") { // fasthttp answered 100-continue already
@@ -59,6 +71,10 @@ func classify(k []byte) int {
 		}
 		if eqFold(k, "keep-alive") {
 			return hcHop
+		}
+	case 14:
+		if eqFold(k, "content-length") {
+			return hcFraming
 		}
 	case 15:
 		if eqFold(k, "x-forwarded-for") {
@@ -147,7 +163,7 @@ func (p *Proxy) rewriteHeader(h *fasthttp.RequestHeader, remote, local net.Addr,
 		for k, v := range h.All() {
 			c := classify(k)
 			switch c {
-			case hcTE: // a chunked body is sent chunked again
+			case hcTE, hcFraming: // a chunked body is sent chunked again
 				continue
 			case hcOther:
 				if len(conn) == 0 || !hasTokenBytes(conn, k) {
@@ -229,35 +245,45 @@ func (p *Proxy) rewriteHeader(h *fasthttp.RequestHeader, remote, local net.Addr,
 	return info
 }
 
-// rewriteResponse removes hop-by-hop headers from a backend's response.
+// rewriteResponse removes hop-by-hop headers from a backend's response,
+// and those its Connection names (never Content-Length: see hcFraming).
 func rewriteResponse(h *fasthttp.ResponseHeader) {
-	var del [maxDel][]byte
-	nd := 0
-	var connVal []byte
-	for k, v := range h.All() {
-		c := classify(k)
-		switch c {
-		case hcHop, hcUpgrade, hcTE:
-		case hcConnection:
-			connVal = v
-		default:
-			continue
-		}
-		if nd < maxDel {
+	// Connection's tokens when it names headers, copied, since the
+	// deletions below reuse its bytes (rare: allocates).
+	var conn []byte
+	// Usually one round. Another runs when a round filled del, or when
+	// Connection names headers that may precede it.
+	for round := 0; round <= 64; round++ {
+		var del [maxDel][]byte
+		nd := 0
+		named := false
+		for k, v := range h.All() {
+			switch classify(k) {
+			case hcHop, hcUpgrade, hcTE:
+			case hcConnection:
+				if round == 0 && hasOtherTokens(v) && len(conn) < 4096 {
+					conn = append(append(conn, v...), ',')
+					named = true
+				}
+			case hcOther:
+				if len(conn) == 0 || !hasTokenBytes(conn, k) {
+					continue
+				}
+			default:
+				continue
+			}
+			if nd == maxDel {
+				break
+			}
 			del[nd] = k
 			nd++
 		}
-	}
-	if len(connVal) > 0 && hasOtherTokens(connVal) {
-		for k := range h.All() {
-			if nd < maxDel && classify(k) == hcOther && hasTokenBytes(connVal, k) {
-				del[nd] = k
-				nd++
-			}
+		for i := range nd {
+			h.DelBytes(del[i])
 		}
-	}
-	for i := range nd {
-		h.DelBytes(del[i])
+		if nd < maxDel && !named {
+			return
+		}
 	}
 }
 

@@ -164,6 +164,7 @@ func (p *Proxy) newServer(hp *httpPort, h fasthttp.RequestHandler) *fasthttp.Ser
 			case fasthttp.StateIdle:
 				connIdle(c)
 			case fasthttp.StateClosed:
+				dropResume(c)
 				p.connClosed(c)
 			}
 		},
@@ -180,6 +181,7 @@ func (p *Proxy) newServer(hp *httpPort, h fasthttp.RequestHandler) *fasthttp.Ser
 
 // serverError answers requests fasthttp could not read.
 func (p *Proxy) serverError(ctx *fasthttp.RequestCtx, err error) {
+	dropResume(ctx.Conn()) // the poller may have sent what fasthttp refused
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.As(err, &small):

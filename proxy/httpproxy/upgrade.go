@@ -1,8 +1,13 @@
 package httpproxy
 
 import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -11,26 +16,34 @@ import (
 	"github.com/pacer-lb/pacer/internal/fastconn"
 )
 
-// upgrade turns an Upgrade request (WebSocket, h2c, ...) into a TCP tunnel:
-// it connects to a backend (trying up to three on connect failures), sends
-// the request header, and hands the client connection over to a pair of
-// copies that run until either side closes. The backend's 101 (or refusal)
-// travels through the tunnel untouched. It reports whether the tunnel took
-// over the request's accounting.
+// upgrade turns an Upgrade request (WebSocket, h2c, ...) into a TCP tunnel
+// once the backend agreed: it connects to a backend (the client's sticky
+// one if it has one, trying up to three on connect failures), sends the
+// request header, and reads the backend's answer. A 101 goes to the client
+// as it came, and the client connection is handed over to a pair of copies
+// that run until either side closes. Any other answer is an ordinary one,
+// and the client's connection closes after it: were it tunnelled, the
+// client's next requests would reach that backend past the proxy's routing
+// and header rewrite. It reports whether the tunnel took over the
+// request's accounting.
 func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, r *route) bool {
 	n := len(r.backends)
-	first := r.pick(ctx.RemoteAddr())
+	first := stickyPick(ctx, r, p.cfg.StickyCookie)
+	if first < 0 {
+		first = r.pick(ctx.RemoteAddr())
+	}
 	var (
 		nc  net.Conn
+		b   *backend
 		err error
 	)
 	for i := range min(3, n) {
-		b := r.backends[(first+i)%n]
-		if nc, err = p.dialer.Dial("tcp", b.dialTo); err == nil {
-			break
-		}
 		if i > 0 {
 			r.st.retries.Add(1)
+		}
+		b = r.backends[(first+i)%n]
+		if nc, err = p.dialer.Dial("tcp", b.dialTo); err == nil {
+			break
 		}
 	}
 	if err != nil {
@@ -42,14 +55,36 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, r *route) bool {
 		return false
 	}
 	backend := nc.(*net.TCPConn)
-	_ = backend.SetWriteDeadline(time.Now().Add(p.cfg.ResponseHeaderTimeout))
+	_ = backend.SetDeadline(time.Now().Add(p.cfg.ResponseHeaderTimeout))
 	if _, err := backend.Write(ctx.Request.Header.Header()); err != nil {
 		backend.Close()
 		p.failure(ctx, r, fasthttp.StatusBadGateway, "backend failed", err)
 		return false
 	}
-	_ = backend.SetWriteDeadline(time.Time{})
-	// Counted as 1xx: the status travels through the tunnel unseen.
+	br := bufio.NewReaderSize(backend, backendReadBuf)
+	switched, err := p.upgradeAnswer(ctx, br)
+	if err != nil {
+		backend.Close()
+		ctx.Response.Reset()
+		if isTimeout(err) {
+			p.failure(ctx, r, fasthttp.StatusGatewayTimeout, "backend did not answer the upgrade in time", err)
+		} else {
+			p.failure(ctx, r, fasthttp.StatusBadGateway, "backend answered the upgrade with garbage", err)
+		}
+		return false
+	}
+	if !switched {
+		backend.Close()
+		if r.svc.Sticky {
+			p.setSticky(ctx, b)
+		}
+		return false
+	}
+	_ = backend.SetDeadline(time.Time{})
+	// The 101 and whatever came behind it go to the client as they came;
+	// counted as 1xx.
+	head, _ := br.Peek(br.Buffered())
+	head = append([]byte(nil), head...)
 	ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols)
 	st := r.st
 	raw := ctx.Conn()
@@ -58,18 +93,77 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, r *route) bool {
 	}
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(client net.Conn) {
-		p.tunnel(client, raw, backend)
+		p.tunnel(client, raw, backend, head)
 		st.active.Add(-1)
 		p.connClosed(raw)
 	})
 	return true
 }
 
-// tunnel copies both ways until both directions ended, passing a FIN on, then
-// closes both. client is fasthttp's hijacked connection, which reads what
+// upgradeAnswer reads the backend's answer to an upgrade request from br.
+// On a 101 it consumes nothing and reports true: the answer goes to the
+// client untouched. Otherwise it reads the answer (after any interim 1xx)
+// into ctx.Response, with the client's connection to close after it.
+func (p *Proxy) upgradeAnswer(ctx *fasthttp.RequestCtx, br *bufio.Reader) (bool, error) {
+	resp := &ctx.Response
+	for {
+		status, err := peekStatus(br)
+		if err != nil {
+			return false, err
+		}
+		if status == fasthttp.StatusSwitchingProtocols {
+			return true, nil
+		}
+		if err := resp.Header.Read(br); err != nil {
+			return false, err
+		}
+		if status >= 200 {
+			break
+		}
+	}
+	status := resp.Header.StatusCode()
+	if status != fasthttp.StatusNoContent && status != fasthttp.StatusNotModified {
+		if err := resp.ReadBody(br, streamAbove); err != nil {
+			return false, err
+		}
+	}
+	resp.Header.ResetConnectionClose()
+	rewriteResponse(&resp.Header)
+	ctx.SetConnectionClose()
+	return false, nil
+}
+
+// peekStatus returns the status code of the answer at the head of br
+// without consuming it.
+func peekStatus(br *bufio.Reader) (int, error) {
+	for {
+		b, _ := br.Peek(br.Buffered())
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line := b[:i]
+			if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+				return 0, fmt.Errorf("malformed status line %q", line)
+			}
+			code, err := strconv.Atoi(string(line[9:12]))
+			if err != nil {
+				return 0, fmt.Errorf("malformed status line %q", line)
+			}
+			return code, nil
+		}
+		if len(b) == br.Size() {
+			return 0, errors.New("status line longer than the read buffer")
+		}
+		if _, err := br.Peek(len(b) + 1); err != nil { // reads more
+			return 0, err
+		}
+	}
+}
+
+// tunnel writes head, the backend's first bytes, to the client, then copies
+// both ways until both directions ended, passing a FIN on, then closes
+// both. client is fasthttp's hijacked connection, which reads what
 // fasthttp had buffered first; raw is the socket under it, written to
 // directly so that the backend-to-client direction is spliced.
-func (p *Proxy) tunnel(client, raw net.Conn, backend *net.TCPConn) {
+func (p *Proxy) tunnel(client, raw net.Conn, backend *net.TCPConn, head []byte) {
 	if !p.trackTunnel(client, backend, true) {
 		client.Close()
 		backend.Close()
@@ -79,7 +173,10 @@ func (p *Proxy) tunnel(client, raw net.Conn, backend *net.TCPConn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, err := io.Copy(raw, backend)
+		_, err := raw.Write(head)
+		if err == nil {
+			_, err = io.Copy(raw, backend)
+		}
 		closeWrite(raw)
 		if err != nil {
 			raw.Close()
