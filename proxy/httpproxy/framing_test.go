@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
@@ -289,5 +290,76 @@ func TestRefusedFallbackReleasesItsBackend(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("backend still counts %d requests in flight", b.inflight.Load())
 		}
+	}
+}
+
+// An Upgrade from a client pinned by STICKY goes to its backend, as its
+// other requests do (each backend here refuses the upgrade by name).
+func TestStickyUpgrade(t *testing.T) {
+	r := newRig(t, Config{})
+	named := func(name string) netip.AddrPort {
+		return keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+			fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(name), name)
+			return true
+		})
+	}
+	ap := app("/ws", 0, []string{"ws.test"}, "", named("a"), named("b"))
+	ap.Services[0].Sticky = true
+	r.apply(ap)
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	_, pinned, resp := get(t, c, r.vhost, "ws.test", "/")
+	var cookie *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == DefaultStickyCookie {
+			cookie = ck
+		}
+	}
+	if cookie == nil {
+		t.Fatalf("no sticky cookie in %v", resp.Header)
+	}
+	for i := range 4 { // round robin alone would alternate
+		nc, br := dialRaw(t, r.vhost)
+		fmt.Fprintf(nc, "GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nCookie: %s=%s\r\n\r\n", cookie.Name, cookie.Value)
+		if raw := readRaw(t, br, false); !strings.HasSuffix(raw, "\r\n\r\n"+pinned) {
+			t.Fatalf("upgrade %d answered by %q, want the pinned backend %s", i, raw, pinned)
+		}
+	}
+}
+
+// The latency of a request the poller sent and gave back to fasthttp (here
+// for a chunked answer) runs from when the request was read, not from the
+// hand-over: a backend that takes 300 ms shows as 300 ms.
+func TestLatencyOfAGivenBackRequest(t *testing.T) {
+	r := newRig(t, Config{})
+	be := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		if req.URL.Path == "/slow" {
+			time.Sleep(300 * time.Millisecond) // the backend's think time, measured below
+			io.WriteString(bw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+			return true
+		}
+		io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	r.apply(app("/web", 0, []string{"web.test"}, "", be))
+	nc, br := dialRaw(t, r.vhost)
+	io.WriteString(nc, "GET / HTTP/1.1\r\nHost: web.test\r\n\r\n")
+	readRaw(t, br, false) // warms the pool: the next request goes the poller's way
+	before := r.p.Stats()[0].LatencySum
+	io.WriteString(nc, "GET /slow HTTP/1.1\r\nHost: web.test\r\n\r\n")
+	if raw := readRaw(t, br, false); !strings.HasPrefix(raw, "HTTP/1.1 200 ") {
+		t.Fatalf("answer %q", raw)
+	}
+	var took float64
+	for deadline := time.Now().Add(waitFor); ; time.Sleep(time.Millisecond) {
+		st := r.p.Stats()[0]
+		if took = st.LatencySum - before; took > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slow request was never counted")
+		}
+	}
+	if took < 0.3 {
+		t.Fatalf("the slow request counted %.3fs, want at least the backend's 0.3s", took)
 	}
 }
