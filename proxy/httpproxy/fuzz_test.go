@@ -3,10 +3,14 @@ package httpproxy
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,6 +100,71 @@ func FuzzHostAndChunks(f *testing.F) {
 		}
 		if n, ok := parseChunkSize(line); ok && n < 0 {
 			t.Fatalf("parseChunkSize(%q) = %d", line, n)
+		}
+	})
+}
+
+// FuzzUpgradeAnswer has a backend answer an Upgrade request with arbitrary
+// bytes: pacer must never panic, pass a 101 on to the client byte for byte
+// (the tunnel's first bytes), and turn anything else into one well-formed
+// answer or a closed connection.
+//
+//	go test -run '^$' -fuzz FuzzUpgradeAnswer -fuzztime 30s ./proxy/httpproxy/
+func FuzzUpgradeAnswer(f *testing.F) {
+	for _, seed := range []string{
+		"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nframe",
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno",
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n\r\n",
+		"HTTP/1.1 426 Upgrade Required\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nno\r\n0\r\n\r\n",
+		"HTTP/1.1 204 No Content\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n",
+		"HTTP/1.0 200 OK\r\n\r\nuntil close",
+		"HTTP/1.1 1x1 What\r\n\r\n",
+		"garbage\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	var answer atomic.Pointer[[]byte]
+	be := rawBackend(f, func(c net.Conn) {
+		go func() {
+			defer c.Close()
+			if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+				return
+			}
+			if a := answer.Load(); a != nil {
+				c.Write(*a)
+			}
+		}()
+	})
+	r := newRigTB(f, nil, Config{ResponseHeaderTimeout: time.Second})
+	r.apply(app("/ws", 0, []string{"ws.test"}, "", be))
+
+	f.Fuzz(func(t *testing.T, ans []byte) {
+		answer.Store(&ans)
+		c, err := net.Dial("tcp", r.vhost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		out, err := io.ReadAll(c)
+		if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("reading the answer: %v (got %q)", err, out)
+		}
+		if len(out) == 0 {
+			return
+		}
+		if code, err := peekStatus(bufio.NewReader(bytes.NewReader(out))); err == nil && code == fasthttp.StatusSwitchingProtocols {
+			// The tunnel: the backend's bytes from its 101 on (interim
+			// answers before it dropped).
+			if !bytes.HasSuffix(ans, out) {
+				t.Fatalf("a 101 reached the client as %q, want the backend's bytes from its 101 on, of %q", out, ans)
+			}
+			return
+		}
+		var resp fasthttp.Response
+		if err := resp.Read(bufio.NewReader(bytes.NewReader(out))); err != nil {
+			t.Fatalf("malformed answer %q to the backend's %q: %v", out, ans, err)
 		}
 	})
 }

@@ -136,7 +136,7 @@ func (r *rig) waitApplied() {
 
 // rawBackend listens on a free loopback port and hands every accepted
 // connection to serve, on the accept loop's goroutine; it returns the address.
-func rawBackend(t *testing.T, serve func(net.Conn)) netip.AddrPort {
+func rawBackend(t testing.TB, serve func(net.Conn)) netip.AddrPort {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -26,7 +26,15 @@ import (
 // client's next requests would reach that backend past the proxy's routing
 // and header rewrite. It reports whether the tunnel took over the
 // request's accounting.
-func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, r *route) bool {
+func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, r *route) (tunnelled bool) {
+	// The client asked to leave HTTP: whatever answer it gets instead of
+	// a 101 (a refusal, 502, 504) is the connection's last. Set at the
+	// end, since reading the backend's answer resets the header.
+	defer func() {
+		if !tunnelled {
+			ctx.SetConnectionClose()
+		}
+	}()
 	n := len(r.backends)
 	first := stickyPick(ctx, r, p.cfg.StickyCookie)
 	if first < 0 {
@@ -103,7 +111,7 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, r *route) bool {
 // upgradeAnswer reads the backend's answer to an upgrade request from br.
 // On a 101 it consumes nothing and reports true: the answer goes to the
 // client untouched. Otherwise it reads the answer (after any interim 1xx)
-// into ctx.Response, with the client's connection to close after it.
+// into ctx.Response.
 func (p *Proxy) upgradeAnswer(ctx *fasthttp.RequestCtx, br *bufio.Reader) (bool, error) {
 	resp := &ctx.Response
 	for {
@@ -127,9 +135,7 @@ func (p *Proxy) upgradeAnswer(ctx *fasthttp.RequestCtx, br *bufio.Reader) (bool,
 			return false, err
 		}
 	}
-	resp.Header.ResetConnectionClose()
 	rewriteResponse(&resp.Header)
-	ctx.SetConnectionClose()
 	return false, nil
 }
 
@@ -144,7 +150,7 @@ func peekStatus(br *bufio.Reader) (int, error) {
 				return 0, fmt.Errorf("malformed status line %q", line)
 			}
 			code, err := strconv.Atoi(string(line[9:12]))
-			if err != nil {
+			if err != nil || code < 100 {
 				return 0, fmt.Errorf("malformed status line %q", line)
 			}
 			return code, nil
