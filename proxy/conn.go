@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -137,6 +138,9 @@ func (p *TCP) startConn(ps *tcpPort, client *fastconn.Conn) {
 // nil, is where startConn left the dials of the service it tried. try
 // counts the backends the client was moved to (see forward).
 func (p *TCP) serveConn(ps *tcpPort, client *fastconn.Conn, first *[]byte, n int, accepted time.Duration, st *dialState, try int) {
+	if h := testHookServeConn.Load(); h != nil {
+		(*h)()
+	}
 	var early []byte
 	if first != nil {
 		early = (*first)[:n]
@@ -245,6 +249,18 @@ func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted
 			timer.Stop()
 		}
 	}()
+	if st != nil && st.pending != nil {
+		// startConn's dial is still in flight: finish it (and the dials
+		// after it) first, whatever the table says now, or its socket would
+		// be dropped unclosed when the service changed meanwhile. A backend
+		// that left is drained once tracked (no snapshot: track checks).
+		if conn, addr, ok := p.dialAny(ps, st, client, early, true); ok {
+			return conn, addr, nil, nil
+		}
+		if st.broken != nil {
+			return nil, netip.AddrPort{}, nil, st.broken
+		}
+	}
 	var tried *discovery.Service
 	for {
 		snap := p.table.Snapshot()
@@ -257,6 +273,9 @@ func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted
 			}
 			if conn, addr, ok := p.dialAny(ps, st, client, early, true); ok {
 				return conn, addr, snap, nil
+			}
+			if st.broken != nil {
+				return nil, netip.AddrPort{}, nil, st.broken
 			}
 			tried = svc
 		}
@@ -280,6 +299,10 @@ func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted
 	}
 }
 
+// testHookServeConn, if set, runs as a worker starts serveConn: tests
+// change the table between startConn's dial and connect with it.
+var testHookServeConn atomic.Pointer[func()]
+
 // dialState is where dialAny stands in one service's backends.
 type dialState struct {
 	svc   *discovery.Service
@@ -290,6 +313,9 @@ type dialState struct {
 	// take all of early yet (sent).
 	pending *fastconn.Conn
 	sent    int
+	// broken is set when a backend took part of the client's first bytes
+	// and then failed: no other backend may get them again.
+	broken error
 }
 
 // dialAny tries up to MaxAttempts distinct backends of st.svc, starting
@@ -308,6 +334,10 @@ func (p *TCP) dialAny(ps *tcpPort, st *dialState, client *fastconn.Conn, early [
 			return conn, b.Addr, true
 		}
 		p.dialFailed(ps, st.svc, b.Addr, err)
+		if errors.Is(err, errPartial) {
+			st.broken = err
+			return nil, netip.AddrPort{}, false
+		}
 	}
 	for ; st.tries < min(p.cfg.MaxAttempts, n); st.tries++ {
 		b := st.svc.Backends[(st.first+st.tries)%n]
@@ -331,15 +361,24 @@ func (p *TCP) dialAny(ps *tcpPort, st *dialState, client *fastconn.Conn, early [
 			return conn, b.Addr, true
 		}
 		p.dialFailed(ps, st.svc, b.Addr, err)
+		if errors.Is(err, errPartial) {
+			st.tries++
+			st.broken = err
+			return nil, netip.AddrPort{}, false
+		}
 	}
 	return nil, netip.AddrPort{}, false
 }
 
+// errPartial is a backend that took part of the client's first bytes and
+// then failed: the client's connection ends, since another backend
+// cannot be given bytes this one may have acted on.
+var errPartial = errors.New("backend took part of the client's first bytes, then failed")
+
 // finishDial waits for conn's handshake and writes the rest of early
 // (the handshake was still in flight), within the dial timeout. It closes
-// conn if that fails. If the backend broke the connection after taking
-// some bytes, the connection goes on and fails as a broken one: the
-// backend may have read them.
+// conn if that fails; if some of early went out before the failure, the
+// error is errPartial.
 func (p *TCP) finishDial(conn *fastconn.Conn, early []byte, sent int) error {
 	if err := conn.FinishDial(p.killCtx, p.cfg.DialTimeout); err != nil {
 		conn.Close()
@@ -351,11 +390,17 @@ func (p *TCP) finishDial(conn *fastconn.Conn, early []byte, sent int) error {
 	_ = conn.SetWriteDeadline(time.Now().Add(p.cfg.DialTimeout))
 	n, err := conn.Write(early[sent:])
 	_ = conn.SetWriteDeadline(time.Time{})
-	if err != nil && sent+n == 0 {
+	switch {
+	case err == nil:
+		return nil
+	case sent+n == 0:
 		conn.Close()
 		return err
 	}
-	return nil
+	// Part went out: the rest would be lost if the connection went on.
+	_ = conn.SetLinger(0)
+	conn.Close()
+	return fmt.Errorf("%w: %d of %d bytes: %w", errPartial, sent+n, len(early), err)
 }
 
 // dialFailed counts, reports and logs a backend that did not accept.

@@ -484,3 +484,34 @@ func TestNewTCPValidates(t *testing.T) {
 		t.Fatalf("defaults not applied: %+v", p.cfg)
 	}
 }
+
+// A dial startConn left in flight is finished even when the service
+// changed before a worker took the connection up (a deploy while clients
+// connect to backends on other hosts): dropped, its socket would stay open
+// for good. The client still reaches the new backend.
+func TestTCPPendingDialFinishedAcrossAServiceChange(t *testing.T) {
+	port := testnet.FreePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{DialTimeout: 200 * time.Millisecond, DrainTimeout: 50 * time.Millisecond}, port)
+	silent := testnet.SilentAddr(t)
+	live := startBackend(t, namedEcho("live")).addr
+	put(h.table, service(port, silent))
+	h.waitOpened(port, 1)
+	// As the worker starts, the app is redeployed onto the live backend.
+	hook := func() { put(h.table, service(port, live)) }
+	testHookServeConn.Store(&hook)
+	t.Cleanup(func() { testHookServeConn.Store(nil) })
+	c := dial(t, port)
+	_ = c.SetReadDeadline(time.Now().Add(waitFor))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "live" {
+		t.Fatalf("client read %q, %v; want the live backend", line, err)
+	}
+	testHookServeConn.Store(nil)
+	eventually(t, "the dial to the silent backend to be closed", func() bool {
+		n, err := testnet.ConnectsInFlight(silent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
+}

@@ -214,6 +214,24 @@ func PeerRead(c net.Conn) error {
 	}
 }
 
+// ConnectsInFlight counts this host's sockets whose connect to addr, an
+// IPv4 address, waits for its handshake (SYN_SENT in /proc/net/tcp): a
+// dial to a SilentAddr that nobody closed stays there for minutes.
+func ConnectsInFlight(addr netip.AddrPort) (int, error) {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return 0, err
+	}
+	remote := procNetAddr(net.TCPAddrFromAddrPort(addr))
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 3 && f[2] == remote && f[3] == "02" {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // procNetAddr is a as /proc/net/tcp prints it: the address as the kernel's
 // 32-bit word in host order, then the port, both in hex.
 func procNetAddr(a *net.TCPAddr) string {
