@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -89,7 +90,7 @@ func (s *PortSet[P]) Sync(claimed map[int]bool) []Opened {
 		if err != nil {
 			if msg := err.Error(); msg != s.bindErr[port] {
 				s.bindErr[port] = msg
-				s.log.Info("cannot bind service port; retrying on the next table change", zap.Int(keyPort, port), zap.Error(err))
+				s.log.Info("cannot bind service port; retrying", zap.Int(keyPort, port), zap.Duration("every", BindRetry), zap.Error(err))
 			}
 			continue
 		}
@@ -112,6 +113,16 @@ func (s *PortSet[P]) Sync(claimed map[int]bool) []Opened {
 	}
 	return opened
 }
+
+// BindRetry is how often a plane tries again to bind the claimed ports
+// that failed to bind (Failing): nothing else would, in a table that stops
+// changing. A port is often taken only for a moment: the other data plane
+// lets it go when a service changes mode, on its own goroutine.
+const BindRetry = time.Second
+
+// Failing reports whether a claimed port failed to bind and waits for a
+// retry.
+func (s *PortSet[P]) Failing() bool { return len(s.bindErr) > 0 }
 
 // InRange reports whether port may be bound.
 func (s *PortSet[P]) InRange(port int) bool { return port >= s.min && port <= s.max }

@@ -207,8 +207,15 @@ func (p *TCP) Run(ctx context.Context) error {
 		snap := p.table.Snapshot()
 		p.apply(snap)
 		p.applied.Store(snap.Version())
+		var retry <-chan time.Time // a port failed to bind: try it again
+		p.mu.Lock()
+		if p.ports.Failing() {
+			retry = time.After(BindRetry)
+		}
+		p.mu.Unlock()
 		select {
 		case <-snap.Changed():
+		case <-retry:
 		case <-ctx.Done():
 			return nil
 		case <-p.quit:

@@ -107,8 +107,9 @@ func TestTCPBindFailureReportedAndRetried(t *testing.T) {
 	if st.Listening || st.Error == "" {
 		t.Fatalf("taken port status = %+v; want not listening with the bind error", st)
 	}
+	// Once the port is free it opens within a retry, with no table
+	// change: a stable cluster may not change for hours.
 	squatter.Close()
-	put(h.table, service(taken, be.addr, be.addr)) // any later change retries
 	h.waitOpened(taken, 1)
 	if st, _ := h.status(taken); !st.Listening || st.Error != "" {
 		t.Fatalf("after retry: %+v", st)

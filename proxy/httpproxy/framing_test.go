@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -361,5 +362,30 @@ func TestLatencyOfAGivenBackRequest(t *testing.T) {
 	}
 	if took < 0.3 {
 		t.Fatalf("the slow request counted %.3fs, want at least the backend's 0.3s", took)
+	}
+}
+
+// A service port another program holds opens once it is free, with no
+// table change (a stable cluster may not change for hours).
+func TestBusyPortOpensWhenFree(t *testing.T) {
+	r := newRig(t, Config{})
+	port := testnet.FreePort(t)
+	squatter, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatalf("cannot take port %d for the test: %v", port, err)
+	}
+	t.Cleanup(func() { squatter.Close() })
+	_, b := httpBackend(t, "b", nil)
+	r.apply(app("/web", port, nil, "", b))
+	r.waitApplied()
+	for _, ps := range r.p.Ports() {
+		if ps.Port == port && ps.Listening {
+			t.Fatalf("port %d listening while another program holds it: %+v", port, ps)
+		}
+	}
+	squatter.Close()
+	addr := r.waitPort(port)
+	if s, body, _ := get(t, client(), addr, "", "/"); s != 200 || body != "b" {
+		t.Fatalf("through the port once free: %d %q", s, body)
 	}
 }

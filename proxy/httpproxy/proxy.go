@@ -267,14 +267,19 @@ func (p *Proxy) Run(ctx context.Context) error {
 	first := true
 	for {
 		snap := p.table.Snapshot()
-		if first || snap.Version() != applied {
+		var retry <-chan time.Time // a port failed to bind: try it again
+		if first || snap.Version() != applied || p.bindFailing() {
 			p.routes()
 			p.apply(snap)
 			applied, first = snap.Version(), false
 			p.applied.Store(applied)
+			if p.bindFailing() {
+				retry = time.After(proxy.BindRetry)
+			}
 		}
 		select {
 		case <-snap.Changed():
+		case <-retry:
 		case now := <-reap.C:
 			p.reap(now)
 		case <-ctx.Done():
@@ -295,6 +300,13 @@ func (p *Proxy) reap(now time.Time) {
 	for _, b := range bs {
 		b.reap(now)
 	}
+}
+
+// bindFailing reports whether a claimed port failed to bind.
+func (p *Proxy) bindFailing() bool {
+	p.lmu.Lock()
+	defer p.lmu.Unlock()
+	return p.ports.Failing()
 }
 
 // apply brings the service-port listeners in line with snap.
