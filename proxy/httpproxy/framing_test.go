@@ -389,3 +389,22 @@ func TestBusyPortOpensWhenFree(t *testing.T) {
 		t.Fatalf("through the port once free: %d %q", s, body)
 	}
 }
+
+// An upgrade whose first backend refuses the connect goes on to the next,
+// and the service counts that retry.
+func TestUpgradeRetryCounted(t *testing.T) {
+	r := newRig(t, Config{})
+	r.apply(app("/ws", 0, []string{"ws.test"}, "", deadAddr(t), wsBackend(t, echoWS)))
+	for range 2 { // round robin: one of the two starts at the dead backend
+		c, br := wsDial(t, r.vhost, nil)
+		c.Write([]byte("ping"))
+		got := make([]byte, 4)
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping" {
+			t.Fatalf("echo through the tunnel: %q, %v", got, err)
+		}
+		c.Close()
+	}
+	if st := r.p.Stats()[0]; st.Retries != 1 {
+		t.Fatalf("retries %d, want the one move from the dead backend", st.Retries)
+	}
+}
