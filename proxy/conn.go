@@ -644,10 +644,18 @@ func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, wi
 			return total, err
 		case src == c.client && c.early.Load():
 			return total, errEarly
-		case moved == 0 && fastconn.Mono()-time.Duration(c.lastActive.Load()) >= idle:
+		case moved == 0 && fastconn.Mono()-c.lastMoved() >= idle:
 			return total, errIdle
 		}
 	}
+}
+
+// lastMoved is when bytes last moved on c (fastconn.Mono): at a window's
+// end (lastActive), or while the other direction's splice empties its pipe
+// into a slow reader, which can outlast the idle timeout with bytes moving
+// all along.
+func (c *tcpConn) lastMoved() time.Duration {
+	return max(time.Duration(c.lastActive.Load()), c.client.SplicedAt(), c.backend.SplicedAt())
 }
 
 // copyWindow copies src to dst until src's EOF (a nil error), an error, or

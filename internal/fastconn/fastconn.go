@@ -192,6 +192,10 @@ type Conn struct {
 	werr  syscall.Errno
 	wp    *pipe       // Splice: the pipe being emptied
 	wrote atomic.Bool // a write happened since the last read
+	// splicedAt is when a Splice last moved bytes out to this Conn (Mono,
+	// in ns): one Splice may take long to empty its pipe into a slow
+	// reader, and its caller's idle check must see that bytes still move.
+	splicedAt atomic.Int64
 	// expect is ExpectReply's request for the next Write; await is that
 	// Write's progress: 1 while its bytes go out, 2 once it waits.
 	expect bool

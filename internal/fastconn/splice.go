@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // maxSplice is the most one splice(2) call moves, and the size asked for
@@ -49,6 +50,11 @@ func Splice(dst, src *Conn) (int64, error) {
 		}
 	}
 }
+
+// SplicedAt is when a Splice last moved bytes out to c (Mono's clock), or
+// 0. Unlike the count Splice returns at its end, it moves while a Splice
+// empties its pipe into a reader slower than the caller's idle timeout.
+func (c *Conn) SplicedAt() time.Duration { return time.Duration(c.splicedAt.Load()) }
 
 // spliceIn moves what src has, up to maxSplice, into p.
 func (c *Conn) spliceIn(p *pipe) (int, error) {
@@ -93,6 +99,7 @@ func (c *Conn) spliceOutRaw(fd uintptr) bool {
 		switch errno {
 		case 0:
 			p.data -= int(n)
+			c.splicedAt.Store(int64(Mono()))
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			c.wd.beforeWait()

@@ -73,3 +73,46 @@ func TestSpliceReportsPeerReset(t *testing.T) {
 		t.Fatalf("Splice from a reset peer: %v; want ECONNRESET", err)
 	}
 }
+
+// SplicedAt moves while one Splice empties its pipe into a slow reader, not
+// only when Splice returns: a caller's idle timeout shorter than that drain
+// must see the bytes moving (proxy's idle check reads it).
+func TestSplicedAtMovesDuringALongSplice(t *testing.T) {
+	src, in := pair(t)
+	dst, out := pair(t)
+	fixSendBuffer(t, dst, 4096)
+	go func() {
+		in.Write(make([]byte, 1<<20)) // one pipe's worth, taken in at once
+		in.CloseWrite()
+	}()
+	go func() {
+		chunk := make([]byte, 4096)
+		for {
+			if _, err := out.Read(chunk); err != nil {
+				return
+			}
+			time.Sleep(2 * time.Millisecond) // the slow reader's pace: about 2 MB/s at most
+		}
+	}()
+	done := make(chan error, 1)
+	start := Mono()
+	go func() {
+		_, err := Splice(dst, src)
+		done <- err
+	}()
+	var stamps []time.Duration
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(stamps) < 2 || stamps[len(stamps)-1] <= stamps[0] {
+				t.Fatalf("SplicedAt while the splice ran: %v; want it to move along (Splice took %v)", stamps, Mono()-start)
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+			stamps = append(stamps, dst.SplicedAt())
+		}
+	}
+}
