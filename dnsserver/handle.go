@@ -69,20 +69,31 @@ func (w *worker) slow(pkt []byte, tcp bool) []byte {
 	out := w.out[2:]
 	m := new(dns.Msg)
 	if err := m.Unpack(pkt); err != nil {
-		return w.headerOnly(pkt, dns.RcodeFormatError)
+		return w.headerOnly(pkt, dns.RcodeFormatError, false)
 	}
+	opts := 0
+	for _, rr := range m.Extra {
+		if rr.Header().Rrtype == dns.TypeOPT {
+			opts++
+		}
+	}
+	if opts > 1 {
+		return w.headerOnly(pkt, dns.RcodeFormatError, false) // RFC 6891 6.1.1
+	}
+	// An error to an EDNS query carries an OPT too (RFC 6891 6.1.1).
+	edns := opts == 1
 	if m.Opcode != dns.OpcodeQuery {
-		return w.headerOnly(pkt, dns.RcodeNotImplemented)
+		return w.headerOnly(pkt, dns.RcodeNotImplemented, edns)
 	}
 	if len(m.Question) != 1 {
-		return w.headerOnly(pkt, dns.RcodeFormatError)
+		return w.headerOnly(pkt, dns.RcodeFormatError, edns)
 	}
 	qn := m.Question[0]
 	q := query{id: m.Id, flags: binary.BigEndian.Uint16(pkt[2:]), qtype: qn.Qtype, qclass: qn.Qclass}
 	qbuf := make([]byte, 256+4)
 	n, err := dns.PackDomainName(dns.Fqdn(qn.Name), qbuf, 0, nil, false)
 	if err != nil {
-		return w.headerOnly(pkt, dns.RcodeFormatError)
+		return w.headerOnly(pkt, dns.RcodeFormatError, edns)
 	}
 	qbuf = binary.BigEndian.AppendUint16(qbuf[:n], qn.Qtype)
 	q.question = binary.BigEndian.AppendUint16(qbuf, qn.Qclass)
@@ -107,13 +118,18 @@ func (w *worker) slow(pkt []byte, tcp bool) []byte {
 	return w.answer(&q, tcp)
 }
 
-// headerOnly answers with the query's header and rcode, and nothing else.
-func (w *worker) headerOnly(pkt []byte, rcode int) []byte {
+// headerOnly answers with the query's header and rcode, and nothing else
+// but our OPT record when opt is set (the query carried one).
+func (w *worker) headerOnly(pkt []byte, rcode int, opt bool) []byte {
 	out := w.out[2:]
 	flags := binary.BigEndian.Uint16(pkt[2:])
 	binary.BigEndian.PutUint16(out, binary.BigEndian.Uint16(pkt))
 	binary.BigEndian.PutUint16(out[2:], flagQR|flags&(0xF<<11|flagRD|flagCD)|uint16(rcode))
 	clear(out[4:headerLen])
 	w.st.rcode(rcode)
-	return out[:headerLen]
+	if !opt {
+		return out[:headerLen]
+	}
+	binary.BigEndian.PutUint16(out[10:], 1) // ARCOUNT
+	return out[:putOPT(out, headerLen, 0)]
 }

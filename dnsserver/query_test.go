@@ -279,6 +279,47 @@ func TestMalformed(t *testing.T) {
 	}
 }
 
+// RFC 6891 6.1.1: more than one OPT is FORMERR, and an error answered to
+// a query with one OPT carries an OPT too.
+func TestEDNSErrors(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, fixtureTable())
+	w := s.newWorker(&counters{})
+	twoOPT := question("web-shop.marathon.mesos.", dns.TypeA)
+	twoOPT.SetEdns0(1232, false)
+	twoOPT.Extra = append(twoOPT.Extra, &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: 512}})
+	notify := question("web-shop.marathon.mesos.", dns.TypeA)
+	notify.Opcode = dns.OpcodeNotify
+	notify.SetEdns0(1232, false)
+	twoQ := question("web-shop.marathon.mesos.", dns.TypeA)
+	twoQ.Question = append(twoQ.Question, twoQ.Question[0])
+	twoQ.SetEdns0(1232, false)
+	for _, tc := range []struct {
+		name  string
+		m     *dns.Msg
+		rcode int
+		opt   bool
+	}{
+		{"two OPT records", twoOPT, dns.RcodeFormatError, false},
+		{"notify with EDNS", notify, dns.RcodeNotImplemented, true},
+		{"two questions with EDNS", twoQ, dns.RcodeFormatError, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pkt, err := tc.m.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := new(dns.Msg)
+			if err := r.Unpack(w.handle(pkt, false)); err != nil {
+				t.Fatal(err)
+			}
+			if r.Rcode != tc.rcode || (r.IsEdns0() != nil) != tc.opt {
+				t.Errorf("rcode %s, OPT %v; want %s, OPT %v", dns.RcodeToString[r.Rcode], r.IsEdns0() != nil, dns.RcodeToString[tc.rcode], tc.opt)
+			}
+		})
+	}
+}
+
 func TestEDNSVersion(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, fixtureTable())
