@@ -84,8 +84,11 @@ var flagGroups = []struct {
 	{"Operations", []string{"admin", "log-level", "log-format"}},
 }
 
-// parseConfig reads flags from args and PACER_* variables from getenv.
-func parseConfig(name string, args []string, getenv func(string) string, out io.Writer) (*config, error) {
+// parseConfig reads flags from args and PACER_* variables from lookupEnv
+// (os.LookupEnv): a variable set empty sets its flag empty (PACER_DNS=
+// turns DNS off, as --dns "" does).
+func parseConfig(name string, args []string, lookupEnv func(string) (string, bool), out io.Writer) (*config, error) {
+	getenv := func(k string) string { v, _ := lookupEnv(k); return v }
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	marathonDefault := "http://127.0.0.1:8080"
@@ -142,7 +145,7 @@ func parseConfig(name string, args []string, getenv func(string) string, out io.
 			return
 		}
 		key := "PACER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(key); v != "" {
+		if v, ok := lookupEnv(key); ok {
 			if err := f.Value.Set(v); err != nil {
 				envErr = fmt.Errorf("%s=%q: %v", key, v, err)
 			}

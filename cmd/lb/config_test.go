@@ -5,9 +5,12 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
-func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
 
 func TestConfigErrorsNameTheFlag(t *testing.T) {
 	t.Parallel()
@@ -67,6 +70,22 @@ func TestConfigEnvironmentAndPrecedence(t *testing.T) {
 	}
 }
 
+// A PACER_* variable set empty sets its flag empty, as the flag would:
+// PACER_DNS= turns DNS off (deploy/marathon.json's way to free port 8053).
+func TestConfigEmptyVariableSetsItsFlag(t *testing.T) {
+	t.Parallel()
+	c, err := parseConfig("lb", nil, env(map[string]string{"PACER_MARATHON": "http://m:8080", "PACER_DNS": ""}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.dns != "" {
+		t.Errorf("dns = %q with PACER_DNS set empty, want DNS off", c.dns)
+	}
+	if c, _ := parseConfig("lb", nil, env(map[string]string{"PACER_MARATHON": "http://m:8080"}), io.Discard); c.dns != ":8053" {
+		t.Errorf("dns = %q with PACER_DNS unset, want the default :8053", c.dns)
+	}
+}
+
 // "*" in --group means every app, also beside other groups: dropping it
 // here would narrow "--group external,*" to external's apps alone.
 func TestConfigGroupStarKeepsEveryApp(t *testing.T) {
@@ -90,5 +109,36 @@ func TestHelpIsGroupedWithExamples(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}
+	}
+}
+
+// Readiness holds once reached, whatever the check says after.
+func TestReadinessLatches(t *testing.T) {
+	t.Parallel()
+	state := false
+	ready := latch(func() bool { return state })
+	if ready() {
+		t.Fatal("ready before the check held")
+	}
+	state = true
+	if !ready() {
+		t.Fatal("not ready once the check held")
+	}
+	state = false // a table change the planes have not applied yet
+	if !ready() {
+		t.Fatal("ready went back to starting")
+	}
+}
+
+// The probe timeout reaches the checker as given: it caps it by each
+// check's interval, which a label may set above --health-interval.
+func TestHealthTimeoutNotCappedByTheGlobalInterval(t *testing.T) {
+	t.Parallel()
+	c, err := parseConfig("lb", []string{"--marathon", "http://m:8080", "--health-interval", "1s", "--health-timeout", "5s"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := healthConfig(c).Timeout; got != 5*time.Second {
+		t.Fatalf("checker timeout %v, want the 5s given", got)
 	}
 }

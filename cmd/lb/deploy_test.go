@@ -164,7 +164,7 @@ func TestDeployMarathonJSONIsAcceptedByMarathon(t *testing.T) {
 		env[k] = v
 	}
 	env["PORT0"] = strconv.Itoa(app.PortDefinitions[0].Port) // requirePorts: PORT0 is the declared port
-	c, err := parseConfig("lb", nil, func(k string) string { return env[k] }, io.Discard)
+	c, err := parseConfig("lb", nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
 	if err != nil {
 		t.Fatalf("lb rejects deploy/marathon.json's env: %v", err)
 	}

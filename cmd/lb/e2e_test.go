@@ -49,7 +49,7 @@ func startPacer(t testing.TB, marathonURL string, portMin, portMax int, mutate .
 		"--admin", "127.0.0.1:0",
 		"--dns", "127.0.0.1:0",
 		"--drain-timeout", "2s",
-	}, func(string) string { return "" }, io.Discard)
+	}, env(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,10 @@ func main() {
 }
 
 func realMain(args []string) int {
+	// SIGHUP asks a running pacer to resync (run relays it from then on);
+	// before that, during start-up, it must not end the process, as its
+	// default action would.
+	signal.Ignore(syscall.SIGHUP)
 	cmd := "run"
 	if len(args) > 0 {
 		switch args[0] {
@@ -38,7 +42,7 @@ func realMain(args []string) int {
 			cmd, args = "demo", args[1:]
 		}
 	}
-	cfg, err := parseConfig("lb", args, os.Getenv, os.Stdout)
+	cfg, err := parseConfig("lb", args, os.LookupEnv, os.Stdout)
 	if errors.Is(err, errHelp) {
 		return 0
 	}
