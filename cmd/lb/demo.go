@@ -52,7 +52,9 @@ func runDemo(ctx context.Context, cfg *config, log *zap.Logger) error {
 			return fmt.Errorf("demo app %s: %w", app.ID, err)
 		}
 	}
-	cfg.marathon = []string{sim.URL()}
+	// The simulator, whatever --marathon or the environment said: a zk://
+	// URL there would otherwise win over it.
+	cfg.marathon, cfg.marathonZK = []string{sim.URL()}, nil
 	log.Info("Marathon simulator running", zap.String("url", sim.URL()))
 
 	var adminAddr, dnsAddr net.Addr

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,6 +32,38 @@ type hooks struct {
 	ready func()
 }
 
+// latch returns a check that holds once check held: ready once, ready for
+// good. After the first sync every table change opens a moment before both
+// data planes applied it, and /healthz must not fail then (a peer acting on
+// one failure would flap). A source that loses its connection later shows
+// as "stale", not as starting.
+func latch(check func() bool) func() bool {
+	var held atomic.Bool
+	return func() bool {
+		if held.Load() {
+			return true
+		}
+		if check() {
+			held.Store(true)
+			return true
+		}
+		return false
+	}
+}
+
+// healthConfig is the checker's configuration from the flags. The probe
+// timeout goes as given: the checker caps it by each check's own interval
+// (a PACER_{n}_HEALTHCHECK_INTERVAL label may be longer than
+// --health-interval, and its probes may take longer too).
+func healthConfig(cfg *config) health.Config {
+	return health.Config{
+		Interval: cfg.healthInterval,
+		Timeout:  cfg.healthTimeout,
+		Rise:     cfg.healthRise,
+		Fall:     cfg.healthFall,
+	}
+}
+
 // run wires the table, the Marathon source, the TCP proxy, DNS and the admin
 // listener, and serves until ctx is cancelled (SIGTERM, SIGINT). Then it makes
 // /healthz fail, stops accepting, drains for up to --drain-timeout, and returns
@@ -45,12 +78,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 	if err != nil {
 		return err
 	}
-	checker, err := health.New(health.Config{
-		Interval: cfg.healthInterval,
-		Timeout:  min(cfg.healthTimeout, cfg.healthInterval),
-		Rise:     cfg.healthRise,
-		Fall:     cfg.healthFall,
-	}, table, log)
+	checker, err := health.New(healthConfig(cfg), table, log)
 	if err != nil {
 		return fmt.Errorf("health: %w", err)
 	}
@@ -114,7 +142,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		return fmt.Errorf("--admin: %w (is another pacer running? pick a free port)", err)
 	}
 	reporters := src.reporters()
-	isReady := func() bool {
+	isReady := latch(func() bool {
 		for _, s := range reporters {
 			if !s.Status().Synced {
 				return false
@@ -122,7 +150,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		}
 		v := table.Snapshot().Version()
 		return tcp.Applied() >= v && hp.Applied() >= v
-	}
+	})
 	adm, err := admin.New(admin.Deps{
 		Table:       table,
 		Ready:       isReady,
