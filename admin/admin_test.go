@@ -31,7 +31,9 @@ func newTestServer(t *testing.T) (*Server, *discovery.Table, *fakeSource) {
 		Table:   table,
 		Sources: []discovery.StatusReporter{src},
 		Ports: func() []proxy.PortStatus {
-			return []proxy.PortStatus{{Port: 8000, Listening: true, Active: 2, Total: 10}}
+			// One port on both planes, as during a mode change's drain:
+			// two series, told apart by plane.
+			return []proxy.PortStatus{{Port: 8000, Plane: "tcp", Listening: true, Active: 2, Total: 10}, {Port: 8000, Plane: "http", Active: 1, Total: 3}}
 		},
 		HTTP: func() []httpproxy.ServiceStats {
 			return []httpproxy.ServiceStats{{App: "/shop/web", ServicePort: 8001, Responses: [5]uint64{0, 9, 0, 1, 0},
@@ -129,7 +131,8 @@ func TestMetricsPassPromtool(t *testing.T) {
 		`pacer_service_backends{app="/shop/web",port_index="0",service_port="8000"} 1`,
 		`pacer_source_events_total{source="marathon"} 7`,
 		`pacer_source_events_by_type_total{source="marathon",type="status_update_event"} 5`,
-		`pacer_tcp_connections_active{port="8000"} 2`,
+		`pacer_tcp_connections_active{port="8000",plane="tcp"} 2`,
+		`pacer_tcp_connections_active{port="8000",plane="http"} 1`,
 		`pacer_dns_queries_total{qtype="SRV"} 3`,
 		`pacer_http_responses_total{app="/shop/web",port_index="0",service_port="8001",code="2xx"} 9`,
 	} {

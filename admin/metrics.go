@@ -140,13 +140,13 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 		} {
 			m.family(c.name, c.typ, c.help)
 			for _, p := range ports {
-				m.sample(c.name, c.get(p), "port", strconv.Itoa(p.Port))
+				m.sample(c.name, c.get(p), "port", strconv.Itoa(p.Port), "plane", p.Plane)
 			}
 		}
 		m.family("pacer_tcp_bytes_total", "counter", "Bytes forwarded, by direction (in: client to backend).")
 		for _, p := range ports {
-			m.sample("pacer_tcp_bytes_total", float64(p.BytesIn), "port", strconv.Itoa(p.Port), "direction", "in")
-			m.sample("pacer_tcp_bytes_total", float64(p.BytesOut), "port", strconv.Itoa(p.Port), "direction", "out")
+			m.sample("pacer_tcp_bytes_total", float64(p.BytesIn), "port", strconv.Itoa(p.Port), "plane", p.Plane, "direction", "in")
+			m.sample("pacer_tcp_bytes_total", float64(p.BytesOut), "port", strconv.Itoa(p.Port), "plane", p.Plane, "direction", "out")
 		}
 	}
 

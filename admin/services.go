@@ -74,12 +74,18 @@ func keyString(k discovery.ServiceKey) string {
 
 func (s *Server) servicesReport() servicesView {
 	snap := s.deps.Table.Snapshot()
-	ports := map[int]proxy.PortStatus{}
+	// By port and plane: during a mode change's drain both planes report
+	// the port, and a service is served by its own mode's.
+	type planePort struct {
+		port  int
+		plane string
+	}
+	ports := map[planePort]proxy.PortStatus{}
 	var portList []proxy.PortStatus
 	if s.deps.Ports != nil {
 		portList = s.deps.Ports()
 		for _, p := range portList {
-			ports[p.Port] = p
+			ports[planePort{p.Port, p.Plane}] = p
 		}
 	}
 	v := servicesView{Version: snap.Version(), Apps: []appView{}, Ports: []portView{}}
@@ -106,12 +112,18 @@ func (s *Server) servicesReport() servicesView {
 				VHosts: svc.VHosts, Path: svc.Path, Backends: []backendView{},
 			}
 			owner := snap.Service(svc.ServicePort)
-			ps, bound := ports[svc.ServicePort]
+			plane := "tcp"
+			if svc.Mode == discovery.ModeHTTP {
+				plane = "http"
+			}
+			ps, bound := ports[planePort{svc.ServicePort, plane}]
 			switch {
 			case svc.ServicePort == 0:
 				sv.Note = "no service port"
 			case owner != svc:
 				sv.Note = "service port " + strconv.Itoa(svc.ServicePort) + " is taken by " + keyString(owner.Key)
+			case svc.Protocol == discovery.ProtoUDP:
+				sv.Note = "UDP: not proxied (DNS answers it)"
 			case !bound && s.deps.Ports != nil:
 				sv.Note = "service port outside --ports; not bound"
 			case bound && ps.Error != "":

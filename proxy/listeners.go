@@ -58,6 +58,7 @@ type tcpPort struct {
 func (ps *tcpPort) Status() PortStatus {
 	return PortStatus{
 		Port:       ps.port,
+		Plane:      "tcp",
 		Listening:  ps.ln != nil,
 		Active:     ps.active.Load(),
 		Total:      ps.accepted.Load(),

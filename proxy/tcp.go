@@ -82,8 +82,12 @@ type TCPConfig struct {
 
 // PortStatus is what Ports reports about one service port.
 type PortStatus struct {
-	Port      int  `json:"port"`
-	Listening bool `json:"listening"`
+	Port int `json:"port"`
+	// Plane is the data plane the listener belongs to: "tcp", "http" (an
+	// HTTP-mode service port) or "vhost" (the --http listener). During a
+	// mode change both planes may report the same port for a drain.
+	Plane     string `json:"plane"`
+	Listening bool   `json:"listening"`
 	// Error says why the port is not listening: the bind failure, or that
 	// the port is outside the configured range.
 	Error string `json:"error,omitempty"`

@@ -551,8 +551,13 @@ func (p *Proxy) Ports() []proxy.PortStatus {
 
 // Status reads hp's counters; called with p.lmu held.
 func (hp *httpPort) Status() proxy.PortStatus {
+	plane := "http"
+	if hp.vhost {
+		plane = "vhost"
+	}
 	return proxy.PortStatus{
 		Port:      hp.port,
+		Plane:     plane,
 		Listening: hp.ln != nil,
 		Active:    hp.active.Load(),
 		Total:     hp.accepted.Load(),
