@@ -54,7 +54,7 @@ func (w *worker) answer(q *query, tcp bool) []byte {
 	snap := s.table.Snapshot()
 	h := maphash.Bytes(s.seed, w.key)
 	e, ok := s.cache.Get(h)
-	if !ok || e.version != snap.Version() || e.key != string(w.key) {
+	if !ok || e.version != snap.Version() || e.key != string(w.key) || e.withdrawn != s.withdrawn.Load() {
 		w.st.misses.Add(1)
 		e = s.build(snap, w.key)
 		s.cache.Add(h, e)

@@ -32,8 +32,10 @@ const (
 type entry struct {
 	key     string // lower-case wire name, type and class, as cacheKey builds it
 	version uint64 // the table version the answer was built from
-	rcode   int
-	aa      bool
+	// withdrawn is whether it was built after Withdraw.
+	withdrawn bool
+	rcode     int
+	aa        bool
 
 	ans     []byte
 	ansOff  []int32 // start of each answer record in ans, then len(ans)

@@ -384,3 +384,30 @@ func TestLongNameTarget(t *testing.T) {
 		t.Errorf("target %s: %v", tgt, r)
 	}
 }
+
+// Withdraw takes this instance out of the lb names, cached answers
+// included, and leaves every other name as it was.
+func TestWithdraw(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, fixtureTable())
+	names := []struct {
+		qname string
+		qtype uint16
+	}{{"lb.mesos.", dns.TypeA}, {"_web-shop._tcp.lb.mesos.", dns.TypeSRV}}
+	for _, n := range names {
+		for range 2 { // the second from the cache
+			if r, _ := exchange(t, s, question(n.qname, n.qtype), false); r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+				t.Fatalf("%s before Withdraw: %v", n.qname, r)
+			}
+		}
+	}
+	s.Withdraw()
+	for _, n := range names {
+		if r, _ := exchange(t, s, question(n.qname, n.qtype), false); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 {
+			t.Fatalf("%s after Withdraw: %v; want no record", n.qname, r)
+		}
+	}
+	if r, _ := exchange(t, s, question("web-shop.marathon.mesos.", dns.TypeA), false); len(r.Answer) == 0 {
+		t.Fatalf("a task name after Withdraw: %v; want its answer", r)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -60,6 +61,9 @@ type Server struct {
 	ttl      uint32
 	seed     maphash.Seed
 	cache    *lru.Cache[uint64, *entry]
+	// withdrawn is set by Withdraw: lb.<domain> names no longer answer
+	// with this instance.
+	withdrawn atomic.Bool
 	// plainUDP reads one datagram per system call even where batches work
 	// (tests cover both loops).
 	plainUDP bool
@@ -149,11 +153,20 @@ func (s *Server) build(snap *discovery.Snapshot, key []byte) *entry {
 		labels = append(labels, string(qname[off+1:off+1+int(qname[off])]))
 	}
 	rel := labels[:len(labels)-s.zone.labels]
-	res := s.zone.resolve(snap, rel, qtype)
-	e := newPacker(qname, s.ttl).pack(res, &s.zone, s.serialOf(snap.Version()))
-	e.key, e.version = string(key), snap.Version()
+	z := s.zone
+	z.withdrawn = s.withdrawn.Load()
+	res := z.resolve(snap, rel, qtype)
+	e := newPacker(qname, s.ttl).pack(res, &z, s.serialOf(snap.Version()))
+	e.key, e.version, e.withdrawn = string(key), snap.Version(), z.withdrawn
 	return e
 }
+
+// Withdraw stops answering lb.<domain> names with this instance: they
+// answer with no record from then on. A stopping pacer calls it as its
+// drain begins, so that clients resolving through it stop choosing it
+// while it finishes the connections it has. The other names keep their
+// answers.
+func (s *Server) Withdraw() { s.withdrawn.Store(true) }
 
 // serialOf returns the SOA serial for a table version: it moves whenever the
 // version does, to the current Unix time or one past the last serial,

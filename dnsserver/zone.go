@@ -56,6 +56,7 @@ type zone struct {
 	domain    string // lower case, no trailing dot, e.g. "mesos"
 	labels    int    // number of labels in domain
 	advertise netip.Addr
+	withdrawn bool // lb.<domain> names answer with no record (Server.Withdraw)
 }
 
 // splitName returns the labels of the lower-cased name relative to the zone,
@@ -85,6 +86,9 @@ func (z *zone) resolve(snap *discovery.Snapshot, rel []string, qtype uint16) res
 			return z.self(qtype)
 		}
 	case labelLB:
+		if z.withdrawn {
+			return nodata()
+		}
 		switch {
 		case n == 1:
 			return z.self(qtype)

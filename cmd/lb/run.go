@@ -171,6 +171,12 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// The announcement is withdrawn as the drain begins, not after it (and
+	// DNS stops answering lb.<domain> with this instance): clients that find
+	// pacers in ZooKeeper or DNS stop choosing this one while it still
+	// finishes their open connections.
+	announceCtx, withdraw := context.WithCancel(runCtx)
+	defer withdraw()
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
 	goRun := func(name string, f func() error) {
@@ -214,7 +220,7 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 			if err != nil {
 				fatal = err
 			} else {
-				goRun("zookeeper announcer", func() error { return ann.Run(runCtx) })
+				goRun("zookeeper announcer", func() error { return ann.Run(announceCtx) })
 			}
 		}
 		if h.listening != nil && fatal == nil {
@@ -247,6 +253,10 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 	// Stop: fail health checks first so Marathon and peers stop sending, then
 	// stop accepting and let open connections drain.
 	adm.SetDraining()
+	withdraw()
+	if dns != nil {
+		dns.Withdraw()
+	}
 	log.Info("stopping: draining connections", zap.Duration("drain_timeout", cfg.drainTimeout))
 	drainCtx, drainCancel := context.WithTimeout(context.Background(), cfg.drainTimeout)
 	defer drainCancel()

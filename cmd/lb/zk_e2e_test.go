@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/miekg/dns"
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
 	"github.com/pacer-lb/pacer/internal/testnet"
@@ -110,4 +112,78 @@ func TestZooKeeperLeaderAndServices(t *testing.T) {
 	eventually(t, 5*time.Second, "the replaced member is routed", func() bool {
 		return readLine(t, fmt.Sprintf("127.0.0.1:%d", dbPort)) == "db member two"
 	})
+}
+
+// A stopping pacer withdraws itself as the drain begins, while it still
+// finishes open connections: its --zk-announce member goes, and its DNS
+// stops answering lb.<domain> with it, so clients that find pacers either
+// way stop choosing it before its listeners are gone.
+func TestStopWithdrawsThisInstanceFirst(t *testing.T) {
+	zks := zktest.Start(t)
+	c := zks.Conn(t)
+	zktest.EnsurePath(t, c, "/pacers")
+	sim := startSim(t, marathonsim.Config{})
+	port := testnet.FreePort(t)
+	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 1, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
+		t.Fatal(err)
+	}
+	p := startPacer(t, sim.URL(), port, port, func(cfg *config) {
+		cfg.drainTimeout = 10 * time.Second
+		cfg.zkServers = []string{zks.Addr()}
+		cfg.zkAnnounce = "/pacers"
+	})
+	p.waitReady(t)
+	members := func() int {
+		kids, _, err := c.Children("/pacers")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(kids)
+	}
+	eventually(t, 5*time.Second, "the announcement", func() bool { return members() == 1 })
+
+	// An open connection keeps the drain going.
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("before stop: %v %v", resp, err)
+	}
+
+	lbA := func() int {
+		m := new(dns.Msg)
+		m.SetQuestion("lb.mesos.", dns.TypeA)
+		r, err := dns.Exchange(m, p.dns.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(r.Answer)
+	}
+	if n := lbA(); n != 1 {
+		t.Fatalf("lb.mesos A before stop: %d records, want this instance", n)
+	}
+
+	p.stop()
+	eventually(t, 5*time.Second, "the announcement withdrawn", func() bool { return members() == 0 })
+	if n := lbA(); n != 0 { // the drain began with the withdrawal
+		t.Errorf("lb.mesos A while draining: %d records, want none", n)
+	}
+	select {
+	case err := <-p.done:
+		t.Fatalf("run returned (%v) before the open connection closed: the drain was cut short", err)
+	default:
+	}
+	conn.Close()
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("run returned %v", err)
+		}
+		p.done <- nil // for startPacer's cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after its last connection closed")
+	}
 }
