@@ -108,7 +108,7 @@ func parseConfig(name string, args []string, lookupEnv func(string) (string, boo
 	fs.String("ports", "8000-8100", "service ports this instance may bind, MIN-MAX")
 	fs.Duration("wait-for-backend", 3*time.Second, "how long a new connection waits for a backend when a service has none")
 	fs.Duration("dial-timeout", time.Second, "timeout for connecting to a backend")
-	fs.Duration("idle-timeout", time.Hour, "close a proxied TCP connection idle in both directions this long")
+	fs.Duration("idle-timeout", time.Hour, "close a proxied TCP connection, or an upgraded HTTP one (WebSocket), idle in both directions this long")
 	fs.Duration("drain-timeout", 30*time.Second, "how long removed backends and a stopping pacer let connections finish")
 	fs.String("zk", "", "ZooKeeper ensemble host:port[,host:port] for --zk-service and --zk-announce")
 	fs.Var(&listFlag{}, "zk-service", "repeatable NAME=/path[:SERVICEPORT]: members under /path (nerve or serverset JSON) form service NAME")

@@ -96,12 +96,13 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		return fmt.Errorf("tcp proxy: %w", err)
 	}
 	hp, err := httpproxy.New(httpproxy.Config{
-		Bind:         cfg.bind,
-		PortMin:      cfg.portMin,
-		PortMax:      cfg.portMax,
-		DialTimeout:  cfg.dialTimeout,
-		DrainTimeout: cfg.drainTimeout,
-		Report:       checker.Report,
+		Bind:              cfg.bind,
+		PortMin:           cfg.portMin,
+		PortMax:           cfg.portMax,
+		DialTimeout:       cfg.dialTimeout,
+		DrainTimeout:      cfg.drainTimeout,
+		TunnelIdleTimeout: cfg.idleTimeout,
+		Report:            checker.Report,
 	}, table, log)
 	if err != nil {
 		return fmt.Errorf("http proxy: %w", err)

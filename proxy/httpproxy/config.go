@@ -25,6 +25,7 @@ const (
 	DefaultMaxIdlePerBackend = 512
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultClientIdleTimeout = 60 * time.Second
+	DefaultTunnelIdleTimeout = time.Hour // as the TCP plane's --idle-timeout
 	DefaultMaxHeaderBytes    = 8 << 10
 	DefaultMaxConns          = 10000
 	DefaultRetryAfter        = time.Second
@@ -69,6 +70,11 @@ type Config struct {
 	// ClientIdleTimeout closes a client keep-alive connection idle this long
 	// between requests; 0 means 60s.
 	ClientIdleTimeout time.Duration
+	// TunnelIdleTimeout closes an upgraded connection (a WebSocket) idle in
+	// both directions this long: a client that vanished without a FIN
+	// would otherwise hold it, and its backend connection, for good. 0
+	// means 1h.
+	TunnelIdleTimeout time.Duration
 	// MaxHeaderBytes caps a request's header (request line included); a
 	// larger one gets 431. 0 means 8 KiB. It is also the per-connection
 	// read buffer.
@@ -126,7 +132,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("http proxy: bind address %q: want an IP address", cfg.Bind)
 	}
 	for _, d := range []time.Duration{cfg.DialTimeout, cfg.ResponseHeaderTimeout, cfg.BodyTimeout, cfg.PoolIdleTimeout,
-		cfg.ReadHeaderTimeout, cfg.ClientIdleTimeout, cfg.RetryAfter, cfg.DrainTimeout} {
+		cfg.ReadHeaderTimeout, cfg.ClientIdleTimeout, cfg.TunnelIdleTimeout, cfg.RetryAfter, cfg.DrainTimeout} {
 		if d < 0 {
 			return cfg, errors.New("http proxy: timeouts must not be negative")
 		}
@@ -141,6 +147,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	cfg.MaxIdlePerBackend = cmp.Or(cfg.MaxIdlePerBackend, DefaultMaxIdlePerBackend)
 	cfg.ReadHeaderTimeout = cmp.Or(cfg.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	cfg.ClientIdleTimeout = cmp.Or(cfg.ClientIdleTimeout, DefaultClientIdleTimeout)
+	cfg.TunnelIdleTimeout = cmp.Or(cfg.TunnelIdleTimeout, DefaultTunnelIdleTimeout)
 	cfg.MaxHeaderBytes = cmp.Or(cfg.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	cfg.MaxConns = cmp.Or(cfg.MaxConns, DefaultMaxConns)
 	cfg.RetryAfter = cmp.Or(cfg.RetryAfter, DefaultRetryAfter)

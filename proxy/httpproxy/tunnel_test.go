@@ -176,3 +176,27 @@ func BenchmarkTunnelEcho(b *testing.B) {
 		}
 	}
 }
+
+// A tunnel that carries bytes stays open past its idle timeout; one idle
+// both ways for that long is closed at both ends (a client that vanished
+// without a FIN would otherwise hold it, and its backend connection, for
+// good).
+func TestTunnelIdleTimeout(t *testing.T) {
+	r := newRig(t, Config{TunnelIdleTimeout: 300 * time.Millisecond})
+	r.apply(app("/ws", 0, []string{"ws.test"}, "", wsBackend(t, echoWS)))
+	c, br := wsDial(t, r.vhost, nil)
+	msg, got := maskedFrame("tick"), make([]byte, len(maskedFrame("tick")))
+	for i := range 10 { // 1 s of traffic, a message every 100 ms
+		c.Write(msg)
+		if _, err := io.ReadFull(br, got); err != nil {
+			t.Fatalf("message %d through a busy tunnel: %v", i, err)
+		}
+		time.Sleep(100 * time.Millisecond) // the traffic's pace
+	}
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := br.Read(got); n != 0 || err != io.EOF {
+		t.Fatalf("idle tunnel read %d, %v; want it closed", n, err)
+	}
+	t.Logf("idle tunnel closed %v after the last message", time.Since(start).Round(time.Millisecond))
+}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -176,28 +178,61 @@ func (p *Proxy) tunnel(client, raw net.Conn, backend *net.TCPConn, head []byte) 
 		return
 	}
 	defer p.trackTunnel(client, backend, false)
+	idle := p.cfg.TunnelIdleTimeout
+	var last atomic.Int64 // fastconn.Mono when bytes last moved either way
+	last.Store(int64(fastconn.Mono()))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		_, err := raw.Write(head)
 		if err == nil {
-			_, err = io.Copy(raw, backend)
+			err = copyIdle(raw, backend, backend, &last, idle)
 		}
 		closeWrite(raw)
 		if err != nil {
 			raw.Close()
+			backend.Close() // an idle tunnel ends both ways at once
 		}
 	}()
-	_, err := io.Copy(backend, client)
+	err := copyIdle(backend, client, raw, &last, idle)
 	_ = backend.CloseWrite()
 	if err != nil {
 		backend.Close()
+		raw.Close()
 	}
 	<-done
 	client.Close()
 	backend.Close()
 	if ce := p.log.Check(zap.DebugLevel, "tunnel closed"); ce != nil {
 		ce.Write(zap.Stringer("client", client.RemoteAddr()), zap.Stringer("backend", backend.RemoteAddr()))
+	}
+}
+
+// errTunnelIdle ends a tunnel idle in both directions for TunnelIdleTimeout.
+var errTunnelIdle = errors.New("tunnel idle")
+
+// copyIdle copies src to dst (spliced where the net package can) until
+// src's EOF (nil) or an error, in windows of a quarter of idle on srcConn's
+// read deadline: a window that moved bytes marks last; one that moved
+// none ends the copy with errTunnelIdle once neither direction moved for
+// idle.
+func copyIdle(dst io.Writer, src io.Reader, srcConn net.Conn, last *atomic.Int64, idle time.Duration) error {
+	window := max(min(idle/4, 10*time.Second), time.Millisecond)
+	for {
+		_ = srcConn.SetReadDeadline(time.Now().Add(window))
+		n, err := io.Copy(dst, src)
+		now := fastconn.Mono()
+		if n > 0 {
+			last.Store(int64(now))
+		}
+		switch {
+		case err == nil:
+			return nil
+		case !errors.Is(err, os.ErrDeadlineExceeded):
+			return err
+		case n == 0 && now-time.Duration(last.Load()) >= idle:
+			return errTunnelIdle
+		}
 	}
 }
 
