@@ -34,10 +34,14 @@ type resolver struct {
 	lookup func(ctx context.Context, host string) (netip.Addr, error)
 	cache  *lru.Cache[string, resolveEntry] // nil: no caching (a caller-supplied Resolve)
 	now    func() time.Time
+
+	mu         sync.Mutex
+	refreshing map[string]bool   // hosts looked up again in the background
+	refreshed  func(host string) // if set, called after each background lookup (tests)
 }
 
 func newResolver(custom func(ctx context.Context, host string) (netip.Addr, error)) *resolver {
-	r := &resolver{lookup: custom, now: time.Now}
+	r := &resolver{lookup: custom, now: time.Now, refreshing: map[string]bool{}}
 	if custom == nil {
 		r.lookup = discovery.LookupHost
 		r.cache, _ = lru.New[string, resolveEntry](resolveCacheSize)
@@ -60,6 +64,15 @@ func (r *resolver) Resolve(ctx context.Context, host string) (netip.Addr, error)
 	if ok && now.Before(e.expires) {
 		return e.addr, e.err
 	}
+	if ok && e.addr.IsValid() {
+		// Expired, with a good address: serve it and look the host up again
+		// in the background. Resolve runs on the state goroutine, which
+		// applies Marathon's events; a slow DNS server must not hold them
+		// up, once a minute per agent.
+		r.refresh(host, e)
+		return e.addr, nil
+	}
+	// First sight of the host, or only failures so far: wait for it.
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
 	a, err := r.lookup(ctx, host)
@@ -74,6 +87,38 @@ func (r *resolver) Resolve(ctx context.Context, host string) (netip.Addr, error)
 	}
 	r.cache.Add(host, e)
 	return e.addr, e.err
+}
+
+// refresh looks host up again on a goroutine of its own, one at a time per
+// host, and caches what it finds; e is the expired entry, whose address is
+// kept if the lookup fails.
+func (r *resolver) refresh(host string, e resolveEntry) {
+	r.mu.Lock()
+	if r.refreshing[host] {
+		r.mu.Unlock()
+		return
+	}
+	r.refreshing[host] = true
+	r.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+		defer cancel()
+		a, err := r.lookup(ctx, host)
+		now := r.now()
+		if err == nil {
+			e = resolveEntry{addr: a, expires: now.Add(resolveTTL)}
+		} else {
+			e.expires = now.Add(resolveNegTTL)
+		}
+		r.cache.Add(host, e)
+		r.mu.Lock()
+		delete(r.refreshing, host)
+		hook := r.refreshed
+		r.mu.Unlock()
+		if hook != nil {
+			hook(host)
+		}
+	}()
 }
 
 // warm resolves many hosts concurrently so that building a snapshot on the

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -170,24 +172,26 @@ func TestBackoffBounds(t *testing.T) {
 
 func TestResolverCacheAndLiterals(t *testing.T) {
 	t.Parallel()
-	calls := 0
-	fail := false
+	var calls atomic.Int32
+	var fail atomic.Bool
 	r := newResolver(nil)
-	now := time.Unix(0, 0)
-	r.now = func() time.Time { return now }
+	var now atomic.Int64
+	r.now = func() time.Time { return time.Unix(0, now.Load()) }
 	r.lookup = func(ctx context.Context, host string) (netip.Addr, error) {
-		calls++
-		if fail {
+		calls.Add(1)
+		if fail.Load() {
 			return netip.Addr{}, errors.New("dns down")
 		}
 		return netip.MustParseAddr("10.9.9.9"), nil
 	}
+	refreshed := make(chan string, 4)
+	r.refreshed = func(host string) { refreshed <- host }
 	for _, lit := range []string{"10.0.0.1", "::ffff:10.0.0.2", "fd00::1"} {
 		if _, err := r.Resolve(context.Background(), lit); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if calls != 0 {
+	if calls.Load() != 0 {
 		t.Fatal("IP literal looked up")
 	}
 	if a, _ := r.Resolve(context.Background(), "::ffff:10.0.0.2"); !a.Is4() {
@@ -195,16 +199,77 @@ func TestResolverCacheAndLiterals(t *testing.T) {
 	}
 	r.Resolve(context.Background(), "agent-1")
 	r.Resolve(context.Background(), "agent-1")
-	if calls != 1 {
-		t.Fatalf("%d lookups, want 1 (cached)", calls)
+	if calls.Load() != 1 {
+		t.Fatalf("%d lookups, want 1 (cached)", calls.Load())
 	}
-	// Expired and DNS down: the last good address stays.
-	now = now.Add(2 * resolveTTL)
-	fail = true
+	// Expired and DNS down: the last good address stays, before and after
+	// the lookup in the background fails.
+	now.Add(int64(2 * resolveTTL))
+	fail.Store(true)
 	if a, err := r.Resolve(context.Background(), "agent-1"); err != nil || a.String() != "10.9.9.9" {
 		t.Fatalf("stale address not kept: %v %v", a, err)
 	}
+	<-refreshed
+	if a, err := r.Resolve(context.Background(), "agent-1"); err != nil || a.String() != "10.9.9.9" {
+		t.Fatalf("stale address not kept after a failed refresh: %v %v", a, err)
+	}
 	if _, err := r.Resolve(context.Background(), "agent-2"); err == nil {
 		t.Fatal("unknown host resolved")
+	}
+}
+
+// An expired address is served at once while the host is looked up again
+// in the background: Resolve runs on the goroutine that applies Marathon's
+// events, and a slow DNS server must not hold them up. The new address is
+// served once the lookup is done.
+func TestResolverRefreshesInTheBackground(t *testing.T) {
+	t.Parallel()
+	r := newResolver(nil)
+	var now atomic.Int64
+	r.now = func() time.Time { return time.Unix(0, now.Load()) }
+	release := make(chan struct{})
+	var calls atomic.Int32
+	r.lookup = func(ctx context.Context, host string) (netip.Addr, error) {
+		if calls.Add(1) == 1 {
+			return netip.MustParseAddr("10.9.9.9"), nil
+		}
+		<-release // a DNS server that takes its time
+		return netip.MustParseAddr("10.9.9.10"), nil
+	}
+	refreshed := make(chan string, 1)
+	r.refreshed = func(host string) { refreshed <- host }
+	if a, _ := r.Resolve(context.Background(), "agent-1"); a.String() != "10.9.9.9" {
+		t.Fatalf("first lookup: %v", a)
+	}
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	now.Add(int64(2 * resolveTTL))
+	for range 3 { // one lookup in flight, however often it is asked
+		got := make(chan netip.Addr, 1)
+		go func() {
+			a, _ := r.Resolve(context.Background(), "agent-1")
+			got <- a
+		}()
+		select {
+		case a := <-got:
+			if a.String() != "10.9.9.9" {
+				t.Fatalf("expired address while the lookup waits: %v; want the last one", a)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Resolve waited for the lookup of an expired address")
+		}
+	}
+	unblock()
+	select {
+	case <-refreshed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the background lookup never ended")
+	}
+	if a, _ := r.Resolve(context.Background(), "agent-1"); a.String() != "10.9.9.10" {
+		t.Fatalf("after the background lookup: %v, want the new address", a)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d lookups, want 2: one background lookup per host at a time", n)
 	}
 }
