@@ -166,6 +166,10 @@ type Conn struct {
 	rdst   *Conn
 	rmoved int64
 	rgot   bool
+	// rpend is readiness the poller saw while a pair's owner ran the relay
+	// (pump): the run reads again before it arms the relay, since the
+	// socket, edge-triggered, reports nothing more.
+	rpend atomic.Bool
 	// The Exchanger of a Conn whose Reads serve in the poller
 	// (exchange.go), set while no Read runs; xpend keeps readiness that
 	// came while an exchange ran. rwatch is WatchReply's watcher.
@@ -524,6 +528,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	c.beforeRead()
 	c.rbuf, c.rn, c.rerr = p, 0, 0
+	// With an Exchanger the poller reads for this Read (exchange.go), so a
+	// reference keeps the descriptor open until disarm has taken the read
+	// back, as RelayTo's does: the wait's own ends with the wait, and a
+	// Close then could free the number for another socket under the
+	// poller's read.
+	held := c.xch != nil && c.pd != nil && c.pd.incref()
 	err := c.waitRead()
 	if c.xch != nil {
 		c.disarm() // from the poller and any exchange (exchange.go)
@@ -531,6 +541,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.rgot = false
 			err = nil // the result came first
 		}
+	}
+	if held {
+		c.pd.decref()
 	}
 	c.rd.end()
 	c.rbuf = nil

@@ -150,6 +150,7 @@ func (w *pairWaiter) waitOver(err error) {
 func (c *Conn) armPair(dst *Conn, pool *Pool, wake *waiter) {
 	c.rpool, c.rbp, c.rbuf, c.rn, c.rerr = pool, nil, nil, 0, 0
 	c.rdst, c.rmoved, c.rgot, c.rwake, c.rpair = dst, 0, false, wake, true
+	c.rpend.Store(false)
 	if !c.reof.Load() {
 		c.rstate.Store(relayArmed)
 	}

@@ -487,3 +487,87 @@ func testManyPairsEndOnce(t *testing.T, start relayStart) {
 		t.Error(err)
 	}
 }
+
+// Readiness that comes while a pair's owner runs a relay itself (pump, as
+// RelayBoth starts) is not lost. The test holds the owner's run of the
+// backend's relay at its worst moment: its read found nothing, and it has
+// not armed the relay yet. The answer comes then, and the poller sees it
+// while the relay is not armed. Before rpend the poller woke the backend
+// socket's waiter, which nobody waits on, and the answer sat unread until
+// the owner's deadline.
+func TestRelayBothPumpRacingTheAnswer(t *testing.T) {
+	client, clientPeer := pair(t)
+	backend, backendPeer := pair(t)
+	pool := NewPool(1024)
+	// A first exchange puts both sockets in the poller, as on a keep-alive
+	// connection's second request.
+	results := relayBothAsync(client, backend, pool)
+	untilArmed(t, backend)
+	clientPeer.Write([]byte("q1"))
+	readFull(t, backendPeer, 2)
+	backendPeer.Write([]byte("a1"))
+	readFull(t, clientPeer, 2)
+	clientPeer.SetLinger(0)
+	client.SetReadDeadline(time.Now())
+	if r := within(t, results, "the first RelayBoth's end"); !errors.Is(r.err, os.ErrDeadlineExceeded) {
+		t.Fatalf("first RelayBoth ended with %v", r.err)
+	}
+	client.SetReadDeadline(time.Time{})
+
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hook := func(c *Conn) {
+		if c == backend {
+			once.Do(func() {
+				close(held)
+				<-release
+			})
+		}
+	}
+	testHookRearm.Store(&hook)
+	t.Cleanup(func() { testHookRearm.Store(nil) })
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce)
+	_ = client.SetReadDeadline(time.Now().Add(3 * time.Second))
+	results = relayBothAsync(client, backend, pool)
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the owner never ran the backend's relay")
+	}
+	// The poller has seen the answer when it asked the owner to read again
+	// (rpend), or, before that existed, when it woke the backend socket's
+	// waiter instead.
+	woken := make(chan struct{}, 1)
+	wakeHook := func(w *waiter) {
+		if w == &backend.pd.r {
+			select {
+			case woken <- struct{}{}:
+			default:
+			}
+		}
+	}
+	testHookWakeToken.Store(&wakeHook)
+	t.Cleanup(func() { testHookWakeToken.Store(nil) })
+	backendPeer.Write([]byte("a2")) // the answer, while the relay is not armed
+	for deadline := time.Now().Add(5 * time.Second); !backend.rpend.Load(); time.Sleep(time.Millisecond) {
+		select {
+		case <-woken:
+			deadline = time.Time{}
+		default:
+		}
+		if deadline.IsZero() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the poller never saw the answer")
+		}
+	}
+	releaseOnce()
+	got := readFull(t, clientPeer, 2)
+	if string(got) != "a2" {
+		t.Fatalf("client got %q", got)
+	}
+	_ = client.SetReadDeadline(time.Now())
+	within(t, results, "the second RelayBoth's end")
+}

@@ -2,6 +2,7 @@ package fastconn
 
 import (
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -155,7 +156,18 @@ func (c *Conn) relay(events uint32) bool {
 	if c.xch != nil {
 		return c.exchangeReady(events)
 	}
-	if s != relayArmed || c.pd.state.Load()&1 != 0 || !c.rstate.CompareAndSwap(relayArmed, relayRunning) {
+	if s == relayRunning && c.pd.state.Load()&1 == 0 {
+		// Running while this poller is not: a pair's owner runs the relay
+		// (pump; a socket is in one poller only, and the others run only
+		// here). Have it read again before it arms the relay, or take the
+		// relay if it armed it meanwhile. Woken instead, this socket's
+		// waiter has nobody: the owner waits on its own socket's.
+		c.rpend.Store(true)
+		if !c.rstate.CompareAndSwap(relayArmed, relayRunning) {
+			return true
+		}
+		c.rpend.Store(false)
+	} else if s != relayArmed || c.pd.state.Load()&1 != 0 || !c.rstate.CompareAndSwap(relayArmed, relayRunning) {
 		return false // no relay, or Close began: the reader is woken
 	}
 	// A wakeup from the poller, as a reader's would be, for the batching
@@ -184,7 +196,9 @@ func (c *Conn) relayRun(more, fin bool) {
 			continue
 		case errno == syscall.EAGAIN:
 			pool.Put(b)
-			c.rstate.Store(relayArmed)
+			if c.rearm() {
+				continue
+			}
 			return
 		case errno != 0:
 			pool.Put(b)
@@ -235,11 +249,33 @@ func (c *Conn) relayRun(more, fin bool) {
 			return
 		}
 		if !more {
-			c.rstate.Store(relayArmed)
+			if c.rearm() {
+				continue
+			}
 			return
 		}
 	}
 }
+
+// rearm arms the relay again once a read took all there was. It reports
+// true, with the relay running again, when the poller saw readiness
+// meanwhile (rpend): the caller reads again. Either this sees the
+// poller's rpend, or the poller's CAS in relay sees the relay armed.
+func (c *Conn) rearm() bool {
+	if h := testHookRearm.Load(); h != nil {
+		(*h)(c)
+	}
+	c.rstate.Store(relayArmed)
+	if c.rpend.Load() && c.rstate.CompareAndSwap(relayArmed, relayRunning) {
+		c.rpend.Store(false)
+		return true
+	}
+	return false
+}
+
+// testHookRearm, if set, runs as a relay is about to be armed again after
+// a read found nothing (tests hold it there).
+var testHookRearm atomic.Pointer[func(*Conn)]
 
 // relayStop ends the relay with its result and wakes the reader. The
 // waiter is read first: once the state says done, the reader may take the

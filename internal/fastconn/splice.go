@@ -38,7 +38,8 @@ func Splice(dst, src *Conn) (int64, error) {
 			// The kernel cannot splice this socket (nothing was moved):
 			// copy as the net package would.
 			putPipe(p)
-			return io.Copy(dst, src)
+			// Hidden from io.Copy: src's WriteTo would Splice again.
+			return io.Copy(struct{ io.Writer }{dst}, struct{ io.Reader }{src})
 		}
 		total += int64(n)
 		if err == nil && n > 0 {
