@@ -311,7 +311,11 @@ func (c *Conn) WatchReply(w ReadWatcher) error {
 		return errors.ErrUnsupported
 	}
 	c.rwatch = w
-	c.rd.beforeWait() // arm the read deadline, which ends the watch
+	// A call in the read direction, as Read is: begin arms a deadline asked
+	// later than the armed one (or none), which would otherwise end the
+	// watch early, and beforeWait one asked earlier.
+	c.rd.begin()
+	c.rd.beforeWait()
 	c.pd.aw.lazy = true
 	c.pd.waitFunc((*connWatch)(c))
 	return nil
@@ -326,5 +330,6 @@ func (w *connWatch) ready(uintptr) bool { return w.rwatch.Readable() }
 func (w *connWatch) waitOver(err error) {
 	rw := w.rwatch
 	w.rwatch = nil
+	(*Conn)(w).rd.end() // before WatchOver, which may start the next call
 	rw.WatchOver(err)
 }

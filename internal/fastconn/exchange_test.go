@@ -391,3 +391,34 @@ func TestWatchReplyRacingTheAnswer(t *testing.T) {
 		t.Fatalf("the watch ended with %q, %v: the answer's wakeup was lost", w.got, err)
 	}
 }
+
+// A read deadline moved later between two watches holds for the second:
+// the timer armed for the first must not end it early (a deadline never
+// ends a wait before the time asked for).
+func TestWatchReplyTakesALaterDeadline(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	c, peer := dialPair(t, ln, addr)
+	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	w := &watchUntil{c: c, want: "a", done: make(chan error, 1)}
+	if err := c.WatchReply(w); err != nil {
+		t.Fatal(err)
+	}
+	peer.Write([]byte("a"))
+	if err := within(t, w.done, "the first watch's end"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	w = &watchUntil{c: c, want: "b", done: make(chan error, 1)}
+	if err := c.WatchReply(w); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-w.done:
+		t.Fatalf("the second watch ended with %v before its answer, inside its 5s deadline", err)
+	case <-time.After(600 * time.Millisecond): // past the first deadline and its slack
+	}
+	peer.Write([]byte("b"))
+	if err := within(t, w.done, "the second watch's end"); err != nil || string(w.got) != "b" {
+		t.Fatalf("the second watch ended with %q, %v", w.got, err)
+	}
+}
