@@ -106,6 +106,11 @@ func (c *Conn) exchangeRead(fd uintptr) bool {
 		if c.rerr != 0 || n == 0 {
 			return true
 		}
+		if n == len(c.rbuf) {
+			// The socket may hold more, with no edge to come for it: the
+			// exchange's end reads again.
+			c.xpend.Store(true)
+		}
 		c.rn = 0
 		c.rstate.Store(relayBusy)
 		if !c.xch.Exchange(c, c.rbuf[:n]) {
@@ -170,9 +175,10 @@ func (c *Conn) exchangeRun(events uint32) {
 			c.exchangeStop()
 			return
 		}
-		if events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-			// A FIN or an error may follow the bytes with no new edge:
-			// the exchange's end reads again.
+		if n == len(c.rbuf) || events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+			// More bytes (a read that filled the buffer), a FIN or an
+			// error may follow with no new edge: the exchange's end reads
+			// again.
 			c.xpend.Store(true)
 		}
 		// While Exchange runs the reader may stop waiting (its deadline),

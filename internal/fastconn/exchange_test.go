@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -421,4 +422,18 @@ func TestWatchReplyTakesALaterDeadline(t *testing.T) {
 	if err := within(t, w.done, "the second watch's end"); err != nil || string(w.got) != "b" {
 		t.Fatalf("the second watch ended with %q, %v", w.got, err)
 	}
+}
+
+// A read that fills the Read's buffer, taken by the Exchanger, may leave
+// bytes in the socket with no edge to come for them: the exchange's end
+// reads again, and the request behind is served.
+func TestExchangeAfterAFullRead(t *testing.T) {
+	_, peer, _, reads := exchangePair(t, false)
+	full := "X" + strings.Repeat("f", 255) // exactly readLoop's buffer
+	if _, err := peer.Write([]byte(full + "Xtwo")); err != nil {
+		t.Fatal(err)
+	}
+	expectAnswer(t, peer, strings.ToUpper(full))
+	expectAnswer(t, peer, "XTWO")
+	expectNoRead(t, reads)
 }
