@@ -147,9 +147,9 @@ func (c *Conn) awaitConnect(ctx context.Context, sa unsafe.Pointer, salen uintpt
 	if timeout > 0 {
 		_ = c.sock.SetWriteDeadline(time.Now().Add(timeout))
 	}
+	var stop func() bool
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() { _ = c.sock.SetWriteDeadline(aLongTimeAgo) })
-		defer stop()
+		stop = context.AfterFunc(ctx, func() { _ = c.sock.SetWriteDeadline(aLongTimeAgo) })
 	}
 	var result syscall.Errno
 	err := c.rc.Write(func(fd uintptr) bool {
@@ -161,6 +161,12 @@ func (c *Conn) awaitConnect(ctx context.Context, sa unsafe.Pointer, salen uintpt
 		}
 		return true
 	})
+	if stop != nil && !stop() {
+		// ctx ended as the connect did: its past deadline may land after
+		// the clearing below, and leave every later write on the
+		// connection failing at once. The dial counts as cancelled.
+		return ctx.Err()
+	}
 	switch {
 	case err != nil:
 		if ctx.Err() != nil {
