@@ -320,7 +320,7 @@ func (sw *serviceWatch) resolveAgain(ctx context.Context) bool {
 			all = false
 		} else {
 			sw.dirty = true
-			sw.log.Info("member host resolves now", zap.String(keyMember, m.name), zap.Stringer("addr", m.backend.Addr))
+			sw.log.Info("member host resolves now", zap.String(keyMember, m.name), zap.String("host", m.task.Host))
 		}
 	}
 	return all

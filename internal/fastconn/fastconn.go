@@ -168,7 +168,8 @@ type Conn struct {
 	rgot   bool
 	// rpend is readiness the poller saw while a pair's owner ran the relay
 	// (pump): the run reads again before it arms the relay, since the
-	// socket, edge-triggered, reports nothing more.
+	// socket, edge-triggered, reports nothing more. It is to relays what
+	// xpend is to exchanges (a Conn has an Exchanger or relays, not both).
 	rpend atomic.Bool
 	// The Exchanger of a Conn whose Reads serve in the poller
 	// (exchange.go), set while no Read runs; xpend keeps readiness that

@@ -112,9 +112,12 @@ func (s *exchangeScratch) reader(b []byte) *bufio.Reader {
 }
 
 // exchangerOf returns the exchanger of ctx's connection, if it has one.
-func exchangerOf(ctx *fasthttp.RequestCtx) *exchanger {
-	if c, ok := ctx.Conn().(*fastconn.Conn); ok {
-		x, _ := c.Exchanger().(*exchanger)
+func exchangerOf(ctx *fasthttp.RequestCtx) *exchanger { return connExchanger(ctx.Conn()) }
+
+// connExchanger returns the exchanger of c, if it has one.
+func connExchanger(c net.Conn) *exchanger {
+	if fc, ok := c.(*fastconn.Conn); ok {
+		x, _ := fc.Exchanger().(*exchanger)
 		return x
 	}
 	return nil
@@ -398,11 +401,9 @@ func (x *exchanger) fallBack(c *bconn) {
 // connIdle is fasthttp's report that it is done with c's request and
 // waits for the next: the poller may take the next one.
 func connIdle(c net.Conn) {
-	dropResume(c)
-	if fc, ok := c.(*fastconn.Conn); ok {
-		if x, ok := fc.Exchanger().(*exchanger); ok {
-			x.between.Store(true)
-		}
+	if x := connExchanger(c); x != nil {
+		x.dropResume()
+		x.between.Store(true)
 	}
 }
 
@@ -426,10 +427,8 @@ func takeResume(ctx *fasthttp.RequestCtx) (*bconn, *route, int, time.Duration) {
 // parse it, or the connection ended first): the answer has nobody to go to,
 // and the connection and its count in the backend's inflight would leak.
 func dropResume(c net.Conn) {
-	if fc, ok := c.(*fastconn.Conn); ok {
-		if x, ok := fc.Exchanger().(*exchanger); ok {
-			x.dropResume()
-		}
+	if x := connExchanger(c); x != nil {
+		x.dropResume()
 	}
 }
 

@@ -309,15 +309,7 @@ func TestStickyUpgrade(t *testing.T) {
 	r.apply(ap)
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	_, pinned, resp := get(t, c, r.vhost, "ws.test", "/")
-	var cookie *http.Cookie
-	for _, ck := range resp.Cookies() {
-		if ck.Name == DefaultStickyCookie {
-			cookie = ck
-		}
-	}
-	if cookie == nil {
-		t.Fatalf("no sticky cookie in %v", resp.Header)
-	}
+	cookie := stickyCookie(t, resp)
 	for i := range 4 { // round robin alone would alternate
 		nc, br := dialRaw(t, r.vhost)
 		fmt.Fprintf(nc, "GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nCookie: %s=%s\r\n\r\n", cookie.Name, cookie.Value)

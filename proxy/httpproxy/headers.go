@@ -163,7 +163,7 @@ func (p *Proxy) rewriteHeader(h *fasthttp.RequestHeader, remote, local net.Addr,
 		for k, v := range h.All() {
 			c := classify(k)
 			switch c {
-			case hcTE, hcFraming: // a chunked body is sent chunked again
+			case hcTE, hcFraming: // kept: a chunked body is sent chunked again; see hcFraming
 				continue
 			case hcOther:
 				if len(conn) == 0 || !hasTokenBytes(conn, k) {

@@ -214,6 +214,19 @@ func tryGet(c *http.Client, addr, host, path string) (int, string, *http.Respons
 	return resp.StatusCode, string(b), resp, nil
 }
 
+// stickyCookie returns the STICKY cookie resp sets; its absence fails the
+// test.
+func stickyCookie(t *testing.T, resp *http.Response) *http.Cookie {
+	t.Helper()
+	for _, ck := range resp.Cookies() {
+		if ck.Name == DefaultStickyCookie {
+			return ck
+		}
+	}
+	t.Fatalf("no sticky cookie in %v", resp.Header)
+	return nil
+}
+
 // rawExchange writes req on a fresh connection and returns everything read
 // until the proxy closes it or the deadline passes.
 func rawExchange(t *testing.T, addr, req string) string {

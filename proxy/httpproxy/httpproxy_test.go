@@ -372,15 +372,7 @@ func TestSticky(t *testing.T) {
 	r.apply(ap)
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	_, first, resp := get(t, c, r.vhost, "web.test", "/")
-	var cookie *http.Cookie
-	for _, ck := range resp.Cookies() {
-		if ck.Name == DefaultStickyCookie {
-			cookie = ck
-		}
-	}
-	if cookie == nil {
-		t.Fatalf("no sticky cookie in %v", resp.Header)
-	}
+	cookie := stickyCookie(t, resp)
 	for range 10 {
 		req, _ := http.NewRequest("GET", "http://"+r.vhost+"/", nil)
 		req.Host = "web.test"

@@ -264,15 +264,16 @@ func (p *Proxy) Run(ctx context.Context) error {
 	reap := time.NewTicker(max(p.cfg.PoolIdleTimeout/2, 10*time.Millisecond))
 	defer reap.Stop()
 	var applied uint64
-	first := true
+	first, retryDue := true, false
+	var retry <-chan time.Time // armed while a port fails to bind
 	for {
 		snap := p.table.Snapshot()
-		var retry <-chan time.Time // a port failed to bind: try it again
-		if first || snap.Version() != applied || p.bindFailing() {
+		if first || snap.Version() != applied || retryDue {
 			p.routes()
 			p.apply(snap)
-			applied, first = snap.Version(), false
+			applied, first, retryDue = snap.Version(), false, false
 			p.applied.Store(applied)
+			retry = nil
 			if p.bindFailing() {
 				retry = time.After(proxy.BindRetry)
 			}
@@ -280,6 +281,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		select {
 		case <-snap.Changed():
 		case <-retry:
+			retryDue = true
 		case now := <-reap.C:
 			p.reap(now)
 		case <-ctx.Done():
