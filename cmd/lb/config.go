@@ -36,6 +36,7 @@ type config struct {
 	dnsTTL          time.Duration
 	advertise       netip.Addr
 	drainTimeout    time.Duration
+	shutdownDelay   time.Duration
 	waitForBackend  time.Duration
 	dialTimeout     time.Duration
 	idleTimeout     time.Duration
@@ -77,7 +78,7 @@ var flagGroups = []struct {
 }{
 	{"Marathon", []string{"marathon", "marathon-token", "marathon-ca", "group", "keep-unreachable"}},
 	{"ZooKeeper", []string{"zk", "zk-service", "zk-announce"}},
-	{"Service ports", []string{"bind", "ports", "wait-for-backend", "dial-timeout", "idle-timeout", "drain-timeout"}},
+	{"Service ports", []string{"bind", "ports", "wait-for-backend", "dial-timeout", "idle-timeout", "drain-timeout", "shutdown-delay"}},
 	{"HTTP", []string{"http"}},
 	{"DNS", []string{"dns", "domain", "dns-ttl", "advertise"}},
 	{"Health checks", []string{"health-interval", "health-timeout", "health-rise", "health-fall"}},
@@ -110,6 +111,7 @@ func parseConfig(name string, args []string, lookupEnv func(string) (string, boo
 	fs.Duration("dial-timeout", time.Second, "timeout for connecting to a backend")
 	fs.Duration("idle-timeout", time.Hour, "close a proxied TCP connection, or an upgraded HTTP one (WebSocket), idle in both directions this long")
 	fs.Duration("drain-timeout", 30*time.Second, "how long removed backends and a stopping pacer let connections finish")
+	fs.Duration("shutdown-delay", 0, "on SIGTERM, keep accepting this long after /healthz fails and this instance is withdrawn from ZooKeeper and DNS, so that clients and load balancers move away first (a second SIGTERM or ^C ends it)")
 	fs.String("zk", "", "ZooKeeper ensemble host:port[,host:port] for --zk-service and --zk-announce")
 	fs.Var(&listFlag{}, "zk-service", "repeatable NAME=/path[:SERVICEPORT]: members under /path (nerve or serverset JSON) form service NAME")
 	fs.String("zk-announce", "", "register this instance as an ephemeral serverset member under this ZooKeeper path")
@@ -191,6 +193,7 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 		domain:          strings.Trim(strings.ToLower(str("domain")), "."),
 		dnsTTL:          dur("dns-ttl"),
 		drainTimeout:    dur("drain-timeout"),
+		shutdownDelay:   dur("shutdown-delay"),
 		waitForBackend:  dur("wait-for-backend"),
 		dialTimeout:     dur("dial-timeout"),
 		idleTimeout:     dur("idle-timeout"),
@@ -278,6 +281,9 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 		if d.v <= 0 {
 			return nil, fmt.Errorf("%s: must be a positive duration such as 3s", d.name)
 		}
+	}
+	if c.shutdownDelay < 0 {
+		return nil, errors.New("--shutdown-delay: must not be negative; 0 stops accepting at once")
 	}
 	if c.healthRise < 1 || c.healthFall < 1 {
 		return nil, fmt.Errorf("--health-rise, --health-fall: must be at least 1 (got %d, %d)", c.healthRise, c.healthFall)

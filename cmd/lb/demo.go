@@ -38,7 +38,7 @@ func demoApps(cfg *config) []marathonsim.AppSpec {
 
 // runDemo starts the Marathon simulator with the demo apps and runs pacer
 // against it, printing what to try once everything listens.
-func runDemo(ctx context.Context, cfg *config, log *zap.Logger) error {
+func runDemo(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logger) error {
 	if cfg.portMax < cfg.portMin+1 {
 		return fmt.Errorf("--ports: the demo needs two service ports, got %d-%d", cfg.portMin, cfg.portMax)
 	}
@@ -58,7 +58,7 @@ func runDemo(ctx context.Context, cfg *config, log *zap.Logger) error {
 	log.Info("Marathon simulator running", zap.String("url", sim.URL()))
 
 	var adminAddr, dnsAddr net.Addr
-	return run(ctx, cfg, log, &hooks{
+	return run(ctx, hurry, cfg, log, &hooks{
 		listening: func(a, d net.Addr) { adminAddr, dnsAddr = a, d },
 		ready:     func() { printDemoHelp(os.Stdout, cfg, adminAddr, dnsAddr) },
 	})

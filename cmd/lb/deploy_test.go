@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // marathonApp is the part of Marathon's AppDefinition that deploy/marathon.json
@@ -152,9 +153,6 @@ func TestDeployMarathonJSONIsAcceptedByMarathon(t *testing.T) {
 		// upgrade must be able to stop some, and must never stop all.
 		t.Errorf("upgradeStrategy %+v must keep some but not all instances up", us)
 	}
-	if app.TaskKillGracePeriodSeconds < 31 {
-		t.Errorf("taskKillGracePeriodSeconds %d must exceed the drain timeout", app.TaskKillGracePeriodSeconds)
-	}
 	if app.Labels["PACER_0_ENABLED"] != "false" || app.Labels["HAPROXY_0_ENABLED"] != "false" {
 		t.Error("pacer's admin port must be kept out of pacer's and marathon-lb's rotation")
 	}
@@ -167,6 +165,15 @@ func TestDeployMarathonJSONIsAcceptedByMarathon(t *testing.T) {
 	c, err := parseConfig("lb", nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
 	if err != nil {
 		t.Fatalf("lb rejects deploy/marathon.json's env: %v", err)
+	}
+	// Marathon's SIGKILL must not cut the delay or the drain short.
+	if grace := time.Duration(app.TaskKillGracePeriodSeconds) * time.Second; grace <= c.shutdownDelay+c.drainTimeout {
+		t.Errorf("taskKillGracePeriodSeconds %d must exceed --shutdown-delay %v plus --drain-timeout %v", app.TaskKillGracePeriodSeconds, c.shutdownDelay, c.drainTimeout)
+	}
+	// Clients act on a withdrawn lb.<domain> answer only once their cached
+	// one expires, and Marathon on /healthz at its next check.
+	if c.shutdownDelay < c.dnsTTL {
+		t.Errorf("--shutdown-delay %v is shorter than the DNS TTL %v: clients would be refused", c.shutdownDelay, c.dnsTTL)
 	}
 	if c.selfAppID != "/pacer" {
 		t.Errorf("self %q", c.selfAppID)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
@@ -24,8 +25,9 @@ type pacer struct {
 	admin string // http://127.0.0.1:PORT
 	dns   net.Addr
 	done  chan error
-	stop  context.CancelFunc
-	ready chan struct{} // closed once synced with service ports open
+	stop  context.CancelFunc // a first SIGTERM
+	hurry func()             // a second one
+	ready chan struct{}      // closed once synced with service ports open
 }
 
 // waitReady waits for the first sync and the service-port listeners.
@@ -36,6 +38,34 @@ func (p *pacer) waitReady(t testing.TB) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("lb not ready (first sync, service ports) after 10s")
 	}
+}
+
+// waitStopped waits up to within for run to return, which must be nil (a
+// clean stop exits 0); why names what should have ended it.
+func (p *pacer) waitStopped(t testing.TB, within time.Duration, why string) {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("run returned %v, want nil (exit 0)", err)
+		}
+		p.done <- nil // for the cleanup registered by startPacer
+	case <-time.After(within):
+		t.Fatalf("run did not return within %v of %s", within, why)
+	}
+}
+
+// lbRecords counts the A records this pacer's DNS gives for lb.mesos: one
+// (itself) while it serves, none once it withdraws.
+func (p *pacer) lbRecords(t testing.TB) int {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion("lb.mesos.", dns.TypeA)
+	r, err := dns.Exchange(m, p.dns.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(r.Answer)
 }
 
 // startPacer runs lb against marathonURL with the given service port range,
@@ -57,11 +87,12 @@ func startPacer(t testing.TB, marathonURL string, portMin, portMax int, mutate .
 		m(cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &pacer{done: make(chan error, 1), stop: cancel}
+	hurry := make(chan struct{})
+	p := &pacer{done: make(chan error, 1), stop: cancel, hurry: sync.OnceFunc(func() { close(hurry) })}
 	listening := make(chan struct{})
 	p.ready = make(chan struct{})
 	go func() {
-		p.done <- run(ctx, cfg, zaptest.NewLogger(t), &hooks{
+		p.done <- run(ctx, hurry, cfg, zaptest.NewLogger(t), &hooks{
 			listening: func(a, d net.Addr) {
 				p.admin = "http://" + a.String()
 				p.dns = d

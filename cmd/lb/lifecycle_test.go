@@ -69,15 +69,7 @@ func TestStopDrainsOpenConnections(t *testing.T) {
 		t.Fatalf("open connection during drain: %d %v", code, err)
 	}
 	conn.Close()
-	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Fatalf("run returned %v, want nil (exit 0)", err)
-		}
-		p.done <- nil // for the cleanup registered by startPacer
-	case <-time.After(5 * time.Second):
-		t.Fatal("run did not return after its last connection closed")
-	}
+	p.waitStopped(t, 5*time.Second, "its last connection closing")
 }
 
 func TestDemoAppsAnswerAsPrinted(t *testing.T) {
@@ -95,5 +87,64 @@ func TestDemoAppsAnswerAsPrinted(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("demo help lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// With --shutdown-delay, a stopping pacer fails /healthz and withdraws its
+// lb.<domain> answer but keeps accepting: a client that resolved pacer a
+// moment ago, or a load balancer that has not checked /healthz since, is
+// served rather than refused. A second signal ends the delay and the drain
+// at once, even with a connection still open.
+func TestShutdownDelayServesNewClientsUntilASecondSignal(t *testing.T) {
+	sim := startSim(t, marathonsim.Config{})
+	port := testnet.FreePort(t)
+	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 1, ServicePorts: []int{port}, Run: marathonsim.HTTPHello()}); err != nil {
+		t.Fatal(err)
+	}
+	p := startPacer(t, sim.URL(), port, port, func(c *config) {
+		c.shutdownDelay = time.Hour
+		c.drainTimeout = time.Hour
+	})
+	p.waitReady(t)
+	get := func(conn net.Conn) (int, error) {
+		if _, err := fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: web\r\n\r\n"); err != nil {
+			return 0, err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	p.stop()
+	eventually(t, 5*time.Second, "healthz fails", func() bool {
+		resp, err := http.Get(p.admin + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	})
+	if n := p.lbRecords(t); n != 0 {
+		t.Fatalf("lb.mesos A during the delay: %d records, want none", n)
+	}
+	// A new client, after both: still served.
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatalf("a new client during the shutdown delay was refused: %v", err)
+	}
+	defer conn.Close()
+	if code, err := get(conn); err != nil || code != 200 {
+		t.Fatalf("a new client during the shutdown delay: %d %v", code, err)
+	}
+
+	// The connection stays open; a second signal still ends everything now,
+	// not after the hour-long delay and drain.
+	p.hurry()
+	p.waitStopped(t, 5*time.Second, "a second signal")
+	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+		c.Close()
+		t.Fatal("the service port still accepts after run returned")
 	}
 }

@@ -61,12 +61,12 @@ func realMain(args []string) int {
 	// package gcfloor). GOGC in the environment turns the floor off.
 	defer gcfloor.Start(gcfloor.DefaultFloor).Stop()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
+	ctx, hurry, release := stopSignals()
+	defer release()
 	if cmd == "demo" {
-		err = runDemo(ctx, cfg, log)
+		err = runDemo(ctx, hurry, cfg, log)
 	} else {
-		err = run(ctx, cfg, log, nil)
+		err = run(ctx, hurry, cfg, log, nil)
 	}
 	if err != nil {
 		log.Error("stopped", zap.Error(err))
@@ -74,6 +74,34 @@ func realMain(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// stopSignals turns SIGTERM and SIGINT into a graceful stop. The first
+// cancels stop: pacer fails /healthz, withdraws itself, waits out
+// --shutdown-delay and drains. The second closes hurry: the delay and the
+// drain end now, as an operator pressing ^C again expects. A third gets the
+// signal's default action and ends the process at once.
+func stopSignals() (stop context.Context, hurry <-chan struct{}, release func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+	ctx, cancel := context.WithCancel(context.Background())
+	now := make(chan struct{})
+	released := make(chan struct{})
+	go func() {
+		for _, next := range []func(){cancel, func() { close(now); signal.Reset(syscall.SIGTERM, os.Interrupt) }} {
+			select {
+			case <-sigs:
+				next()
+			case <-released:
+				return
+			}
+		}
+	}()
+	return ctx, now, func() {
+		signal.Stop(sigs)
+		close(released)
+		cancel()
+	}
 }
 
 // newLogger builds the zap logger: console on a terminal, JSON otherwise.

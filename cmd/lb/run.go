@@ -66,9 +66,10 @@ func healthConfig(cfg *config) health.Config {
 
 // run wires the table, the Marathon source, the TCP proxy, DNS and the admin
 // listener, and serves until ctx is cancelled (SIGTERM, SIGINT). Then it makes
-// /healthz fail, stops accepting, drains for up to --drain-timeout, and returns
-// nil: a clean stop exits 0.
-func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
+// /healthz fail, withdraws this instance, keeps accepting for --shutdown-delay,
+// stops accepting, drains for up to --drain-timeout, and returns nil: a clean
+// stop exits 0. Closing hurry ends the delay and the drain early.
+func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logger, h *hooks) error {
 	if h == nil {
 		h = &hooks{}
 	}
@@ -251,16 +252,38 @@ func run(ctx context.Context, cfg *config, log *zap.Logger, h *hooks) error {
 		}
 	}
 
-	// Stop: fail health checks first so Marathon and peers stop sending, then
-	// stop accepting and let open connections drain.
+	// Stop: fail health checks and withdraw first so Marathon, load balancers
+	// and clients stop sending, then stop accepting and let open connections
+	// drain. Those that act on /healthz, ZooKeeper or a DNS answer do so only
+	// after their next check or the TTL: --shutdown-delay keeps the listeners
+	// open until then, so that a client acting on old news is still served
+	// rather than refused. A stop for a fatal error, or before pacer was ever
+	// ready, does not wait: nobody was sent here.
 	adm.SetDraining()
 	withdraw()
 	if dns != nil {
 		dns.Withdraw()
 	}
+	if fatal == nil && cfg.shutdownDelay > 0 && isReady() {
+		log.Info("stopping: withdrawn, still accepting while clients move away", zap.Duration("shutdown_delay", cfg.shutdownDelay))
+		delay := time.NewTimer(cfg.shutdownDelay)
+		select {
+		case <-delay.C:
+		case <-hurry:
+			delay.Stop()
+			log.Info("stopping: shutdown delay cut short by a second signal")
+		}
+	}
 	log.Info("stopping: draining connections", zap.Duration("drain_timeout", cfg.drainTimeout))
 	drainCtx, drainCancel := context.WithTimeout(context.Background(), cfg.drainTimeout)
 	defer drainCancel()
+	go func() {
+		select {
+		case <-hurry:
+			drainCancel()
+		case <-drainCtx.Done():
+		}
+	}()
 	drained := make(chan error, 1)
 	go func() { drained <- hp.Shutdown(drainCtx) }()
 	if err := tcp.Shutdown(drainCtx); err != nil {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
-	"github.com/miekg/dns"
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
 	"github.com/pacer-lb/pacer/internal/testnet"
@@ -153,22 +152,13 @@ func TestStopWithdrawsThisInstanceFirst(t *testing.T) {
 		t.Fatalf("before stop: %v %v", resp, err)
 	}
 
-	lbA := func() int {
-		m := new(dns.Msg)
-		m.SetQuestion("lb.mesos.", dns.TypeA)
-		r, err := dns.Exchange(m, p.dns.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(r.Answer)
-	}
-	if n := lbA(); n != 1 {
+	if n := p.lbRecords(t); n != 1 {
 		t.Fatalf("lb.mesos A before stop: %d records, want this instance", n)
 	}
 
 	p.stop()
 	eventually(t, 5*time.Second, "the announcement withdrawn", func() bool { return members() == 0 })
-	if n := lbA(); n != 0 { // the drain began with the withdrawal
+	if n := p.lbRecords(t); n != 0 { // the drain began with the withdrawal
 		t.Errorf("lb.mesos A while draining: %d records, want none", n)
 	}
 	select {
@@ -177,13 +167,5 @@ func TestStopWithdrawsThisInstanceFirst(t *testing.T) {
 	default:
 	}
 	conn.Close()
-	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Fatalf("run returned %v", err)
-		}
-		p.done <- nil // for startPacer's cleanup
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not return after its last connection closed")
-	}
+	p.waitStopped(t, 10*time.Second, "its last connection closing")
 }
