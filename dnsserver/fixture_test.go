@@ -55,7 +55,15 @@ func fixtureTable() *discovery.Table {
 	v6 := &discovery.App{ID: "/v6", Services: []*discovery.Service{
 		service("/v6", 0, 10004, "", discovery.ProtoTCP, backend("v6.1", "[2001:db8::1]:8080")),
 	}}
-	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{web, syslog, sick, v6, bigApp(100)}})
+	// /zzz claims /shop/web's port 10000 and loses it (the lowest app id
+	// wins); /out's port is outside the test server's --ports.
+	zzz := &discovery.App{ID: "/zzz", Services: []*discovery.Service{
+		service("/zzz", 0, 10000, "", discovery.ProtoTCP, backend("zzz.1", "10.0.0.5:31005")),
+	}}
+	out := &discovery.App{ID: "/out", Services: []*discovery.Service{
+		service("/out", 0, 9500, "", discovery.ProtoTCP, backend("out.1", "10.0.0.6:31006")),
+	}}
+	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{web, syslog, sick, v6, zzz, out, bigApp(100)}})
 	kafka := &discovery.App{ID: "zk:kafka", Source: sourceZK, Services: []*discovery.Service{{
 		Key: discovery.ServiceKey{App: "zk:kafka"}, Name: "kafka", ServicePort: 10005,
 		Backends: []discovery.Backend{backend("kafka-0", "10.0.1.1:9092"), backend("kafka-1", "10.0.1.2:9092")},
@@ -66,7 +74,7 @@ func fixtureTable() *discovery.Table {
 
 func newTestServer(t testing.TB, tb *discovery.Table) *Server {
 	t.Helper()
-	s, err := New(Config{Addr: "127.0.0.1:0", Advertise: testAdvertise(), UDPSockets: 2}, tb, zap.NewNop())
+	s, err := New(Config{Addr: "127.0.0.1:0", Advertise: testAdvertise(), PortMin: 10000, PortMax: 10100, UDPSockets: 2}, tb, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

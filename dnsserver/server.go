@@ -41,6 +41,10 @@ type Config struct {
 	// Advertise is this instance's address, for lb.<domain> and ns1.<domain>;
 	// the zero Addr leaves those names without addresses.
 	Advertise netip.Addr
+	// PortMin and PortMax are the service ports this instance may bind
+	// (--ports): lb.<domain> SRV answers name only ports it serves. Zero for
+	// both means any port.
+	PortMin, PortMax int
 	// UDPSockets is how many UDP sockets share the port with SO_REUSEPORT,
 	// each read by one goroutine; 0 means GOMAXPROCS. Platforms without
 	// SO_REUSEPORT get one.
@@ -121,7 +125,7 @@ func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Server, error) {
 		cfg:      cfg,
 		table:    table,
 		log:      log.Named("dns"),
-		zone:     zone{domain: domain, labels: strings.Count(domain, ".") + 1, advertise: cfg.Advertise.Unmap()},
+		zone:     zone{domain: domain, labels: strings.Count(domain, ".") + 1, advertise: cfg.Advertise.Unmap(), portMin: cfg.PortMin, portMax: cfg.PortMax},
 		zoneWire: zoneWire[:n],
 		ttl:      uint32(max(cfg.TTL/time.Second, 0)),
 		seed:     maphash.MakeSeed(),

@@ -57,6 +57,9 @@ type zone struct {
 	labels    int    // number of labels in domain
 	advertise netip.Addr
 	withdrawn bool // lb.<domain> names answer with no record (Server.Withdraw)
+	// portMin and portMax bound the service ports this instance binds; 0, 0
+	// means any.
+	portMin, portMax int
 }
 
 // splitName returns the labels of the lower-cased name relative to the zone,
@@ -269,7 +272,10 @@ func (z *zone) taskSRV(snap *discovery.Snapshot, fw string, rel []string, qtype 
 }
 
 // lbSRV answers _<name>._<proto>.lb and _<port>._<name>._<proto>.lb: this
-// instance on the service port of every matching service.
+// instance on the service port of every matching service it serves. A
+// service that lost its port to another app, whose port is outside --ports,
+// or that is UDP (not proxied) has none here: naming the port would send its
+// clients to another app, or to a closed port.
 func (z *zone) lbSRV(snap *discovery.Snapshot, rel []string, qtype uint16) result {
 	var svcs []*discovery.Service
 	ok := false
@@ -286,7 +292,7 @@ func (z *zone) lbSRV(snap *discovery.Snapshot, rel []string, qtype uint16) resul
 	r := result{rotate: true}
 	target := labelLB + "." + z.domain
 	for _, svc := range svcs {
-		if svc.ServicePort <= 0 || svc.ServicePort > 65535 {
+		if !z.serves(snap, svc) {
 			continue
 		}
 		rec := record{typ: dns.TypeSRV, port: uint16(svc.ServicePort), target: target}
@@ -299,6 +305,18 @@ func (z *zone) lbSRV(snap *discovery.Snapshot, rel []string, qtype uint16) resul
 	}
 	r.soa = len(r.answer) == 0
 	return r
+}
+
+// serves reports whether this instance proxies svc on its service port.
+func (z *zone) serves(snap *discovery.Snapshot, svc *discovery.Service) bool {
+	p := svc.ServicePort
+	switch {
+	case p <= 0 || p > 65535, svc.Protocol == discovery.ProtoUDP, snap.Service(p) != svc:
+		return false
+	case z.portMax > 0 && (p < z.portMin || p > z.portMax):
+		return false
+	}
+	return true
 }
 
 // srvServices returns the services an SRV name (relative labels ending in

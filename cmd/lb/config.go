@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +36,7 @@ type config struct {
 	domain          string
 	dnsTTL          time.Duration
 	advertise       netip.Addr
+	advertiseNote   string // why $HOST was not taken, if it was set
 	drainTimeout    time.Duration
 	shutdownDelay   time.Duration
 	waitForBackend  time.Duration
@@ -149,7 +151,7 @@ func parseConfig(name string, args []string, lookupEnv func(string) (string, boo
 		key := "PACER_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v, ok := lookupEnv(key); ok {
 			if err := f.Value.Set(v); err != nil {
-				envErr = fmt.Errorf("%s=%q: %v", key, v, err)
+				envErr = fmt.Errorf("%s=%q: invalid value for --%s: %v (see lb --help)", key, v, f.Name, err)
 			}
 			fromEnv[f.Name] = key
 		}
@@ -273,6 +275,9 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 	if c.domain == "" {
 		return nil, errors.New("--domain: must not be empty; the default is mesos")
 	}
+	if !isHostname(c.domain) {
+		return nil, fmt.Errorf("--domain: %q is not a DNS name: use labels of letters, digits and '-' joined by dots, such as mesos or dc1.example.com", str("domain"))
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
@@ -288,7 +293,7 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 	if c.healthRise < 1 || c.healthFall < 1 {
 		return nil, fmt.Errorf("--health-rise, --health-fall: must be at least 1 (got %d, %d)", c.healthRise, c.healthFall)
 	}
-	if c.advertise, err = advertiseAddr(advertise, getenv); err != nil {
+	if c.advertise, c.advertiseNote, err = advertiseAddr(advertise, getenv); err != nil {
 		return nil, fmt.Errorf("--advertise: %v", err)
 	}
 	switch c.logLevel {
@@ -384,36 +389,88 @@ func checkListenAddr(addr string) error {
 	return nil
 }
 
-// advertiseAddr picks the address this instance announces in lb.<domain>.
-func advertiseAddr(flagValue string, getenv func(string) string) (netip.Addr, error) {
-	if flagValue == "" {
-		flagValue = getenv("HOST") // set by Marathon to the agent's host name
-	}
+// advertiseAddr picks the address this instance announces in lb.<domain>:
+// --advertise as given (an address, or a name that must resolve); else $HOST,
+// which Marathon sets to the agent's host name, unless it does not resolve or
+// resolves only to loopback (Debian's /etc/hosts maps the host name to
+// 127.0.1.1); else the first non-loopback IPv4 address. note says why $HOST
+// was passed over, for the log.
+func advertiseAddr(flagValue string, getenv func(string) string) (addr netip.Addr, note string, err error) {
 	if flagValue != "" {
-		if a, err := netip.ParseAddr(flagValue); err == nil {
-			return a, nil
-		}
-		ips, err := net.LookupIP(flagValue)
-		if err != nil || len(ips) == 0 {
-			return netip.Addr{}, fmt.Errorf("cannot resolve %q; pass an IP address", flagValue)
-		}
-		for _, ip := range ips {
-			if v4 := ip.To4(); v4 != nil {
-				return netip.AddrFrom4([4]byte(v4)), nil
-			}
-		}
-		a, _ := netip.AddrFromSlice(ips[0])
-		return a, nil
+		a, err := resolveAddr(flagValue)
+		return a, "", err
 	}
-	addrs, err := net.InterfaceAddrs()
-	if err == nil {
+	if host := getenv("HOST"); host != "" {
+		a, err := resolveAddr(host)
+		switch {
+		case err != nil:
+			note = fmt.Sprintf("$HOST %q does not resolve", host)
+		case a.IsLoopback():
+			note = fmt.Sprintf("$HOST %q resolves only to loopback (%v)", host, a)
+		default:
+			return a, "", nil
+		}
+	}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
 		for _, a := range addrs {
 			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() {
 				if v4 := n.IP.To4(); v4 != nil {
-					return netip.AddrFrom4([4]byte(v4)), nil
+					return netip.AddrFrom4([4]byte(v4)), note, nil
 				}
 			}
 		}
 	}
-	return netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1}), note, nil
+}
+
+// resolveAddr parses an IP address or resolves a host name, preferring a
+// non-loopback address and IPv4 over IPv6.
+func resolveAddr(name string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(name); err == nil {
+		return a, nil
+	}
+	ips, err := net.LookupIP(name)
+	if err != nil || len(ips) == 0 {
+		return netip.Addr{}, fmt.Errorf("cannot resolve %q; pass an IP address", name)
+	}
+	var addrs []netip.Addr
+	for _, ip := range ips {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			addrs = append(addrs, a.Unmap())
+		}
+	}
+	rank := func(a netip.Addr) int {
+		r := 0
+		if a.IsLoopback() {
+			r += 2
+		}
+		if !a.Is4() {
+			r++
+		}
+		return r
+	}
+	slices.SortStableFunc(addrs, func(a, b netip.Addr) int { return rank(a) - rank(b) })
+	if len(addrs) == 0 {
+		return netip.Addr{}, fmt.Errorf("cannot resolve %q; pass an IP address", name)
+	}
+	return addrs[0], nil
+}
+
+// isHostname reports whether name is dot-separated RFC 1123 labels: 1 to 63
+// letters, digits and hyphens each, no hyphen at either end.
+func isHostname(name string) bool {
+	if len(name) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(name, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

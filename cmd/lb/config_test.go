@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"io"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -28,8 +29,11 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		{"bad bind", []string{"--bind", "everywhere"}, nil, "--bind"},
 		{"bad admin", []string{"--admin", "9090"}, nil, "--admin"},
 		{"bad env", nil, map[string]string{"PACER_PORTS": "1-2-3"}, "PACER_PORTS"},
+		{"bad env duration", nil, map[string]string{"PACER_DNS_TTL": "x"}, `PACER_DNS_TTL="x": invalid value for --dns-ttl`},
 		{"bad duration", []string{"--drain-timeout", "0s"}, nil, "--drain-timeout"},
 		{"bad log level", []string{"--log-level", "loud"}, nil, "--log-level"},
+		{"bad domain", []string{"--domain", "a..b"}, nil, "--domain: \"a..b\" is not a DNS name"},
+		{"bad domain, DNS off", []string{"--domain", "my_zone", "--dns", ""}, nil, "--domain"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -140,5 +144,34 @@ func TestHealthTimeoutNotCappedByTheGlobalInterval(t *testing.T) {
 	}
 	if got := healthConfig(c).Timeout; got != 5*time.Second {
 		t.Fatalf("checker timeout %v, want the 5s given", got)
+	}
+}
+
+// Marathon sets $HOST to the agent's host name, which Debian's /etc/hosts
+// maps to a loopback address: lb.<domain> must not send every client to its
+// own loopback. Such a $HOST, or one that does not resolve, gives way to the
+// address pacer picks with no $HOST at all; --advertise is taken as given.
+func TestAdvertiseSkipsALoopbackHOST(t *testing.T) {
+	t.Parallel()
+	advertise := func(args []string, env map[string]string) (netip.Addr, string) {
+		t.Helper()
+		c, err := parseConfig("lb", args, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.advertise, c.advertiseNote
+	}
+	fallback, _ := advertise(nil, nil)
+	for _, host := range []string{"localhost", "127.0.1.1", "no-such-host.invalid"} {
+		got, note := advertise(nil, map[string]string{"HOST": host})
+		if got != fallback || note == "" {
+			t.Errorf("HOST=%s: advertise %v (note %q), want %v as without $HOST, with a note", host, got, note, fallback)
+		}
+	}
+	if got, note := advertise(nil, map[string]string{"HOST": "192.0.2.7"}); got != netip.MustParseAddr("192.0.2.7") || note != "" {
+		t.Errorf("HOST=192.0.2.7: advertise %v (note %q)", got, note)
+	}
+	if got, _ := advertise([]string{"--advertise", "localhost"}, map[string]string{"HOST": "192.0.2.7"}); !got.IsLoopback() {
+		t.Errorf("--advertise localhost: %v, want loopback as asked", got)
 	}
 }

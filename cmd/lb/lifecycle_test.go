@@ -2,12 +2,16 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap/zaptest"
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
 	"github.com/pacer-lb/pacer/internal/testnet"
@@ -146,5 +150,44 @@ func TestShutdownDelayServesNewClientsUntilASecondSignal(t *testing.T) {
 	if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 		c.Close()
 		t.Fatal("the service port still accepts after run returned")
+	}
+}
+
+// A listener that cannot open stops pacer with one line naming its flag and
+// the way out, whether it is --admin (opened first) or --dns.
+func TestListenerInUseNamesItsFlag(t *testing.T) {
+	sim := startSim(t, marathonsim.Config{})
+	port := testnet.FreePort(t)
+	taken, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	takenTCP, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer takenTCP.Close()
+	for _, tc := range []struct {
+		flag, addr, want string
+	}{
+		{"--dns", taken.LocalAddr().String(), "pick a free port, or --dns \"\" to turn DNS off"},
+		{"--admin", takenTCP.Addr().String(), "pick a free port"},
+	} {
+		cfg, err := parseConfig("lb", []string{"--marathon", sim.URL(), "--bind", "127.0.0.1",
+			"--ports", fmt.Sprintf("%d-%d", port, port), "--admin", "127.0.0.1:0", "--dns", "127.0.0.1:0", tc.flag, tc.addr}, env(nil), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- run(context.Background(), nil, cfg, zaptest.NewLogger(t), nil) }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.HasPrefix(err.Error(), tc.flag+":") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s on a port in use: %v, want it to start with %s: and say %q", tc.flag, err, tc.flag, tc.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s on a port in use: still running after 10s", tc.flag)
+		}
 	}
 }

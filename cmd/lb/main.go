@@ -117,12 +117,14 @@ func newLogger(level, format string) (*zap.Logger, error) {
 		zc = zap.NewDevelopmentConfig()
 		zc.Development = false
 		zc.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
-		zc.DisableStacktrace = true
 	} else {
 		zc = zap.NewProductionConfig()
 		zc.EncoderConfig.TimeKey = "ts"
 		zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	}
+	// Errors carry their context in their wrapping; a stack trace of the
+	// logging call adds a dozen lines and nothing an operator can act on.
+	zc.DisableStacktrace = true
 	lvl, err := zapcore.ParseLevel(level)
 	if err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)

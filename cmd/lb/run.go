@@ -73,6 +73,10 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 	if h == nil {
 		h = &hooks{}
 	}
+	if cfg.advertiseNote != "" {
+		log.Warn("advertising the first non-loopback address in lb."+cfg.domain+", not $HOST: set --advertise to choose",
+			zap.String("reason", cfg.advertiseNote), zap.Stringer("advertise", cfg.advertise))
+	}
 	table := discovery.NewTable()
 
 	src, err := newSources(cfg, table, log)
@@ -126,6 +130,8 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 			Domain:      cfg.domain,
 			TTL:         cfg.dnsTTL,
 			Advertise:   cfg.advertise,
+			PortMin:     cfg.portMin,
+			PortMax:     cfg.portMax,
 			OnListening: func(udp, _ net.Addr) { dnsReady <- udp },
 		}, table, log)
 		if err != nil {
@@ -198,7 +204,12 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		goRun("http listener", func() error { return hp.ServeVHost(httpLn) })
 	}
 	if dns != nil {
-		goRun("dns", func() error { return dns.Run(runCtx) })
+		goRun("--dns", func() error {
+			if err := dns.Run(runCtx); err != nil {
+				return fmt.Errorf("%w (pick a free port, or --dns \"\" to turn DNS off)", err)
+			}
+			return nil
+		})
 	}
 	goRun("admin", func() error { return adm.Serve(adminLn) })
 	goRun("admin change log", func() error { adm.FollowChanges(runCtx); return nil })
