@@ -352,6 +352,25 @@ func TestDecodeShapes(t *testing.T) {
 			services: []string{"0 :10020 http/tcp name=http vhosts=web.example.com,www.example.com path=/api balance=leastconn sticky https -> web.1@192.0.2.7:31000 web.2@192.0.2.7:31002"},
 		},
 		{
+			// marathon-lb's users write these; marathon-lb accepts them.
+			name: "marathon-lb's boolean spellings and balance algorithms",
+			app: `{"id":"/mlb","portDefinitions":[{"port":10022},{"port":10023},{"port":10024}],
+				"labels":{"HAPROXY_0_STICKY":"yes","HAPROXY_0_REDIRECT_TO_HTTPS":"Y","HAPROXY_0_BALANCE":"static-rr","HAPROXY_0_MODE":"http",
+					"HAPROXY_1_ENABLED":"no","HAPROXY_2_BALANCE":"random"},
+				"tasks":[{"id":"mlb.1","host":"10.0.0.1","ports":[1,2,3],"state":"TASK_RUNNING"}]}`,
+			services: []string{"0 :10022 http/tcp sticky https -> mlb.1@10.0.0.1:1", "2 :10024 tcp/tcp balance=leastconn -> mlb.1@10.0.0.1:3"},
+		},
+		{
+			name:     "a balance algorithm pacer has not got",
+			app:      `{"id":"/uri","ports":[10025],"labels":{"HAPROXY_0_BALANCE":"uri"},"tasks":[]}`,
+			services: []string{`problem: label HAPROXY_0_BALANCE="uri": want roundrobin, leastconn or source (static-rr and random are read as roundrobin and leastconn; HAProxy's other algorithms have no pacer equivalent)`},
+		},
+		{
+			name:     "a boolean that is neither",
+			app:      `{"id":"/typo","ports":[10026],"labels":{"HAPROXY_0_ENABLED":"ture"},"tasks":[]}`,
+			services: []string{`problem: label HAPROXY_0_ENABLED="ture": want true or false (or yes/no)`},
+		},
+		{
 			name: "MODE=tcp beats an HTTP check; MODE=http without checks",
 			app: `{"id":"/m","portDefinitions":[{"port":10030},{"port":10031}],"healthChecks":[{"protocol":"HTTP","portIndex":0}],
 				"labels":{"HAPROXY_0_MODE":"tcp","HAPROXY_1_MODE":"HTTP"},"tasks":[]}`,

@@ -67,7 +67,7 @@ func parsePortLabels(labels map[string]string, n int) (portLabels, error) {
 	if v, key, ok := lookupLabel(labels, name("ENABLED")); ok {
 		b, err := parseBool(v)
 		if err != nil {
-			return pl, labelError(key, v, "want true or false")
+			return pl, labelError(key, v, "want true or false (or yes/no)")
 		}
 		pl.Disabled = !b
 	}
@@ -106,38 +106,50 @@ func parsePortLabels(labels map[string]string, n int) (portLabels, error) {
 		pl.Path = p
 	}
 	if v, key, ok := lookupLabel(labels, name("BALANCE")); ok {
+		// marathon-lb hands the value to HAProxy's balance. static-rr is
+		// roundrobin without HAProxy's dynamic weights, which pacer has not
+		// got; random is HAProxy's random(2), the better of two random
+		// picks by load, which is pacer's leastconn on many backends.
 		switch strings.ToLower(strings.TrimSpace(v)) {
-		case "roundrobin", "":
+		case "roundrobin", "static-rr", "":
 			pl.Balance = discovery.BalanceRoundRobin
-		case "leastconn":
+		case "leastconn", "random":
 			pl.Balance = discovery.BalanceLeastConn
 		case "source":
 			pl.Balance = discovery.BalanceSource
 		default:
-			return pl, labelError(key, v, "want roundrobin, leastconn or source")
+			return pl, labelError(key, v, "want roundrobin, leastconn or source (static-rr and random are read as roundrobin and leastconn; HAProxy's other algorithms have no pacer equivalent)")
 		}
 	}
 	if v, key, ok := lookupLabel(labels, name("STICKY")); ok {
 		b, err := parseBool(v)
 		if err != nil {
-			return pl, labelError(key, v, "want true or false")
+			return pl, labelError(key, v, "want true or false (or yes/no)")
 		}
 		pl.Sticky = b
 	}
 	if v, key, ok := lookupLabel(labels, name("REDIRECT_TO_HTTPS")); ok {
 		b, err := parseBool(v)
 		if err != nil {
-			return pl, labelError(key, v, "want true or false")
+			return pl, labelError(key, v, "want true or false (or yes/no)")
 		}
 		pl.RedirectToHTTPS = b
 	}
 	return pl, nil
 }
 
-// parseBool accepts what strconv.ParseBool does, in any case; marathon-lb
-// compares lower-cased values with "true".
+// parseBool reads a boolean label in any case. marathon-lb takes true, t,
+// yes and y for true and anything else for false; pacer takes those, their
+// opposites, 1/0 and on/off, and calls anything else an error rather than
+// guess (a typo in ENABLED would otherwise silently take a port out).
 func parseBool(v string) (bool, error) {
-	return strconv.ParseBool(strings.ToLower(strings.TrimSpace(v)))
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true", "t", "yes", "y", "on", "1":
+		return true, nil
+	case "false", "f", "no", "n", "off", "0":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean", v)
 }
 
 func labelError(key, value, want string) error {

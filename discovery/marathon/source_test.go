@@ -350,7 +350,7 @@ func TestGroupsSelfAndBadApps(t *testing.T) {
 		Tasks: []fakeTask{{ID: "ext.1", Host: "10.0.0.1", Port: 1}}}
 	internal := &fakeApp{ID: "/int", Port: 10011, Labels: map[string]string{"PACER_GROUP": "internal"}}
 	self := &fakeApp{ID: "/pacer", Port: 10012, Labels: map[string]string{"HAPROXY_GROUP": "edge"}}
-	badLabel := &fakeApp{ID: "/badlabel", Port: 10013, Labels: map[string]string{"HAPROXY_GROUP": "edge", "HAPROXY_0_BALANCE": "random"},
+	badLabel := &fakeApp{ID: "/badlabel", Port: 10013, Labels: map[string]string{"HAPROXY_GROUP": "edge", "HAPROXY_0_BALANCE": "uri"},
 		Tasks: []fakeTask{{ID: "badlabel.1", Host: "10.0.0.1", Port: 2}}}
 	f := newFakeMarathon(t, ext, internal, self, badLabel)
 	_, tb := startSource(t, Config{URLs: []string{f.srv.URL}, Groups: []string{"edge"}, SelfAppID: "pacer"})
