@@ -86,10 +86,18 @@ func (c *Checker) eject(t *target, o Outcome, n int) {
 	}
 }
 
-// record applies one active probe result to t.
-func (c *Checker) record(t *target, check *discovery.HealthCheck, err error) {
+// record applies one active probe result to t, unless the prober that made
+// it was stopped (ctx done); it reports whether it applied the result. The
+// check is made under t.mu, which startProber holds to install a new check
+// after cancelling the old prober: a result of the old check that arrives
+// after the switch must not count toward the new check's fall count.
+func (c *Checker) record(ctx context.Context, t *target, check *discovery.HealthCheck, err error) bool {
 	now := time.Now()
 	t.mu.Lock()
+	if ctx.Err() != nil {
+		t.mu.Unlock()
+		return false
+	}
 	t.lastProbe = now
 	if err == nil {
 		t.okRun++
@@ -126,6 +134,7 @@ func (c *Checker) record(t *target, check *discovery.HealthCheck, err error) {
 	if changed {
 		c.wake()
 	}
+	return true
 }
 
 // verdictLocked recomputes t's verdict at now and reports whether it
@@ -178,10 +187,9 @@ func (c *Checker) probeLoop(ctx context.Context, t *target, check *discovery.Hea
 		}
 		start := time.Now()
 		err := c.cfg.Prober.Probe(ctx, t.addr, check, timeout)
-		if ctx.Err() != nil {
-			return // stopped mid-probe: the result is about a backend we no longer watch
+		if !c.record(ctx, t, check, err) {
+			return // stopped mid-probe: the result is about a check no longer run
 		}
-		c.record(t, check, err)
 		timer.Reset(max(c.jitter(interval, jitter)-time.Since(start), 0))
 	}
 }

@@ -127,7 +127,7 @@ func TestStopWithdrawsThisInstanceFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startPacer(t, sim.URL(), port, port, func(cfg *config) {
-		cfg.drainTimeout = 10 * time.Second
+		cfg.drainTimeout = time.Hour
 		cfg.zkServers = []string{zks.Addr()}
 		cfg.zkAnnounce = "/pacers"
 	})
