@@ -109,7 +109,7 @@ func (s *Server) servicesReport() servicesView {
 			sv := serviceView{
 				PortIndex: svc.Key.PortIndex, Name: svc.Name, PortName: svc.PortName, ServicePort: svc.ServicePort,
 				Protocol: svc.Protocol.String(), Mode: svc.Mode.String(), Balance: svc.Balance.String(),
-				VHosts: svc.VHosts, Path: svc.Path, Backends: []backendView{},
+				VHosts: svc.VHosts, Path: svc.PathSpec(), Backends: []backendView{},
 			}
 			owner := snap.Service(svc.ServicePort)
 			plane := "tcp"

@@ -73,15 +73,19 @@ type Backend struct {
 // Service is one port of one app, with the backends that may receive traffic now.
 // A Service is immutable once it is in a published Snapshot.
 type Service struct {
-	Key             ServiceKey
-	Name            string // DNS label of the app (mesos-dns style), e.g. "web-shop"
-	PortName        string // the port's name, if the app names it
-	ServicePort     int    // the stable port clients use; 0 when the app has none
-	Protocol        Protocol
-	Mode            Mode
-	Balance         Balance
-	VHosts          []string // lower-cased Host names for the HTTP listener
-	Path            string   // path prefix for the HTTP listener
+	Key         ServiceKey
+	Name        string // DNS label of the app (mesos-dns style), e.g. "web-shop"
+	PortName    string // the port's name, if the app names it
+	ServicePort int    // the stable port clients use; 0 when the app has none
+	Protocol    Protocol
+	Mode        Mode
+	Balance     Balance
+	VHosts      []string // lower-cased Host names for the HTTP listener
+	// Paths are the path prefixes the HTTP listener routes to this service
+	// on its VHosts (any one matches; none means every path), compared in
+	// any case when PathsFold is set (marathon-lb's "-i").
+	Paths           []string
+	PathsFold       bool
 	Sticky          bool
 	RedirectToHTTPS bool
 	// Check is how pacer's own health checker (package health) probes this
@@ -92,6 +96,15 @@ type Service struct {
 
 	// Backends are the routable endpoints, sorted by task id, then address.
 	Backends []Backend
+}
+
+// PathSpec is Paths as a PATH label writes them: "-i /api /v2", or "".
+func (s *Service) PathSpec() string {
+	spec := strings.Join(s.Paths, " ")
+	if s.PathsFold && spec != "" {
+		spec = "-i " + spec
+	}
+	return spec
 }
 
 // TaskState is what a source says about one task, routable or not, for

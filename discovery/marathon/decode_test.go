@@ -59,8 +59,8 @@ func summary(a *discovery.App) []string {
 		if len(s.VHosts) > 0 {
 			line += " vhosts=" + strings.Join(s.VHosts, ",")
 		}
-		if s.Path != "" {
-			line += " path=" + s.Path
+		if spec := s.PathSpec(); spec != "" {
+			line += " path=" + spec
 		}
 		if s.Balance != discovery.BalanceRoundRobin {
 			line += " balance=" + s.Balance.String()
@@ -359,6 +359,17 @@ func TestDecodeShapes(t *testing.T) {
 					"HAPROXY_1_ENABLED":"no","HAPROXY_2_BALANCE":"random"},
 				"tasks":[{"id":"mlb.1","host":"10.0.0.1","ports":[1,2,3],"state":"TASK_RUNNING"}]}`,
 			services: []string{"0 :10022 http/tcp sticky https -> mlb.1@10.0.0.1:1", "2 :10024 tcp/tcp balance=leastconn -> mlb.1@10.0.0.1:3"},
+		},
+		{
+			name: "PATH as marathon-lb writes it: prefixes separated by spaces, -i",
+			app: `{"id":"/p","portDefinitions":[{"port":10027},{"port":10028}],
+				"labels":{"HAPROXY_0_VHOST":"p.example.com","HAPROXY_0_PATH":" /api  /v2 ","HAPROXY_1_VHOST":"p.example.com","HAPROXY_1_PATH":"-i /Admin"},"tasks":[]}`,
+			services: []string{"0 :10027 http/tcp vhosts=p.example.com path=/api /v2 ->", "1 :10028 http/tcp vhosts=p.example.com path=-i /Admin ->"},
+		},
+		{
+			name:     "PATH that is not a path",
+			app:      `{"id":"/q","ports":[10029],"labels":{"HAPROXY_0_VHOST":"q.example.com","HAPROXY_0_PATH":"api"},"tasks":[]}`,
+			services: []string{`problem: label HAPROXY_0_PATH="api": want path prefixes starting with /, separated by spaces, optionally after -i`},
 		},
 		{
 			name:     "a balance algorithm pacer has not got",

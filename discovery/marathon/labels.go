@@ -49,7 +49,8 @@ type portLabels struct {
 	Port            int    // 0: not set
 	Mode            string // "", "tcp" or "http"
 	VHosts          []string
-	Path            string
+	Paths           []string
+	PathsFold       bool
 	Balance         discovery.Balance
 	Sticky          bool
 	RedirectToHTTPS bool
@@ -99,11 +100,21 @@ func parsePortLabels(labels map[string]string, n int) (portLabels, error) {
 		}
 	}
 	if v, key, ok := lookupLabel(labels, name("PATH")); ok {
-		p := strings.TrimSpace(v)
-		if p != "" && (p[0] != '/' || strings.ContainsAny(p, " \t")) {
-			return pl, labelError(key, v, "want one path starting with /")
+		// marathon-lb writes the value into HAProxy's path_beg ACL: prefixes
+		// separated by spaces, and -i for a match in any case.
+		for _, f := range strings.Fields(v) {
+			switch {
+			case f == "-i":
+				pl.PathsFold = true
+			case f[0] == '/':
+				pl.Paths = append(pl.Paths, f)
+			default:
+				return pl, labelError(key, v, "want path prefixes starting with /, separated by spaces, optionally after -i")
+			}
 		}
-		pl.Path = p
+		if pl.PathsFold && len(pl.Paths) == 0 {
+			return pl, labelError(key, v, "want path prefixes starting with /, separated by spaces, optionally after -i")
+		}
 	}
 	if v, key, ok := lookupLabel(labels, name("BALANCE")); ok {
 		// marathon-lb hands the value to HAProxy's balance. static-rr is

@@ -110,7 +110,10 @@ func (r *rig) waitPort(port int) string {
 func app(id string, port int, vhosts []string, path string, backends ...netip.AddrPort) *discovery.App {
 	s := &discovery.Service{
 		Key: discovery.ServiceKey{App: id}, Name: discovery.AppName(id), ServicePort: port,
-		Mode: discovery.ModeHTTP, VHosts: vhosts, Path: path,
+		Mode: discovery.ModeHTTP, VHosts: vhosts,
+	}
+	if path != "" {
+		s.Paths = []string{path}
 	}
 	for i, b := range backends {
 		s.Backends = append(s.Backends, discovery.Backend{TaskID: id + ".task" + strconv.Itoa(i), Addr: b})

@@ -25,11 +25,16 @@ func TestVHostRouting(t *testing.T) {
 	_, w := httpBackend(t, "wild", nil)
 	_, api := httpBackend(t, "api", nil)
 	_, deep := httpBackend(t, "deep-wild", nil)
+	_, multi := httpBackend(t, "multi", nil)
+	// PATH "-i /Shop /cart", as marathon-lb users write it.
+	multiApp := app("/multi", 0, []string{"multi.example.com"}, "", multi)
+	multiApp.Services[0].Paths, multiApp.Services[0].PathsFold = []string{"/Shop", "/cart"}, true
 	r.apply(
 		app("/exact", 0, []string{"Shop.Example.com"}, "", a),
 		app("/api", 0, []string{"shop.example.com"}, "/api", api),
 		app("/wild", 0, []string{"*.example.com"}, "", w),
 		app("/deep", 0, []string{"*.b.example.com"}, "", deep),
+		multiApp,
 	)
 	c := client()
 	for _, tc := range []struct {
@@ -44,6 +49,9 @@ func TestVHostRouting(t *testing.T) {
 		{"other.example.com", "/", "wild"},
 		{"a.b.example.com", "/", "deep-wild"}, // longest wildcard first
 		{"example.com", "/", "404"},
+		{"multi.example.com", "/shop/x", "multi"}, // any of the prefixes, in any case
+		{"multi.example.com", "/CART", "multi"},
+		{"multi.example.com", "/", "404"},
 		{"unknown.test", "/", "404"},
 	} {
 		status, body, _ := get(t, c, r.vhost, tc.host, tc.path)

@@ -23,15 +23,23 @@ type route struct {
 	label string
 }
 
+// pathRoute is one PATH prefix of a route, in a host's list.
+type pathRoute struct {
+	prefix string // "" matches every path
+	fold   bool   // compare in any case (marathon-lb's "-i")
+	r      *route
+}
+
 // routeIndex is everything the request path looks up, built once per
 // snapshot version and never modified after it is published.
 type routeIndex struct {
 	version uint64
 	byPort  map[int]*route
 	// exact and wild map a lower-case host (wild: a suffix starting with
-	// ".", from "*.example.com") to its routes, longest path first.
-	exact map[string][]*route
-	wild  map[string][]*route
+	// ".", from "*.example.com") to its routes' PATH prefixes, longest
+	// first.
+	exact map[string][]pathRoute
+	wild  map[string][]pathRoute
 }
 
 // maxHost bounds a Host we look up; a DNS name has at most 253 characters.
@@ -67,15 +75,38 @@ func (idx *routeIndex) lookupHost(host, path []byte) (r *route, ok bool) {
 	return nil, ok
 }
 
-// matchPath returns the first route (longest PATH first) whose PATH prefixes
-// path, or nil.
-func matchPath(rs []*route, path []byte) *route {
-	for _, r := range rs {
-		if p := r.svc.Path; len(path) >= len(p) && string(path[:len(p)]) == p {
-			return r
+// matchPath returns the route of the first (longest) PATH prefix of path, or
+// nil.
+func matchPath(ps []pathRoute, path []byte) *route {
+	for _, p := range ps {
+		if len(path) < len(p.prefix) {
+			continue
+		}
+		if head := path[:len(p.prefix)]; string(head) == p.prefix || p.fold && equalFoldASCII(head, p.prefix) {
+			return p.r
 		}
 	}
 	return nil
+}
+
+// equalFoldASCII reports whether b and s are equal ignoring ASCII case.
+func equalFoldASCII(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // normalizeHost appends host to dst lower-cased, without a port and without a
@@ -142,8 +173,8 @@ func (p *Proxy) rebuild(snap *discovery.Snapshot) *routeIndex {
 	idx := &routeIndex{
 		version: snap.Version(),
 		byPort:  map[int]*route{},
-		exact:   map[string][]*route{},
-		wild:    map[string][]*route{},
+		exact:   map[string][]pathRoute{},
+		wild:    map[string][]pathRoute{},
 	}
 	usedB := map[netip.AddrPort]bool{}
 	usedS := map[discovery.ServiceKey]bool{}
@@ -188,6 +219,13 @@ func (p *Proxy) rebuild(snap *discovery.Snapshot) *routeIndex {
 				continue
 			}
 			r := mk(svc)
+			paths := []pathRoute{{r: r}}
+			if len(svc.Paths) > 0 {
+				paths = make([]pathRoute, len(svc.Paths))
+				for i, p := range svc.Paths {
+					paths[i] = pathRoute{prefix: p, fold: svc.PathsFold, r: r}
+				}
+			}
 			for _, vh := range svc.VHosts {
 				var buf [maxHost]byte
 				h, ok := normalizeHost(buf[:0], []byte(strings.TrimSpace(vh)))
@@ -196,28 +234,31 @@ func (p *Proxy) rebuild(snap *discovery.Snapshot) *routeIndex {
 					continue
 				}
 				if len(h) > 2 && h[0] == '*' && h[1] == '.' {
-					idx.wild[string(h[1:])] = append(idx.wild[string(h[1:])], r)
+					idx.wild[string(h[1:])] = append(idx.wild[string(h[1:])], paths...)
 				} else {
-					idx.exact[string(h)] = append(idx.exact[string(h)], r)
+					idx.exact[string(h)] = append(idx.exact[string(h)], paths...)
 				}
 			}
 		}
 	}
 	// Longest PATH first; among equal paths the lowest app id, then port
 	// index, wins, as for service ports: the rule never depends on order.
-	order := func(a, b *route) int {
-		if c := cmp.Compare(len(b.svc.Path), len(a.svc.Path)); c != 0 {
+	order := func(a, b pathRoute) int {
+		if c := cmp.Compare(len(b.prefix), len(a.prefix)); c != 0 {
 			return c
 		}
-		if c := cmp.Compare(a.svc.Key.App, b.svc.Key.App); c != 0 {
+		if c := cmp.Compare(a.r.svc.Key.App, b.r.svc.Key.App); c != 0 {
 			return c
 		}
-		return cmp.Compare(a.svc.Key.PortIndex, b.svc.Key.PortIndex)
+		if c := cmp.Compare(a.r.svc.Key.PortIndex, b.r.svc.Key.PortIndex); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.prefix, b.prefix)
 	}
-	for _, m := range []map[string][]*route{idx.exact, idx.wild} {
-		for h, rs := range m {
-			slices.SortFunc(rs, order)
-			m[h] = slices.CompactFunc(rs, func(a, b *route) bool { return a == b })
+	for _, m := range []map[string][]pathRoute{idx.exact, idx.wild} {
+		for h, ps := range m {
+			slices.SortFunc(ps, order)
+			m[h] = slices.Compact(ps)
 		}
 	}
 	for addr, be := range p.backends {
