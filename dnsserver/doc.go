@@ -49,7 +49,12 @@
 // section's pointers, and fits it to the client's size: 512 bytes without
 // EDNS0, at most 1232 (what the server advertises) with it, 65535 over TCP.
 // An answer that does not fit first loses its Additional records, then is cut
-// with TC set. A cached answer allocates nothing. Anything the quick parser
+// with TC set, to whole records of the rotated answer: over TCP too, when the
+// answer records alone pass 64 KB (some 1,450 SRV records), though the
+// client has nowhere else to ask. Past 16 KB, where compression pointers do
+// not reach, an Additional owner is written as its first label and a pointer
+// to the rest of the name in the first answer record. A cached answer
+// allocates nothing. Anything the quick parser
 // does not handle (compressed questions, other opcodes, several records)
 // takes the slow path through miekg/dns's unpacker; malformed queries get
 // FORMERR when their header can be read, otherwise nothing, and responses are

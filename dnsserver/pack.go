@@ -17,8 +17,10 @@ const (
 	soaRName = "root." + labelNS
 	// srvWeight is every SRV record's weight, as mesos-dns's srvRecordDefaultWeight.
 	srvWeight = 1
-	// maxEntry bounds a packed answer: no DNS message is longer.
-	maxEntry = 65535
+	// maxPackedAnswer bounds the answer records an entry keeps (about
+	// 23,000 SRV records). An entry keeps more than one message holds, so
+	// that the rotation spreads the answers cut with TC over every task.
+	maxPackedAnswer = 1 << 20
 	// headerLen is the DNS header's length.
 	headerLen = 12
 )
@@ -27,8 +29,11 @@ const (
 // The question is not part of it: serving copies the query's own question in
 // front, so the answer echoes the name as asked. Names in the answer and
 // authority sections compress only against the question, so the answer
-// records can be rotated by moving bytes; names in the Additional section
-// may point into the answer section, at offsets listed in patches.
+// records can be rotated by moving bytes and are valid at any offset; names
+// in the Additional section may point into the answer section, at offsets
+// listed in patches (farAdditional writes those that a pointer cannot
+// reach). ans may hold more than one message can: assemble then sends
+// whole records of it, with TC.
 type entry struct {
 	key     string // lower-case wire name, type and class, as cacheKey builds it
 	version uint64 // the table version the answer was built from
@@ -162,12 +167,11 @@ func (p *packer) record(dst []byte, r record, z *zone, serial uint32, owner uint
 // wire form). serial is the SOA serial of the table version.
 func (p *packer) pack(res result, z *zone, serial uint32) *entry {
 	e := &entry{rcode: res.rcode, aa: true, rotate: res.rotate}
-	budget := maxEntry - headerLen - 255 - 4 - 11 // header, question, OPT
 	for _, r := range res.answer {
 		before := len(e.ans)
 		// Targets are recorded relative to ans, as rdata offsets are.
 		next := p.record(e.ans, r, z, serial, 0xC000|headerLen)
-		if len(next) > budget {
+		if len(next) > maxPackedAnswer {
 			e.ans = next[:before]
 			break
 		}
@@ -196,7 +200,9 @@ func (p *packer) pack(res result, z *zone, serial uint32) *entry {
 		e.add = p.record(e.add, record{typ: typ, addr: x.addr}, z, serial, owner)
 		e.nAdd++
 	}
-	if len(e.ans)+len(e.auth)+len(e.add) > budget {
+	// Additional records that fit in no message (a question takes 5 bytes
+	// at least) are not kept; assemble checks each message's own size.
+	if headerLen+5+len(e.ans)+len(e.auth)+len(e.add) > maxTCPSize {
 		e.add, e.nAdd, e.patches = nil, 0, nil
 	}
 	return e

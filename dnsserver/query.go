@@ -148,22 +148,28 @@ func assemble(out []byte, q *query, e *entry, limit int, st *counters) int {
 		p += copy(out[p:], e.ans[:start])
 		p += copy(out[p:], e.auth)
 		ns = e.nAuth
-		// Pointers reach 14 bits only (RFC 1035 4.1.4).
-		if p+len(e.add)+opt <= limit && base+len(e.ans) < 0x3FFF {
+		switch {
+		case p+len(e.add)+opt > limit:
+			// No Additional records rather than TC (RFC 2181 9).
+		case base+len(e.ans) <= maxPointer+1:
+			// Every pointer into the answer section reaches.
 			addAt := p
 			p += copy(out[p:], e.add)
 			ar = e.nAdd
 			for _, pt := range e.patches {
-				rel := pt.ref - start
-				if pt.ref < start {
-					rel = pt.ref + int32(len(e.ans)) - start
-				}
-				binary.BigEndian.PutUint16(out[addAt+int(pt.at):], 0xC000|uint16(base+int(rel)))
+				binary.BigEndian.PutUint16(out[addAt+int(pt.at):], 0xC000|uint16(base+int(e.rotated(pt.ref, start))))
 			}
+		default:
+			p, ar = farAdditional(out, p, limit-opt, base, e, k, start)
 		}
 	default:
-		// Whole records of the rotated answer while they fit; TC tells the
-		// client to ask again over TCP (RFC 2181 9).
+		// Whole records of the rotated answer while they fit, and TC. Over
+		// UDP, TC tells the client to ask again over TCP (RFC 2181 9). Over
+		// TCP, where the answer section alone passes 64 KB, there is nowhere
+		// else to ask: TC tells the client the answer is partial. glibc's and
+		// Go's resolvers use the records they got (Go before go.dev/issue/64896
+		// failed the lookup instead); the rotation gives every query another
+		// part.
 		flags |= flagTC
 		st.truncated.Add(1)
 		an = 0
@@ -184,6 +190,131 @@ func assemble(out []byte, q *query, e *entry, limit int, st *counters) int {
 	putHeader(out, q.id, flags, an, ns, ar)
 	st.rcode(e.rcode)
 	return p
+}
+
+// maxPointer is the largest offset a compression pointer holds (14 bits,
+// RFC 1035 4.1.4).
+const maxPointer = 0x3FFF
+
+// rotated returns where offset off of e.ans lands once the answer section is
+// rotated to begin at offset start, relative to the section's beginning.
+func (e *entry) rotated(off, start int32) int32 {
+	if off < start {
+		return off + int32(len(e.ans)) - start
+	}
+	return off - start
+}
+
+// farAdditional writes e's Additional section at p when the answer section
+// (at base, rotated to begin with record k, at offset start of e.ans) ends
+// beyond what compression pointers reach. An owner whose name in the answer
+// section lies within reach is a pointer to it, as assemble writes; any
+// other is written as that name is in e.ans (labels, then a pointer into the
+// question, so it is valid anywhere), its longest suffix that the first
+// answer record's target shares, which lies within reach, replaced by a
+// pointer to it: "big-k3x7q" and a pointer to "marathon.slave.mesos". It
+// returns the end of the section and its record count, or p and 0 (no
+// Additional records) when the section would pass end. It never allocates.
+func farAdditional(out []byte, p, end, base int, e *entry, k int, start int32) (int, int) {
+	addAt := p
+	// ref is the first record's target name, at offset refAt of the message.
+	var ref []byte
+	refAt := 0
+	if t := targetOf(e.ans, int(e.ansOff[k])); t >= 0 {
+		ref = e.ans[t : t+nameLen(e.ans[t:])]
+		refAt = base + t - int(start)
+	}
+	patches := e.patches
+	for off := 0; off < len(e.add); {
+		// Every owner in e.add takes 2 bytes: a pointer into the question,
+		// or a placeholder for a patch. Type, class, TTL, RDLENGTH and
+		// RDATA follow.
+		rest := off + 2
+		next := rest + 10 + int(binary.BigEndian.Uint16(e.add[rest+8:]))
+		owner := e.add[off:rest]
+		ptr := -1
+		if len(patches) > 0 && int(patches[0].at) == off {
+			at := base + int(e.rotated(patches[0].ref, start))
+			if at <= maxPointer {
+				owner, ptr = nil, at
+			} else {
+				name := e.ans[patches[0].ref:]
+				name = name[:nameLen(name)]
+				owner, ptr = shareSuffix(name, ref, refAt)
+			}
+			patches = patches[1:]
+		}
+		n := len(owner) + next - rest
+		if ptr >= 0 {
+			n += 2
+		}
+		if p+n > end {
+			return addAt, 0
+		}
+		p += copy(out[p:], owner)
+		if ptr >= 0 {
+			binary.BigEndian.PutUint16(out[p:], 0xC000|uint16(ptr))
+			p += 2
+		}
+		p += copy(out[p:], e.add[rest:next])
+		off = next
+	}
+	return p, e.nAdd
+}
+
+// shareSuffix returns how to write the wire name name at an offset that
+// pointers cannot reach: the labels to write, then, unless ptr is -1, a
+// pointer to ptr, the longest suffix of name that ref, at offset refAt of
+// the message, also ends with. Both names are as packed in e.ans.
+func shareSuffix(name, ref []byte, refAt int) (labels []byte, ptr int) {
+	for i := 0; name[i] != 0 && name[i]&0xC0 == 0; i += 1 + int(name[i]) {
+		j := len(ref) - (len(name) - i)
+		if j < 0 || refAt+j > maxPointer {
+			continue
+		}
+		if string(ref[j:]) == string(name[i:]) && labelAt(ref, j) {
+			return name[:i], refAt + j
+		}
+	}
+	return name, -1
+}
+
+// labelAt reports whether a label of the wire name name begins at offset i.
+func labelAt(name []byte, i int) bool {
+	at := 0
+	for at < i && name[at] != 0 && name[at]&0xC0 == 0 {
+		at += 1 + int(name[at])
+	}
+	return at == i
+}
+
+// nameLen returns the length of the wire name at the start of b: labels
+// ended by the root label or by a pointer.
+func nameLen(b []byte) int {
+	i := 0
+	for b[i] != 0 && b[i]&0xC0 == 0 {
+		i += 1 + int(b[i])
+	}
+	if b[i] == 0 {
+		return i + 1
+	}
+	return i + 2
+}
+
+// targetOf returns the offset in ans of the target name of the SRV or NS
+// record at offset off, or -1 for other records and at the end of ans.
+func targetOf(ans []byte, off int) int {
+	if off >= len(ans) {
+		return -1
+	}
+	off += nameLen(ans[off:])
+	switch binary.BigEndian.Uint16(ans[off:]) {
+	case dns.TypeSRV:
+		return off + 10 + 6 // type, class, TTL, RDLENGTH; priority, weight, port
+	case dns.TypeNS:
+		return off + 10
+	}
+	return -1
 }
 
 // putHeader writes a header with one question.

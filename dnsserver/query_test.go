@@ -2,7 +2,10 @@ package dnsserver
 
 import (
 	"encoding/binary"
+	"fmt"
+	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -412,5 +415,56 @@ func TestWithdraw(t *testing.T) {
 	}
 	if r, _ := exchange(t, s, question("web-shop.marathon.mesos.", dns.TypeA), false); len(r.Answer) == 0 {
 		t.Fatalf("a task name after Withdraw: %v; want its answer", r)
+	}
+}
+
+// Additional owners past the reach of compression pointers (16 KB) are
+// written with the longest suffix they share with the first answer record's
+// target as a pointer, or whole: here a third of the targets share
+// "marathon.slave.mesos" with it, a third only "slave.mesos", a third
+// nothing. Every owner must still name its target, whatever the rotation.
+func TestFarAdditionalOwners(t *testing.T) {
+	t.Parallel()
+	z := zone{domain: "mesos", labels: 1}
+	res := result{rotate: true}
+	addrs := map[string]netip.Addr{}
+	for i := range 900 {
+		name := fmt.Sprintf("t%d.%s", i, []string{"marathon.slave.mesos", "zk.slave.mesos", "example.org"}[i%3])
+		addrs[name+"."] = netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)})
+		res.answer = append(res.answer, record{typ: dns.TypeSRV, port: uint16(i), target: name})
+		res.extra = append(res.extra, extra{name: name, addr: addrs[name+"."]})
+	}
+	qname := make([]byte, 256)
+	n, err := dns.PackDomainName("_x._tcp.marathon.mesos.", qname, 0, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newPacker(qname[:n], 5).pack(res, &z, 1)
+	q := query{id: 1, question: append(qname[:n:n], 0, byte(dns.TypeSRV), 0, 1), qtype: dns.TypeSRV, qclass: 1}
+	out := make([]byte, maxTCPSize)
+	for i := range 5 {
+		if i == 3 {
+			e.rot.Add(600) // rotate far: the first record now lies past 16 KB in ans
+		}
+		size := assemble(out, &q, e, maxTCPSize, &counters{})
+		r := new(dns.Msg)
+		if err := r.Unpack(out[:size]); err != nil {
+			t.Fatalf("query %d: %d bytes do not unpack: %v", i, size, err)
+		}
+		if r.Truncated || len(r.Answer) != 900 || len(r.Extra) != 900 || size <= maxPointer {
+			t.Fatalf("query %d: TC=%v, %d answers, %d extra in %d bytes; want 900 and 900 past 16 KB", i, r.Truncated, len(r.Answer), len(r.Extra), size)
+		}
+		for _, rr := range r.Answer {
+			srv := rr.(*dns.SRV)
+			if want, _ := strconv.Atoi(strings.TrimPrefix(strings.Split(srv.Target, ".")[0], "t")); int(srv.Port) != want {
+				t.Fatalf("query %d: %v: target of another port", i, srv)
+			}
+		}
+		for _, rr := range r.Extra {
+			a, ok := rr.(*dns.A)
+			if !ok || addrs[a.Hdr.Name] != netip.AddrFrom4([4]byte(a.A.To4())) {
+				t.Fatalf("query %d: additional %v: want %s's address %v", i, rr, rr.Header().Name, addrs[rr.Header().Name])
+			}
+		}
 	}
 }

@@ -2,10 +2,13 @@ package dnsserver
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
@@ -269,5 +272,148 @@ func TestAPI(t *testing.T) {
 	get("/v1/hosts/nope.marathon.mesos", &hosts)
 	if len(hosts) != 1 || hosts[0] != (apiHost{}) {
 		t.Errorf("unknown host = %+v, want one empty element as mesos-dns", hosts)
+	}
+}
+
+// bigTargets maps the SRV targets of bigApp(n) to their task's address and port.
+func bigTargets(n int) map[string]netip.AddrPort {
+	m := map[string]netip.AddrPort{}
+	for _, b := range bigApp(n).Services[0].Backends {
+		m[target("big", b.TaskID, "marathon")] = b.Addr
+	}
+	return m
+}
+
+// askTCP sends q on conn and returns the response and its length. The
+// response must unpack, and hold exactly the records its header counts,
+// whole, with nothing after them.
+func askTCP(t *testing.T, conn *dns.Conn, q *dns.Msg) (*dns.Msg, int) {
+	t.Helper()
+	if err := conn.WriteMsg(q); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := conn.ReadMsgHeader(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(raw); err != nil {
+		t.Fatalf("%s: a response of %d bytes does not unpack: %v", q.Question[0].Name, len(raw), err)
+	}
+	_, off, err := dns.UnpackDomainName(raw, headerLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off += 4
+	counts := int(binary.BigEndian.Uint16(raw[6:])) + int(binary.BigEndian.Uint16(raw[8:])) + int(binary.BigEndian.Uint16(raw[10:]))
+	for i := range counts {
+		if _, off, err = dns.UnpackRR(raw, off); err != nil {
+			t.Fatalf("record %d of %d: %v", i, counts, err)
+		}
+	}
+	if off != len(raw) {
+		t.Fatalf("%d bytes after the %d records the header counts", len(raw)-off, counts)
+	}
+	return r, len(raw)
+}
+
+// TestTCPLargeAnswers asks through the TCP listener for SRV answers longer
+// than compression pointers reach (16 KB) and longer than a message (64 KB):
+// every record the client gets must be whole and name the right task, and
+// TC must tell it when records are missing.
+func TestTCPLargeAnswers(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		tasks int
+		trunc bool // TC, and fewer answers than tasks
+		extra bool // every target's address in the Additional section
+	}{
+		{500, false, true},   // 22 KB of SRV and 8 KB of A: all of it
+		{1000, false, false}, // 45 KB of SRV fit, their A records do not: dropped, no TC
+		{1500, true, false},  // 67 KB of SRV: as many whole records as fit, TC
+	} {
+		t.Run(fmt.Sprint(tc.tasks), func(t *testing.T) {
+			t.Parallel()
+			tb := discovery.NewTable()
+			tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{bigApp(tc.tasks)}})
+			_, _, addr := runServer(t, tb)
+			want := bigTargets(tc.tasks)
+			conn, err := (&dns.Client{Net: "tcp", Timeout: 5 * time.Second}).Dial(addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			// Answers rotate: each query puts other records past 16 KB.
+			for i := range 4 {
+				q := question("_big._tcp.marathon.mesos.", dns.TypeSRV)
+				if i%2 == 1 {
+					q.SetEdns0(1232, false)
+				}
+				r, n := askTCP(t, conn, q)
+				if r.Truncated != tc.trunc {
+					t.Errorf("query %d: TC = %v, want %v (%d answers, %d bytes)", i, r.Truncated, tc.trunc, len(r.Answer), n)
+				}
+				switch {
+				case !tc.trunc && len(r.Answer) != tc.tasks:
+					t.Errorf("query %d: %d answers, want %d", i, len(r.Answer), tc.tasks)
+				case tc.trunc && (len(r.Answer) >= tc.tasks || n+(n-headerLen)/len(r.Answer) <= maxTCPSize):
+					t.Errorf("query %d: %d answers in %d bytes, want as many as fit in %d", i, len(r.Answer), n, maxTCPSize)
+				}
+				seen := map[netip.AddrPort]bool{}
+				for _, rr := range r.Answer {
+					srv, ok := rr.(*dns.SRV)
+					if !ok || srv.Hdr.Name != "_big._tcp.marathon.mesos." {
+						t.Fatalf("query %d: answer %v", i, rr)
+					}
+					ap, ok := want[srv.Target]
+					if !ok || ap.Port() != srv.Port || seen[ap] {
+						t.Fatalf("query %d: answer %v: unknown or repeated target, want port %d", i, rr, ap.Port())
+					}
+					seen[ap] = true
+				}
+				named := map[string]bool{}
+				for _, rr := range r.Extra {
+					if rr.Header().Rrtype == dns.TypeOPT {
+						continue
+					}
+					name := rr.Header().Name
+					a, ok := rr.(*dns.A)
+					if !ok || named[name] || want[name].Addr() != netip.AddrFrom4([4]byte(a.A.To4())) {
+						t.Fatalf("query %d: additional %v: unknown or repeated name, or not its task's address %v", i, rr, want[name])
+					}
+					named[name] = true
+				}
+				if wantN := map[bool]int{true: tc.tasks}[tc.extra]; len(named) != wantN {
+					t.Errorf("query %d: %d additional addresses, want %d", i, len(named), wantN)
+				}
+				if (r.IsEdns0() != nil) != (i%2 == 1) {
+					t.Errorf("query %d: OPT %v", i, r.IsEdns0())
+				}
+			}
+		})
+	}
+}
+
+// dig (BIND's parser, which refuses pointers that do not point back) reads
+// the same answers.
+func TestDigLargeTCP(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		tasks int
+		want  string
+	}{
+		{500, "flags: qr aa rd; QUERY: 1, ANSWER: 500, AUTHORITY: 0, ADDITIONAL: 501"},
+		{1500, "flags: qr aa tc rd;"},
+	} {
+		t.Run(fmt.Sprint(tc.tasks), func(t *testing.T) {
+			t.Parallel()
+			tb := discovery.NewTable()
+			tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{bigApp(tc.tasks)}})
+			_, addr, _ := runServer(t, tb)
+			out := dig(t, addr, "+tcp", "_big._tcp.marathon.mesos", "SRV")
+			if flat := strings.Join(strings.Fields(out), " "); !strings.Contains(flat, tc.want) {
+				t.Errorf("dig lacks %q:\n%.2000s", tc.want, out)
+			}
+		})
 	}
 }
