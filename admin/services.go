@@ -122,7 +122,7 @@ func (s *Server) servicesReport() servicesView {
 				sv.Note = "no service port"
 			case owner != svc:
 				sv.Note = "service port " + strconv.Itoa(svc.ServicePort) + " is taken by " + keyString(owner.Key)
-			case svc.Protocol == discovery.ProtoUDP:
+			case !svc.Protocol.HasTCP():
 				sv.Note = "UDP: not proxied (DNS answers it)"
 			case !bound && s.deps.Ports != nil:
 				sv.Note = "service port outside --ports; not bound"

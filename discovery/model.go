@@ -24,15 +24,26 @@ func (m Mode) String() string {
 // Protocol is the transport a service port speaks.
 type Protocol uint8
 
-// Protocols.
+// Protocols. A Marathon port may be "udp,tcp": both, as mesos-dns answers
+// it under _tcp and _udp.
 const (
 	ProtoTCP Protocol = iota
 	ProtoUDP
+	ProtoTCPUDP
 )
 
+// HasTCP reports whether the port speaks TCP: what pacer's proxies carry.
+func (p Protocol) HasTCP() bool { return p != ProtoUDP }
+
+// HasUDP reports whether the port speaks UDP.
+func (p Protocol) HasUDP() bool { return p != ProtoTCP }
+
 func (p Protocol) String() string {
-	if p == ProtoUDP {
+	switch p {
+	case ProtoUDP:
 		return "udp"
+	case ProtoTCPUDP:
+		return "udp,tcp"
 	}
 	return "tcp"
 }

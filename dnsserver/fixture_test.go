@@ -63,7 +63,11 @@ func fixtureTable() *discovery.Table {
 	out := &discovery.App{ID: "/out", Services: []*discovery.Service{
 		service("/out", 0, 9500, "", discovery.ProtoTCP, backend("out.1", "10.0.0.6:31006")),
 	}}
-	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{web, syslog, sick, v6, zzz, out, bigApp(100)}})
+	// A Marathon port of protocol "udp,tcp".
+	both := &discovery.App{ID: "/both", Services: []*discovery.Service{
+		service("/both", 0, 10006, "", discovery.ProtoTCPUDP, backend("both.1", "10.0.0.7:31007")),
+	}}
+	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{web, syslog, sick, v6, zzz, out, both, bigApp(100)}})
 	kafka := &discovery.App{ID: "zk:kafka", Source: sourceZK, Services: []*discovery.Service{{
 		Key: discovery.ServiceKey{App: "zk:kafka"}, Name: "kafka", ServicePort: 10005,
 		Backends: []discovery.Backend{backend("kafka-0", "10.0.1.1:9092"), backend("kafka-1", "10.0.1.2:9092")},

@@ -125,11 +125,13 @@ func nodata() result { return result{soa: true} }
 
 func isProto(l string) bool { return l == "_tcp" || l == "_udp" }
 
-func protoOf(l string) discovery.Protocol {
+// speaks reports whether a port of protocol p answers under the SRV
+// protocol label l (_tcp or _udp).
+func speaks(p discovery.Protocol, l string) bool {
 	if l == "_udp" {
-		return discovery.ProtoUDP
+		return p.HasUDP()
 	}
-	return discovery.ProtoTCP
+	return p.HasTCP()
 }
 
 // apex answers the zone's own name.
@@ -291,8 +293,9 @@ func (z *zone) lbSRV(snap *discovery.Snapshot, rel []string, qtype uint16) resul
 	}
 	r := result{rotate: true}
 	target := labelLB + "." + z.domain
+	viaUDP := rel[len(rel)-2] == "_udp" // pacer proxies TCP only
 	for _, svc := range svcs {
-		if !z.serves(snap, svc) {
+		if viaUDP || !z.serves(snap, svc) {
 			continue
 		}
 		rec := record{typ: dns.TypeSRV, port: uint16(svc.ServicePort), target: target}
@@ -311,7 +314,7 @@ func (z *zone) lbSRV(snap *discovery.Snapshot, rel []string, qtype uint16) resul
 func (z *zone) serves(snap *discovery.Snapshot, svc *discovery.Service) bool {
 	p := svc.ServicePort
 	switch {
-	case p <= 0 || p > 65535, svc.Protocol == discovery.ProtoUDP, snap.Service(p) != svc:
+	case p <= 0 || p > 65535, !svc.Protocol.HasTCP(), snap.Service(p) != svc:
 		return false
 	case z.portMax > 0 && (p < z.portMin || p > z.portMax):
 		return false
@@ -326,7 +329,7 @@ func srvServices(snap *discovery.Snapshot, fw string, rel []string) ([]*discover
 	if !isProto(rel[n-2]) || !strings.HasPrefix(rel[n-3], "_") {
 		return nil, false
 	}
-	proto := protoOf(rel[n-2])
+	proto := rel[n-2]
 	name := rel[n-3][1:]
 	portName := ""
 	if n == 4 {
@@ -337,7 +340,7 @@ func srvServices(snap *discovery.Snapshot, fw string, rel []string) ([]*discover
 	}
 	var out []*discovery.Service
 	for _, svc := range services(snap, fw, name) {
-		if svc.Protocol != proto {
+		if !speaks(svc.Protocol, proto) {
 			continue
 		}
 		if portName != "" && discovery.Label(svc.PortName) != portName {

@@ -187,7 +187,7 @@ func NewTCP(cfg TCPConfig, table *discovery.Table, log *zap.Logger) (*TCP, error
 
 // carriesTCP is the default TCPConfig.Carries.
 func carriesTCP(s *discovery.Service) bool {
-	return s.Mode == discovery.ModeTCP && s.Protocol == discovery.ProtoTCP
+	return s.Mode == discovery.ModeTCP && s.Protocol.HasTCP()
 }
 
 // service returns the service this proxy routes port to in snap, or nil.

@@ -58,6 +58,26 @@ func TestTCPListenerFollowsClaims(t *testing.T) {
 	}
 }
 
+// A Marathon port of protocol "udp,tcp" speaks TCP too: the TCP plane carries
+// it; a "udp" one it leaves to DNS.
+func TestTCPCarriesUDPTCPPortsNotUDPOnes(t *testing.T) {
+	t.Parallel()
+	ports := testnet.FreePorts(t, 2)
+	h := newHarness(t, TCPConfig{}, ports...)
+	both := service(ports[0], startBackend(t, echo).addr)
+	both.Services[0].Protocol = discovery.ProtoTCPUDP
+	udp := service(ports[1], startBackend(t, echo).addr)
+	udp.Services[0].Protocol = discovery.ProtoUDP
+	put(h.table, both, udp)
+	h.waitOpened(ports[0], 1)
+	if got := roundTrip(t, dial(t, ports[0]), "both"); got != "both" {
+		t.Fatalf("udp,tcp port: got %q", got)
+	}
+	if _, ok := h.status(ports[1]); ok || h.openedCount(ports[1]) != 0 {
+		t.Fatal("TCP proxy bound a UDP-only service port")
+	}
+}
+
 func TestTCPHTTPModePortIsNotBound(t *testing.T) {
 	t.Parallel()
 	ports := testnet.FreePorts(t, 2)

@@ -112,7 +112,10 @@ func appPorts(a *appDef, mode netMode) []portSpec {
 // pure UDP port is UDP.
 func protocolOf(p string) discovery.Protocol {
 	p = strings.ToLower(p)
-	if strings.Contains(p, "udp") && !strings.Contains(p, "tcp") {
+	switch udp, tcp := strings.Contains(p, "udp"), strings.Contains(p, "tcp"); {
+	case udp && tcp:
+		return discovery.ProtoTCPUDP
+	case udp:
 		return discovery.ProtoUDP
 	}
 	return discovery.ProtoTCP

@@ -372,6 +372,11 @@ func TestDecodeShapes(t *testing.T) {
 			services: []string{`problem: label HAPROXY_0_PATH="api": want path prefixes starting with /, separated by spaces, optionally after -i`},
 		},
 		{
+			name:     "protocols: udp, and udp,tcp (both)",
+			app:      `{"id":"/dns","portDefinitions":[{"port":10031,"protocol":"udp"},{"port":10032,"protocol":"udp,tcp"},{"port":10033,"protocol":"tcp"}],"tasks":[]}`,
+			services: []string{"0 :10031 tcp/udp ->", "1 :10032 tcp/udp,tcp ->", "2 :10033 tcp/tcp ->"},
+		},
+		{
 			name:     "a balance algorithm pacer has not got",
 			app:      `{"id":"/uri","ports":[10025],"labels":{"HAPROXY_0_BALANCE":"uri"},"tasks":[]}`,
 			services: []string{`problem: label HAPROXY_0_BALANCE="uri": want roundrobin, leastconn or source (static-rr and random are read as roundrobin and leastconn; HAProxy's other algorithms have no pacer equivalent)`},

@@ -161,5 +161,5 @@ func (cfg Config) withDefaults() (Config, error) {
 
 // carriesHTTP is the default Config.Carries.
 func carriesHTTP(s *discovery.Service) bool {
-	return s.Mode == discovery.ModeHTTP && s.Protocol == discovery.ProtoTCP
+	return s.Mode == discovery.ModeHTTP && s.Protocol.HasTCP()
 }
