@@ -25,9 +25,10 @@ const (
 	backendWriteBuf = 8 << 10
 	// peekAfter: a pooled connection idle longer than this is checked for a
 	// FIN or RST from the backend (one non-blocking recv) before it carries a
-	// request. Busy connections are never checked, so the hot path pays
+	// request. Busy connections are not checked, so the hot path pays
 	// nothing; a connection that sat idle is the one a backend may have
-	// closed.
+	// closed. (One whose last answer was a 204 or 304 is checked however
+	// busy: see releaseBodiless.)
 	peekAfter = 200 * time.Millisecond
 )
 
@@ -76,9 +77,10 @@ func (b *backend) get(now time.Time) (*bconn, error) {
 		b.idle = b.idle[:n-1]
 		if idle := fastconn.MonoOf(now) - c.lastUse; idle < idleMax {
 			b.mu.Unlock()
-			if idle < peekAfter {
+			if idle < peekAfter && !c.peekFirst {
 				return c, nil
 			}
+			c.peekFirst = false
 			c.armDeadline(now) // a deadline that passed in the pool fails the peek
 			if c.alive() {
 				return c, nil
@@ -125,20 +127,28 @@ func (b *backend) dial() (*bconn, error) {
 
 // getIdle returns a pooled connection used less than peekAfter ago, at
 // now on fastconn's Mono clock, or nil: what an exchange served in the
-// poller may take, where neither a dial nor a peek may wait.
+// poller may take, where no dial may wait. A connection whose last answer
+// had no body by its status is peeked at first, as get does (the peek
+// does not wait either).
 func (b *backend) getIdle(now time.Duration) *bconn {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	n := len(b.idle)
-	if n == 0 {
-		return nil
+	if n == 0 || now-b.idle[n-1].lastUse >= peekAfter {
+		b.mu.Unlock()
+		return nil // the slow path dials, or peeks at the top, or drops the stale
 	}
 	c := b.idle[n-1]
-	if now-c.lastUse >= peekAfter {
-		return nil // the slow path peeks at it, or drops the stale
-	}
 	b.idle[n-1] = nil
 	b.idle = b.idle[:n-1]
+	b.mu.Unlock()
+	if c.peekFirst {
+		c.peekFirst = false
+		c.armDeadline(time.Now()) // a deadline that passed in the pool fails the peek
+		if !c.alive() {
+			c.close()
+			return nil
+		}
+	}
 	return c
 }
 
@@ -216,6 +226,10 @@ type bconn struct {
 	bw      *bufio.Writer
 	lastUse time.Duration // fastconn.Mono: one clock reading, where time.Now is two
 	closed  bool
+	// peekFirst: the connection is peeked at before its next request,
+	// however briefly it idled; its last answer had no body by its status
+	// (releaseBodiless).
+	peekFirst bool
 	// deadline is the read and write deadline armDeadline last set on nc;
 	// zero when something else moved either deadline since.
 	deadline time.Time
@@ -373,16 +387,7 @@ func (c *bconn) readChunk(p []byte) (int, error) {
 			return 0, errBadChunk
 		}
 		if size == 0 {
-			for { // trailer lines up to the empty line
-				line, err := c.br.ReadSlice('\n')
-				if err != nil {
-					return 0, eofToUnexpected(err)
-				}
-				if len(line) <= 2 {
-					c.done = true
-					return 0, io.EOF
-				}
-			}
+			return 0, c.readTrailers()
 		}
 		c.remain = size
 	}
@@ -404,6 +409,40 @@ func (c *bconn) readChunk(p []byte) (int, error) {
 	return n, nil
 }
 
+// readTrailers reads the trailer fields after the last chunk, and drops
+// them, up to the empty line that ends the body; it returns io.EOF then.
+// A line that is neither is a broken body, not its end: whatever follows
+// it would be left for the next request's answer.
+func (c *bconn) readTrailers() error {
+	for {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			return eofToUnexpected(err)
+		}
+		if string(line) == "\r\n" || string(line) == "\n" {
+			c.done = true
+			return io.EOF
+		}
+		if !isFieldLine(line) {
+			return errBadChunk
+		}
+	}
+}
+
+// isFieldLine reports whether line looks like a header field: a name,
+// with no whitespace before it or its colon, and the colon.
+func isFieldLine(line []byte) bool {
+	for i, ch := range line {
+		switch ch {
+		case ':':
+			return i > 0
+		case ' ', '\t', '\r', '\n':
+			return false
+		}
+	}
+	return false
+}
+
 func eofToUnexpected(err error) error {
 	if err == io.EOF {
 		return io.ErrUnexpectedEOF
@@ -411,28 +450,45 @@ func eofToUnexpected(err error) error {
 	return err
 }
 
-// parseChunkSize parses a chunk-size line ("1a;ext=1\r\n").
+// parseChunkSize parses a chunk-size line ("1a;ext=1\r\n"): hex digits,
+// then optional whitespace (RFC 9112 7.1.1's BWS before an extension),
+// then an extension, which is dropped, or the line's end. Anything else
+// after the digits makes the line malformed, not a size: a backend and
+// pacer that read different sizes read different answers.
 func parseChunkSize(line []byte) (int64, bool) {
 	var n int64
 	digits := 0
-	for _, ch := range line {
-		var d byte
-		switch {
-		case ch >= '0' && ch <= '9':
-			d = ch - '0'
-		case ch >= 'a' && ch <= 'f':
-			d = ch - 'a' + 10
-		case ch >= 'A' && ch <= 'F':
-			d = ch - 'A' + 10
-		case ch == ';' || ch == '\r' || ch == '\n' || ch == ' ' || ch == '\t':
-			return n, digits > 0
-		default:
-			return 0, false
+	for ; digits < len(line); digits++ {
+		d, ok := unhex(line[digits])
+		if !ok {
+			break
 		}
-		if digits++; digits > 15 {
+		if digits == 15 {
 			return 0, false
 		}
 		n = n<<4 | int64(d)
+	}
+	if digits == 0 {
+		return 0, false
+	}
+	rest := line[digits:]
+	for len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
+		rest = rest[1:]
+	}
+	if (len(rest) > 0 && rest[0] == ';') || string(rest) == "\r\n" || string(rest) == "\n" {
+		return n, true
+	}
+	return 0, false
+}
+
+func unhex(ch byte) (byte, bool) {
+	switch {
+	case ch >= '0' && ch <= '9':
+		return ch - '0', true
+	case ch >= 'a' && ch <= 'f':
+		return ch - 'a' + 10, true
+	case ch >= 'A' && ch <= 'F':
+		return ch - 'A' + 10, true
 	}
 	return 0, false
 }

@@ -47,5 +47,8 @@
 // Retry-After when the service has no routable backend, 504 when the backend
 // did not connect or answer in time, 404 when no service matches the Host,
 // 403 for absolute-form requests to hosts pacer does not serve (pacer is no
-// forward proxy), 405 for CONNECT, 413, 431 and 408 for limits.
+// forward proxy), 405 for CONNECT, 413, 431 and 408 for limits, 400 and a
+// close for a malformed request, among them one whose body's length is
+// ambiguous (Transfer-Encoding with Content-Length, or not ending in
+// chunked: RFC 9112 6.3).
 package httpproxy

@@ -32,9 +32,10 @@ import (
 // poller when it comes (bconn's Readable and WatchOver); fasthttp's
 // goroutine never wakes. Anything else is declined before a byte is sent,
 // and fasthttp serves it as before: a body not all in the read that brought
-// the header, chunked or over streamAbove, Connection:
-// close or HTTP/1.0, an Upgrade, an absolute-form URI, CONNECT, an unknown
-// host, a service with STICKY or REDIRECT_TO_HTTPS or no backend, a backend
+// the header, chunked or over streamAbove, any Transfer-Encoding, close in
+// Connection (in any case) or HTTP/1.0, an Upgrade, an absolute-form URI,
+// CONNECT, an unknown host, a service with STICKY or REDIRECT_TO_HTTPS or
+// no backend, a backend
 // without an idle connection used in the last peekAfter, a route index not
 // yet built, a draining listener, the rest of a request split across reads.
 // fasthttp then also gets whatever follows until it reports the connection
@@ -189,6 +190,12 @@ func (x *exchanger) take(c *fastconn.Conn, b []byte) bool {
 	if h.IsConnect() || h.ConnectionClose() || !h.IsHTTP11() || len(h.Peek("Expect")) > 0 {
 		return false
 	}
+	// Chunked bodies are fasthttp's (above); so is any other
+	// Transfer-Encoding, which fasthttp reads as no body at all, for
+	// precheck to refuse (ambiguousLength).
+	if te, _ := rawFraming(h.RawHeaders()); te {
+		return false
+	}
 	uri := h.RequestURI()
 	if len(uri) == 0 || uri[0] != '/' {
 		return false
@@ -202,7 +209,9 @@ func (x *exchanger) take(c *fastconn.Conn, b []byte) bool {
 	if rt == nil || rt.svc.Sticky || rt.svc.RedirectToHTTPS || len(rt.backends) == 0 {
 		return false
 	}
-	if info := p.rewriteHeader(h, c.RemoteAddr(), c.LocalAddr(), s.xff[:]); info.upgrade {
+	// A close in Connection the quick look for "lose" missed (cLoSe):
+	// fasthttp's path answers it, and then closes.
+	if info := p.rewriteHeader(h, c.RemoteAddr(), c.LocalAddr(), s.xff[:]); info.upgrade || info.close {
 		return false
 	}
 	h.SetNoDefaultContentType(true)
@@ -326,9 +335,7 @@ func (x *exchanger) answer(c *bconn) bool {
 		}
 		body = cl
 	}
-	keep := !rh.ConnectionClose()
-	rh.ResetConnectionClose()
-	rewriteResponse(rh)
+	keep := !rewriteResponse(rh)
 	if !skip {
 		rh.SetContentLength(body) // as fasthttp's Response.Write does
 	}
@@ -340,7 +347,11 @@ func (x *exchanger) answer(c *bconn) bool {
 	// The backend connection goes back before the answer goes out: the
 	// client's next request may come at once, on another P's poller.
 	p, b, st := x.p, x.b, x.rt.st
-	p.release(c, keep)
+	if skip {
+		p.releaseBodiless(c, keep, x.head)
+	} else {
+		p.release(c, keep)
+	}
 	b.inflight.Add(-1)
 	st.active.Add(-1)
 	now := fastconn.Mono()

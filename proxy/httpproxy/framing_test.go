@@ -51,6 +51,21 @@ func wantClosed(t *testing.T, br *bufio.Reader, when string) {
 	}
 }
 
+// wantRefused fails the test unless br's answer is a 400, the connection
+// then closes, and the backend saw nothing of the request.
+func wantRefused(t *testing.T, br *bufio.Reader, seen <-chan []byte) {
+	t.Helper()
+	if raw := readRaw(t, br, false); !strings.HasPrefix(raw, "HTTP/1.1 400 ") {
+		t.Fatalf("answer %q, want 400", raw)
+	}
+	wantClosed(t, br, "after the 400")
+	select {
+	case got := <-seen:
+		t.Fatalf("the backend got %q", got)
+	default:
+	}
+}
+
 // Connection may name headers for the proxy to drop, but not the ones that
 // frame the request: Content-Length and Host reach the backend whatever
 // Connection says, on the poller's path and on fasthttp's.
@@ -121,15 +136,7 @@ func TestShortBodyIsTheClientsError(t *testing.T) {
 	nc, br := dialRaw(t, r.vhost)
 	io.WriteString(nc, "POST /form HTTP/1.1\r\nHost: web.test\r\nContent-Length: 20000\r\n\r\n"+strings.Repeat("y", 12000))
 	nc.(*net.TCPConn).CloseWrite()
-	if raw := readRaw(t, br, false); !strings.HasPrefix(raw, "HTTP/1.1 400 ") {
-		t.Fatalf("answer %q, want 400", raw)
-	}
-	wantClosed(t, br, "after the 400")
-	select {
-	case got := <-seen:
-		t.Fatalf("the backend got %q", got)
-	default:
-	}
+	wantRefused(t, br, seen)
 }
 
 // An Upgrade the backend does not take (it answers 200) is an ordinary

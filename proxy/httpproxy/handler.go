@@ -114,9 +114,16 @@ func (p *Proxy) resume(ctx *fasthttp.RequestCtx) bool {
 	return true
 }
 
-// precheck refuses CONNECT and bodies over the limit; it reports whether
-// the request goes on.
+// precheck refuses CONNECT, bodies over the limit and bodies of ambiguous
+// length; it reports whether the request goes on.
 func (p *Proxy) precheck(ctx *fasthttp.RequestCtx) bool {
+	if ambiguousLength(&ctx.Request.Header) {
+		// The body may hold what another parser reads as a request: the
+		// connection cannot be trusted past it.
+		p.plain(ctx, fasthttp.StatusBadRequest, "pacer: malformed request: ambiguous body length\n")
+		ctx.SetConnectionClose()
+		return false
+	}
 	if ctx.Request.Header.IsConnect() {
 		p.refuse(ctx, fasthttp.StatusMethodNotAllowed, "pacer is not a forward proxy: CONNECT is not allowed\n")
 		return false
@@ -450,14 +457,12 @@ func (p *Proxy) receive(ctx *fasthttp.RequestCtx, r *route, c *bconn, http10 boo
 			return fail(failBad, errors.New("101 Switching Protocols to a request without Upgrade"))
 		}
 	}
-	keep := !rh.ConnectionClose()
-	rh.ResetConnectionClose()
-	rewriteResponse(rh)
+	keep := !rewriteResponse(rh)
 
 	status := rh.StatusCode()
-	if ctx.Request.Header.IsHead() || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
+	if head := ctx.Request.Header.IsHead(); head || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
 		resp.SkipBody = true
-		p.release(c, keep)
+		p.releaseBodiless(c, keep, head)
 		return okAnswer, false, nil
 	}
 	rcl := rh.ContentLength()
@@ -491,6 +496,24 @@ func (p *Proxy) release(c *bconn, keep bool) {
 	} else {
 		c.close()
 	}
+}
+
+// releaseBodiless is release for an answer without a body: to a HEAD, or
+// a 204 or 304. Backends that send a body anyway are common, and its
+// bytes, coming a moment after the header, would be read as the answer to
+// the connection's next request, another client's. An answer to a HEAD
+// has the length of the body a GET would get, which many backends then
+// send: its connection is closed. A 204 or 304 with a body is rarer: its
+// connection is pooled, and peeked at before it carries another request
+// however briefly it idled (backend.get, getIdle), which costs one
+// syscall on this connection's next request, not on every request.
+func (p *Proxy) releaseBodiless(c *bconn, keep, head bool) {
+	if head {
+		c.close()
+		return
+	}
+	c.peekFirst = true
+	p.release(c, keep)
 }
 
 // readSmallBody copies a body of n bytes into resp without allocating.

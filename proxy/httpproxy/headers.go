@@ -1,6 +1,7 @@
 package httpproxy
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"strconv"
@@ -131,6 +132,7 @@ const maxDel = 8
 type reqInfo struct {
 	upgrade bool // an Upgrade header and "upgrade" in Connection
 	https   bool // the request came in over TLS, as far as pacer knows
+	close   bool // "close" in Connection, in any case (see asksClose)
 }
 
 // rewriteRequest removes hop-by-hop headers (keeping Upgrade and Connection
@@ -171,6 +173,7 @@ func (p *Proxy) rewriteHeader(h *fasthttp.RequestHeader, remote, local net.Addr,
 				}
 			case hcConnection:
 				connUpgr = connUpgr || hasToken(v, "upgrade")
+				info.close = info.close || hasToken(v, "close")
 				if round == 0 && hasOtherTokens(v) && len(conn) < 4096 {
 					conn = append(append(conn, v...), ',')
 					named = true
@@ -246,8 +249,22 @@ func (p *Proxy) rewriteHeader(h *fasthttp.RequestHeader, remote, local net.Addr,
 }
 
 // rewriteResponse removes hop-by-hop headers from a backend's response,
-// and those its Connection names (never Content-Length: see hcFraming).
-func rewriteResponse(h *fasthttp.ResponseHeader) {
+// and those its Connection names (never Content-Length: see hcFraming),
+// and has the answer go out in pacer's own version, HTTP/1.1, whatever
+// the backend's (RFC 9110 6.2: under an HTTP/1.0 status line, the chunks
+// fasthttp sends a body of unknown length in are faulty framing).
+//
+// It reports whether the backend closes the connection after this
+// answer: fasthttp's reading of the header (an exact "close", an HTTP/1.0
+// answer without keep-alive, a body that ends with the connection), or a
+// close among Connection's options in any case (RFC 9110 7.6.1), which
+// fasthttp's byte comparison misses.
+func rewriteResponse(h *fasthttp.ResponseHeader) (closes bool) {
+	closes = h.ConnectionClose()
+	h.ResetConnectionClose()
+	if string(h.Protocol()) != string(http11) {
+		h.SetProtocol(http11)
+	}
 	// Connection's tokens when it names headers, copied, since the
 	// deletions below reuse its bytes (rare: allocates).
 	var conn []byte
@@ -261,6 +278,7 @@ func rewriteResponse(h *fasthttp.ResponseHeader) {
 			switch classify(k) {
 			case hcHop, hcUpgrade, hcTE:
 			case hcConnection:
+				closes = closes || hasToken(v, "close")
 				if round == 0 && hasOtherTokens(v) && len(conn) < 4096 {
 					conn = append(append(conn, v...), ',')
 					named = true
@@ -282,9 +300,60 @@ func rewriteResponse(h *fasthttp.ResponseHeader) {
 			h.DelBytes(del[i])
 		}
 		if nd < maxDel && !named {
-			return
+			break
 		}
 	}
+	return closes
+}
+
+// asksClose reports whether a request's Connection lists close: in any
+// case, anywhere in the list, in any of its Connection fields (RFC 9110
+// 7.6.1). fasthttp closes only after a field that is exactly "close".
+func asksClose(h *fasthttp.RequestHeader) bool {
+	if h.ConnectionClose() {
+		return true
+	}
+	for k, v := range h.All() {
+		if classify(k) == hcConnection && hasToken(v, "close") {
+			return true
+		}
+	}
+	return false
+}
+
+// ambiguousLength reports whether a request's body has no length every
+// parser agrees on, which RFC 9112 6.3 has a server answer with 400 and
+// close: a Transfer-Encoding with a Content-Length (a request smuggler's
+// favourite), or a Transfer-Encoding whose last coding is not chunked.
+// fasthttp drops the Content-Length beside chunked, reads identity as no
+// coding at all (and so the body as the next request), and refuses other
+// codings itself; only the raw header shows what it dropped.
+func ambiguousLength(h *fasthttp.RequestHeader) bool {
+	te, cl := rawFraming(h.RawHeaders())
+	return te && (cl || h.ContentLength() != -1)
+}
+
+// rawFraming reports whether raw, a request's field lines as they came
+// (fasthttp's RawHeaders), has a Transfer-Encoding and a Content-Length
+// field. fasthttp refuses a name with whitespace before its colon, so a
+// field is found where its name is.
+func rawFraming(raw []byte) (te, cl bool) {
+	const teName, clName = "transfer-encoding", "content-length"
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		switch {
+		case len(line) > len(teName) && line[len(teName)] == ':' && eqFold(line[:len(teName)], teName):
+			te = true
+		case len(line) > len(clName) && line[len(clName)] == ':' && eqFold(line[:len(clName)], clName):
+			cl = true
+		}
+	}
+	return te, cl
 }
 
 // hasToken reports whether the comma-separated list v holds tok (lower case),

@@ -169,6 +169,16 @@ func (p *Proxy) newServer(hp *httpPort, h fasthttp.RequestHandler) *fasthttp.Ser
 			}
 		},
 		Logger: fasthttpLogger{p.log},
+		// A close among Connection's options, in any case, closes the
+		// connection after the answer (RFC 9112 9.6), as fasthttp does for
+		// an exact "close" only: set here, before fasthttp reads the flag,
+		// it holds for every answer to the request, pacer's own included.
+		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+			if asksClose(h) {
+				h.SetConnectionClose()
+			}
+			return fasthttp.RequestConfig{} // the server's settings
+		},
 		// A body over the limit is refused before the client sends it.
 		ExpectHandler: func(ctx *fasthttp.RequestCtx) int {
 			if max := p.cfg.MaxRequestBodySize; max > 0 && int64(ctx.Request.Header.ContentLength()) > max {

@@ -25,7 +25,7 @@ type route struct {
 
 // pathRoute is one PATH prefix of a route, in a host's list.
 type pathRoute struct {
-	prefix string // "" matches every path
+	prefix string // "" matches every path; lower case when fold is set
 	fold   bool   // compare in any case (marathon-lb's "-i")
 	r      *route
 }
@@ -82,31 +82,11 @@ func matchPath(ps []pathRoute, path []byte) *route {
 		if len(path) < len(p.prefix) {
 			continue
 		}
-		if head := path[:len(p.prefix)]; string(head) == p.prefix || p.fold && equalFoldASCII(head, p.prefix) {
+		if head := path[:len(p.prefix)]; string(head) == p.prefix || p.fold && eqFold(head, p.prefix) {
 			return p.r
 		}
 	}
 	return nil
-}
-
-// equalFoldASCII reports whether b and s are equal ignoring ASCII case.
-func equalFoldASCII(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // normalizeHost appends host to dst lower-cased, without a port and without a
@@ -223,6 +203,9 @@ func (p *Proxy) rebuild(snap *discovery.Snapshot) *routeIndex {
 			if len(svc.Paths) > 0 {
 				paths = make([]pathRoute, len(svc.Paths))
 				for i, p := range svc.Paths {
+					if svc.PathsFold {
+						p = strings.ToLower(p)
+					}
 					paths[i] = pathRoute{prefix: p, fold: svc.PathsFold, r: r}
 				}
 			}
