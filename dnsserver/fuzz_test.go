@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/pacer-lb/pacer/discovery"
 )
 
 // FuzzServeDNS feeds packets to the query path, over UDP and TCP: it must
@@ -41,7 +43,11 @@ func FuzzServeDNS(f *testing.F) {
 	}
 	f.Add([]byte{0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 12, 0, 1, 0, 1}) // pointer loop
 	f.Add([]byte{0xAB, 0xCD, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0})                 // no question
-	s := newTestServer(f, fixtureTable())
+	// /big with 1,600 tasks: over TCP its SRV answer passes 16 KB, where
+	// Additional owners cannot be pointers, and 64 KB, where it is cut.
+	tb := fixtureTable()
+	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{bigApp(1600)}})
+	s := newTestServer(f, tb)
 	w := s.newWorker(&counters{})
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		for _, tcp := range []bool{false, true} {
