@@ -78,6 +78,16 @@ func TestHealthzLifecycle(t *testing.T) {
 	if code, body := get(t, h, "/healthz"); code != 200 || !strings.Contains(body, `"status": "ok"`) {
 		t.Fatalf("synced: %d %s", code, body)
 	}
+	// The stream up but the snapshot failing: still 200, but stale, saying
+	// why and since when, in /healthz and in /metrics.
+	src.st.Behind, src.st.BehindSince = "full resync (GET /v2/apps) failing: 500", time.Now()
+	if code, body := get(t, h, "/healthz"); code != 200 || !strings.Contains(body, `"status": "stale"`) || !strings.Contains(body, "GET /v2/apps) failing: 500, since") {
+		t.Fatalf("behind: %d %s", code, body)
+	}
+	if _, body := get(t, h, "/metrics"); !strings.Contains(body, `pacer_source_current{source="marathon"} 0`) {
+		t.Fatalf("behind: metrics lack pacer_source_current 0:\n%s", body)
+	}
+	src.st.Behind, src.st.BehindSince = "", time.Time{}
 	// Marathon lost: still 200 (the last good table serves), but stale.
 	src.st.Connected = false
 	if code, body := get(t, h, "/healthz"); code != 200 || !strings.Contains(body, `"status": "stale"`) || !strings.Contains(body, "sync_age") {

@@ -98,6 +98,10 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	for _, st := range sources {
 		m.sample("pacer_source_connected", boolf(st.Connected), "source", st.Name)
 	}
+	m.family("pacer_source_current", "gauge", "1 while the table follows the source: synced, feed up and nothing failing behind it (see /healthz for why not).")
+	for _, st := range sources {
+		m.sample("pacer_source_current", boolf(st.Synced && st.Connected && st.Behind == ""), "source", st.Name)
+	}
 	m.family("pacer_source_last_sync_timestamp_seconds", "gauge", "Unix time of the source's last successful full sync.")
 	for _, st := range sources {
 		if !st.LastSync.IsZero() {

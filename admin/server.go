@@ -127,14 +127,18 @@ func (s *Server) healthReport() (int, health) {
 		if !st.LastSync.IsZero() {
 			sh.SyncAge = time.Since(st.LastSync).Round(time.Millisecond).String()
 		}
-		sh.Stale = st.Synced && !st.Connected
-		if !st.Synced {
+		sh.Stale = st.Synced && (!st.Connected || st.Behind != "")
+		switch {
+		case !st.Synced:
 			code = http.StatusServiceUnavailable
 			h.Status = "starting"
 			h.Reason = fmt.Sprintf("waiting for the first sync from %s", st.Name)
-		} else if sh.Stale && h.Status == "ok" {
+		case sh.Stale && h.Status == "ok" && !st.Connected:
 			h.Status = "stale"
 			h.Reason = fmt.Sprintf("%s is unreachable; serving the last good table", st.Name)
+		case sh.Stale && h.Status == "ok":
+			h.Status = "stale"
+			h.Reason = fmt.Sprintf("%s: %s, since %s; serving the last good table", st.Name, st.Behind, st.BehindSince.UTC().Format(time.RFC3339))
 		}
 		h.Sources = append(h.Sources, sh)
 	}

@@ -58,6 +58,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	broken := &discovery.App{ID: "/broken", Problem: `label HAPROXY_0_PORT: "x" is not a port`}
 	table.Apply(discovery.Update{Source: "marathon", Full: true, Apps: []*discovery.App{webApp(), broken}})
 	src.st.Synced, src.st.Connected, src.st.LastSync = true, true, time.Now()
+	// An error a later sync resolved: history, not an alarm.
+	src.st.LastError, src.st.ErrorAt = "event stream closed by Marathon", src.st.LastSync.Add(-time.Minute)
 
 	// After the page's first look at /v1/services, a second task joins: a
 	// later refresh of the same page must show it without a reload.
@@ -83,6 +85,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		`is not a port`,                 // the app pacer could not understand, and why
 		"shop_web.2", "not running yet", // a task not routed, and why
 		"http://marathon:8080", ">live<", // the source and its state
+		"event stream closed by Marathon (at ", ", since resolved)<",
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the rendered page lacks %q", want)
@@ -93,5 +96,16 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("rendered DOM:\n%s", dom)
+	}
+
+	// The stream up but the snapshot failing: the source is behind, and
+	// its error is current.
+	src.st.Behind, src.st.BehindSince = "full resync (GET /v2/apps) failing: 500", time.Now()
+	src.st.LastError, src.st.ErrorAt = "GET /v2/apps: 500", time.Now()
+	dom = renderDOM(t, srv.URL+"/", 2*time.Second)
+	for _, want := range []string{`class="bad">behind: full resync (GET /v2/apps) failing: 500<`, `class="bad">GET /v2/apps: 500<`} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the rendered page, source behind, lacks %q\n%s", want, dom)
+		}
 	}
 }

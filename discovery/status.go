@@ -11,7 +11,12 @@ type SourceStatus struct {
 	// Synced is true once the source delivered its first complete view.
 	Synced bool `json:"synced"`
 	// Connected is true while the source's live feed (event stream, session) is up.
-	Connected    bool      `json:"connected"`
+	Connected bool `json:"connected"`
+	// Behind, when set, says why the table lags the source although its
+	// feed is up, since BehindSince: Marathon's snapshot failing, which
+	// holds back the events that wait for it.
+	Behind       string    `json:"behind,omitempty"`
+	BehindSince  time.Time `json:"behind_since,omitzero"`
 	LastSync     time.Time `json:"last_sync,omitzero"`
 	LastError    string    `json:"last_error,omitempty"`
 	ErrorAt      time.Time `json:"last_error_at,omitzero"`

@@ -155,6 +155,11 @@ func TestFaultSnapshot(t *testing.T) {
 			if tb.Snapshot() != good {
 				t.Fatal("the table changed")
 			}
+			// The stream is up, yet the table is behind: the status says
+			// so (for /healthz), not only the log.
+			if st := src.Status(); !st.Connected || !strings.Contains(st.Behind, "GET /v2/apps") || st.BehindSince.IsZero() {
+				t.Fatalf("status while the snapshot fails: connected %v, behind %q since %v", st.Connected, st.Behind, st.BehindSince)
+			}
 			// The status is recorded before the warning is written.
 			waitFor(t, fmt.Sprintf("a warning in the logs mentioning %q", tt.errHas), func() bool { return logged(logs, tt.errHas) })
 
@@ -162,6 +167,11 @@ func TestFaultSnapshot(t *testing.T) {
 			waitRecovered(t, "convergence", time.Now(), func() bool {
 				want := simBackends(sim, "/web")
 				return len(want) == 3 && slices.Equal(backends(tb, "/web"), want)
+			})
+			// The status follows the table's publication.
+			waitFor(t, "behind cleared by a good snapshot", func() bool {
+				st := src.Status()
+				return st.Behind == "" && st.LastSync.After(st.ErrorAt)
 			})
 		})
 	}

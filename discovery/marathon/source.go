@@ -328,7 +328,18 @@ func (l *loop) onFull(r fetchResult) {
 	l.fullInFlight = false
 	if r.err != nil {
 		// Keep the table as it is: a failing Marathon is not an empty one.
+		// But say so: with the stream up, nothing else would (and after a
+		// reconnect every event waits for this snapshot).
 		l.s.recordError(r.err)
+		l.s.mu.Lock()
+		if l.s.status.BehindSince.IsZero() {
+			l.s.status.BehindSince = time.Now()
+		}
+		l.s.status.Behind = "full resync (GET /v2/apps) failing: " + l.s.client.scrub(r.err.Error())
+		if l.buffering {
+			l.s.status.Behind += "; events held until it succeeds"
+		}
+		l.s.mu.Unlock()
 		d := l.fullBackoff.next()
 		log := l.s.log.Warn
 		if msg := r.err.Error(); msg == l.lastFullErr {
@@ -362,6 +373,9 @@ func (l *loop) onFull(r fetchResult) {
 	l.s.status.Synced = true
 	l.s.status.LastSync = time.Now()
 	l.s.status.Resyncs++
+	// A complete view from Marathon ends any lag (LastError stays, with its
+	// time, as history: see the status page).
+	l.s.status.Behind, l.s.status.BehindSince = "", time.Time{}
 	l.s.mu.Unlock()
 	// fetch_decode is the GET and JSON decoding (off the state goroutine);
 	// apply is building the apps and publishing the table.
