@@ -33,7 +33,9 @@ func newTestServer(t *testing.T) (*Server, *discovery.Table, *fakeSource) {
 		Ports: func() []proxy.PortStatus {
 			// One port on both planes, as during a mode change's drain:
 			// two series, told apart by plane.
-			return []proxy.PortStatus{{Port: 8000, Plane: "tcp", Listening: true, Active: 2, Total: 10}, {Port: 8000, Plane: "http", Active: 1, Total: 3}}
+			// 8002 fails to bind; 9500 is outside --ports (no plane).
+			return []proxy.PortStatus{{Port: 8000, Plane: "tcp", Listening: true, Active: 2, Total: 10}, {Port: 8000, Plane: "http", Active: 1, Total: 3},
+				{Port: 8002, Plane: "tcp", Error: "address already in use", BindFailing: true}, {Port: 9500, Error: "outside --ports 8000-8100; not bound"}}
 		},
 		HTTP: func() []httpproxy.ServiceStats {
 			return []httpproxy.ServiceStats{{App: "/shop/web", ServicePort: 8001, Responses: [5]uint64{0, 9, 0, 1, 0},
@@ -143,12 +145,17 @@ func TestMetricsPassPromtool(t *testing.T) {
 		`pacer_source_events_by_type_total{source="marathon",type="status_update_event"} 5`,
 		`pacer_tcp_connections_active{port="8000",plane="tcp"} 2`,
 		`pacer_tcp_connections_active{port="8000",plane="http"} 1`,
+		`pacer_tcp_bind_failing{port="8002",plane="tcp"} 1`,
+		`pacer_tcp_bind_failing{port="8000",plane="tcp"} 0`,
 		`pacer_dns_queries_total{qtype="SRV"} 3`,
 		`pacer_http_responses_total{app="/shop/web",port_index="0",service_port="8001",code="2xx"} 9`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	if strings.Contains(body, `port="9500"`) {
+		t.Error("metrics have series for a port outside --ports, which has no listener")
 	}
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {

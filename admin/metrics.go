@@ -131,12 +131,15 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if s.deps.Ports != nil {
-		ports := s.deps.Ports()
+		// Ports outside --ports are never bound: they have no listener to
+		// report on (/v1/services says why).
+		ports := slices.DeleteFunc(s.deps.Ports(), func(p proxy.PortStatus) bool { return p.Plane == "" })
 		for _, c := range []struct {
 			name, typ, help string
 			get             func(proxy.PortStatus) float64
 		}{
 			{"pacer_tcp_listening", "gauge", "1 while the service port's listener is open.", func(p proxy.PortStatus) float64 { return boolf(p.Listening) }},
+			{"pacer_tcp_bind_failing", "gauge", "1 while a claimed service port fails to bind (retried every second; see the log and /v1/services).", func(p proxy.PortStatus) float64 { return boolf(p.BindFailing) }},
 			{"pacer_tcp_connections_active", "gauge", "Client connections open on the service port.", func(p proxy.PortStatus) float64 { return float64(p.Active) }},
 			{"pacer_tcp_connections_total", "counter", "Client connections accepted on the service port.", func(p proxy.PortStatus) float64 { return float64(p.Total) }},
 			{"pacer_tcp_connections_failed_total", "counter", "Client connections closed without reaching a backend.", func(p proxy.PortStatus) float64 { return float64(p.Failed) }},

@@ -90,7 +90,11 @@ func (s *PortSet[P]) Sync(claimed map[int]bool) []Opened {
 		if err != nil {
 			if msg := err.Error(); msg != s.bindErr[port] {
 				s.bindErr[port] = msg
-				s.log.Info("cannot bind service port; retrying", zap.Int(keyPort, port), zap.Duration("every", BindRetry), zap.Error(err))
+				// A warning: the port's service is not served here until it
+				// binds. Often another process holds the port (marathon-lb
+				// during a migration); for a moment after a mode change it
+				// may be this pacer's other plane.
+				s.log.Warn("cannot bind service port; retrying", zap.Int(keyPort, port), zap.Duration("every", BindRetry), zap.Error(err))
 			}
 			continue
 		}
@@ -152,6 +156,7 @@ func (s *PortSet[P]) Status(claimed []int) []PortStatus {
 			st = ps.Status()
 		}
 		st.Error = s.bindErr[port]
+		st.BindFailing = st.Error != ""
 		out = append(out, st)
 	}
 	for port, ps := range s.ports {

@@ -91,6 +91,9 @@ type PortStatus struct {
 	// Error says why the port is not listening: the bind failure, or that
 	// the port is outside the configured range.
 	Error string `json:"error,omitempty"`
+	// BindFailing is set while the port is claimed, in range, and fails to
+	// bind (retried every BindRetry).
+	BindFailing bool `json:"bind_failing,omitempty"`
 	// Active is the number of client connections open now, including those
 	// held while waiting for a backend.
 	Active int64 `json:"active"`

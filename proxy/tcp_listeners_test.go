@@ -124,14 +124,14 @@ func TestTCPBindFailureReportedAndRetried(t *testing.T) {
 	h.waitOpened(free, 1) // the other port is not held back
 
 	st, _ := h.status(taken)
-	if st.Listening || st.Error == "" {
-		t.Fatalf("taken port status = %+v; want not listening with the bind error", st)
+	if st.Listening || st.Error == "" || !st.BindFailing {
+		t.Fatalf("taken port status = %+v; want not listening, failing, with the bind error", st)
 	}
 	// Once the port is free it opens within a retry, with no table
 	// change: a stable cluster may not change for hours.
 	squatter.Close()
 	h.waitOpened(taken, 1)
-	if st, _ := h.status(taken); !st.Listening || st.Error != "" {
+	if st, _ := h.status(taken); !st.Listening || st.Error != "" || st.BindFailing {
 		t.Fatalf("after retry: %+v", st)
 	}
 }
