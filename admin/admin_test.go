@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,9 +20,24 @@ import (
 	"github.com/pacer-lb/pacer/proxy/httpproxy"
 )
 
-type fakeSource struct{ st discovery.SourceStatus }
+// fakeSource reports st. Tests that serve the admin handler to another
+// goroutine while they change st do so through set.
+type fakeSource struct {
+	mu sync.Mutex
+	st discovery.SourceStatus
+}
 
-func (f *fakeSource) Status() discovery.SourceStatus { return f.st }
+func (f *fakeSource) Status() discovery.SourceStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st
+}
+
+func (f *fakeSource) set(change func(*discovery.SourceStatus)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	change(&f.st)
+}
 
 func newTestServer(t *testing.T) (*Server, *discovery.Table, *fakeSource) {
 	t.Helper()

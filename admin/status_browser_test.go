@@ -100,8 +100,10 @@ func TestStatusPageInBrowser(t *testing.T) {
 
 	// The stream up but the snapshot failing: the source is behind, and
 	// its error is current.
-	src.st.Behind, src.st.BehindSince = "full resync (GET /v2/apps) failing: 500", time.Now()
-	src.st.LastError, src.st.ErrorAt = "GET /v2/apps: 500", time.Now()
+	src.set(func(st *discovery.SourceStatus) {
+		st.Behind, st.BehindSince = "full resync (GET /v2/apps) failing: 500", time.Now()
+		st.LastError, st.ErrorAt = "GET /v2/apps: 500", time.Now()
+	})
 	dom = renderDOM(t, srv.URL+"/", 2*time.Second)
 	for _, want := range []string{`class="bad">behind: full resync (GET /v2/apps) failing: 500<`, `class="bad">GET /v2/apps: 500<`} {
 		if !strings.Contains(dom, want) {
