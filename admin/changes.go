@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/pacer-lb/pacer/discovery"
 )
@@ -43,10 +46,16 @@ func (l *changeLog) list() []change {
 }
 
 // FollowChanges records what each new snapshot changed, app by app, until
-// ctx ends. Apps a snapshot did not touch share their pointer with the
-// previous one, so a change costs a pointer comparison per app.
+// ctx ends, and logs the changes an operator must hear of (see alarms).
+// Apps a snapshot did not touch share their pointer with the previous one,
+// so a change costs a pointer comparison per app.
 func (s *Server) FollowChanges(ctx context.Context) {
 	prev := s.deps.Table.Snapshot()
+	al := newAlarms(s.log)
+	al.conflicts(prev)
+	for _, a := range prev.Apps() {
+		al.app(prev, nil, a)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -56,21 +65,110 @@ func (s *Server) FollowChanges(ctx context.Context) {
 		cur := s.deps.Table.Snapshot()
 		now := time.Now()
 		seen := map[string]bool{}
+		// A new overlay may put any app in or out of panic mode without
+		// changing its pointer (all of a service's backends ejected leaves
+		// the app as its source gave it).
+		overlay := !cur.SameEjections(prev)
 		for _, a := range cur.Apps() {
 			seen[a.ID] = true
 			old := prev.App(a.ID)
 			if old == a {
+				if overlay {
+					al.app(cur, old, a)
+				}
 				continue
 			}
 			s.changes.add(change{Time: now, Version: cur.Version(), App: a.ID, What: describeChange(old, a)})
+			al.app(cur, old, a)
 		}
 		for _, a := range prev.Apps() {
 			if !seen[a.ID] {
 				s.changes.add(change{Time: now, Version: cur.Version(), App: a.ID, What: "removed"})
+				al.removed(a)
 			}
 		}
+		al.conflicts(cur)
 		prev = cur
 	}
+}
+
+// alarms logs, once per change of state, what needs an operator: a service
+// left with no routable backend, one in panic mode (its health checks fail
+// on most backends, so all stay in rotation), and service ports claimed by
+// several apps. Each line says what ended it too.
+type alarms struct {
+	log      *zap.Logger
+	panic    map[discovery.ServiceKey]bool
+	conflict map[int]string // port -> who claims it, as logged
+}
+
+func newAlarms(log *zap.Logger) *alarms {
+	return &alarms{log: log, panic: map[discovery.ServiceKey]bool{}, conflict: map[int]string{}}
+}
+
+func serviceFields(svc *discovery.Service) []zap.Field {
+	return []zap.Field{zap.String("app", svc.Key.App), zap.Int("port_index", svc.Key.PortIndex), zap.Int("service_port", svc.ServicePort)}
+}
+
+// app compares an app's services in snap with old's (nil: new, or the first
+// look at the table).
+func (al *alarms) app(snap *discovery.Snapshot, old, cur *discovery.App) {
+	for i, svc := range cur.Services {
+		n := len(svc.Backends)
+		if old != nil && i < len(old.Services) && old.Services[i].Key == svc.Key {
+			switch was := len(old.Services[i].Backends); {
+			case was > 0 && n == 0:
+				al.log.Warn("service has no routable backend: clients get 503 (HTTP) or wait, then are closed (TCP)", serviceFields(svc)...)
+			case was == 0 && n > 0:
+				al.log.Info("service has routable backends again", append(serviceFields(svc), zap.Int("backends", n))...)
+			}
+		}
+		kept := snap.EjectedKept(svc)
+		switch {
+		case kept > 0 && !al.panic[svc.Key]:
+			al.panic[svc.Key] = true
+			al.log.Warn("most backends fail pacer's health checks; all kept in rotation (panic threshold)",
+				append(serviceFields(svc), zap.Int("failing", kept), zap.Int("backends", n))...)
+		case kept == 0 && al.panic[svc.Key]:
+			delete(al.panic, svc.Key)
+			al.log.Info("service out of panic mode: failing backends are out of rotation again", serviceFields(svc)...)
+		}
+	}
+	if old != nil && len(cur.Services) < len(old.Services) {
+		for _, svc := range old.Services[len(cur.Services):] {
+			delete(al.panic, svc.Key)
+		}
+	}
+}
+
+func (al *alarms) removed(a *discovery.App) {
+	for _, svc := range a.Services {
+		delete(al.panic, svc.Key)
+	}
+}
+
+// conflicts logs service ports that came to be claimed by several apps, or
+// changed claimants, and those no longer contested.
+func (al *alarms) conflicts(snap *discovery.Snapshot) {
+	now := map[int]string{}
+	for _, c := range snap.Conflicts() {
+		losers := make([]string, len(c.Losers))
+		for i, l := range c.Losers {
+			losers[i] = keyString(l)
+		}
+		who := keyString(c.Winner) + " over " + strings.Join(losers, ", ")
+		now[c.Port] = who
+		if al.conflict[c.Port] != who {
+			al.log.Warn("service port claimed by several apps; the lowest app id serves it, the others are not served there",
+				zap.Int("service_port", c.Port), zap.String("winner", keyString(c.Winner)), zap.Strings("losers", losers))
+		}
+	}
+	for port := range al.conflict {
+		if _, ok := now[port]; !ok {
+			al.log.Info("service port no longer contested", zap.Int("service_port", port))
+		}
+	}
+	al.conflict = now
 }
 
 func backendCount(a *discovery.App) int {

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"fmt"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -43,6 +44,9 @@ type serviceView struct {
 	// may win a conflict) and pacer has it open.
 	Serving bool   `json:"serving"`
 	Note    string `json:"note,omitempty"`
+	// Panic is set when most backends fail pacer's health checks and all
+	// stay in rotation (discovery.PanicThreshold).
+	Panic bool `json:"panic,omitempty"`
 	// Backends are the backends in rotation; OutOfRotation those the
 	// source lists but pacer's health checker ejected.
 	Backends      []backendView `json:"backends"`
@@ -130,6 +134,12 @@ func (s *Server) servicesReport() servicesView {
 				sv.Note = ps.Error
 			case bound:
 				sv.Serving = ps.Listening
+			}
+			if kept := snap.EjectedKept(svc); kept > 0 {
+				sv.Panic = true
+				if sv.Note == "" {
+					sv.Note = fmt.Sprintf("%d of %d backends fail pacer's health checks; all kept in rotation (panic threshold)", kept, len(svc.Backends))
+				}
 			}
 			in := map[netip.AddrPort]bool{}
 			for _, b := range svc.Backends {

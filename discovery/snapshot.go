@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 )
@@ -84,6 +85,25 @@ func (s *Snapshot) Ejected(addr netip.AddrPort) (reason string, ok bool) {
 	reason, ok = s.ejected[addr]
 	return reason, ok
 }
+
+// EjectedKept counts svc's backends that the health overlay ejected but
+// that stay in rotation because more than PanicThreshold of them were
+// ejected: more than zero means the service is in panic mode.
+func (s *Snapshot) EjectedKept(svc *Service) int {
+	n := 0
+	if len(s.ejected) == 0 {
+		return 0
+	}
+	for _, b := range svc.Backends {
+		if _, ok := s.ejected[b.Addr]; ok {
+			n++
+		}
+	}
+	return n
+}
+
+// SameEjections reports whether s and o carry the same health overlay.
+func (s *Snapshot) SameEjections(o *Snapshot) bool { return maps.Equal(s.ejected, o.ejected) }
 
 // Conflicts returns every service port claimed by more than one service.
 func (s *Snapshot) Conflicts() []Conflict {

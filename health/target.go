@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -157,14 +159,27 @@ func (c *Checker) verdictLocked(t *target, now time.Time) bool {
 	}
 	if healthy != t.healthy {
 		t.since = now
+		// Out of rotation unless most of a service's backends are (the
+		// panic threshold keeps them all in; that is logged per service).
 		if healthy {
-			c.log.Info("backend back in rotation", zap.Stringer(keyBackend, t.addr))
+			c.log.Info("backend back in rotation", zap.Stringer(keyBackend, t.addr), zap.Strings("services", t.serviceNames()))
 		} else {
-			c.log.Info("backend out of rotation", zap.Stringer(keyBackend, t.addr), zap.String("reason", reason))
+			c.log.Info("backend out of rotation", zap.Stringer(keyBackend, t.addr), zap.Strings("services", t.serviceNames()), zap.String("reason", reason))
 		}
 	}
 	t.healthy, t.reason = healthy, reason
 	return true
+}
+
+// serviceNames names the services routing to t ("/shop/web#0"), sorted, for
+// logs. Called with t.mu held.
+func (t *target) serviceNames() []string {
+	names := make([]string, 0, len(t.refs))
+	for k := range t.refs {
+		names = append(names, k.App+"#"+strconv.Itoa(k.PortIndex))
+	}
+	slices.Sort(names)
+	return names
 }
 
 // probeLoop probes t with check every interval until ctx is done. The first
