@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
+
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
 )
 
@@ -276,7 +278,7 @@ func TestFaultStreamClosesAtOnce(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 		return true
 	})
-	src, tb, _ := startLogged(t, Config{URLs: []string{sim.URL()}, BackoffMin: 20 * time.Millisecond, BackoffMax: time.Second})
+	src, tb, logs := startLogged(t, Config{URLs: []string{sim.URL()}, BackoffMin: 20 * time.Millisecond, BackoffMax: time.Second})
 	waitSim(t, tb, sim, "/web")
 	before := backends(tb, "/web")
 	closing.Store(true)
@@ -292,6 +294,19 @@ func TestFaultStreamClosesAtOnce(t *testing.T) {
 	}
 	if e := src.Status().LastError; !strings.Contains(e, "closed by Marathon") {
 		t.Errorf("LastError = %q", e)
+	}
+	// Reported once, not three lines a cycle: each cycle connects,
+	// disconnects and resyncs.
+	for msg, most := range map[string]int{"event stream disconnected": 2, "connected to the event stream": 2, "resync done": 1} {
+		n := 0
+		for _, e := range logs.FilterMessageSnippet(msg).All() {
+			if e.Level >= zapcore.InfoLevel {
+				n++
+			}
+		}
+		if n > most {
+			t.Errorf("%q logged %d times at info or above over six flaps, want at most %d", msg, n, most)
+		}
 	}
 	if got := backends(tb, "/web"); !slices.Equal(got, before) {
 		t.Errorf("backends changed: %q, want %q", got, before)

@@ -35,6 +35,12 @@ type Source struct {
 	conn   chan connNotice
 	kick   chan struct{} // capacity 1: reconnect the stream now (leader changed)
 
+	// flapErr is the error that ended the last stream to die young (shorter
+	// than stableStream), or "": while streams keep dying of it, their
+	// connects and ends log at debug, not three lines a cycle for as long as
+	// a leader takes to settle. Only the stream goroutine uses it.
+	flapErr string
+
 	running atomic.Bool
 
 	mu           sync.Mutex // guards what follows
@@ -186,6 +192,7 @@ type loop struct {
 	synced      bool
 	problems    map[string]string // last logged problem per app
 	lastFullErr string            // so a Marathon that stays down is logged once
+	lastDoneLog time.Time         // the last "resync done" at info (see onFull)
 }
 
 func newLoop(s *Source, ctx context.Context, wg *sync.WaitGroup) *loop {
@@ -379,7 +386,13 @@ func (l *loop) onFull(r fetchResult) {
 	l.s.mu.Unlock()
 	// fetch_decode is the GET and JSON decoding (off the state goroutine);
 	// apply is building the apps and publishing the table.
-	l.s.log.Info("resync done", zap.Int("apps", len(apps)), zap.Int("tasks", tasks),
+	// At most a line a minute at info: a stream that keeps reconnecting
+	// brings a resync each time.
+	done := l.s.log.Debug
+	if now := time.Now(); now.Sub(l.lastDoneLog) >= time.Minute {
+		done, l.lastDoneLog = l.s.log.Info, now
+	}
+	done("resync done", zap.Int("apps", len(apps)), zap.Int("tasks", tasks),
 		zap.Duration("fetch_decode", r.took), zap.Duration("apply", applied))
 	l.resyncTimer.Reset(l.s.cfg.ResyncInterval)
 	if l.buffering && r.seq > l.upSeq {

@@ -185,7 +185,11 @@ func (s *Source) streamOnce(parent context.Context, connects int) (lived time.Du
 		// Followed a redirect to the leader (Marathon 1.7+).
 		fields = append(fields, zap.String("leader", resp.Request.URL.Scheme+"://"+resp.Request.URL.Host))
 	}
-	s.log.Info("connected to the event stream", fields...)
+	connected := s.log.Info
+	if s.flapErr != "" {
+		connected = s.log.Debug
+	}
+	connected("connected to the event stream", fields...)
 	s.notify(parent, connNotice{up: true})
 
 	p := newSSEReader(bufio.NewReaderSize(&activityReader{r: resp.Body, timer: timer, idle: idle}, 64<<10))
@@ -229,7 +233,16 @@ func (s *Source) streamOnce(parent context.Context, connects int) (lived time.Du
 	}
 	err = errors.New(s.client.scrub(err.Error()))
 	s.recordError(err)
-	s.log.Warn("event stream disconnected; reconnecting", zap.String("url", ep.redacted),
+	disconnected := s.log.Warn
+	switch msg := err.Error(); {
+	case lived >= stableStream:
+		s.flapErr = ""
+	case msg == s.flapErr:
+		disconnected = s.log.Debug // the same flap again: see Source.flapErr
+	default:
+		s.flapErr = msg
+	}
+	disconnected("event stream disconnected; reconnecting", zap.String("url", ep.redacted),
 		zap.Duration("lived", lived.Round(time.Millisecond)), zap.Error(err))
 	s.notify(parent, connNotice{})
 	return lived, true, err
