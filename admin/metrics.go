@@ -222,10 +222,12 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 		for _, k := range sortedKeys(st.Responses) {
 			m.sample("pacer_dns_responses_total", float64(st.Responses[k]), "rcode", k)
 		}
-		m.family("pacer_dns_truncated_total", "counter", "UDP responses cut short with TC set.")
+		m.family("pacer_dns_truncated_total", "counter", "Responses cut short with TC set (UDP; TCP past 64 KB).")
 		m.sample("pacer_dns_truncated_total", float64(st.Truncated))
-		m.family("pacer_dns_dropped_total", "counter", "Packets that got no answer.")
+		m.family("pacer_dns_dropped_total", "counter", "Packets read that got no answer (malformed, or not queries); not those the kernel dropped.")
 		m.sample("pacer_dns_dropped_total", float64(st.Dropped))
+		m.family("pacer_dns_tcp_rejected_total", "counter", "TCP connections closed unanswered at the connection limit.")
+		m.sample("pacer_dns_tcp_rejected_total", float64(st.TCPRejected))
 		m.family("pacer_dns_cache_hits_total", "counter", "Answers served from the packed-answer cache.")
 		m.sample("pacer_dns_cache_hits_total", float64(st.CacheHits))
 		m.family("pacer_dns_cache_misses_total", "counter", "Answers built for the cache.")

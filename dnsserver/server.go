@@ -81,6 +81,8 @@ type Server struct {
 	udp      []*net.UDPConn
 	tcp      net.Listener
 	conns    map[net.Conn]struct{}
+	maxConns int       // maxTCPConns; tests lower it
+	rejected time.Time // when a rejected TCP connection was last logged
 	running  bool
 	stopped  bool
 	cancel   context.CancelFunc // ends Run's context
@@ -131,6 +133,7 @@ func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Server, error) {
 		seed:     maphash.MakeSeed(),
 		cache:    cache,
 		conns:    map[net.Conn]struct{}{},
+		maxConns: maxTCPConns,
 		done:     make(chan struct{}),
 	}
 	return s, nil

@@ -417,3 +417,46 @@ func TestDigLargeTCP(t *testing.T) {
 		})
 	}
 }
+
+// At the TCP connection limit a new connection is closed unanswered, and
+// counted: clients that retry over TCP after a truncated answer would
+// otherwise fail with no trace in pacer's metrics.
+func TestTCPConnectionLimitCounted(t *testing.T) {
+	t.Parallel()
+	s, _, tcp := runServer(t, fixtureTable(), func(s *Server) { s.maxConns = 2 })
+	ask := func(c *dns.Conn) error {
+		if err := c.WriteMsg(question("web-shop.marathon.mesos.", dns.TypeA)); err != nil {
+			return err
+		}
+		_, err := c.ReadMsg()
+		return err
+	}
+	var open []*dns.Conn
+	for range 2 {
+		c, err := dns.Dial("tcp", tcp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := ask(c); err != nil { // the server holds it now
+			t.Fatal(err)
+		}
+		open = append(open, c)
+	}
+	third, err := dns.Dial("tcp", tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	third.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := ask(third); err == nil {
+		t.Fatal("a third connection was answered over a limit of 2")
+	}
+	if got := s.Stats().TCPRejected; got != 1 {
+		t.Errorf("TCPRejected = %d, want 1", got)
+	}
+	// The open ones still work.
+	if err := ask(open[0]); err != nil {
+		t.Errorf("an open connection after the rejection: %v", err)
+	}
+}

@@ -14,10 +14,15 @@ type Stats struct {
 	// Responses counts responses by rcode name ("NOERROR", "NXDOMAIN",
 	// "REFUSED", "FORMERR", "NOTIMP", "SERVFAIL", "BADVERS", ...).
 	Responses map[string]uint64
-	// Truncated counts UDP responses cut short with TC set.
+	// Truncated counts responses cut short with TC set: over UDP, or over
+	// TCP past 64 KB.
 	Truncated uint64
 	// Dropped counts packets that got no answer (too short, or responses).
+	// Packets the kernel dropped for a full socket buffer are not seen.
 	Dropped uint64
+	// TCPRejected counts TCP connections closed unanswered because
+	// maxTCPConns were open.
+	TCPRejected uint64
 	// CacheHits and CacheMisses count answers served from the packed-answer
 	// cache and answers built for it.
 	CacheHits, CacheMisses uint64
@@ -52,13 +57,14 @@ func qtypeName(slot int) string {
 // counters are one worker's counters (one per UDP socket, one for TCP), so
 // sockets never share a cache line on the hot path.
 type counters struct {
-	qtypes    [qtypeSlots]atomic.Uint64
-	rcodes    [17]atomic.Uint64 // 0-15, then 16 (BADVERS)
-	truncated atomic.Uint64
-	dropped   atomic.Uint64
-	hits      atomic.Uint64
-	misses    atomic.Uint64
-	_         [64]byte // keep the next worker's counters off this cache line
+	qtypes      [qtypeSlots]atomic.Uint64
+	rcodes      [17]atomic.Uint64 // 0-15, then 16 (BADVERS)
+	truncated   atomic.Uint64
+	dropped     atomic.Uint64
+	tcpRejected atomic.Uint64
+	hits        atomic.Uint64
+	misses      atomic.Uint64
+	_           [64]byte // keep the next worker's counters off this cache line
 }
 
 func (c *counters) query(qtype uint16) { c.qtypes[qtypeSlot(qtype)].Add(1) }
@@ -83,6 +89,7 @@ func (c *counters) add(st *Stats) {
 	}
 	st.Truncated += c.truncated.Load()
 	st.Dropped += c.dropped.Load()
+	st.TCPRejected += c.tcpRejected.Load()
 	st.CacheHits += c.hits.Load()
 	st.CacheMisses += c.misses.Load()
 }

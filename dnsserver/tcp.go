@@ -38,7 +38,19 @@ func (s *Server) serveTCP(l net.Listener, st *counters) {
 			continue
 		}
 		s.mu.Lock()
-		if s.stopped || len(s.conns) >= maxTCPConns {
+		if s.stopped {
+			s.mu.Unlock()
+			c.Close()
+			continue
+		}
+		if len(s.conns) >= s.maxConns {
+			// Clients that retry over TCP after a truncated answer get
+			// nothing here: count it, and say so at most once a minute.
+			st.tcpRejected.Add(1)
+			if now := time.Now(); now.Sub(s.rejected) >= time.Minute {
+				s.rejected = now
+				s.log.Warn("DNS over TCP: connection limit reached; closing new connections unanswered", zap.Int("limit", s.maxConns))
+			}
 			s.mu.Unlock()
 			c.Close()
 			continue
