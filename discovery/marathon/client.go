@@ -196,7 +196,7 @@ func (c *client) do(ctx context.Context, path string, query url.Values, accept s
 		return resp, ep, nil
 	}
 	if len(errs) == 0 {
-		return nil, c.current(), errors.New("no Marathon leader known yet and no URL configured")
+		return nil, c.current(), errors.New("no Marathon leader known yet (waiting for ZooKeeper to name one)")
 	}
 	return nil, c.current(), errors.New(strings.Join(errs, "; "))
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/go-zookeeper/zk"
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
+	"github.com/pacer-lb/pacer/internal/testnet"
 	"github.com/pacer-lb/pacer/internal/zktest"
 )
 
@@ -223,5 +224,24 @@ func followLeader(ctx context.Context, w *LeaderWatcher) {
 			<-streamDone
 			return
 		}
+	}
+}
+
+// A ZooKeeper that never answers is named in the status (for /healthz and
+// the status page) from the start; the client's own retries are quiet.
+func TestLeaderWatcherUnreachableZooKeeperNamed(t *testing.T) {
+	t.Parallel()
+	addr := testnet.RefusedAddr(t).String()
+	w := runLeader(t, []string{addr}, "/marathon")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := w.Status()
+		if strings.Contains(st.LastError, "no ZooKeeper session with "+addr) && !st.ErrorAt.IsZero() && !st.Connected && !st.Synced {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status with ZooKeeper unreachable: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -52,15 +52,24 @@ type session struct {
 	expiries  uint64        // sessions the server expired
 	connected bool
 	closed    bool // close was called: state changes are ours, not news
+	// down is when the client last had no session (since dial, or since
+	// the session was lost); unreached warns once if it lasts (see dial).
+	down      time.Time
+	unreached *time.Timer
 }
+
+// unreachedAfter is how long pacer waits for a first session before it
+// warns: the client's own connect failures log only at debug.
+const unreachedAfter = 10 * time.Second
 
 // dial starts a client for servers; it does not wait for a session.
 // auth, if set, is "user:pass" for digest authentication.
 func dial(servers []string, timeout time.Duration, auth string, log *zap.Logger) (*session, error) {
-	s := &session{log: log, servers: strings.Join(servers, ","), auth: auth, ready: make(chan struct{})}
+	s := &session{log: log, servers: strings.Join(servers, ","), auth: auth, ready: make(chan struct{}), down: time.Now()}
 	// Hold mu until conn is set: the client's goroutine may deliver the
 	// first session event before Connect returns, and event reads conn.
 	s.mu.Lock()
+	s.unreached = time.AfterFunc(unreachedAfter, s.warnUnreached)
 	conn, _, err := zk.Connect(servers, timeout,
 		zk.WithLogger(zkLogger{log}),
 		zk.WithLogInfo(false),
@@ -134,7 +143,19 @@ func (s *session) event(e zk.Event) {
 	}
 }
 
+// warnUnreached says, once, that no first session came in unreachedAfter.
+func (s *session) warnUnreached() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions == 0 && !s.closed {
+		s.log.Warn("no ZooKeeper session yet; still trying", zap.String(keyServers, s.servers), zap.Duration("for", time.Since(s.down).Round(time.Second)))
+	}
+}
+
 func (s *session) leaveLocked() {
+	if s.connected {
+		s.down = time.Now()
+	}
 	s.connected = false
 	select {
 	case <-s.ready:
@@ -160,6 +181,18 @@ func (s *session) report(st discovery.SourceStatus) discovery.SourceStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.Connected = s.connected
+	if !s.connected {
+		// Say why, for /healthz and the status page: the client retries
+		// quietly, and a read's error does not name the servers.
+		msg := "no ZooKeeper session with " + s.servers
+		if st.LastError != "" && !strings.HasPrefix(st.LastError, msg) {
+			msg += " (last read: " + st.LastError + ")"
+		}
+		st.LastError = msg
+		if st.ErrorAt.IsZero() {
+			st.ErrorAt = s.down
+		}
+	}
 	if s.sessions > 1 {
 		st.Reconnects = s.sessions - 1
 	}
@@ -176,6 +209,7 @@ func (s *session) counts() (sessions, expiries uint64) {
 func (s *session) close() {
 	s.mu.Lock()
 	s.closed = true
+	s.unreached.Stop()
 	s.mu.Unlock()
 	s.conn.Close()
 }
