@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
 
 	"github.com/pacer-lb/pacer/internal/fastconn"
 )
@@ -51,6 +52,13 @@ type backend struct {
 	mu     sync.Mutex
 	idle   []*bconn // LIFO: the most recently used on top
 	closed bool
+	// streams lists the connections whose answers stream to clients now
+	// (startBody to Close). When no service routes to the backend any more
+	// (leave), each gets DrainTimeout from then to finish, as the TCP
+	// plane drains its connections, unless the address is routed again
+	// first (back); left is when it left, zero while it is routed.
+	streams *bconn
+	left    time.Time
 }
 
 func newBackend(p *Proxy, addr netip.AddrPort) *backend {
@@ -214,6 +222,49 @@ func (b *backend) close() {
 	b.dropIdle()
 }
 
+// leave closes the pool of a backend no service routes to any more, and
+// starts the drain of the answers streaming from it.
+func (b *backend) leave() {
+	b.mu.Lock()
+	b.closed = true
+	b.left = time.Now()
+	n := 0
+	for c := b.streams; c != nil; c = c.snext {
+		c.startDrain(b.left)
+		n++
+	}
+	b.mu.Unlock()
+	b.dropIdle()
+	if n > 0 {
+		b.p.log.Info("backend left; draining its streaming answers", zap.Stringer("backend", b.addr),
+			zap.Int("answers", n), zap.Duration("drain_timeout", b.p.cfg.DrainTimeout))
+	}
+}
+
+// back stops the drain leave started: the address is routed again. The
+// pool stays closed (a new backend has the address's pool now); the
+// answers streaming from this one finish unbounded by the drain.
+func (b *backend) back() {
+	b.mu.Lock()
+	b.left = time.Time{}
+	n := 0
+	for c := b.streams; c != nil; c = c.snext {
+		c.stopDrain()
+		n++
+	}
+	b.mu.Unlock()
+	if n > 0 {
+		b.p.log.Info("backend is back; its streaming answers stop draining", zap.Stringer("backend", b.addr), zap.Int("answers", n))
+	}
+}
+
+// streaming reports whether answers stream from b.
+func (b *backend) streaming() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.streams != nil
+}
+
 // bconn is one keep-alive connection to a backend. While a response body
 // streams to the client, the bconn is also that body's reader (fasthttp
 // reads it and closes it when the body is written), so streaming allocates
@@ -249,6 +300,12 @@ type bconn struct {
 	x     *exchanger
 	rh    fasthttp.ResponseHeader
 	rhSet bool // rh has the server's settings
+
+	// The backend's list of streaming connections, and this one's drain
+	// timer (see backend.streams); guarded by b.mu.
+	sprev, snext *bconn
+	streaming    bool
+	drain        *time.Timer
 }
 
 // bsrc is what a bconn's reader reads: nc, or while the poller looks at
@@ -293,6 +350,61 @@ func (c *bconn) startBody(cl int, keep bool, client net.Conn, st *svcState) {
 	c.st = st
 	c.deadlineAt = time.Time{}
 	c.deadline = time.Time{} // Read moves the read deadline
+	b := c.b
+	b.mu.Lock()
+	c.streaming, c.sprev, c.snext = true, nil, b.streams
+	if b.streams != nil {
+		b.streams.sprev = c
+	}
+	b.streams = c
+	if !b.left.IsZero() {
+		c.startDrain(b.left) // the backend left while the request was out
+	}
+	b.mu.Unlock()
+}
+
+// unstream takes c off its backend's list of streaming connections, and
+// stops its drain.
+func (c *bconn) unstream() {
+	b := c.b
+	b.mu.Lock()
+	if c.streaming {
+		c.streaming = false
+		c.stopDrain()
+		if c.sprev != nil {
+			c.sprev.snext = c.snext
+		} else {
+			b.streams = c.snext
+		}
+		if c.snext != nil {
+			c.snext.sprev = c.sprev
+		}
+		c.sprev, c.snext = nil, nil
+	}
+	b.mu.Unlock()
+}
+
+// startDrain bounds c's answer by DrainTimeout from left, when its
+// backend left: the body's silence timer alone would let a stream that
+// keeps moving run for good. A reset, as the TCP plane's drain cuts a
+// connection: the client gets a body cut short, never one that looks
+// whole. Called with b.mu held.
+func (c *bconn) startDrain(left time.Time) {
+	if c.drain == nil {
+		nc := c.nc
+		c.drain = time.AfterFunc(time.Until(left.Add(c.b.p.cfg.DrainTimeout)), func() {
+			_ = nc.SetLinger(0)
+			nc.Close()
+		})
+	}
+}
+
+// stopDrain cancels c's drain. Called with b.mu held.
+func (c *bconn) stopDrain() {
+	if c.drain != nil {
+		c.drain.Stop()
+		c.drain = nil
+	}
 }
 
 // flushRequest sends what is left of the request in bw, with the socket
@@ -497,6 +609,7 @@ func unhex(ch byte) (byte, bool) {
 // was read in full and the backend keeps the connection alive, and is closed
 // otherwise (the client went away mid-body, or the backend closes).
 func (c *bconn) Close() error {
+	c.unstream()
 	c.client = nil
 	if c.st != nil {
 		c.st.active.Add(-1)

@@ -30,7 +30,8 @@
 //     to its pool when the body ends.
 //
 // Nothing on this path takes a lock except a backend's pool mutex (held for
-// a slice push or pop), and nothing allocates once the pools are warm.
+// a slice push or pop, or to link an answer that streams into its
+// backend's list), and nothing allocates once the pools are warm.
 //
 // Most keep-alive requests never reach fasthttp's goroutine: while it waits
 // for the next request, fastconn's poller reads it and offers it to the
@@ -39,6 +40,17 @@
 // the poller sees it, the same steps and the same bytes as above. Whatever
 // it cannot finish goes back to fasthttp, which serves it as above. Upgrade
 // requests (WebSocket) are answered by a spliced TCP tunnel (upgrade.go).
+//
+// # Drains
+//
+// As in the TCP plane, nothing already open is cut when the table changes,
+// only bounded by DrainTimeout. A service port nobody claims any more stops
+// listening; its requests in flight finish, each answer closing its
+// connection, and what is still open at the deadline is closed. Each
+// opening of a port's listener drains on its own (listenRun), so a port
+// claimed again is served as usual at once. An answer streaming from a
+// backend no service routes to any more, and a tunnel (WebSocket) to one,
+// get DrainTimeout from then, unless the address is routed again first.
 //
 // # Errors
 //

@@ -54,6 +54,7 @@ import (
 type exchanger struct {
 	p  *Proxy
 	hp *httpPort
+	lr *listenRun // the run of hp's listener that accepted c
 	c  *fastconn.Conn
 
 	// The exchange in flight, written by Exchange and read by whoever
@@ -156,14 +157,14 @@ func (x *exchanger) take(c *fastconn.Conn, b []byte) bool {
 	// Counted before draining is checked: a drain that sets draining and
 	// then reads the count either waits for this exchange or makes it
 	// decline.
-	x.hp.exchanges.Add(1)
+	x.lr.exchanges.Add(1)
 	taken := false
 	defer func() {
 		if !taken {
-			x.hp.exchanges.Add(-1)
+			x.lr.exchanges.Add(-1)
 		}
 	}()
-	if x.hp.draining.Load() {
+	if x.lr.draining.Load() {
 		return false
 	}
 	idx := p.idx.Load()
@@ -371,7 +372,7 @@ func (x *exchanger) answer(c *bconn) bool {
 		go x.writeRest()
 		return true
 	}
-	x.hp.exchanges.Add(-1)
+	x.lr.exchanges.Add(-1)
 	x.pushDeadline(now)
 	x.c.ExchangeDone()
 	return true
@@ -390,7 +391,7 @@ func (x *exchanger) writeRest() {
 	if err != nil {
 		_ = x.c.Close()
 	}
-	x.hp.exchanges.Add(-1)
+	x.lr.exchanges.Add(-1)
 	x.c.ExchangeDone()
 }
 
@@ -400,7 +401,7 @@ func (x *exchanger) writeRest() {
 func (x *exchanger) fallBack(c *bconn) {
 	x.between.Store(false)
 	x.rt.st.active.Add(-1)
-	x.hp.exchanges.Add(-1)
+	x.lr.exchanges.Add(-1)
 	x.resume.Store(c)
 	if !x.c.ExchangeFallback(x.n) {
 		// The client's reader is gone (its deadline, Close): nobody will

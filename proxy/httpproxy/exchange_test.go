@@ -313,7 +313,7 @@ func TestPollerDrainLetsExchangeFinish(t *testing.T) {
 				io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 				return true
 			})
-			_, addr, hp := r.webPort(t, be)
+			_, addr, lr := r.webPort(t, be)
 			c := client()
 			type result struct {
 				status int
@@ -348,7 +348,7 @@ func TestPollerDrainLetsExchangeFinish(t *testing.T) {
 				case <-time.After(waitFor):
 					t.Fatal("the slow request never reached the backend")
 				}
-				if hp.exchanges.Load() == 1 {
+				if lr.exchanges.Load() == 1 {
 					break
 				}
 				release <- struct{}{}
@@ -396,16 +396,23 @@ func TestPollerDrainLetsExchangeFinish(t *testing.T) {
 }
 
 // webPort serves /web from be on a fresh HTTP-mode service port, and
-// returns the port, its address and its listener.
-func (r *rig) webPort(t *testing.T, be netip.AddrPort) (int, string, *httpPort) {
+// returns the port, its address and its listener's run.
+func (r *rig) webPort(t *testing.T, be netip.AddrPort) (int, string, *listenRun) {
 	t.Helper()
 	port := testnet.FreePort(t)
 	r.apply(app("/web", port, nil, "", be))
 	addr := r.waitPort(port)
+	return port, addr, r.run(port)
+}
+
+// run returns the run of port's listener open now, or nil.
+func (r *rig) run(port int) *listenRun {
 	r.p.lmu.Lock()
 	defer r.p.lmu.Unlock()
-	hp, _ := r.p.ports.Get(port)
-	return port, addr, hp
+	if hp, ok := r.p.ports.Get(port); ok {
+		return hp.run
+	}
+	return nil
 }
 
 // drainWeb drains the rig's /web: how is "shutdown" (the proxy's
@@ -730,7 +737,7 @@ func TestDrainReportsRequestsLeftInThePoller(t *testing.T) {
 			})
 			core, logs := observer.New(zap.WarnLevel)
 			r := newRigLog(t, t, Config{DrainTimeout: 200 * time.Millisecond}, zap.New(core))
-			port, addr, hp := r.webPort(t, be)
+			port, addr, lr := r.webPort(t, be)
 
 			// The request that hangs must be in the poller's hands; a
 			// stall past peekAfter since the warm-up sends it fasthttp's
@@ -746,7 +753,7 @@ func TestDrainReportsRequestsLeftInThePoller(t *testing.T) {
 				case <-time.After(waitFor):
 					t.Fatal("the request never reached the backend")
 				}
-				inPoller = hp.exchanges.Load() == 1
+				inPoller = lr.exchanges.Load() == 1
 			}
 			if !inPoller {
 				t.Fatal("the hanging request never went through the poller in 5 tries")

@@ -72,8 +72,9 @@ func (p *Proxy) serveVHost(ctx *fasthttp.RequestCtx) {
 	p.serve(ctx, r)
 }
 
-// servePort returns the handler of one service port's listener.
-func (p *Proxy) servePort(hp *httpPort) fasthttp.RequestHandler {
+// servePort returns the handler of one run of a service port's listener.
+func (p *Proxy) servePort(lr *listenRun) fasthttp.RequestHandler {
+	hp := lr.hp
 	return func(ctx *fasthttp.RequestCtx) {
 		if p.resume(ctx) {
 			return
@@ -85,6 +86,10 @@ func (p *Proxy) servePort(hp *httpPort) fasthttp.RequestHandler {
 		if r == nil {
 			hp.failed.Add(1)
 			p.plain(ctx, fasthttp.StatusServiceUnavailable, "pacer: no service on this port any more\n")
+			// The listener closes, or has closed: a client that kept the
+			// connection would be held to it, and to its draining server,
+			// for good.
+			ctx.SetConnectionClose()
 			return
 		}
 		if uri := ctx.Request.Header.RequestURI(); isAbsolute(uri) {

@@ -41,6 +41,9 @@ type Proxy struct {
 	// that routes to the address.
 	backends map[netip.AddrPort]*backend
 	states   map[discovery.ServiceKey]*svcState
+	// left holds the backends no service routes to any more whose answers
+	// still stream, until they end or the address is routed again.
+	left map[netip.AddrPort][]*backend
 
 	lmu     sync.Mutex // guards ports, vhosts, closing
 	ports   *proxy.PortSet[*httpPort]
@@ -48,11 +51,13 @@ type Proxy struct {
 	closing bool
 
 	// sem holds one token per open client connection (MaxConns).
-	sem     chan struct{}
-	cmu     sync.Mutex // guards conns and tunnels
-	conns   map[net.Conn]*httpPort
-	tunnels map[net.Conn]*net.TCPConn
-	killed  bool
+	sem   chan struct{}
+	cmu   sync.Mutex // guards conns, tunnels, ntunnels, killed and listenRun.cut
+	conns map[net.Conn]*listenRun
+	// tunnels are the open tunnels by backend address (see sweepTunnels).
+	tunnels  map[netip.AddrPort]*backendTunnels
+	ntunnels int
+	killed   bool
 
 	quit     chan struct{}
 	quitOnce sync.Once
@@ -66,21 +71,38 @@ type httpPort struct {
 	p     *Proxy
 	port  int
 	vhost bool
-	// Guarded by Proxy.lmu.
+	// Guarded by Proxy.lmu: the listener open now, its server, and their
+	// run.
 	ln  *limitListener
 	srv *fasthttp.Server
+	run *listenRun
 
 	accepted atomic.Uint64
 	active   atomic.Int64
 	failed   atomic.Uint64
+}
 
+// listenRun is one opening of a listener, from Listen (or ServeVHost) to
+// the end of its drain. A service port's httpPort outlives its listeners
+// (its counters survive the port leaving the table and coming back), and
+// the connections of a listener closed for good drain while those of the
+// next one on the same port are served as usual: so the drain's state is
+// the run's, which the listener's server and its connections' exchangers
+// hold, not the port's.
+type listenRun struct {
+	hp *httpPort
 	// draining is set once the listener closed for good (Shutdown, or the
-	// port left the table): requests go fasthttp's way, which drains them.
+	// port left the table): requests go fasthttp's way, which drains them,
+	// and every answer closes its connection.
 	// exchanges counts the requests in flight that the poller serves
 	// (exchange.go), which fasthttp sees as idle connections and would
 	// close under them: the drain waits for them first (drainExchanges).
 	draining  atomic.Bool
 	exchanges atomic.Int64
+	// cut is set, under Proxy.cmu, once the drain's deadline closed the
+	// run's connections: one that fasthttp reports new after that is
+	// closed at once.
+	cut bool
 }
 
 // drainLeftMsg is the warning for requests the poller sent whose answers
@@ -88,15 +110,15 @@ type httpPort struct {
 // process.
 const drainLeftMsg = "requests still waiting for their backends at the end of the drain"
 
-// drainExchanges stops the poller from taking hp's requests and waits
+// drainExchanges stops the poller from taking lr's requests and waits
 // until those it took are answered, or ctx ends; it returns how many were
 // still unanswered then.
-func (hp *httpPort) drainExchanges(ctx context.Context) int64 {
-	hp.draining.Store(true)
-	for hp.exchanges.Load() > 0 && ctx.Err() == nil {
+func (lr *listenRun) drainExchanges(ctx context.Context) int64 {
+	lr.draining.Store(true)
+	for lr.exchanges.Load() > 0 && ctx.Err() == nil {
 		time.Sleep(time.Millisecond)
 	}
-	return hp.exchanges.Load()
+	return lr.exchanges.Load()
 }
 
 // New returns a Proxy that routes by table. It opens nothing until Run or
@@ -120,9 +142,10 @@ func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Proxy, error) {
 		retryAfter: strconv.AppendInt(nil, int64(math.Ceil(cfg.RetryAfter.Seconds())), 10),
 		backends:   map[netip.AddrPort]*backend{},
 		states:     map[discovery.ServiceKey]*svcState{},
+		left:       map[netip.AddrPort][]*backend{},
 		sem:        make(chan struct{}, cfg.MaxConns),
-		conns:      map[net.Conn]*httpPort{},
-		tunnels:    map[net.Conn]*net.TCPConn{},
+		conns:      map[net.Conn]*listenRun{},
+		tunnels:    map[netip.AddrPort]*backendTunnels{},
 		quit:       make(chan struct{}),
 	}
 	p.ports = proxy.NewPortSet(cfg.PortMin, cfg.PortMax, p.log, func(port int) *httpPort {
@@ -131,10 +154,20 @@ func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Proxy, error) {
 	return p, nil
 }
 
-// newServer returns the fasthttp server of one listener.
-func (p *Proxy) newServer(hp *httpPort, h fasthttp.RequestHandler) *fasthttp.Server {
+// newServer returns the fasthttp server of one run of a listener.
+func (p *Proxy) newServer(lr *listenRun, h fasthttp.RequestHandler) *fasthttp.Server {
 	return &fasthttp.Server{
-		Handler:      h,
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			h(ctx)
+			if lr.draining.Load() {
+				// A draining listener's connections end with their
+				// answers: fasthttp closes them only while its Shutdown
+				// runs, which starts once the poller's requests are
+				// answered, and ends, at the deadline, by serving the
+				// connections left as if no Shutdown had begun.
+				ctx.SetConnectionClose()
+			}
+		},
 		ErrorHandler: p.serverError,
 		// The read buffer bounds the request header: larger gets 431.
 		ReadBufferSize:  p.cfg.MaxHeaderBytes,
@@ -160,7 +193,7 @@ func (p *Proxy) newServer(hp *httpPort, h fasthttp.RequestHandler) *fasthttp.Ser
 		ConnState: func(c net.Conn, s fasthttp.ConnState) {
 			switch s {
 			case fasthttp.StateNew:
-				p.connOpened(c, hp)
+				p.connOpened(c, lr)
 			case fasthttp.StateIdle:
 				connIdle(c)
 			case fasthttp.StateClosed:
@@ -213,17 +246,18 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 	}
 }
 
-func (p *Proxy) connOpened(c net.Conn, hp *httpPort) {
+func (p *Proxy) connOpened(c net.Conn, lr *listenRun) {
+	hp := lr.hp
 	if fc, ok := c.(*fastconn.Conn); ok {
-		x := &exchanger{p: p, hp: hp, c: fc}
+		x := &exchanger{p: p, hp: hp, lr: lr, c: fc}
 		x.between.Store(true)
 		fc.SetExchanger(x)
 	}
 	hp.accepted.Add(1)
 	hp.active.Add(1)
 	p.cmu.Lock()
-	p.conns[c] = hp
-	killed := p.killed
+	p.conns[c] = lr
+	killed := p.killed || lr.cut
 	p.cmu.Unlock()
 	if killed {
 		c.Close()
@@ -234,29 +268,43 @@ func (p *Proxy) connOpened(c net.Conn, hp *httpPort) {
 // it was hijacked for ended.
 func (p *Proxy) connClosed(c net.Conn) {
 	p.cmu.Lock()
-	hp, ok := p.conns[c]
+	lr, ok := p.conns[c]
 	delete(p.conns, c)
 	p.cmu.Unlock()
 	if ok {
-		hp.active.Add(-1)
+		lr.hp.active.Add(-1)
 		<-p.sem
 	}
 }
 
-// trackTunnel adds (on) or removes a tunnel, so Shutdown can close it; it
-// reports false when Shutdown already closed everything.
-func (p *Proxy) trackTunnel(client net.Conn, backend *net.TCPConn, on bool) bool {
+// held reports whether connections of lr are still open: busy ones
+// fasthttp waits for, and tunnels, which it forgot when they were
+// hijacked.
+func (p *Proxy) held(lr *listenRun) bool {
 	p.cmu.Lock()
 	defer p.cmu.Unlock()
-	if on {
-		if p.killed {
-			return false
+	for _, r := range p.conns {
+		if r == lr {
+			return true
 		}
-		p.tunnels[client] = backend
-	} else {
-		delete(p.tunnels, client)
 	}
-	return true
+	return false
+}
+
+// cut closes the connections of lr still open at the end of its drain,
+// and returns how many it closed.
+func (p *Proxy) cut(lr *listenRun) int {
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
+	lr.cut = true
+	n := 0
+	for c, r := range p.conns {
+		if r == lr {
+			c.Close()
+			n++
+		}
+	}
+	return n
 }
 
 // Applied returns the version of the newest snapshot whose service ports
@@ -353,8 +401,8 @@ func (hp *httpPort) Listen() (net.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
-	hp.ln = p.limit(ln)
-	hp.srv = p.newServer(hp, p.servePort(hp))
+	lr := &listenRun{hp: hp}
+	hp.ln, hp.srv, hp.run = p.limit(ln), p.newServer(lr, p.servePort(lr)), lr
 	p.log.Info("http listener opened", zap.Int("port", hp.port), zap.Stringer("addr", ln.Addr()))
 	p.wg.Add(1)
 	go p.serveListener(hp.srv, hp.ln)
@@ -368,21 +416,33 @@ func (hp *httpPort) Listening() bool { return hp.ln != nil }
 func (hp *httpPort) Busy() bool { return hp.active.Load() > 0 }
 
 // StopListening stops hp's listener; its in-flight requests finish
-// (answered with Connection: close) within DrainTimeout. Called with p.lmu
-// held.
+// (answered with Connection: close) within DrainTimeout, and the
+// connections still open then are closed. Called with p.lmu held.
 func (hp *httpPort) StopListening() {
-	srv, ln := hp.srv, hp.ln
-	hp.srv, hp.ln = nil, nil
+	p := hp.p
+	srv, ln, lr := hp.srv, hp.ln, hp.run
+	hp.srv, hp.ln, hp.run = nil, nil, nil
 	ln.Close()
-	hp.p.log.Info("http listener closed", zap.Int("port", hp.port))
-	drain := hp.p.cfg.DrainTimeout
+	p.log.Info("http listener closed", zap.Int("port", hp.port))
+	drain := p.cfg.DrainTimeout
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()
-		if n := hp.drainExchanges(ctx); n > 0 {
-			hp.p.log.Warn(drainLeftMsg, zap.Int("port", hp.port), zap.Int64("requests", n))
+		if n := lr.drainExchanges(ctx); n > 0 {
+			p.log.Warn(drainLeftMsg, zap.Int("port", hp.port), zap.Int64("requests", n))
 		}
 		_ = srv.ShutdownWithContext(ctx)
+		// fasthttp's Shutdown returns at the deadline without closing the
+		// connections still busy, and serves them on as if it had never
+		// begun; it forgot tunnels when they were hijacked. Both get the
+		// rest of the drain, and are closed at its end.
+		if !p.held(lr) {
+			return
+		}
+		<-ctx.Done()
+		if n := p.cut(lr); n > 0 {
+			p.log.Info("closed connections still open at the end of the drain", zap.Int("port", hp.port), zap.Int("connections", n))
+		}
 	}()
 }
 
@@ -420,18 +480,21 @@ func (p *Proxy) ServeVHost(ln net.Listener) error {
 	if a, ok := ln.Addr().(*net.TCPAddr); ok {
 		hp.port = a.Port
 	}
+	lr := &listenRun{hp: hp}
 	p.lmu.Lock()
 	if p.closing {
 		p.lmu.Unlock()
 		ln.Close()
 		return nil
 	}
-	hp.ln = p.limit(ln)
-	hp.srv = p.newServer(hp, p.serveVHost)
+	// Served from locals: a Shutdown may clear hp's fields once the lock
+	// is released (it closes the listener, and Serve then returns).
+	lln, srv := p.limit(ln), p.newServer(lr, p.serveVHost)
+	hp.ln, hp.srv, hp.run = lln, srv, lr
 	p.vhosts = append(p.vhosts, hp)
 	p.lmu.Unlock()
 	p.log.Info("http vhost listener serving", zap.Stringer("addr", ln.Addr()))
-	err := hp.srv.Serve(hp.ln)
+	err := srv.Serve(lln)
 	if err != nil && (errors.Is(err, net.ErrClosed) || p.isClosing()) {
 		err = nil
 	}
@@ -454,19 +517,19 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.lmu.Lock()
 	p.closing = true
 	var srvs []*fasthttp.Server
-	var hps []*httpPort
+	var lrs []*listenRun
 	for hp := range p.ports.All() {
 		if hp.srv != nil {
-			srvs, hps = append(srvs, hp.srv), append(hps, hp)
+			srvs, lrs = append(srvs, hp.srv), append(lrs, hp.run)
 			hp.ln.Close()
-			hp.srv, hp.ln = nil, nil
+			hp.srv, hp.ln, hp.run = nil, nil, nil
 		}
 	}
 	for _, hp := range p.vhosts {
 		if hp.srv != nil {
-			srvs, hps = append(srvs, hp.srv), append(hps, hp)
+			srvs, lrs = append(srvs, hp.srv), append(lrs, hp.run)
 			hp.ln.Close()
-			hp.srv, hp.ln = nil, nil
+			hp.srv, hp.ln, hp.run = nil, nil, nil
 		}
 	}
 	p.lmu.Unlock()
@@ -481,7 +544,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			left.Add(hps[i].drainExchanges(dctx))
+			left.Add(lrs[i].drainExchanges(dctx))
 			_ = srv.ShutdownWithContext(dctx)
 		}()
 	}
@@ -518,7 +581,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 func (p *Proxy) tunnelCount() int {
 	p.cmu.Lock()
 	defer p.cmu.Unlock()
-	return len(p.tunnels)
+	return p.ntunnels
 }
 
 // killAll closes every client connection and tunnel still open.
@@ -531,9 +594,11 @@ func (p *Proxy) killAll() int {
 		c.Close()
 		n++
 	}
-	for c, b := range p.tunnels {
-		c.Close()
-		b.Close()
+	for _, bt := range p.tunnels {
+		for t := range bt.conns {
+			t.client.Close()
+			t.backend.Close()
+		}
 	}
 	return n
 }

@@ -40,6 +40,9 @@ type routeIndex struct {
 	// first.
 	exact map[string][]pathRoute
 	wild  map[string][]pathRoute
+	// routed holds the address of every backend a route has: those a
+	// tunnel may keep (sweepTunnels).
+	routed map[netip.AddrPort]bool
 }
 
 // maxHost bounds a Host we look up; a DNS name has at most 253 characters.
@@ -247,7 +250,28 @@ func (p *Proxy) rebuild(snap *discovery.Snapshot) *routeIndex {
 	for addr, be := range p.backends {
 		if !usedB[addr] {
 			delete(p.backends, addr)
-			be.close()
+			be.leave()
+			if be.streaming() {
+				p.left[addr] = append(p.left[addr], be)
+			}
+		}
+	}
+	// Answers still streaming from a backend that left are bounded by
+	// DrainTimeout from when it left, unless it is routed again first.
+	for addr, bes := range p.left {
+		keep := bes[:0]
+		for _, be := range bes {
+			if usedB[addr] {
+				be.back()
+			} else if be.streaming() {
+				keep = append(keep, be)
+			}
+		}
+		clear(bes[len(keep):])
+		if len(keep) == 0 {
+			delete(p.left, addr)
+		} else {
+			p.left[addr] = keep
 		}
 	}
 	for key := range p.states {
@@ -255,6 +279,8 @@ func (p *Proxy) rebuild(snap *discovery.Snapshot) *routeIndex {
 			delete(p.states, key)
 		}
 	}
+	idx.routed = usedB
 	p.idx.Store(idx)
+	p.sweepTunnels(usedB)
 	return idx
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -102,8 +103,9 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, r *route) (tunnelled bool) {
 		fc.SetExchanger(nil) // the tunnel's bytes are not requests
 	}
 	ctx.HijackSetNoResponse(true)
+	addr := b.addr
 	ctx.Hijack(func(client net.Conn) {
-		p.tunnel(client, raw, backend, head)
+		p.tunnel(client, raw, backend, addr, head)
 		st.active.Add(-1)
 		p.connClosed(raw)
 	})
@@ -170,14 +172,16 @@ func peekStatus(br *bufio.Reader) (int, error) {
 // both ways until both directions ended, passing a FIN on, then closes
 // both. client is fasthttp's hijacked connection, which reads what
 // fasthttp had buffered first; raw is the socket under it, written to
-// directly so that the backend-to-client direction is spliced.
-func (p *Proxy) tunnel(client, raw net.Conn, backend *net.TCPConn, head []byte) {
-	if !p.trackTunnel(client, backend, true) {
+// directly so that the backend-to-client direction is spliced. addr is the
+// backend's address, which the tunnel is tracked by (trackTunnel).
+func (p *Proxy) tunnel(client, raw net.Conn, backend *net.TCPConn, addr netip.AddrPort, head []byte) {
+	t := &tunnelConn{client: client, raw: raw, backend: backend}
+	if !p.trackTunnel(t, addr, true) {
 		client.Close()
 		backend.Close()
 		return
 	}
-	defer p.trackTunnel(client, backend, false)
+	defer p.trackTunnel(t, addr, false)
 	idle := p.cfg.TunnelIdleTimeout
 	var last atomic.Int64 // fastconn.Mono when bytes last moved either way
 	last.Store(int64(fastconn.Mono()))
@@ -243,4 +247,132 @@ func closeWrite(c net.Conn) {
 		return
 	}
 	c.Close()
+}
+
+// The tunnel tracker: the open tunnels grouped by backend address, so that
+// a backend no service routes to any more (it left the table, or its
+// service's mode, VHOST or port changed so that this proxy carries it no
+// more) drains exactly its own tunnels, as the TCP plane drains its
+// connections (proxy/drain.go): each gets DrainTimeout to end on its own,
+// then is cut, unless the address is routed again first. A tunnel has no
+// request boundary to stop at, and one that carries pings never idles.
+
+// tunnelConn is one open tunnel.
+type tunnelConn struct {
+	client  net.Conn // fasthttp's hijacked connection
+	raw     net.Conn // the socket under it
+	backend *net.TCPConn
+	drain   *time.Timer // guarded by Proxy.cmu; set while draining
+}
+
+// backendTunnels lists the open tunnels to one backend address.
+type backendTunnels struct {
+	conns map[*tunnelConn]struct{}
+	// draining is set while no service routes to the address; its tunnels
+	// then run on a DrainTimeout timer.
+	draining bool
+}
+
+// trackTunnel adds (on) or removes t, a tunnel to addr, so that a drain or
+// Shutdown can close it; it reports false when Shutdown already closed
+// everything.
+func (p *Proxy) trackTunnel(t *tunnelConn, addr netip.AddrPort, on bool) bool {
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
+	if !on {
+		t.stopDrain()
+		bt := p.tunnels[addr]
+		delete(bt.conns, t)
+		p.ntunnels--
+		if len(bt.conns) == 0 {
+			delete(p.tunnels, addr)
+		}
+		return true
+	}
+	if p.killed {
+		return false
+	}
+	bt := p.tunnels[addr]
+	fresh := bt == nil
+	if fresh {
+		bt = &backendTunnels{conns: map[*tunnelConn]struct{}{}}
+		p.tunnels[addr] = bt
+	}
+	bt.conns[t] = struct{}{}
+	p.ntunnels++
+	switch {
+	case bt.draining:
+		p.startDrain(t)
+	case fresh:
+		// The backend may have left while the upgrade was under way, and
+		// the sweep of that change found no tunnel to it: the newest index
+		// says. (A sweep after this one sees t; the index it sweeps for
+		// was published before it ran.)
+		if idx := p.idx.Load(); idx != nil && !idx.routed[addr] {
+			p.setTunnelsDraining(addr, bt, true)
+		}
+	}
+	return true
+}
+
+// sweepTunnels compares the open tunnels with routed, the backend
+// addresses of a route index just published: tunnels to an address routed
+// no more start draining, and those to one routed again stop. Called by
+// rebuild, with p.mu held.
+func (p *Proxy) sweepTunnels(routed map[netip.AddrPort]bool) {
+	p.cmu.Lock()
+	defer p.cmu.Unlock()
+	for addr, bt := range p.tunnels {
+		if gone := !routed[addr]; gone != bt.draining {
+			p.setTunnelsDraining(addr, bt, gone)
+		}
+	}
+}
+
+// setTunnelsDraining flips bt's draining state and its tunnels' timers.
+// Called with p.cmu held.
+func (p *Proxy) setTunnelsDraining(addr netip.AddrPort, bt *backendTunnels, on bool) {
+	bt.draining = on
+	for t := range bt.conns {
+		if on {
+			p.startDrain(t)
+		} else {
+			t.stopDrain()
+		}
+	}
+	if on {
+		p.log.Info("backend left; draining its tunnels", zap.Stringer("backend", addr),
+			zap.Int("tunnels", len(bt.conns)), zap.Duration("drain_timeout", p.cfg.DrainTimeout))
+	} else {
+		p.log.Info("backend is back; its tunnels stop draining", zap.Stringer("backend", addr),
+			zap.Int("tunnels", len(bt.conns)))
+	}
+}
+
+// startDrain gives t DrainTimeout to end on its own. Called with p.cmu
+// held.
+func (p *Proxy) startDrain(t *tunnelConn) {
+	if t.drain == nil {
+		t.drain = time.AfterFunc(p.cfg.DrainTimeout, t.cut)
+	}
+}
+
+// stopDrain cancels t's drain timer. Called with Proxy.cmu held.
+func (t *tunnelConn) stopDrain() {
+	if t.drain != nil {
+		t.drain.Stop()
+		t.drain = nil
+	}
+}
+
+// cut ends t at the end of its drain: a reset both ways, not a FIN, as
+// the TCP plane cuts its connections, so that neither peer takes a cut
+// stream for a complete one. The tunnel's copies then end, and untrack it.
+func (t *tunnelConn) cut() {
+	if l, ok := t.raw.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
+	}
+	_ = t.backend.SetLinger(0)
+	t.client.Close()
+	t.backend.Close()
 }
