@@ -198,6 +198,10 @@ func decodeAppResponse(data []byte) (decodedApp, error) {
 	return d, nil
 }
 
+// decodeProblem begins the Problem of an app whose JSON did not decode,
+// which the source counts as a decode error (a label it cannot read is not).
+const decodeProblem = "cannot decode app: "
+
 // decodeOneApp decodes one app. A value that does not decode still yields its
 // id when the id itself is readable, so the app is shown with its Problem.
 func decodeOneApp(raw json.RawMessage) decodedApp {
@@ -207,7 +211,7 @@ func decodeOneApp(raw json.RawMessage) decodedApp {
 			ID string `json:"id"`
 		}
 		_ = json.Unmarshal(raw, &idOnly)
-		return decodedApp{ID: normalizeID(idOnly.ID), Problem: "cannot decode app: " + err.Error()}
+		return decodedApp{ID: normalizeID(idOnly.ID), Problem: decodeProblem + err.Error()}
 	}
 	a.ID = normalizeID(a.ID)
 	if a.ID == "" {

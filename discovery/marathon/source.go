@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -594,7 +595,9 @@ func (l *loop) noteProblem(id string, app *discovery.App) {
 		return
 	}
 	l.problems[id] = p
-	l.s.countDecodeError()
+	if strings.HasPrefix(p, decodeProblem) {
+		l.s.countDecodeError() // not a bad label: pacer_app_problems counts those
+	}
 	l.s.log.Warn("app not routed", zap.String("app", id), zap.String("problem", p))
 }
 

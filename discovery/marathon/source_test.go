@@ -353,7 +353,7 @@ func TestGroupsSelfAndBadApps(t *testing.T) {
 	badLabel := &fakeApp{ID: "/badlabel", Port: 10013, Labels: map[string]string{"HAPROXY_GROUP": "edge", "HAPROXY_0_BALANCE": "uri"},
 		Tasks: []fakeTask{{ID: "badlabel.1", Host: "10.0.0.1", Port: 2}}}
 	f := newFakeMarathon(t, ext, internal, self, badLabel)
-	_, tb := startSource(t, Config{URLs: []string{f.srv.URL}, Groups: []string{"edge"}, SelfAppID: "pacer"})
+	src, tb := startSource(t, Config{URLs: []string{f.srv.URL}, Groups: []string{"edge"}, SelfAppID: "pacer"})
 	waitBackends(t, tb, "/ext", "ext.1@10.0.0.1:1")
 	snap := tb.Snapshot()
 	if snap.App("/int") != nil || snap.App("/pacer") != nil {
@@ -366,6 +366,11 @@ func TestGroupsSelfAndBadApps(t *testing.T) {
 	}
 	if snap.Service(10010) == nil {
 		t.Error("good app lost its port")
+	}
+	// A label pacer cannot read is the app's problem, not a decode error:
+	// that counter is for what Marathon sent that does not parse.
+	if n := src.Status().DecodeErrors; n != 0 {
+		t.Errorf("decode errors = %d for a bad label", n)
 	}
 
 	// A list naming "*" serves every app, whatever else it names.
