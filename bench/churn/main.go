@@ -134,10 +134,12 @@ func run(lbPath string, dur, every, grace, learn time.Duration, workers int) (bo
 	}
 
 	fmt.Println()
-	if err := waitFor(15*time.Second, func() bool { return len(services(admin, "/churn-http").Backends) == 4 }); err != nil {
-		return false, err
-	}
 	for _, loaded := range []bool{false, true} {
+		// Healed first: the task the last run killed has a replacement in
+		// rotation, so the victim is one pacer routes to.
+		if err := waitFor(15*time.Second, func() bool { return len(services(admin, "/churn-http").Backends) == 4 }); err != nil {
+			return false, err
+		}
 		d, reason, c, err := silentDeath(sim, admin, httpAddr, loaded)
 		if err != nil {
 			return false, err
@@ -169,11 +171,11 @@ func silentDeath(sim *marathonsim.Server, admin, addr string, loaded bool) (time
 			return 0, "", counts, err
 		}
 	}
+	// A task in rotation: a replacement still waiting for its first health
+	// check result would never be listed out of rotation.
 	var victim string
-	for _, t := range sim.Tasks("/churn-http") {
-		if t.State == "TASK_RUNNING" {
-			victim = t.ID
-		}
+	for _, b := range services(admin, "/churn-http").Backends {
+		victim = b.TaskID
 	}
 	start := time.Now()
 	if err := sim.KillTask(victim, marathonsim.KillOptions{Abrupt: true}); err != nil {
