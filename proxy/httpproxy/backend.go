@@ -49,6 +49,10 @@ type backend struct {
 	inflight atomic.Int64
 	open     atomic.Int64 // connections open, idle or busy
 
+	// strays is set once the backend was caught sending bytes after an
+	// answer (releaseBodiless).
+	strays atomic.Bool
+
 	mu     sync.Mutex
 	idle   []*bconn // LIFO: the most recently used on top
 	closed bool
@@ -88,11 +92,13 @@ func (b *backend) get(now time.Time) (*bconn, error) {
 			if idle < peekAfter && !c.peekFirst {
 				return c, nil
 			}
+			first := c.peekFirst
 			c.peekFirst = false
 			c.armDeadline(now) // a deadline that passed in the pool fails the peek
 			if c.alive() {
 				return c, nil
 			}
+			b.caught(first)
 			c.close()
 			b.mu.Lock()
 			continue
@@ -110,6 +116,18 @@ func (b *backend) get(now time.Time) (*bconn, error) {
 	}
 	b.mu.Unlock()
 	return b.dial()
+}
+
+// caught notes that a peek after a bodiless answer (afterBodiless), or the
+// bytes left after an answer, found more than the answer: most likely a
+// body the backend sends where it must not (or its close after the
+// answer, which the peek cannot tell apart, and which makes closing
+// harmless). The first time is logged.
+func (b *backend) caught(afterBodiless bool) {
+	if afterBodiless && !b.strays.Swap(true) {
+		b.p.log.Info("backend sends bytes after its answers (a body to a HEAD, 204 or 304?): its connections now close after a HEAD",
+			zap.Stringer("backend", b.addr))
+	}
 }
 
 // dial opens a new connection to the backend: fastconn's, whose dial and
@@ -153,6 +171,7 @@ func (b *backend) getIdle(now time.Duration) *bconn {
 		c.peekFirst = false
 		c.armDeadline(time.Now()) // a deadline that passed in the pool fails the peek
 		if !c.alive() {
+			b.caught(true)
 			c.close()
 			return nil
 		}
@@ -165,6 +184,7 @@ func (b *backend) getIdle(now time.Duration) *bconn {
 // be read as the next request's answer.
 func (b *backend) put(c *bconn) {
 	if c.br.Buffered() > 0 {
+		b.caught(true)
 		c.close()
 		return
 	}
@@ -224,10 +244,15 @@ func (b *backend) close() {
 
 // leave closes the pool of a backend no service routes to any more, and
 // starts the drain of the answers streaming from it.
+// Called again on each table change while its address stays unrouted, it
+// changes nothing.
 func (b *backend) leave() {
 	b.mu.Lock()
 	b.closed = true
-	b.left = time.Now()
+	now := b.left.IsZero()
+	if now {
+		b.left = time.Now()
+	}
 	n := 0
 	for c := b.streams; c != nil; c = c.snext {
 		c.startDrain(b.left)
@@ -235,7 +260,7 @@ func (b *backend) leave() {
 	}
 	b.mu.Unlock()
 	b.dropIdle()
-	if n > 0 {
+	if now && n > 0 {
 		b.p.log.Info("backend left; draining its streaming answers", zap.Stringer("backend", b.addr),
 			zap.Int("answers", n), zap.Duration("drain_timeout", b.p.cfg.DrainTimeout))
 	}
@@ -246,6 +271,7 @@ func (b *backend) leave() {
 // answers streaming from this one finish unbounded by the drain.
 func (b *backend) back() {
 	b.mu.Lock()
+	was := !b.left.IsZero()
 	b.left = time.Time{}
 	n := 0
 	for c := b.streams; c != nil; c = c.snext {
@@ -253,13 +279,17 @@ func (b *backend) back() {
 		n++
 	}
 	b.mu.Unlock()
-	if n > 0 {
+	if was && n > 0 {
 		b.p.log.Info("backend is back; its streaming answers stop draining", zap.Stringer("backend", b.addr), zap.Int("answers", n))
 	}
 }
 
-// streaming reports whether answers stream from b.
-func (b *backend) streaming() bool {
+// busy reports whether requests to b wait for their answers, or answers
+// stream from it: what a drain must still follow.
+func (b *backend) busy() bool {
+	if b.inflight.Load() > 0 {
+		return true
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.streams != nil

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -140,7 +141,9 @@ func TestHTTP10BackendAnswersInHTTP11(t *testing.T) {
 // one the poller would serve; the others go fasthttp's way.
 func TestClientConnectionCloseAnyCase(t *testing.T) {
 	r, _ := pathRig(t)
-	for _, v := range []string{"Close", "CLOSE", "TE, close", "close, X-Foo", "cLoSe", "keep-alive, cLoSe"} {
+	// The last: an exact close in one field, then another field, which
+	// resets fasthttp's flag for the first.
+	for _, v := range []string{"Close", "CLOSE", "TE, close", "close, X-Foo", "cLoSe", "keep-alive, cLoSe", "close\r\nConnection: keep-alive"} {
 		t.Run(v, func(t *testing.T) {
 			nc, br := dialRaw(t, r.vhost)
 			// Two requests warm the pool: the poller serves this
@@ -153,7 +156,7 @@ func TestClientConnectionCloseAnyCase(t *testing.T) {
 			if !strings.HasSuffix(raw, "\r\n\r\n/last") || !strings.Contains(raw, "\r\nConnection: close\r\n") {
 				t.Fatalf("answer %q, want /last's with Connection: close", raw)
 			}
-			wantClosed(t, br, "after the answer to Connection: "+v)
+			wantClosed(t, br, "after the answer to Connection: "+strings.ReplaceAll(v, "\r\n", " "))
 		})
 	}
 	if r.p.Totals().InPoller == 0 {
@@ -295,16 +298,15 @@ func TestBackendChunksReadStrictly(t *testing.T) {
 // A backend that sends a body after an answer that has none (to a HEAD,
 // or a 204 or 304), a moment after the answer (a common backend bug):
 // those bytes must not be read as the answer to the next request on that
-// connection, another client's. A HEAD's connection is not reused, so
-// even a body that comes after the next request was sent cannot be taken
-// for its answer; a 204's or 304's is peeked at before it is, which finds
-// a body that came before.
+// connection, another client's. The connection is peeked at before it is
+// reused, which finds a body that came before; and a backend caught so
+// once has its HEAD connections closed, so that even a body that comes
+// after the next request was sent cannot be taken for its answer.
 func TestBodyAfterBodilessAnswer(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, path string
-		late               bool // the body comes with the next answer on the connection, not before the next request
 	}{
-		{"HEAD", "HEAD", "/", true}, {"204", "GET", "/204", false}, {"304", "GET", "/304", false},
+		{"HEAD", "HEAD", "/"}, {"204", "GET", "/204"}, {"304", "GET", "/304"},
 	} {
 		// fasthttp's path: the first request to a cold pool, and a request
 		// the poller declines (Connection: close); the poller's: a
@@ -315,7 +317,8 @@ func TestBodyAfterBodilessAnswer(t *testing.T) {
 				stray, strayOut := make(chan struct{}), make(chan struct{})
 				release := sync.OnceFunc(func() { close(stray) })
 				t.Cleanup(release)
-				var owed sync.Map // connections whose next answer starts with the body
+				var owed sync.Map    // connections whose next answer starts with the body
+				var late atomic.Bool // the body comes with the next answer, not before the next request
 				be := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
 					if _, ok := owed.LoadAndDelete(c); ok {
 						io.WriteString(bw, "oops!")
@@ -333,7 +336,7 @@ func TestBodyAfterBodilessAnswer(t *testing.T) {
 						return true
 					}
 					io.WriteString(bw, head)
-					if tc.late {
+					if late.Load() {
 						owed.Store(c, true)
 						return true
 					}
@@ -359,10 +362,8 @@ func TestBodyAfterBodilessAnswer(t *testing.T) {
 				if inPoller := r.p.Totals().InPoller > before; inPoller != (via == "poller") {
 					t.Fatalf("answered in the poller: %v, want %v", inPoller, via == "poller")
 				}
-				if !tc.late {
-					release()
-					<-strayOut
-				}
+				release()
+				<-strayOut
 
 				b, bbr := dialRaw(t, r.vhost)
 				hdr := ""
@@ -373,7 +374,61 @@ func TestBodyAfterBodilessAnswer(t *testing.T) {
 				if raw := readRaw(t, bbr, false); !strings.HasPrefix(raw, "HTTP/1.1 200 ") || !strings.HasSuffix(raw, "\r\n\r\n/after") {
 					t.Fatalf("the next request answered %q, want /after's", raw)
 				}
+				if tc.method != "HEAD" {
+					return
+				}
+				// Caught once: now a body that comes only after the next
+				// request went out is not taken for its answer either.
+				late.Store(true)
+				fmt.Fprintf(a, "HEAD / HTTP/1.1\r\nHost: web.test\r\n\r\n")
+				if raw := readRaw(t, abr, true); !strings.HasPrefix(raw, "HTTP/1.1 200 ") {
+					t.Fatalf("the second HEAD: %q", raw)
+				}
+				c, cbr := dialRaw(t, r.vhost)
+				fmt.Fprintf(c, "GET /later HTTP/1.1\r\nHost: web.test\r\n%s\r\n", hdr)
+				if raw := readRaw(t, cbr, false); !strings.HasPrefix(raw, "HTTP/1.1 200 ") || !strings.HasSuffix(raw, "\r\n\r\n/later") {
+					t.Fatalf("the request after a HEAD to a backend caught before answered %q, want /later's", raw)
+				}
 			})
 		}
+	}
+}
+
+// A backend that answers HEAD as it should keeps its connection: HEAD-heavy
+// traffic (monitors, cache revalidation) must not dial once per request.
+func TestHeadKeepsAWellBehavedBackendsConnection(t *testing.T) {
+	r := newRig(t, Config{})
+	var conns atomic.Int32
+	be := rawBackend(t, func(c net.Conn) {
+		conns.Add(1)
+		go func() {
+			defer c.Close()
+			br, bw := bufio.NewReader(c), bufio.NewWriter(c)
+			for {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(req.URL.Path))
+				if req.Method != "HEAD" {
+					io.WriteString(bw, req.URL.Path)
+				}
+				if bw.Flush() != nil {
+					return
+				}
+			}
+		}()
+	})
+	r.apply(app("/web", 0, []string{"web.test"}, "", be))
+	nc, br := dialRaw(t, r.vhost)
+	for i := range 10 {
+		fmt.Fprintf(nc, "HEAD /h%d HTTP/1.1\r\nHost: web.test\r\n\r\n", i)
+		if raw := readRaw(t, br, true); !strings.HasPrefix(raw, "HTTP/1.1 200 ") {
+			t.Fatalf("HEAD %d: %q", i, raw)
+		}
+	}
+	getRaw(t, nc, br, "web.test", "/after")
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("the backend saw %d connections for 10 HEADs and a GET on one client connection, want 1", n)
 	}
 }

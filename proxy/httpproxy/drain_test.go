@@ -281,14 +281,64 @@ func TestStreamFromABackendThatCameBackGoesOn(t *testing.T) {
 			t.Fatalf("the answer %v after its backend came back: %v", time.Since(start).Round(time.Millisecond), err)
 		}
 	}
+	// It leaves again: the drain starts again.
+	left := time.Now()
+	r.apply(app("/feed", 0, []string{"feed.test"}, "", next))
+	_, err := io.Copy(io.Discard, resp.Body)
+	if el := time.Since(left); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the answer after its backend left a second time: %v after %v, want it cut within the drain (%v)", err, el.Round(time.Millisecond), drain)
+	}
+}
+
+// A request still waiting for its answer when its backend leaves and comes
+// back: the answer, once it streams, streams on.
+func TestStreamStartingAfterItsBackendCameBackGoesOn(t *testing.T) {
+	arrived, gate := make(chan struct{}, 1), make(chan struct{})
+	feed := feedBackendAfter(t, arrived, gate)
+	_, next := httpBackend(t, "next", nil)
+	const drain = 200 * time.Millisecond
+	r := newRigLog(t, t, Config{DrainTimeout: drain}, zap.NewNop())
+	r.apply(app("/feed", 0, []string{"feed.test"}, "", feed))
+	nc, br := dialRaw(t, r.vhost)
+	io.WriteString(nc, "GET /feed HTTP/1.1\r\nHost: feed.test\r\n\r\n")
+	<-arrived // at the feed, waiting for its answer
+	r.apply(app("/feed", 0, []string{"feed.test"}, "", next))
+	r.waitApplied()
+	r.apply(app("/feed", 0, []string{"feed.test"}, "", feed))
+	r.waitApplied()
+	close(gate)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := make([]byte, 5)
+	for start := time.Now(); time.Since(start) < 3*drain; {
+		if _, err := io.ReadFull(resp.Body, tick); err != nil {
+			t.Fatalf("the answer (%s) %v after it began, its backend back: %v", resp.Status, time.Since(start).Round(time.Millisecond), err)
+		}
+	}
 }
 
 // feedBackend answers every request with an endless chunked feed, a
 // "tick\n" every 10 ms, until the test ends.
-func feedBackend(t *testing.T) netip.AddrPort {
+func feedBackend(t *testing.T) netip.AddrPort { return feedBackendAfter(t, nil, nil) }
+
+// feedBackendAfter is feedBackend telling arrived of each request (if not
+// nil) and answering only once gate is closed (a nil gate: at once).
+func feedBackendAfter(t *testing.T, arrived chan<- struct{}, gate <-chan struct{}) netip.AddrPort {
 	stop := make(chan struct{})
 	t.Cleanup(func() { close(stop) })
 	return keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		if arrived != nil {
+			arrived <- struct{}{}
+		}
+		if gate != nil {
+			select {
+			case <-gate:
+			case <-stop:
+				return false
+			}
+		}
 		io.WriteString(bw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
 		for {
 			io.WriteString(bw, "5\r\ntick\n\r\n")

@@ -193,8 +193,9 @@ func (x *exchanger) take(c *fastconn.Conn, b []byte) bool {
 	}
 	// Chunked bodies are fasthttp's (above); so is any other
 	// Transfer-Encoding, which fasthttp reads as no body at all, for
-	// precheck to refuse (ambiguousLength).
-	if te, _ := rawFraming(h.RawHeaders()); te {
+	// precheck to refuse (ambiguousLength), and a close that a later
+	// Connection field hid from h (asksClose).
+	if f := rawFraming(h.RawHeaders()); f.te || f.close {
 		return false
 	}
 	uri := h.RequestURI()

@@ -506,14 +506,17 @@ func (p *Proxy) release(c *bconn, keep bool) {
 // releaseBodiless is release for an answer without a body: to a HEAD, or
 // a 204 or 304. Backends that send a body anyway are common, and its
 // bytes, coming a moment after the header, would be read as the answer to
-// the connection's next request, another client's. An answer to a HEAD
-// has the length of the body a GET would get, which many backends then
-// send: its connection is closed. A 204 or 304 with a body is rarer: its
-// connection is pooled, and peeked at before it carries another request
-// however briefly it idled (backend.get, getIdle), which costs one
-// syscall on this connection's next request, not on every request.
+// the connection's next request, another client's. The connection is
+// pooled, and peeked at before it carries another request however briefly
+// it idled (backend.get, getIdle): one syscall on this connection's next
+// request, not on every request. A peek can only find bytes that came
+// before it: a backend once caught (backend.strays) has its connections
+// closed after a HEAD instead, whose answer has the length of the body a
+// GET gets, which such backends then send. Closing after every HEAD would
+// empty the pool under HEAD-heavy traffic (monitors, revalidation) and
+// leave pacer's ephemeral ports in TIME_WAIT.
 func (p *Proxy) releaseBodiless(c *bconn, keep, head bool) {
-	if head {
+	if head && c.b.strays.Load() {
 		c.close()
 		return
 	}

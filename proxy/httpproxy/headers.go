@@ -308,17 +308,11 @@ func rewriteResponse(h *fasthttp.ResponseHeader) (closes bool) {
 
 // asksClose reports whether a request's Connection lists close: in any
 // case, anywhere in the list, in any of its Connection fields (RFC 9110
-// 7.6.1). fasthttp closes only after a field that is exactly "close".
+// 7.6.1). fasthttp closes only after a field that is exactly "close", and
+// keeps that one only as a flag, which a later Connection field resets:
+// the raw header is the only place that still has it.
 func asksClose(h *fasthttp.RequestHeader) bool {
-	if h.ConnectionClose() {
-		return true
-	}
-	for k, v := range h.All() {
-		if classify(k) == hcConnection && hasToken(v, "close") {
-			return true
-		}
-	}
-	return false
+	return h.ConnectionClose() || rawFraming(h.RawHeaders()).close
 }
 
 // ambiguousLength reports whether a request's body has no length every
@@ -329,16 +323,22 @@ func asksClose(h *fasthttp.RequestHeader) bool {
 // coding at all (and so the body as the next request), and refuses other
 // codings itself; only the raw header shows what it dropped.
 func ambiguousLength(h *fasthttp.RequestHeader) bool {
-	te, cl := rawFraming(h.RawHeaders())
-	return te && (cl || h.ContentLength() != -1)
+	f := rawFraming(h.RawHeaders())
+	return f.te && (f.cl || h.ContentLength() != -1)
 }
 
-// rawFraming reports whether raw, a request's field lines as they came
-// (fasthttp's RawHeaders), has a Transfer-Encoding and a Content-Length
-// field. fasthttp refuses a name with whitespace before its colon, so a
-// field is found where its name is.
-func rawFraming(raw []byte) (te, cl bool) {
-	const teName, clName = "transfer-encoding", "content-length"
+// rawFields is what rawFraming found in a request's raw field lines.
+type rawFields struct {
+	te, cl bool // a Transfer-Encoding, a Content-Length field
+	close  bool // close among a Connection field's options
+}
+
+// rawFraming reads raw, a request's field lines as they came (fasthttp's
+// RawHeaders), for what fasthttp's parsed header may have dropped: the
+// framing fields, and a close in Connection. fasthttp refuses a name with
+// whitespace before its colon, so a field is found where its name is.
+func rawFraming(raw []byte) (f rawFields) {
+	const teName, clName, connName = "transfer-encoding", "content-length", "connection"
 	for len(raw) > 0 {
 		line := raw
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
@@ -348,12 +348,14 @@ func rawFraming(raw []byte) (te, cl bool) {
 		}
 		switch {
 		case len(line) > len(teName) && line[len(teName)] == ':' && eqFold(line[:len(teName)], teName):
-			te = true
+			f.te = true
 		case len(line) > len(clName) && line[len(clName)] == ':' && eqFold(line[:len(clName)], clName):
-			cl = true
+			f.cl = true
+		case len(line) > len(connName) && line[len(connName)] == ':' && eqFold(line[:len(connName)], connName):
+			f.close = f.close || hasToken(bytes.TrimRight(line[len(connName)+1:], "\r"), "close")
 		}
 	}
-	return te, cl
+	return f
 }
 
 // hasToken reports whether the comma-separated list v holds tok (lower case),

@@ -425,9 +425,20 @@ func (hp *httpPort) StopListening() {
 	ln.Close()
 	p.log.Info("http listener closed", zap.Int("port", hp.port))
 	drain := p.cfg.DrainTimeout
+	// Counted in p.wg, and cut short by Shutdown (p.quit), whose own drain
+	// then closes what is left: nothing of it outlives the Proxy.
+	p.wg.Add(1)
 	go func() {
+		defer p.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()
+		go func() {
+			select {
+			case <-p.quit:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 		if n := lr.drainExchanges(ctx); n > 0 {
 			p.log.Warn(drainLeftMsg, zap.Int("port", hp.port), zap.Int64("requests", n))
 		}
@@ -440,6 +451,11 @@ func (hp *httpPort) StopListening() {
 			return
 		}
 		<-ctx.Done()
+		select {
+		case <-p.quit:
+			return // Shutdown's drain has them now, and closes what is left
+		default:
+		}
 		if n := p.cut(lr); n > 0 {
 			p.log.Info("closed connections still open at the end of the drain", zap.Int("port", hp.port), zap.Int("connections", n))
 		}

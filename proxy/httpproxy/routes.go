@@ -207,7 +207,7 @@ func (p *Proxy) rebuild(snap *discovery.Snapshot) *routeIndex {
 				paths = make([]pathRoute, len(svc.Paths))
 				for i, p := range svc.Paths {
 					if svc.PathsFold {
-						p = strings.ToLower(p)
+						p = lowerASCII(p) // as eqFold compares
 					}
 					paths[i] = pathRoute{prefix: p, fold: svc.PathsFold, r: r}
 				}
@@ -251,19 +251,24 @@ func (p *Proxy) rebuild(snap *discovery.Snapshot) *routeIndex {
 		if !usedB[addr] {
 			delete(p.backends, addr)
 			be.leave()
-			if be.streaming() {
+			if be.busy() {
 				p.left[addr] = append(p.left[addr], be)
 			}
 		}
 	}
-	// Answers still streaming from a backend that left are bounded by
-	// DrainTimeout from when it left, unless it is routed again first.
+	// Answers streaming from a backend that left, or that start to (a
+	// request still waiting for its answer), are bounded by DrainTimeout
+	// from when it left, unless its address is routed again first; it is
+	// followed while busy, since the address may leave again.
 	for addr, bes := range p.left {
 		keep := bes[:0]
 		for _, be := range bes {
 			if usedB[addr] {
 				be.back()
-			} else if be.streaming() {
+			} else {
+				be.leave()
+			}
+			if be.busy() {
 				keep = append(keep, be)
 			}
 		}
@@ -283,4 +288,15 @@ func (p *Proxy) rebuild(snap *discovery.Snapshot) *routeIndex {
 	p.idx.Store(idx)
 	p.sweepTunnels(usedB)
 	return idx
+}
+
+// lowerASCII lower-cases the ASCII letters of s and leaves every other byte.
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
