@@ -391,10 +391,12 @@ func checkListenAddr(addr string) error {
 
 // advertiseAddr picks the address this instance announces in lb.<domain>:
 // --advertise as given (an address, or a name that must resolve); else $HOST,
-// which Marathon sets to the agent's host name, unless it does not resolve or
-// resolves only to loopback (Debian's /etc/hosts maps the host name to
+// which Marathon sets to the agent's host name and which must resolve, unless
+// it resolves only to loopback (Debian's /etc/hosts maps the host name to
 // 127.0.1.1); else the first non-loopback IPv4 address. note says why $HOST
-// was passed over, for the log.
+// was passed over, for the log. A $HOST that does not resolve stops pacer:
+// guessing an interface would put a wrong address in DNS and ZooKeeper for
+// the life of the process, where a restart will likely resolve it.
 func advertiseAddr(flagValue string, getenv func(string) string) (addr netip.Addr, note string, err error) {
 	if flagValue != "" {
 		a, err := resolveAddr(flagValue)
@@ -404,7 +406,7 @@ func advertiseAddr(flagValue string, getenv func(string) string) (addr netip.Add
 		a, err := resolveAddr(host)
 		switch {
 		case err != nil:
-			note = fmt.Sprintf("$HOST %q does not resolve", host)
+			return netip.Addr{}, "", fmt.Errorf("$HOST: %v, or set --advertise", err)
 		case a.IsLoopback():
 			note = fmt.Sprintf("$HOST %q resolves only to loopback (%v)", host, a)
 		default:

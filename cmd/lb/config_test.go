@@ -149,8 +149,9 @@ func TestHealthTimeoutNotCappedByTheGlobalInterval(t *testing.T) {
 
 // Marathon sets $HOST to the agent's host name, which Debian's /etc/hosts
 // maps to a loopback address: lb.<domain> must not send every client to its
-// own loopback. Such a $HOST, or one that does not resolve, gives way to the
-// address pacer picks with no $HOST at all; --advertise is taken as given.
+// own loopback. Such a $HOST gives way to the address pacer picks with no
+// $HOST at all; one that does not resolve stops pacer with the fix;
+// --advertise is taken as given.
 func TestAdvertiseSkipsALoopbackHOST(t *testing.T) {
 	t.Parallel()
 	advertise := func(args []string, env map[string]string) (netip.Addr, string) {
@@ -162,11 +163,14 @@ func TestAdvertiseSkipsALoopbackHOST(t *testing.T) {
 		return c.advertise, c.advertiseNote
 	}
 	fallback, _ := advertise(nil, nil)
-	for _, host := range []string{"localhost", "127.0.1.1", "no-such-host.invalid"} {
+	for _, host := range []string{"localhost", "127.0.1.1"} {
 		got, note := advertise(nil, map[string]string{"HOST": host})
 		if got != fallback || note == "" {
 			t.Errorf("HOST=%s: advertise %v (note %q), want %v as without $HOST, with a note", host, got, note, fallback)
 		}
+	}
+	if _, err := parseConfig("lb", nil, env(map[string]string{"HOST": "no-such-host.invalid"}), io.Discard); err == nil || !strings.Contains(err.Error(), "--advertise") {
+		t.Errorf("HOST that does not resolve: %v, want an error naming --advertise", err)
 	}
 	if got, note := advertise(nil, map[string]string{"HOST": "192.0.2.7"}); got != netip.MustParseAddr("192.0.2.7") || note != "" {
 		t.Errorf("HOST=192.0.2.7: advertise %v (note %q)", got, note)

@@ -74,7 +74,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		h = &hooks{}
 	}
 	if cfg.advertiseNote != "" {
-		log.Warn("advertising the first non-loopback address in lb."+cfg.domain+", not $HOST: set --advertise to choose",
+		log.Warn("advertising the first non-loopback IPv4 address (127.0.0.1 if none) in lb."+cfg.domain+", not $HOST: set --advertise to choose",
 			zap.String("reason", cfg.advertiseNote), zap.Stringer("advertise", cfg.advertise))
 	}
 	table := discovery.NewTable()

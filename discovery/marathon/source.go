@@ -336,18 +336,18 @@ func (l *loop) onFull(r fetchResult) {
 	l.fullInFlight = false
 	if r.err != nil {
 		// Keep the table as it is: a failing Marathon is not an empty one.
-		// But say so: with the stream up, nothing else would (and after a
-		// reconnect every event waits for this snapshot).
+		// While events wait for this snapshot (after a reconnect) the table
+		// stands still with the stream up: say so, since nothing else
+		// would. Otherwise events go on applying, and the table is current.
 		l.s.recordError(r.err)
-		l.s.mu.Lock()
-		if l.s.status.BehindSince.IsZero() {
-			l.s.status.BehindSince = time.Now()
-		}
-		l.s.status.Behind = "full resync (GET /v2/apps) failing: " + l.s.client.scrub(r.err.Error())
 		if l.buffering {
-			l.s.status.Behind += "; events held until it succeeds"
+			l.s.mu.Lock()
+			if l.s.status.BehindSince.IsZero() {
+				l.s.status.BehindSince = time.Now()
+			}
+			l.s.status.Behind = "events held for a full resync (GET /v2/apps) that fails: " + l.s.client.scrub(r.err.Error())
+			l.s.mu.Unlock()
 		}
-		l.s.mu.Unlock()
 		d := l.fullBackoff.next()
 		log := l.s.log.Warn
 		if msg := r.err.Error(); msg == l.lastFullErr {

@@ -77,6 +77,7 @@ func dial(servers []string, timeout time.Duration, auth string, log *zap.Logger)
 	s.conn = conn
 	s.mu.Unlock()
 	if err != nil {
+		s.unreached.Stop()
 		return nil, fmt.Errorf("connecting to %s: %w", s.servers, err)
 	}
 	return s, nil
