@@ -132,22 +132,35 @@ func (ps *tcpPort) Busy() bool { return ps.active.Load() > 0 }
 // StopListening closes ps's listener; its accept loop then returns. Open
 // connections are not touched: sweep drains them. Called with p.mu held.
 func (ps *tcpPort) StopListening() {
+	ps.closeListener()
+	ps.p.log.Info("listener closed", zap.Int(keyPort, ps.port))
+}
+
+func (ps *tcpPort) closeListener() {
 	if err := ps.ln.Close(); err != nil {
 		ps.p.log.Debug("closing listener", zap.Int(keyPort, ps.port), zap.Error(err))
 	}
 	ps.ln = nil
-	ps.p.log.Info("listener closed", zap.Int(keyPort, ps.port))
 }
 
-// closeListeners closes every listener and keeps them closed.
+// closeListeners closes every listener and keeps them closed, with one log
+// line for all (a stop closes every port at once).
 func (p *TCP) closeListeners() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closing {
+		return
+	}
 	p.closing = true
+	n := 0
 	for ps := range p.ports.All() {
 		if ps.Listening() {
-			ps.StopListening()
+			ps.closeListener()
+			n++
 		}
+	}
+	if n > 0 {
+		p.log.Info("listeners closed", zap.Int("ports", n))
 	}
 }
 

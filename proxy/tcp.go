@@ -261,7 +261,7 @@ func (p *TCP) Shutdown(ctx context.Context) error {
 	case <-timer.C:
 	}
 	if n := p.closeAll(); n > 0 {
-		p.log.Info("closed connections still open at the end of the drain", zap.Int("connections", n))
+		p.log.Warn("closed connections still open at the end of the drain", zap.Int("connections", n))
 	}
 	<-done
 	return err

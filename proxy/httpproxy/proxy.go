@@ -457,7 +457,7 @@ func (hp *httpPort) StopListening() {
 		default:
 		}
 		if n := p.cut(lr); n > 0 {
-			p.log.Info("closed connections still open at the end of the drain", zap.Int("port", hp.port), zap.Int("connections", n))
+			p.log.Warn("closed connections still open at the end of the drain", zap.Int("port", hp.port), zap.Int("connections", n))
 		}
 	}()
 }
@@ -580,7 +580,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	n := p.killAll()
 	if n > 0 {
-		p.log.Info("closed connections still open at the end of the drain", zap.Int("connections", n))
+		p.log.Warn("closed connections still open at the end of the drain", zap.Int("connections", n))
 	}
 	p.wg.Wait()
 	p.mu.Lock()
