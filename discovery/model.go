@@ -127,6 +127,9 @@ type TaskState struct {
 	Ports    []int  `json:"ports"`
 	Routable bool   `json:"routable"`
 	Reason   string `json:"reason,omitempty"` // why the task is not routable; empty when it is
+	// Addr is where a routable task is reached (its agent's address, or
+	// its own with IP-per-task): what DNS answers for an app with no ports.
+	Addr netip.Addr `json:"addr,omitzero"`
 }
 
 // App is everything a source knows about one app, already decided: which

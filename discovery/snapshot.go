@@ -18,6 +18,9 @@ type Snapshot struct {
 	// claims holds, per service port, every service claiming it, winner first.
 	claims shardedMap[int, []*Service]
 	byName shardedMap[string, []*Service]
+	// portless holds, by DNS label, the apps that offer no service (no
+	// ports): DNS still answers their tasks' addresses, as mesos-dns does.
+	portless shardedMap[string, []*App]
 	// ejected is the health overlay this snapshot was built with.
 	ejected map[netip.AddrPort]string
 	// changed is closed when a newer snapshot replaces this one.
@@ -55,6 +58,10 @@ func (s *Snapshot) Ports() []int {
 // ServicesNamed returns the services of every app whose DNS label is name
 // (several apps may share a label, as in mesos-dns).
 func (s *Snapshot) ServicesNamed(name string) []*Service { return s.byName.get(name) }
+
+// PortlessAppsNamed returns the apps without services whose DNS label is
+// name.
+func (s *Snapshot) PortlessAppsNamed(name string) []*App { return s.portless.get(name) }
 
 // App returns the app with the given id, or nil.
 func (s *Snapshot) App(id string) *App { return s.apps.get(id) }

@@ -55,12 +55,13 @@ func NewTable() *Table {
 		appsByAddr: map[netip.AddrPort]map[string]struct{}{},
 	}
 	t.cur.Store(&Snapshot{
-		apps:    newShardedMap[string, *App](),
-		raw:     t.raw,
-		claims:  newShardedMap[int, []*Service](),
-		byName:  newShardedMap[string, []*Service](),
-		ejected: t.ejected,
-		changed: make(chan struct{}),
+		apps:     newShardedMap[string, *App](),
+		raw:      t.raw,
+		claims:   newShardedMap[int, []*Service](),
+		byName:   newShardedMap[string, []*Service](),
+		portless: newShardedMap[string, []*App](),
+		ejected:  t.ejected,
+		changed:  make(chan struct{}),
 	})
 	return t
 }
@@ -186,12 +187,13 @@ func (t *Table) indexAddrs(a *App, add bool) {
 // given apps (raw, nil for removed) replaced as the overlay shows them.
 func (t *Table) publish(changes map[string]*App, ejected map[netip.AddrPort]string) *Snapshot {
 	old := t.cur.Load()
-	ed := indexEditor{apps: old.apps.edit(), claims: old.claims.edit(), byName: old.byName.edit()}
+	ed := indexEditor{apps: old.apps.edit(), claims: old.claims.edit(), byName: old.byName.edit(), portless: old.portless.edit()}
 	for id, a := range changes {
 		if prev := old.apps.get(id); prev != nil {
 			for _, s := range prev.Services {
 				ed.unindex(s)
 			}
+			ed.unindexPortless(prev)
 		}
 		if a == nil {
 			ed.apps.del(id)
@@ -202,15 +204,17 @@ func (t *Table) publish(changes map[string]*App, ejected map[netip.AddrPort]stri
 		for _, s := range a.Services {
 			ed.index(s)
 		}
+		ed.indexPortless(a)
 	}
 	next := &Snapshot{
-		version: old.version + 1,
-		apps:    ed.apps.done(),
-		raw:     t.raw,
-		claims:  ed.claims.done(),
-		byName:  ed.byName.done(),
-		ejected: ejected,
-		changed: make(chan struct{}),
+		version:  old.version + 1,
+		apps:     ed.apps.done(),
+		raw:      t.raw,
+		claims:   ed.claims.done(),
+		byName:   ed.byName.done(),
+		portless: ed.portless.done(),
+		ejected:  ejected,
+		changed:  make(chan struct{}),
 	}
 	t.cur.Store(next)
 	close(old.changed)
@@ -260,6 +264,37 @@ type indexEditor struct {
 	apps   *mapEditor[string, *App]
 	claims *mapEditor[int, []*Service]
 	byName *mapEditor[string, []*Service]
+	// portless indexes, by DNS label, apps without services.
+	portless *mapEditor[string, []*App]
+}
+
+// indexPortless adds a to the portless index if it offers no service.
+func (s *indexEditor) indexPortless(a *App) {
+	if len(a.Services) > 0 || a.Problem != "" {
+		return
+	}
+	name := AppName(a.ID)
+	s.portless.set(name, append(slices.Clip(s.portless.get(name)), a))
+}
+
+// unindexPortless removes a from the portless index, if it is there.
+func (s *indexEditor) unindexPortless(a *App) {
+	if len(a.Services) > 0 || a.Problem != "" {
+		return
+	}
+	name := AppName(a.ID)
+	list := s.portless.get(name)
+	out := make([]*App, 0, len(list))
+	for _, x := range list {
+		if x != a {
+			out = append(out, x)
+		}
+	}
+	if len(out) > 0 {
+		s.portless.set(name, out)
+	} else {
+		s.portless.del(name)
+	}
 }
 
 // index adds svc to the port and name indexes, copying only the slices it touches.

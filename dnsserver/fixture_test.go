@@ -67,7 +67,15 @@ func fixtureTable() *discovery.Table {
 	both := &discovery.App{ID: "/both", Services: []*discovery.Service{
 		service("/both", 0, 10006, "", discovery.ProtoTCPUDP, backend("both.1", "10.0.0.7:31007")),
 	}}
-	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{web, syslog, sick, v6, zzz, out, both, bigApp(100)}})
+	// /worker has no ports: its routable tasks' addresses are its A
+	// records, as in mesos-dns. /typo has no services either, but only
+	// because pacer could not read its labels: it is not in DNS.
+	worker := &discovery.App{ID: "/worker", Tasks: []discovery.TaskState{
+		{ID: "worker.1", State: "TASK_RUNNING", Routable: true, Addr: netip.MustParseAddr("10.0.0.8")},
+		{ID: "worker.2", State: "TASK_STAGING", Reason: "TASK_STAGING"},
+	}}
+	typo := &discovery.App{ID: "/typo", Problem: `label HAPROXY_0_PORT="x": want a port number 1-65535`}
+	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{web, syslog, sick, v6, zzz, out, both, worker, typo, bigApp(100)}})
 	kafka := &discovery.App{ID: "zk:kafka", Source: sourceZK, Services: []*discovery.Service{{
 		Key: discovery.ServiceKey{App: "zk:kafka"}, Name: "kafka", ServicePort: 10005,
 		Backends: []discovery.Backend{backend("kafka-0", "10.0.1.1:9092"), backend("kafka-1", "10.0.1.2:9092")},

@@ -82,6 +82,9 @@ func TestResolve(t *testing.T) {
 		{name: "lb SRV, udp,tcp port: TCP proxied", qname: "_both._tcp.lb.mesos.", qtype: dns.TypeSRV,
 			answer: []string{"SRV 0 1 10006 lb.mesos."}, extra: []string{"A 192.0.2.53"}},
 		{name: "lb SRV, udp,tcp port: UDP not", qname: "_both._udp.lb.mesos.", qtype: dns.TypeSRV, soa: true},
+		{name: "app without ports: its tasks' addresses", qname: "worker.marathon.mesos.", qtype: dns.TypeA, answer: []string{"A 10.0.0.8"}},
+		{name: "app without ports has no SRV", qname: "_worker._tcp.marathon.mesos.", qtype: dns.TypeSRV, rcode: dns.RcodeNameError, soa: true},
+		{name: "app not understood is not in DNS", qname: "typo.marathon.mesos.", qtype: dns.TypeA, rcode: dns.RcodeNameError, soa: true},
 		{name: "lb A", qname: "lb.mesos.", qtype: dns.TypeA, answer: []string{"A 192.0.2.53"}},
 		{name: "zk A", qname: "kafka.zk.mesos.", qtype: dns.TypeA, answer: []string{"A 10.0.1.1", "A 10.0.1.2"}},
 		{name: "zk SRV", qname: "_kafka._tcp.zk.mesos.", qtype: dns.TypeSRV,
@@ -473,5 +476,30 @@ func TestFarAdditionalOwners(t *testing.T) {
 				t.Fatalf("query %d: additional %v: want %s's address %v", i, rr, rr.Header().Name, addrs[rr.Header().Name])
 			}
 		}
+	}
+}
+
+// An app without ports leaves DNS when it is removed, and answers from its
+// services once it gets ports.
+func TestPortlessAppFollowsTheTable(t *testing.T) {
+	t.Parallel()
+	tb := fixtureTable()
+	s := newTestServer(t, tb)
+	ask := func() (int, []string) {
+		r, _ := exchange(t, s, question("worker.marathon.mesos.", dns.TypeA), false)
+		return r.Rcode, rdatas(r.Answer)
+	}
+	if rc, got := ask(); rc != dns.RcodeSuccess || !slices.Equal(got, []string{"A 10.0.0.8"}) {
+		t.Fatalf("before: %s %q", dns.RcodeToString[rc], got)
+	}
+	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{{ID: "/worker", Services: []*discovery.Service{
+		service("/worker", 0, 10007, "", discovery.ProtoTCP, backend("worker.3", "10.0.0.9:31009")),
+	}}}})
+	if rc, got := ask(); rc != dns.RcodeSuccess || !slices.Equal(got, []string{"A 10.0.0.9"}) {
+		t.Fatalf("with a port: %s %q, want the service's backend only", dns.RcodeToString[rc], got)
+	}
+	tb.Apply(discovery.Update{Source: "marathon", Removed: []string{"/worker"}})
+	if rc, got := ask(); rc != dns.RcodeNameError {
+		t.Fatalf("removed: %s %q, want NXDOMAIN", dns.RcodeToString[rc], got)
 	}
 }

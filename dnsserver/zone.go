@@ -197,19 +197,34 @@ func frameworkOf(snap *discovery.Snapshot, svc *discovery.Service) string {
 }
 
 // appAddrs returns the distinct addresses of the routable tasks of every
-// service named name, or nil if there is no such app.
+// service named name, and of every app so named that has no ports (as
+// mesos-dns answers them), or nil if there is no such app.
 func (z *zone) appAddrs(snap *discovery.Snapshot, fw, name string) []netip.Addr {
 	svcs := services(snap, fw, name)
-	if len(svcs) == 0 {
+	var portless []*discovery.App
+	if fw == fwMarathon {
+		portless = snap.PortlessAppsNamed(name)
+	}
+	if len(svcs) == 0 && len(portless) == 0 {
 		return nil
 	}
 	addrs := []netip.Addr{}
 	seen := map[netip.Addr]bool{}
+	add := func(a netip.Addr) {
+		if a = a.Unmap(); a.IsValid() && !seen[a] {
+			seen[a] = true
+			addrs = append(addrs, a)
+		}
+	}
 	for _, svc := range svcs {
 		for _, b := range svc.Backends {
-			if a := b.Addr.Addr().Unmap(); !seen[a] {
-				seen[a] = true
-				addrs = append(addrs, a)
+			add(b.Addr.Addr())
+		}
+	}
+	for _, a := range portless {
+		for _, t := range a.Tasks {
+			if t.Routable {
+				add(t.Addr)
 			}
 		}
 	}

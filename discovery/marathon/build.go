@@ -215,7 +215,11 @@ func (b *builder) build(a *appDef, tasks []*task) *discovery.App {
 			addr, reason = b.taskAddr(t, mode)
 			ok = reason == ""
 		}
-		app.Tasks = append(app.Tasks, taskState(t, ok, reason))
+		ts := taskState(t, ok, reason)
+		if ok {
+			ts.Addr = addr
+		}
+		app.Tasks = append(app.Tasks, ts)
 		if !ok {
 			continue
 		}

@@ -480,6 +480,26 @@ func TestDecodeShapes(t *testing.T) {
 	}
 }
 
+// An app with no ports offers no service, but its routable tasks carry
+// their addresses, which DNS answers for the app's name, as mesos-dns does;
+// a task not routable carries none.
+func TestPortlessAppTasksHaveAddresses(t *testing.T) {
+	t.Parallel()
+	d := decodeOneApp(json.RawMessage(`{"id":"/worker","portDefinitions":[],"tasks":[
+		{"id":"w.1","host":"10.0.0.8","ports":[],"state":"TASK_RUNNING"},
+		{"id":"w.2","host":"10.0.0.9","ports":[],"state":"TASK_STAGING"}]}`))
+	a := buildDecoded(t, testBuilder(true), d)
+	if len(a.Services) != 0 || len(a.Tasks) != 2 {
+		t.Fatalf("app = %+v", a)
+	}
+	if got := a.Tasks[0]; !got.Routable || got.Addr != netip.MustParseAddr("10.0.0.8") {
+		t.Errorf("running task = %+v, want routable at 10.0.0.8", got)
+	}
+	if got := a.Tasks[1]; got.Routable || got.Addr.IsValid() {
+		t.Errorf("staging task = %+v, want no address", got)
+	}
+}
+
 // A task seen healthy keeps its verdict when Marathon forgets the results
 // (leader failover), but not after a failing result.
 func TestHealthMemorySurvivesFailover(t *testing.T) {
