@@ -372,3 +372,29 @@ func TestFaultEventsOutOfOrderAndRepeated(t *testing.T) {
 		t.Errorf("backends = %q, want %q", got, want)
 	}
 }
+
+// A resync an operator asks for (SIGHUP, POST /v1/resync) reports its
+// result at info every time: only those a reconnecting stream brings are
+// quieted.
+func TestRequestedResyncsLogged(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, marathonsim.Config{})
+	createApp(t, sim, marathonsim.AppSpec{ID: "/web", Instances: 1})
+	src, tb, logs := startLogged(t, Config{URLs: []string{sim.URL()}})
+	waitSim(t, tb, sim, "/web")
+	for i := range 2 {
+		before := src.Status().Resyncs
+		src.Resync()
+		waitFor(t, fmt.Sprintf("resync %d", i+1), func() bool { return src.Status().Resyncs > before })
+	}
+	// The count is bumped just before the line is written.
+	waitFor(t, "\"resync done\" at info for the first sync and the two requested", func() bool {
+		n := 0
+		for _, e := range logs.FilterMessage("resync done").All() {
+			if e.Level >= zapcore.InfoLevel {
+				n++
+			}
+		}
+		return n >= 3
+	})
+}

@@ -194,6 +194,12 @@ type loop struct {
 	problems    map[string]string // last logged problem per app
 	lastFullErr string            // so a Marathon that stays down is logged once
 	lastDoneLog time.Time         // the last "resync done" at info (see onFull)
+	// fullQuiet marks a full resync started by a stream reconnect, whose
+	// "resync done" logs at info at most once a minute: a stream that keeps
+	// dying young brings one each time. Requested and periodic ones always
+	// log at info.
+	fullQuiet  bool
+	wantedLoud bool // a requested or periodic resync waits behind the running one
 }
 
 func newLoop(s *Source, ctx context.Context, wg *sync.WaitGroup) *loop {
@@ -270,6 +276,7 @@ func (l *loop) onConn(n connNotice) {
 		// Marathon just answered: skip any pending failure backoff.
 		l.retryTimer.Stop()
 		l.retryPending = false
+		l.fullQuiet = true // see lastDoneLog
 		l.startFull()
 	case n.failed:
 		// The stream cannot connect. If nothing was ever synced, try the
@@ -286,9 +293,10 @@ func (l *loop) requestFull(reason string) {
 	l.s.log.Debug("full resync requested", zap.String("reason", reason))
 	switch {
 	case l.fullInFlight:
-		l.fullWanted = true
+		l.fullWanted, l.wantedLoud = true, true
 	case l.retryPending:
 	default:
+		l.fullQuiet = false
 		l.startFull()
 	}
 }
@@ -387,10 +395,8 @@ func (l *loop) onFull(r fetchResult) {
 	l.s.mu.Unlock()
 	// fetch_decode is the GET and JSON decoding (off the state goroutine);
 	// apply is building the apps and publishing the table.
-	// At most a line a minute at info: a stream that keeps reconnecting
-	// brings a resync each time.
 	done := l.s.log.Debug
-	if now := time.Now(); now.Sub(l.lastDoneLog) >= time.Minute {
+	if now := time.Now(); !l.fullQuiet || now.Sub(l.lastDoneLog) >= time.Minute {
 		done, l.lastDoneLog = l.s.log.Info, now
 	}
 	done("resync done", zap.Int("apps", len(apps)), zap.Int("tasks", tasks),
@@ -401,6 +407,7 @@ func (l *loop) onFull(r fetchResult) {
 		l.drain()
 	}
 	if l.fullWanted {
+		l.fullQuiet, l.wantedLoud = !l.wantedLoud, false
 		l.startFull()
 	}
 }
