@@ -48,14 +48,15 @@ func (l *changeLog) list() []change {
 // FollowChanges records what each new snapshot changed, app by app, until
 // ctx ends, and logs the changes an operator must hear of (see alarms).
 // Apps a snapshot did not touch share their pointer with the previous one,
-// so a change costs a pointer comparison per app.
+// so a change costs a pointer comparison per app, and the alarms look only
+// at what changed.
 func (s *Server) FollowChanges(ctx context.Context) {
 	prev := s.deps.Table.Snapshot()
 	al := newAlarms(s.log)
-	al.conflicts(prev)
 	for _, a := range prev.Apps() {
 		al.app(prev, nil, a)
 	}
+	al.conflicts(prev, prev.Ports())
 	for {
 		select {
 		case <-ctx.Done():
@@ -65,6 +66,7 @@ func (s *Server) FollowChanges(ctx context.Context) {
 		cur := s.deps.Table.Snapshot()
 		now := time.Now()
 		seen := map[string]bool{}
+		var ports []int // the service ports of the apps that changed
 		// A new overlay may put any app in or out of panic mode without
 		// changing its pointer (all of a service's backends ejected leaves
 		// the app as its source gave it).
@@ -80,16 +82,31 @@ func (s *Server) FollowChanges(ctx context.Context) {
 			}
 			s.changes.add(change{Time: now, Version: cur.Version(), App: a.ID, What: describeChange(old, a)})
 			al.app(cur, old, a)
+			ports = appendPorts(appendPorts(ports, old), a)
 		}
 		for _, a := range prev.Apps() {
 			if !seen[a.ID] {
 				s.changes.add(change{Time: now, Version: cur.Version(), App: a.ID, What: "removed"})
 				al.removed(a)
+				ports = appendPorts(ports, a)
 			}
 		}
-		al.conflicts(cur)
+		al.conflicts(cur, ports)
 		prev = cur
 	}
+}
+
+// appendPorts appends the service ports of a's services (a may be nil).
+func appendPorts(ports []int, a *discovery.App) []int {
+	if a == nil {
+		return ports
+	}
+	for _, svc := range a.Services {
+		if svc.ServicePort > 0 {
+			ports = append(ports, svc.ServicePort)
+		}
+	}
+	return ports
 }
 
 // alarms logs, once per change of state, what needs an operator: a service
@@ -147,28 +164,30 @@ func (al *alarms) removed(a *discovery.App) {
 	}
 }
 
-// conflicts logs service ports that came to be claimed by several apps, or
-// changed claimants, and those no longer contested.
-func (al *alarms) conflicts(snap *discovery.Snapshot) {
-	now := map[int]string{}
-	for _, c := range snap.Conflicts() {
-		losers := make([]string, len(c.Losers))
-		for i, l := range c.Losers {
-			losers[i] = keyString(l)
+// conflicts looks at ports in snap (those of the apps that changed) and
+// logs those that came to be claimed by several apps, or changed
+// claimants, and those no longer contested.
+func (al *alarms) conflicts(snap *discovery.Snapshot, ports []int) {
+	for _, port := range ports {
+		claims := snap.Claimants(port)
+		if len(claims) < 2 {
+			if _, was := al.conflict[port]; was {
+				delete(al.conflict, port)
+				al.log.Info("service port no longer contested", zap.Int("service_port", port))
+			}
+			continue
 		}
-		who := keyString(c.Winner) + " over " + strings.Join(losers, ", ")
-		now[c.Port] = who
-		if al.conflict[c.Port] != who {
+		losers := make([]string, len(claims)-1)
+		for i, l := range claims[1:] {
+			losers[i] = keyString(l.Key)
+		}
+		who := keyString(claims[0].Key) + " over " + strings.Join(losers, ", ")
+		if al.conflict[port] != who {
+			al.conflict[port] = who
 			al.log.Warn("service port claimed by several apps; the lowest app id serves it, the others are not served there",
-				zap.Int("service_port", c.Port), zap.String("winner", keyString(c.Winner)), zap.Strings("losers", losers))
+				zap.Int("service_port", port), zap.String("winner", keyString(claims[0].Key)), zap.Strings("losers", losers))
 		}
 	}
-	for port := range al.conflict {
-		if _, ok := now[port]; !ok {
-			al.log.Info("service port no longer contested", zap.Int("service_port", port))
-		}
-	}
-	al.conflict = now
 }
 
 func backendCount(a *discovery.App) int {

@@ -47,6 +47,9 @@ func (s *Snapshot) Service(port int) *Service {
 	return nil
 }
 
+// Claimants returns the services claiming port, the winner first.
+func (s *Snapshot) Claimants(port int) []*Service { return s.claims.get(port) }
+
 // Ports returns every claimed service port in ascending order.
 func (s *Snapshot) Ports() []int {
 	ports := make([]int, 0, s.claims.len())
