@@ -54,7 +54,7 @@ func newTestServer(t *testing.T) (*Server, *discovery.Table, *fakeSource) {
 				{Port: 8002, Plane: "tcp", Error: "address already in use", BindFailing: true}, {Port: 9500, Error: "outside --ports 8000-8100; not bound"}}
 		},
 		HTTP: func() []httpproxy.ServiceStats {
-			return []httpproxy.ServiceStats{{App: "/shop/web", ServicePort: 8001, Responses: [5]uint64{0, 9, 0, 1, 0},
+			return []httpproxy.ServiceStats{{App: "/shop/web", ServicePort: 8001, Responses: [5]uint64{0, 9, 0, 1, 1}, Own: [3]uint64{0, 1, 0},
 				LatencyCounts: make([]uint64, len(httpproxy.LatencyBuckets)+1)}}
 		},
 		DNS: func() dnsserver.Stats {
@@ -165,6 +165,7 @@ func TestMetricsPassPromtool(t *testing.T) {
 		`pacer_tcp_bind_failing{port="8000",plane="tcp"} 0`,
 		`pacer_dns_queries_total{qtype="SRV"} 3`,
 		`pacer_http_responses_total{app="/shop/web",port_index="0",service_port="8001",code="2xx"} 9`,
+		`pacer_http_own_responses_total{app="/shop/web",port_index="0",service_port="8001",code="503"} 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)

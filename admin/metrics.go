@@ -182,6 +182,12 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 				m.sample("pacer_http_request_duration_seconds_count", float64(st.LatencyCounts[n-1]), svcLabels(st)...)
 			}
 		}
+		m.family("pacer_http_own_responses_total", "counter", "Answers pacer wrote itself, also counted in pacer_http_responses_total: 502 the backend failed, 503 no routable backend, 504 a timeout.")
+		for _, st := range stats {
+			for i, n := range st.Own {
+				m.sample("pacer_http_own_responses_total", float64(n), append(svcLabels(st), "code", strconv.Itoa(502+i))...)
+			}
+		}
 		m.family("pacer_http_retries_total", "counter", "HTTP requests sent again to another backend.")
 		for _, st := range stats {
 			m.sample("pacer_http_retries_total", float64(st.Retries), svcLabels(st)...)

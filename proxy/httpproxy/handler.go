@@ -722,12 +722,14 @@ func (p *Proxy) noBackend(ctx *fasthttp.RequestCtx, r *route) {
 	ctx.Response.Reset()
 	ctx.Response.Header.SetBytesKV(hRetry, p.retryAfter)
 	p.plain(ctx, fasthttp.StatusServiceUnavailable, "pacer: 503 Service Unavailable: no routable backend for "+r.label+"\n")
+	r.st.ownAnswer(fasthttp.StatusServiceUnavailable)
 }
 
 // failure answers 502 or 504 naming the service.
 func (p *Proxy) failure(ctx *fasthttp.RequestCtx, r *route, status int, what string, err error) {
 	ctx.Response.Reset()
 	p.plain(ctx, status, "pacer: "+strconv.Itoa(status)+" "+fasthttp.StatusMessage(status)+": "+what+" for "+r.label+"\n")
+	r.st.ownAnswer(status)
 	if ce := p.log.Check(zap.DebugLevel, "request failed"); ce != nil {
 		ce.Write(zap.String("app", r.svc.Key.App), zap.Int("status", status), zap.Error(err))
 	}

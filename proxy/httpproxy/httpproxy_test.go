@@ -149,6 +149,10 @@ func TestNoBackend503(t *testing.T) {
 			t.Errorf("%s: %d Retry-After %q body %q", target.addr, status, resp.Header.Get("Retry-After"), body)
 		}
 	}
+	// pacer's own 503s, told apart from a backend's in the metrics.
+	if st := r.p.Stats(); len(st) != 1 || st[0].Own != [3]uint64{0, 2, 0} || st[0].Responses[4] != 2 {
+		t.Errorf("stats: %+v, want two of pacer's own 503s", st)
+	}
 }
 
 func TestBadGatewayAndTimeout(t *testing.T) {
@@ -182,6 +186,13 @@ func TestBadGatewayAndTimeout(t *testing.T) {
 	st := r.p.Stats()
 	if len(st) != 4 || st[3].App != "/slow" || st[3].Responses[4] != 1 {
 		t.Errorf("stats: %+v", st)
+	}
+	// Each 5xx was pacer's own: its count says which.
+	want := map[string][3]uint64{"/closer": {1, 0, 0}, "/refused": {1, 0, 0}, "/slow": {0, 0, 1}, "/silent": {0, 0, 1}}
+	for _, s := range st {
+		if s.Own != want[s.App] {
+			t.Errorf("%s: own answers %v, want %v", s.App, s.Own, want[s.App])
+		}
 	}
 }
 

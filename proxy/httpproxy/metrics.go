@@ -24,6 +24,15 @@ type svcState struct {
 	sumNanos atomic.Uint64
 	retries  atomic.Uint64
 	active   atomic.Int64
+	// own counts pacer's own 502, 503 and 504 answers.
+	own [3]atomic.Uint64
+}
+
+// ownAnswer records one of pacer's own 502, 503 or 504 answers.
+func (st *svcState) ownAnswer(status int) {
+	if i := status - 502; i >= 0 && i < len(st.own) {
+		st.own[i].Add(1)
+	}
 }
 
 // observe records one answered request.
@@ -56,6 +65,11 @@ type ServiceStats struct {
 	LatencySum float64 `json:"latency_sum"`
 	// Retries counts requests sent again to another backend.
 	Retries uint64 `json:"retries"`
+	// Own counts the answers pacer wrote itself rather than pass on a
+	// backend's, counted in Responses too: [0] 502 (the backend failed),
+	// [1] 503 (no routable backend), [2] 504 (a timeout). Responses' 5xx
+	// less these is the backends' own.
+	Own [3]uint64 `json:"own"`
 	// Active is the requests (and upgraded tunnels) in flight now.
 	Active int64 `json:"active"`
 }
@@ -82,6 +96,9 @@ func (st *svcState) stats() ServiceStats {
 	}
 	for i := range st.byClass {
 		out.Responses[i] = st.byClass[i].Load()
+	}
+	for i := range st.own {
+		out.Own[i] = st.own[i].Load()
 	}
 	var cum uint64
 	for i := range st.buckets {
