@@ -194,12 +194,11 @@ type loop struct {
 	problems    map[string]string // last logged problem per app
 	lastFullErr string            // so a Marathon that stays down is logged once
 	lastDoneLog time.Time         // the last "resync done" at info (see onFull)
-	// fullQuiet marks a full resync started by a stream reconnect, whose
-	// "resync done" logs at info at most once a minute: a stream that keeps
-	// dying young brings one each time. Requested and periodic ones always
-	// log at info.
-	fullQuiet  bool
-	wantedLoud bool // a requested or periodic resync waits behind the running one
+	// loudPending is set by a requested or periodic resync and cleared by
+	// the next one that succeeds, which logs "resync done" at info. Those a
+	// stream reconnect brings log at info at most once a minute: a stream
+	// that keeps dying young brings one each time.
+	loudPending bool
 }
 
 func newLoop(s *Source, ctx context.Context, wg *sync.WaitGroup) *loop {
@@ -276,7 +275,6 @@ func (l *loop) onConn(n connNotice) {
 		// Marathon just answered: skip any pending failure backoff.
 		l.retryTimer.Stop()
 		l.retryPending = false
-		l.fullQuiet = true // see lastDoneLog
 		l.startFull()
 	case n.failed:
 		// The stream cannot connect. If nothing was ever synced, try the
@@ -291,12 +289,12 @@ func (l *loop) onConn(n connNotice) {
 // follows it) or a failed one is waiting out its backoff.
 func (l *loop) requestFull(reason string) {
 	l.s.log.Debug("full resync requested", zap.String("reason", reason))
+	l.loudPending = true // see lastDoneLog
 	switch {
 	case l.fullInFlight:
-		l.fullWanted, l.wantedLoud = true, true
+		l.fullWanted = true
 	case l.retryPending:
 	default:
-		l.fullQuiet = false
 		l.startFull()
 	}
 }
@@ -396,8 +394,8 @@ func (l *loop) onFull(r fetchResult) {
 	// fetch_decode is the GET and JSON decoding (off the state goroutine);
 	// apply is building the apps and publishing the table.
 	done := l.s.log.Debug
-	if now := time.Now(); !l.fullQuiet || now.Sub(l.lastDoneLog) >= time.Minute {
-		done, l.lastDoneLog = l.s.log.Info, now
+	if now := time.Now(); l.loudPending || now.Sub(l.lastDoneLog) >= time.Minute {
+		done, l.lastDoneLog, l.loudPending = l.s.log.Info, now, false
 	}
 	done("resync done", zap.Int("apps", len(apps)), zap.Int("tasks", tasks),
 		zap.Duration("fetch_decode", r.took), zap.Duration("apply", applied))
@@ -407,7 +405,6 @@ func (l *loop) onFull(r fetchResult) {
 		l.drain()
 	}
 	if l.fullWanted {
-		l.fullQuiet, l.wantedLoud = !l.wantedLoud, false
 		l.startFull()
 	}
 }

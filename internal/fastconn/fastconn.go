@@ -306,16 +306,24 @@ func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
 // bytes nobody asked for, with one non-blocking peek (MSG_PEEK): the check
 // a pooled connection gets before it carries a request.
 func (c *Conn) Gone() bool {
+	data, closed := c.Pending()
+	return data || closed
+}
+
+// Pending looks at c without waiting or consuming anything, with one
+// non-blocking peek: data is set if bytes wait to be read, closed if the
+// peer closed or reset the connection (or c is closed).
+func (c *Conn) Pending() (data, closed bool) {
 	c.rd.begin()
 	defer c.rd.end()
-	gone := false
 	err := c.rc.Read(func(fd uintptr) bool {
 		var b [1]byte
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		gone = n > 0 || (n == 0 && err == nil) || (err != nil && !errors.Is(err, syscall.EAGAIN))
+		data = n > 0
+		closed = (n == 0 && err == nil) || (err != nil && !errors.Is(err, syscall.EAGAIN))
 		return true
 	})
-	return err != nil || gone
+	return data, closed || err != nil
 }
 
 // Close closes the connection; Reads and Writes in progress end with an

@@ -92,13 +92,13 @@ func (b *backend) get(now time.Time) (*bconn, error) {
 			if idle < peekAfter && !c.peekFirst {
 				return c, nil
 			}
-			first := c.peekFirst
 			c.peekFirst = false
 			c.armDeadline(now) // a deadline that passed in the pool fails the peek
-			if c.alive() {
+			ok, stray := c.alive()
+			if ok {
 				return c, nil
 			}
-			b.caught(first)
+			b.caught(stray)
 			c.close()
 			b.mu.Lock()
 			continue
@@ -118,13 +118,13 @@ func (b *backend) get(now time.Time) (*bconn, error) {
 	return b.dial()
 }
 
-// caught notes that a peek after a bodiless answer (afterBodiless), or the
-// bytes left after an answer, found more than the answer: most likely a
-// body the backend sends where it must not (or its close after the
-// answer, which the peek cannot tell apart, and which makes closing
-// harmless). The first time is logged.
-func (b *backend) caught(afterBodiless bool) {
-	if afterBodiless && !b.strays.Swap(true) {
+// caught notes, when stray, that the backend sent bytes after an answer
+// that were not part of it (a body to a HEAD, 204 or 304, or more than its
+// length): from then on its connections close after a HEAD. A backend that
+// merely closed an idle connection is not caught. The first time is
+// logged.
+func (b *backend) caught(stray bool) {
+	if stray && !b.strays.Swap(true) {
 		b.p.log.Info("backend sends bytes after its answers (a body to a HEAD, 204 or 304?): its connections now close after a HEAD",
 			zap.Stringer("backend", b.addr))
 	}
@@ -170,8 +170,8 @@ func (b *backend) getIdle(now time.Duration) *bconn {
 	if c.peekFirst {
 		c.peekFirst = false
 		c.armDeadline(time.Now()) // a deadline that passed in the pool fails the peek
-		if !c.alive() {
-			b.caught(true)
+		if ok, stray := c.alive(); !ok {
+			b.caught(stray)
 			c.close()
 			return nil
 		}
@@ -311,6 +311,10 @@ type bconn struct {
 	// however briefly it idled; its last answer had no body by its status
 	// (releaseBodiless).
 	peekFirst bool
+	// afterBodiless: the last answer on the connection had no body by its
+	// status or request; garbage read as the next answer is then likely
+	// that body, late (see receive).
+	afterBodiless bool
 	// deadline is the read and write deadline armDeadline last set on nc;
 	// zero when something else moved either deadline since.
 	deadline time.Time
@@ -353,9 +357,13 @@ func (s *bsrc) Read(p []byte) (int, error) {
 }
 
 // alive reports whether the backend has not closed c (no FIN, RST or stray
-// bytes waiting), with one non-blocking peek.
-func (c *bconn) alive() bool {
-	return c.br.Buffered() == 0 && !c.nc.Gone()
+// bytes waiting), with one non-blocking peek; stray says bytes were waiting.
+func (c *bconn) alive() (ok, stray bool) {
+	if c.br.Buffered() > 0 {
+		return false, true
+	}
+	data, closed := c.nc.Pending()
+	return !data && !closed, data
 }
 
 func (c *bconn) close() {

@@ -432,3 +432,100 @@ func TestHeadKeepsAWellBehavedBackendsConnection(t *testing.T) {
 		t.Fatalf("the backend saw %d connections for 10 HEADs and a GET on one client connection, want 1", n)
 	}
 }
+
+// A backend that closes an idle connection (its keep-alive timeout) after
+// a bodiless answer has sent nothing stray: its HEAD connections stay
+// pooled.
+func TestIdleCloseAfterBodilessIsNotAStray(t *testing.T) {
+	r := newRig(t, Config{})
+	closed := make(chan struct{}, 16)
+	var conns atomic.Int32
+	be := rawBackend(t, func(c net.Conn) {
+		conns.Add(1)
+		go func() {
+			defer c.Close()
+			br := bufio.NewReader(c)
+			for {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				if req.URL.Path == "/204" {
+					io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+					c.Close() // as a keep-alive timeout would, a moment later
+					closed <- struct{}{}
+					return
+				}
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(req.URL.Path))
+				if req.Method != "HEAD" {
+					io.WriteString(c, req.URL.Path)
+				}
+			}
+		}()
+	})
+	r.apply(app("/web", 0, []string{"web.test"}, "", be))
+	nc, br := dialRaw(t, r.vhost)
+	fmt.Fprintf(nc, "GET /204 HTTP/1.1\r\nHost: web.test\r\n\r\n")
+	if raw := readRaw(t, br, true); !strings.HasPrefix(raw, "HTTP/1.1 204 ") {
+		t.Fatalf("answer %q", raw)
+	}
+	<-closed // the FIN is in pacer's socket: loopback delivers it with the close
+	if raw := getRaw(t, nc, br, "web.test", "/after"); !strings.HasSuffix(raw, "\r\n\r\n/after") {
+		t.Fatalf("after the idle close: %q", raw)
+	}
+	before := conns.Load()
+	for i := range 5 {
+		fmt.Fprintf(nc, "HEAD /h%d HTTP/1.1\r\nHost: web.test\r\n\r\n", i)
+		if raw := readRaw(t, br, true); !strings.HasPrefix(raw, "HTTP/1.1 200 ") {
+			t.Fatalf("HEAD %d: %q", i, raw)
+		}
+	}
+	getRaw(t, nc, br, "web.test", "/last")
+	if n := conns.Load() - before; n > 0 {
+		t.Fatalf("5 HEADs and a GET after an idle close opened %d more backend connections, want none: the backend was taken for one that strays", n)
+	}
+}
+
+// A body sent a moment late after a HEAD answer (after the next request's
+// peek) costs that request its answer once; the backend is then caught, and
+// its HEAD connections close, so it does not happen again.
+func TestLateBodyAfterHeadIsCaughtOnce(t *testing.T) {
+	r := newRig(t, Config{})
+	var owed sync.Map
+	be := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		if _, ok := owed.LoadAndDelete(c); ok {
+			io.WriteString(bw, "oops!")
+		}
+		if req.Method == "HEAD" {
+			io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+			owed.Store(c, true) // the body comes with the next answer
+			return true
+		}
+		fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+		return true
+	})
+	r.apply(app("/web", 0, []string{"web.test"}, "", be))
+	nc, br := dialRaw(t, r.vhost)
+	head := func() {
+		t.Helper()
+		fmt.Fprintf(nc, "HEAD / HTTP/1.1\r\nHost: web.test\r\n\r\n")
+		if raw := readRaw(t, br, true); !strings.HasPrefix(raw, "HTTP/1.1 200 ") {
+			t.Fatalf("HEAD: %q", raw)
+		}
+	}
+	next := func(path string) string {
+		c, cbr := dialRaw(t, r.vhost)
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n", path)
+		return readRaw(t, cbr, false)
+	}
+	head()
+	if raw := next("/first"); strings.HasSuffix(raw, "\r\n\r\noops!") {
+		t.Fatalf("the stray body was passed on as an answer: %q", raw)
+	}
+	for i := range 3 {
+		head()
+		if raw := next("/again"); !strings.HasSuffix(raw, "\r\n\r\n/again") {
+			t.Fatalf("after the backend was caught, request %d answered %q, want /again's", i, raw)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -457,5 +458,75 @@ func TestTunnelSurvivesItsBackendComingBack(t *testing.T) {
 		if err := wsPing(c, br); err != nil {
 			t.Fatalf("the tunnel %v after its backend came back: %v", time.Since(start).Round(time.Millisecond), err)
 		}
+	}
+}
+
+// A stop that comes while a port that left the table still drains gives
+// that port's requests the rest of the stop's drain, as it gives its own:
+// it does not cut them at once.
+func TestShutdownLetsALeftPortFinishItsDrain(t *testing.T) {
+	arrived, held := make(chan struct{}, 1), make(chan struct{})
+	release := sync.OnceFunc(func() { close(held) })
+	_, heldAddr0 := httpBackend(t, "held", func(w http.ResponseWriter, req *http.Request) {
+		arrived <- struct{}{}
+		<-held
+		io.WriteString(w, "held")
+	})
+	t.Cleanup(release) // before the backend's Close waits for its handler
+	_, other := httpBackend(t, "other", nil)
+	r := newRigLog(t, t, Config{DrainTimeout: 5 * time.Second}, zap.NewNop())
+	ports := testnet.FreePorts(t, 3)
+	r.apply(app("/held", ports[0], nil, "", heldAddr0), app("/other", ports[1], nil, "", other))
+	heldAddr := r.waitPort(ports[0])
+	otherAddr := r.waitPort(ports[1])
+	nc, br := dialRaw(t, heldAddr)
+	io.WriteString(nc, "GET /slow HTTP/1.1\r\nHost: held\r\n\r\n")
+	<-arrived // accepted, forwarded, and waiting for its answer
+	// /held moves to another port: its old one drains, the request held.
+	r.apply(app("/held", ports[2], nil, "", heldAddr0), app("/other", ports[1], nil, "", other))
+	r.waitApplied()
+	killing := make(chan struct{})
+	hook := sync.OnceFunc(func() { close(killing) })
+	testHookBeforeKill.Store(&hook)
+	t.Cleanup(func() { testHookBeforeKill.Store(nil) })
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		stopped <- r.p.Shutdown(ctx)
+	}()
+	// The stop has begun once the other port refuses.
+	for deadline := time.Now().Add(waitFor); ; time.Sleep(5 * time.Millisecond) {
+		if c, err := net.Dial("tcp", otherAddr); err != nil {
+			break
+		} else {
+			c.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stop did not close the other port")
+		}
+	}
+	// The request is still held: the stop must not end its drain now. (A
+	// stop that did would do so at once; 200 ms is ample to see it.)
+	select {
+	case <-killing:
+		t.Fatal("the stop closed what was open while a request on the left port was still held")
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the request held on the left port, during the stop: %v", err)
+	}
+	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(body) != "held" {
+		t.Fatalf("the request held on the left port: %d %q", resp.StatusCode, body)
+	}
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Shutdown did not return after the last request ended")
 	}
 }

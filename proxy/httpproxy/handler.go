@@ -452,6 +452,11 @@ func (p *Proxy) receive(ctx *fasthttp.RequestCtx, r *route, c *bconn, http10 boo
 			case isTimeout(err):
 				return fail(failTime, err)
 			}
+			// Garbage where an answer should begin, on a connection whose
+			// last answer had no body: most likely that body, sent late (the
+			// peek before reuse came first). The backend is caught, so that
+			// its HEAD connections close from now on.
+			b.caught(c.afterBodiless)
 			return fail(failBad, err)
 		}
 		// Interim responses (100 Continue, 103 Early Hints) are dropped;
@@ -462,6 +467,7 @@ func (p *Proxy) receive(ctx *fasthttp.RequestCtx, r *route, c *bconn, http10 boo
 			return fail(failBad, errors.New("101 Switching Protocols to a request without Upgrade"))
 		}
 	}
+	c.afterBodiless = false
 	keep := !rewriteResponse(rh)
 
 	status := rh.StatusCode()
@@ -520,7 +526,7 @@ func (p *Proxy) releaseBodiless(c *bconn, keep, head bool) {
 		c.close()
 		return
 	}
-	c.peekFirst = true
+	c.peekFirst, c.afterBodiless = true, true
 	p.release(c, keep)
 }
 

@@ -61,7 +61,13 @@ type Proxy struct {
 
 	quit     chan struct{}
 	quitOnce sync.Once
-	wg       sync.WaitGroup // Serve goroutines
+	// portDrains counts the drains of listeners closed for good before
+	// Shutdown (StopListening), which Shutdown waits for within its own
+	// drain; killedCh is closed when Shutdown's drain ends (killAll).
+	portDrains sync.WaitGroup
+	killedCh   chan struct{}
+	killOnce   sync.Once
+	wg         sync.WaitGroup // Serve goroutines
 
 	totals struct{ notFound, refused, inPoller atomic.Uint64 }
 }
@@ -147,6 +153,7 @@ func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Proxy, error) {
 		conns:      map[net.Conn]*listenRun{},
 		tunnels:    map[netip.AddrPort]*backendTunnels{},
 		quit:       make(chan struct{}),
+		killedCh:   make(chan struct{}),
 	}
 	p.ports = proxy.NewPortSet(cfg.PortMin, cfg.PortMax, p.log, func(port int) *httpPort {
 		return &httpPort{p: p, port: port}
@@ -425,16 +432,19 @@ func (hp *httpPort) StopListening() {
 	ln.Close()
 	p.log.Info("http listener closed", zap.Int("port", hp.port))
 	drain := p.cfg.DrainTimeout
-	// Counted in p.wg, and cut short by Shutdown (p.quit), whose own drain
-	// then closes what is left: nothing of it outlives the Proxy.
+	// Counted in p.wg and p.portDrains: a Shutdown meanwhile lets it run
+	// to the end of Shutdown's own drain at most (killedCh), then closes
+	// what is left; nothing of it outlives the Proxy.
 	p.wg.Add(1)
+	p.portDrains.Add(1)
 	go func() {
 		defer p.wg.Done()
+		defer p.portDrains.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()
 		go func() {
 			select {
-			case <-p.quit:
+			case <-p.killedCh:
 				cancel()
 			case <-ctx.Done():
 			}
@@ -451,11 +461,6 @@ func (hp *httpPort) StopListening() {
 			return
 		}
 		<-ctx.Done()
-		select {
-		case <-p.quit:
-			return // Shutdown's drain has them now, and closes what is left
-		default:
-		}
 		if n := p.cut(lr); n > 0 {
 			p.log.Warn("closed connections still open at the end of the drain", zap.Int("port", hp.port), zap.Int("connections", n))
 		}
@@ -568,6 +573,17 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if n := left.Load(); n > 0 {
 		p.log.Warn(drainLeftMsg, zap.Int64("requests", n))
 	}
+	// Ports that left the table before the stop drain on: their requests
+	// get the rest of this drain too.
+	portsDrained := make(chan struct{})
+	go func() {
+		p.portDrains.Wait()
+		close(portsDrained)
+	}()
+	select {
+	case <-portsDrained:
+	case <-dctx.Done():
+	}
 	// Tunnels (WebSockets) have no request boundary to stop at: they get
 	// the rest of the drain, polled because they end on their own.
 	for p.tunnelCount() > 0 && dctx.Err() == nil {
@@ -577,6 +593,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		case <-dctx.Done():
 			t.Stop()
 		}
+	}
+	if h := testHookBeforeKill.Load(); h != nil {
+		(*h)()
 	}
 	n := p.killAll()
 	if n > 0 {
@@ -600,8 +619,13 @@ func (p *Proxy) tunnelCount() int {
 	return p.ntunnels
 }
 
+// testHookBeforeKill, if set, runs as Shutdown's drain ends, before it
+// closes what is still open.
+var testHookBeforeKill atomic.Pointer[func()]
+
 // killAll closes every client connection and tunnel still open.
 func (p *Proxy) killAll() int {
+	p.killOnce.Do(func() { close(p.killedCh) })
 	p.cmu.Lock()
 	defer p.cmu.Unlock()
 	p.killed = true
