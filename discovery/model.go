@@ -172,6 +172,27 @@ func AppName(appID string) string {
 	return Label(b.String())
 }
 
+// IsHostname reports whether name (a trailing dot aside) is a DNS host name:
+// at most 253 characters of dot-separated labels, each 1 to 63 letters,
+// digits, hyphens or underscores, with no hyphen at either end.
+func IsHostname(name string) bool {
+	name = strings.TrimSuffix(name, ".")
+	if len(name) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(name, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			if c := l[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // Label makes s a valid RFC 1123 DNS label: lower case, characters outside
 // [a-z0-9-] become "-", leading and trailing dashes are dropped, and the
 // result is cut to 63 characters.

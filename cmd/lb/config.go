@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/discovery/zookeeper"
 )
 
@@ -275,7 +276,9 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 	if c.domain == "" {
 		return nil, errors.New("--domain: must not be empty; the default is mesos")
 	}
-	if !isHostname(c.domain) {
+	// A host name without the underscores some hosts carry: the zone's
+	// names are RFC 1123 labels (discovery.Label).
+	if !discovery.IsHostname(c.domain) || strings.Contains(c.domain, "_") {
 		return nil, fmt.Errorf("--domain: %q is not a DNS name: use labels of letters, digits and '-' joined by dots, such as mesos or dc1.example.com", str("domain"))
 	}
 	for _, d := range []struct {
@@ -456,23 +459,4 @@ func resolveAddr(name string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("cannot resolve %q; pass an IP address", name)
 	}
 	return addrs[0], nil
-}
-
-// isHostname reports whether name is dot-separated RFC 1123 labels: 1 to 63
-// letters, digits and hyphens each, no hyphen at either end.
-func isHostname(name string) bool {
-	if len(name) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(name, ".") {
-		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			if c := label[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }

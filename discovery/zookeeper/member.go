@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/pacer-lb/pacer/discovery"
 )
 
 // Member formats.
@@ -195,16 +197,8 @@ func validHost(h string) error {
 	if len(h) > 253 {
 		return fmt.Errorf("host %.20q... is too long", h)
 	}
-	for _, l := range strings.Split(strings.TrimSuffix(h, "."), ".") {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return fmt.Errorf("host %q is not an IP address or a host name", h)
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("host %q is not an IP address or a host name", h)
-			}
-		}
+	if !discovery.IsHostname(h) {
+		return fmt.Errorf("host %q is not an IP address or a host name", h)
 	}
 	return nil
 }

@@ -127,18 +127,8 @@ func hangInPoller(t *testing.T, addr string, lr *listenRun, got <-chan struct{})
 func TestDrainingListenerClosesKeepAliveClients(t *testing.T) {
 	for _, how := range []string{"port removed", "port claimed again"} {
 		t.Run(how, func(t *testing.T) {
-			release := make(chan struct{})
-			defer close(release)
-			got := make(chan struct{}, 1)
-			be := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
-				if req.URL.Path == "/hang" {
-					got <- struct{}{}
-					<-release
-					return false
-				}
-				io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				return true
-			})
+			be, got, release := hangingBackend(t)
+			defer release()
 			// The drain outlasts the test: it waits for the hanging
 			// request. (So does the old listener's server, which must not
 			// log to the test once it ended.)

@@ -716,6 +716,27 @@ func TestPollerClosesAClientThatNeverReads(t *testing.T) {
 	}
 }
 
+// hangingBackend answers "ok" to every request but /hang, which it answers
+// only with a close once release is called (deferred by the test, so that
+// it comes before the proxy's own cleanup drains); got hears of each /hang.
+func hangingBackend(t *testing.T) (be netip.AddrPort, got <-chan struct{}, release func()) {
+	t.Helper()
+	hold := make(chan struct{})
+	release = sync.OnceFunc(func() { close(hold) })
+	arrived := make(chan struct{}, 1)
+	be = keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
+		if req.URL.Path == "/hang" {
+			arrived <- struct{}{}
+			<-hold
+			return false
+		}
+		io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	t.Cleanup(release) // before the backend's own cleanup waits for it
+	return be, arrived, release
+}
+
 // A request the poller sent whose answer does not come within the drain
 // is reported when the drain gives up on it, at Shutdown and when the
 // table drops its service port: the one line that says a client got no
@@ -723,18 +744,8 @@ func TestPollerClosesAClientThatNeverReads(t *testing.T) {
 func TestDrainReportsRequestsLeftInThePoller(t *testing.T) {
 	for _, how := range []string{"shutdown", "port removed"} {
 		t.Run(how, func(t *testing.T) {
-			release := make(chan struct{})
-			defer close(release)
-			got := make(chan struct{}, 1)
-			be := keepAliveBackend(t, nil, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
-				if req.URL.Path == "/hang" {
-					got <- struct{}{}
-					<-release
-					return false
-				}
-				io.WriteString(bw, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				return true
-			})
+			be, got, release := hangingBackend(t)
+			defer release()
 			core, logs := observer.New(zap.WarnLevel)
 			r := newRigLog(t, t, Config{DrainTimeout: 200 * time.Millisecond}, zap.New(core))
 			port, addr, lr := r.webPort(t, be)
