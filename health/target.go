@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -121,7 +122,7 @@ func (c *Checker) record(ctx context.Context, t *target, check *discovery.Health
 			// The reason stays the same from one failed probe to the next
 			// (no count in it): a new reason rebuilds the table.
 			if !t.activeDown || t.activeReason == "" {
-				t.activeReason = fmt.Sprintf("active: %s check failed %d times in a row: %v", check.Protocol, t.failRun, err)
+				t.activeReason = fmt.Sprintf("active: %s check failed %d times in a row: %s", check.Protocol, t.failRun, shortError(err))
 			}
 			t.activeDown = true
 		}
@@ -137,6 +138,26 @@ func (c *Checker) record(ctx context.Context, t *target, check *discovery.Health
 		c.wake()
 	}
 	return true
+}
+
+// maxReasonError bounds the probe error quoted in a verdict's reason. The
+// error may quote what the backend sent (a status line, or the first line
+// of an answer that is not HTTP), as long as the HTTP client's 10 MB limit
+// on response headers, and the reason is logged, published in the table
+// and served on every /v1/services request.
+const maxReasonError = 256
+
+// shortError is err's text cut to maxReasonError bytes on a rune boundary.
+func shortError(err error) string {
+	s := err.Error()
+	if len(s) <= maxReasonError {
+		return s
+	}
+	cut := maxReasonError
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // verdictLocked recomputes t's verdict at now and reports whether it
