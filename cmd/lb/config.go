@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -335,12 +336,25 @@ func printUsage(fs *flag.FlagSet, out io.Writer) {
 			f := fs.Lookup(n)
 			def := ""
 			if f.DefValue != "" {
-				def = fmt.Sprintf(" (default %s)", f.DefValue)
+				// --marathon's default comes from $MARATHON_URL, which
+				// may carry a password: help goes to terminals and CI logs.
+				def = fmt.Sprintf(" (default %s)", redactUserinfo(f.DefValue))
 			}
 			fmt.Fprintf(out, "  --%-18s %s%s\n", f.Name, f.Usage, def)
 		}
 		fmt.Fprintln(out)
 	}
+}
+
+// userinfoPassword matches the password of each URL's user:pass@ in a
+// list of URLs (http, https or zk; comma-separated), up to the last @
+// before the path, where url.Parse splits them too.
+var userinfoPassword = regexp.MustCompile(`(://[^/:@]*):[^/]*@`)
+
+// redactUserinfo replaces the passwords in s's URLs with xxxxx, as
+// url.URL.Redacted does.
+func redactUserinfo(s string) string {
+	return userinfoPassword.ReplaceAllString(s, "${1}:xxxxx@")
 }
 
 // checkMarathonURL accepts http[s]://[user:pass@]host:port[/path]. Errors

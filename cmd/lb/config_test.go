@@ -116,6 +116,28 @@ func TestHelpIsGroupedWithExamples(t *testing.T) {
 	}
 }
 
+// --marathon's default comes from $MARATHON_URL, which may carry a
+// password; --help shows the default, never the password.
+func TestHelpHidesThePasswordOfMarathonURL(t *testing.T) {
+	t.Parallel()
+	for value, want := range map[string]string{
+		"http://ops:s3cret@marathon-1:8080,https://ops:s3cret@marathon-2:8443/": "http://ops:xxxxx@marathon-1:8080,https://ops:xxxxx@marathon-2:8443/",
+		"zk://ops:s3cret@zk-1:2181,zk-2:2181/marathon":                          "zk://ops:xxxxx@zk-1:2181,zk-2:2181/marathon",
+		"http://marathon:8080": "http://marathon:8080",
+	} {
+		var out bytes.Buffer
+		if _, err := parseConfig("lb", []string{"--help"}, env(map[string]string{"MARATHON_URL": value}), &out); err != errHelp {
+			t.Fatalf("err = %v, want errHelp", err)
+		}
+		if strings.Contains(out.String(), "s3cret") {
+			t.Errorf("MARATHON_URL=%s: --help shows the password:\n%s", value, out.String())
+		}
+		if !strings.Contains(out.String(), "(default "+want+")") {
+			t.Errorf("MARATHON_URL=%s: --help lacks the default %s", value, want)
+		}
+	}
+}
+
 // Readiness holds once reached, whatever the check says after.
 func TestReadinessLatches(t *testing.T) {
 	t.Parallel()
