@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -204,5 +205,59 @@ func TestResyncEndpoint(t *testing.T) {
 	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/resync", nil))
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Fatalf("GET /v1/resync: %d, want 405", rec.Code)
+	}
+}
+
+// POST /v1/resync costs Marathon a full snapshot of every app and task, and
+// the admin port answers anyone who reaches it: a burst of requests starts
+// one resync now and schedules one more at the end of the minimum gap (so a
+// change made meanwhile is still picked up), not one resync each.
+func TestResyncRequestsAreSpacedOut(t *testing.T) {
+	t.Parallel()
+	called := make(chan struct{}, 100)
+	newServer := func(gap time.Duration) *Server {
+		s, err := New(Deps{Table: discovery.NewTable(), Resync: func() { called <- struct{}{} }}, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.resyncs.gap = gap
+		return s
+	}
+	post := func(s *Server) string {
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/v1/resync", nil))
+		if rec.Code != http.StatusAccepted {
+			t.Fatalf("POST /v1/resync: %d %s", rec.Code, rec.Body.String())
+		}
+		return rec.Body.String()
+	}
+
+	// A gap longer than the test: only the first request starts a resync.
+	s := newServer(time.Hour)
+	for i := range 50 {
+		body := post(s)
+		if i > 0 && !strings.Contains(body, "resync scheduled in") {
+			t.Fatalf("request %d within the gap: %s", i, body)
+		}
+	}
+	if n := len(called); n != 1 {
+		t.Fatalf("50 requests within the gap started %d resyncs, want 1", n)
+	}
+	<-called
+	_ = s.Shutdown(context.Background()) // cancels the scheduled one
+
+	// A short gap: the request made within it still gets its resync, once
+	// the gap is over.
+	s = newServer(10 * time.Millisecond)
+	defer s.Shutdown(context.Background())
+	post(s)
+	post(s)
+	post(s)
+	for i := range 2 {
+		select {
+		case <-called:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("resync %d of 2 never started", i+1)
+		}
 	}
 }

@@ -53,6 +53,7 @@ type Server struct {
 	started  time.Time
 	draining atomic.Bool
 	changes  changeLog
+	resyncs  resyncLimiter
 }
 
 // New returns an admin server for deps; call Serve to start it.
@@ -60,7 +61,7 @@ func New(deps Deps, log *zap.Logger) (*Server, error) {
 	if deps.Table == nil {
 		return nil, errors.New("admin: Deps.Table is required")
 	}
-	s := &Server{deps: deps, log: log.Named("admin"), started: time.Now()}
+	s := &Server{deps: deps, log: log.Named("admin"), started: time.Now(), resyncs: resyncLimiter{gap: minResyncGap}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /_haproxy_health_check", s.healthz) // marathon-lb's monitor-uri
@@ -97,7 +98,10 @@ func (s *Server) Handler() http.Handler { return s.srv.Handler }
 func (s *Server) SetDraining() { s.draining.Store(true) }
 
 // Shutdown stops the admin server, waiting for requests in flight until ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.resyncs.stop()
+	return s.srv.Shutdown(ctx)
+}
 
 // health is the /healthz body.
 type health struct {
@@ -154,16 +158,6 @@ func (s *Server) healthReport() (int, health) {
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	code, h := s.healthReport()
 	writeJSON(w, code, h)
-}
-
-func (s *Server) resync(w http.ResponseWriter, r *http.Request) {
-	if s.deps.Resync == nil {
-		http.Error(w, "no source to resync", http.StatusNotImplemented)
-		return
-	}
-	s.deps.Resync()
-	s.log.Info("resync requested", zap.String("remote", r.RemoteAddr))
-	writeJSON(w, http.StatusAccepted, map[string]string{"status": "resync requested"})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
