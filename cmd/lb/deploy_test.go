@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"testing"
@@ -192,5 +193,31 @@ func TestDeployMarathonJSONIsAcceptedByMarathon(t *testing.T) {
 	}
 	if declared[mustPort(t, c.dns)] != "udp,tcp" {
 		t.Errorf("the DNS port must be reserved for UDP and TCP, got %q", declared[mustPort(t, c.dns)])
+	}
+}
+
+// deploy/pacer.service confines pacer as far as a network daemon that only
+// reads its configuration allows (systemd's own exposure score guards it),
+// and does not restart a configuration lb rejected: exit status 2.
+func TestDeploySystemdUnit(t *testing.T) {
+	const unit = "../../deploy/pacer.service"
+	raw, err := os.ReadFile(unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := realMain([]string{"--ports", "8100-8000"}); code != 2 {
+		t.Fatalf("a rejected configuration exits %d, want 2", code)
+	}
+	if !regexp.MustCompile(`(?m)^RestartPreventExitStatus=2$`).Match(raw) {
+		t.Error("Restart=always restarts a rejected configuration (exit 2) forever: set RestartPreventExitStatus=2")
+	}
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not found: it is in Debian's systemd package")
+	}
+	// --threshold is on systemd's 0-100 scale: 40 is an exposure of 4.0.
+	out, err := exec.Command(sa, "security", "--offline=yes", "--threshold=40", unit).CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-analyze security: exposure above 4.0 (%v):\n%s", err, out)
 	}
 }
