@@ -48,20 +48,22 @@
 // start for every query), patches the id, flags, counts and the Additional
 // section's pointers, and fits it to the client's size: 512 bytes without
 // EDNS0, at most 1232 (what the server advertises) with it, 65535 over TCP.
-// An answer that does not fit first loses its Additional records, then is cut
-// with TC set, to whole records of the rotated answer: over TCP too, when the
-// answer records alone pass 64 KB (some 1,450 SRV records), though the
-// client has nowhere else to ask. Past 16 KB, where compression pointers do
-// not reach, an Additional owner is written as its first label and a pointer
-// to the rest of the name in the first answer record. A cached answer
-// allocates nothing. Anything the quick parser
+// An answer that does not fit first loses the Additional records that do not
+// fit, then is cut with TC set, to whole records of the rotated answer:
+// over TCP too, when the answer records alone pass 64 KB (some 1,450 SRV
+// records), though the client has nowhere else to ask. Past 16 KB, where
+// compression pointers do not reach, an Additional owner is written as its
+// first label and a pointer to the rest of the name in the first answer
+// record. A cached answer allocates nothing. Anything the quick parser
 // does not handle (compressed questions, other opcodes, several records)
 // takes the slow path through miekg/dns's unpacker; malformed queries get
 // FORMERR when their header can be read, otherwise nothing, and responses are
 // never answered.
 //
 // TCP connections are served one goroutine each, several queries per
-// connection, closed after an idle timeout.
+// connection, closed after an idle timeout. A connection keeps only a 4 KB
+// query buffer; the 64 KB answer buffer is borrowed from a pool while one
+// query is answered.
 //
 // The server reads the table through discovery.Table.Snapshot and never
 // locks it; the only shared mutable state is the answer cache, which checks

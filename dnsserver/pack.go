@@ -200,10 +200,39 @@ func (p *packer) pack(res result, z *zone, serial uint32) *entry {
 		e.add = p.record(e.add, record{typ: typ, addr: x.addr}, z, serial, owner)
 		e.nAdd++
 	}
-	// Additional records that fit in no message (a question takes 5 bytes
-	// at least) are not kept; assemble checks each message's own size.
-	if headerLen+5+len(e.ans)+len(e.auth)+len(e.add) > maxTCPSize {
-		e.add, e.nAdd, e.patches = nil, 0, nil
-	}
+	// Additional records that fit in no message beside the answer (a
+	// question takes 5 bytes at least) are not kept; assemble sends, of the
+	// others, those that fit each message.
+	e.keepAdditional(maxTCPSize - (headerLen + 5 + len(e.ans) + len(e.auth)))
 	return e
+}
+
+// additionalFitting returns the end in e.add and the number of the leading
+// Additional records that take at most room bytes as e.add holds them
+// (every owner in 2 bytes). It never allocates.
+func (e *entry) additionalFitting(room int) (end, n int) {
+	if len(e.add) <= room {
+		return len(e.add), e.nAdd
+	}
+	for end < len(e.add) {
+		// Owner, type, class and TTL take 10 bytes, RDLENGTH 2, then RDATA.
+		next := end + 12 + int(binary.BigEndian.Uint16(e.add[end+10:]))
+		if next > room {
+			break
+		}
+		end, n = next, n+1
+	}
+	return end, n
+}
+
+// keepAdditional drops the Additional records past the first room bytes.
+func (e *entry) keepAdditional(room int) {
+	end, n := e.additionalFitting(room)
+	e.add, e.nAdd = e.add[:end], n
+	for i, pt := range e.patches {
+		if int(pt.at) >= end {
+			e.patches = e.patches[:i]
+			break
+		}
+	}
 }

@@ -148,15 +148,19 @@ func assemble(out []byte, q *query, e *entry, limit int, st *counters) int {
 		p += copy(out[p:], e.ans[:start])
 		p += copy(out[p:], e.auth)
 		ns = e.nAuth
+		// Additional records that do not fit are left out, without TC
+		// (RFC 2181 9); those that fit save the client a query each.
 		switch {
-		case p+len(e.add)+opt > limit:
-			// No Additional records rather than TC (RFC 2181 9).
 		case base+len(e.ans) <= maxPointer+1:
 			// Every pointer into the answer section reaches.
+			end, nAdd := e.additionalFitting(limit - opt - p)
 			addAt := p
-			p += copy(out[p:], e.add)
-			ar = e.nAdd
+			p += copy(out[p:], e.add[:end])
+			ar = nAdd
 			for _, pt := range e.patches {
+				if int(pt.at) >= end {
+					break
+				}
 				binary.BigEndian.PutUint16(out[addAt+int(pt.at):], 0xC000|uint16(base+int(e.rotated(pt.ref, start))))
 			}
 		default:
@@ -213,10 +217,9 @@ func (e *entry) rotated(off, start int32) int32 {
 // question, so it is valid anywhere), its longest suffix that the first
 // answer record's target shares, which lies within reach, replaced by a
 // pointer to it: "big-k3x7q" and a pointer to "marathon.slave.mesos". It
-// returns the end of the section and its record count, or p and 0 (no
-// Additional records) when the section would pass end. It never allocates.
+// writes the records that fit before end and returns the end of the section
+// and its record count. It never allocates.
 func farAdditional(out []byte, p, end, base int, e *entry, k int, start int32) (int, int) {
-	addAt := p
 	// ref is the first record's target name, at offset refAt of the message.
 	var ref []byte
 	refAt := 0
@@ -225,6 +228,7 @@ func farAdditional(out []byte, p, end, base int, e *entry, k int, start int32) (
 		refAt = base + t - int(start)
 	}
 	patches := e.patches
+	count := 0
 	for off := 0; off < len(e.add); {
 		// Every owner in e.add takes 2 bytes: a pointer into the question,
 		// or a placeholder for a patch. Type, class, TTL, RDLENGTH and
@@ -249,7 +253,7 @@ func farAdditional(out []byte, p, end, base int, e *entry, k int, start int32) (
 			n += 2
 		}
 		if p+n > end {
-			return addAt, 0
+			return p, count
 		}
 		p += copy(out[p:], owner)
 		if ptr >= 0 {
@@ -258,8 +262,9 @@ func farAdditional(out []byte, p, end, base int, e *entry, k int, start int32) (
 		}
 		p += copy(out[p:], e.add[rest:next])
 		off = next
+		count++
 	}
-	return p, e.nAdd
+	return p, count
 }
 
 // shareSuffix returns how to write the wire name name at an offset that

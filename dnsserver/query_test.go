@@ -240,12 +240,19 @@ func TestTruncation(t *testing.T) {
 func TestDropsAdditionalBeforeTruncating(t *testing.T) {
 	t.Parallel()
 	tb := discovery.NewTable()
-	// 8 SRV records of ~50 bytes fit in 512 bytes, their 8 A records do not.
+	// 8 SRV records of 45 bytes fit in 512 bytes, their 8 A records of 16
+	// bytes do not: as many as fit go, without TC.
 	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{bigApp(8)}})
 	s := newTestServer(t, tb)
+	want := bigTargets(8)
 	r, n := exchange(t, s, question("_big._tcp.marathon.mesos.", dns.TypeSRV), false)
-	if r.Truncated || len(r.Answer) != 8 || len(r.Extra) != 0 || n > 512 {
-		t.Errorf("TC=%v, %d answers, %d extra, %d bytes; want 8 answers, no extra, no TC", r.Truncated, len(r.Answer), len(r.Extra), n)
+	if r.Truncated || len(r.Answer) != 8 || len(r.Extra) == 0 || len(r.Extra) == 8 || n > 512 || n+16 <= 512 {
+		t.Errorf("TC=%v, %d answers, %d extra, %d bytes; want 8 answers, as many extra as fit, no TC", r.Truncated, len(r.Answer), len(r.Extra), n)
+	}
+	for _, x := range r.Extra {
+		if a, ok := x.(*dns.A); !ok || want[a.Hdr.Name].Addr() != netip.AddrFrom4([4]byte(a.A.To4())) {
+			t.Errorf("additional %v is not its target's address", x)
+		}
 	}
 }
 

@@ -71,6 +71,9 @@ type Server struct {
 	// plainUDP reads one datagram per system call even where batches work
 	// (tests cover both loops).
 	plainUDP bool
+	// tcpWorkers holds the workers TCP connections borrow to answer a
+	// query (serveConn); Run sets New.
+	tcpWorkers sync.Pool
 
 	serialMu      sync.Mutex
 	serialVersion uint64
@@ -222,6 +225,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.udp, s.tcp = udp, tcp
 	tcpStats := &counters{}
 	s.counters = append(s.counters, tcpStats)
+	s.tcpWorkers.New = func() any { return s.newWorker(tcpStats) }
 	for _, c := range udp {
 		w := s.newWorker(&counters{})
 		s.counters = append(s.counters, w.st)

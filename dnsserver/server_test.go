@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -326,11 +327,13 @@ func TestTCPLargeAnswers(t *testing.T) {
 	for _, tc := range []struct {
 		tasks int
 		trunc bool // TC, and fewer answers than tasks
-		extra bool // every target's address in the Additional section
+		// extra is how many targets' addresses the Additional section
+		// holds: "all", "some" (as many as fit), or "none".
+		extra string
 	}{
-		{500, false, true},   // 22 KB of SRV and 8 KB of A: all of it
-		{1000, false, false}, // 45 KB of SRV fit, their A records do not: dropped, no TC
-		{1500, true, false},  // 67 KB of SRV: as many whole records as fit, TC
+		{500, false, "all"},   // 22 KB of SRV and 8 KB of A: all of it
+		{1000, false, "some"}, // 45 KB of SRV fit, 16 KB of A do not: those that fit, no TC
+		{1500, true, "none"},  // 67 KB of SRV: as many whole records as fit, TC
 	} {
 		t.Run(fmt.Sprint(tc.tasks), func(t *testing.T) {
 			t.Parallel()
@@ -383,8 +386,14 @@ func TestTCPLargeAnswers(t *testing.T) {
 					}
 					named[name] = true
 				}
-				if wantN := map[bool]int{true: tc.tasks}[tc.extra]; len(named) != wantN {
-					t.Errorf("query %d: %d additional addresses, want %d", i, len(named), wantN)
+				switch {
+				case tc.extra == "all" && len(named) != tc.tasks,
+					tc.extra == "none" && len(named) != 0:
+					t.Errorf("query %d: %d additional addresses, want %s", i, len(named), tc.extra)
+				// The largest Additional record here, its owner written out
+				// past 16 KB, takes 43 bytes: the next did not fit.
+				case tc.extra == "some" && (len(named) == 0 || len(named) == tc.tasks || n+43 <= maxTCPSize):
+					t.Errorf("query %d: %d additional addresses in %d bytes, want as many as fit in %d", i, len(named), n, maxTCPSize)
 				}
 				if (r.IsEdns0() != nil) != (i%2 == 1) {
 					t.Errorf("query %d: OPT %v", i, r.IsEdns0())
@@ -403,6 +412,8 @@ func TestDigLargeTCP(t *testing.T) {
 		want  string
 	}{
 		{500, "flags: qr aa rd; QUERY: 1, ANSWER: 500, AUTHORITY: 0, ADDITIONAL: 501"},
+		// 45 KB of SRV, then the 900-odd A records that fit (owners written out).
+		{1000, "flags: qr aa rd; QUERY: 1, ANSWER: 1000, AUTHORITY: 0, ADDITIONAL: 9"},
 		{1500, "flags: qr aa tc rd;"},
 	} {
 		t.Run(fmt.Sprint(tc.tasks), func(t *testing.T) {
@@ -458,5 +469,125 @@ func TestTCPConnectionLimitCounted(t *testing.T) {
 	// The open ones still work.
 	if err := ask(open[0]); err != nil {
 		t.Errorf("an open connection after the rejection: %v", err)
+	}
+}
+
+// liveHeap returns the bytes of live heap objects.
+func liveHeap() int64 {
+	runtime.GC()
+	runtime.GC() // and what sync.Pool kept for one cycle
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// Connections that asked once and went quiet, up to maxTCPConns of them
+// (resolvers keep connections open; a flood opens them on purpose), must not
+// each hold a 64 KB query buffer and a 64 KB answer buffer. Not parallel: it
+// measures the process's heap.
+func TestIdleTCPConnectionsHoldLittleMemory(t *testing.T) {
+	_, _, tcp := runServer(t, fixtureTable())
+	const conns = 100
+	before := liveHeap()
+	for range conns {
+		c, err := dns.Dial("tcp", tcp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.WriteMsg(question("web-shop.marathon.mesos.", dns.TypeA)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.ReadMsg(); err != nil { // the server's goroutine has served it
+			t.Fatal(err)
+		}
+	}
+	// Both ends of each connection are in this process: 32 KB leaves room
+	// for both, not for 128 KB of buffers.
+	per := (liveHeap() - before) / conns
+	t.Logf("%d bytes of heap per connection, both ends", per)
+	if per > 32<<10 {
+		t.Errorf("each idle TCP connection holds %d KB of heap, want at most 32 KB", per>>10)
+	}
+}
+
+// A query longer than maxTCPQuery closes the connection unread, and is
+// counted; shorter ones on the same connection before it are answered.
+func TestTCPQueryTooLong(t *testing.T) {
+	t.Parallel()
+	s, _, tcp := runServer(t, fixtureTable())
+	c, err := dns.Dial("tcp", tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := c.WriteMsg(question("web-shop.marathon.mesos.", dns.TypeA)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ReadMsg(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Conn.Write(binary.BigEndian.AppendUint16(nil, maxTCPQuery+1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Conn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("connection still open after a query longer than 4 KB was announced")
+	}
+	if got := s.Stats().Dropped; got != 1 {
+		t.Errorf("Dropped = %d, want 1", got)
+	}
+}
+
+// An SRV answer that fits a UDP message while its targets' addresses do not
+// all fit carries those that do, without TC: a client that reads the
+// Additional section (HAProxy's resolvers, Netty) then resolves only the
+// rest, and Go's LookupSRV, which ignores it, loses nothing.
+func TestUDPAdditionalAsFits(t *testing.T) {
+	t.Parallel()
+	tb := discovery.NewTable()
+	// 20 SRV records of 45 bytes fit in 1232, their 20 A records of 16 do not.
+	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{bigApp(20)}})
+	_, udp, _ := runServer(t, tb)
+	want := bigTargets(20)
+	c, err := net.Dial("udp", udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	for i := range 3 { // the answer rotates; the owners must follow
+		q := question("_big._tcp.marathon.mesos.", dns.TypeSRV)
+		q.SetEdns0(1232, false)
+		pkt, err := q.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(pkt); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := new(dns.Msg)
+		if err := r.Unpack(buf[:n]); err != nil || r.Id != q.Id {
+			t.Fatalf("query %d: %v, %v", i, r, err)
+		}
+		addrs := 0
+		for _, x := range r.Extra {
+			if x.Header().Rrtype == dns.TypeOPT {
+				continue
+			}
+			addrs++
+			if a, ok := x.(*dns.A); !ok || want[a.Hdr.Name].Addr() != netip.AddrFrom4([4]byte(a.A.To4())) {
+				t.Errorf("query %d: additional %v is not its target's address", i, x)
+			}
+		}
+		if r.Truncated || len(r.Answer) != 20 || addrs == 0 || addrs == 20 || n > 1232 || n+16 <= 1232 {
+			t.Errorf("query %d: TC=%v, %d answers, %d addresses, %d bytes; want 20 answers and as many addresses as fit in 1232 bytes",
+				i, r.Truncated, len(r.Answer), addrs, n)
+		}
 	}
 }

@@ -17,7 +17,8 @@ type Stats struct {
 	// Truncated counts responses cut short with TC set: over UDP, or over
 	// TCP past 64 KB.
 	Truncated uint64
-	// Dropped counts packets that got no answer (too short, or responses).
+	// Dropped counts packets that got no answer (too short, responses, or
+	// queries longer than 4 KB).
 	// Packets the kernel dropped for a full socket buffer are not seen.
 	Dropped uint64
 	// TCPRejected counts TCP connections closed unanswered because

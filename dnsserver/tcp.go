@@ -22,6 +22,11 @@ const (
 	maxTCPConns = 1024
 	// maxTCPQueries is how many queries one connection may send.
 	maxTCPQueries = 1000
+	// maxTCPQuery is the longest query read over TCP; a longer one closes
+	// the connection. A question and an OPT record with padding or a cookie
+	// take a few hundred bytes; UDP drops queries past the same length
+	// (udpSlot).
+	maxTCPQuery = 4096
 )
 
 // serveTCP accepts connections until the listener is closed.
@@ -63,7 +68,10 @@ func (s *Server) serveTCP(l net.Listener, st *counters) {
 }
 
 // serveConn answers queries on one connection, in order, until the client
-// closes it, goes idle, or sends maxTCPQueries.
+// closes it, goes idle, or sends maxTCPQueries. Between queries a
+// connection holds only its small query buffer: the worker, with its 64 KB
+// answer buffer, comes from a pool for the time one query is answered, so
+// that maxTCPConns idle or slow connections do not hold 128 KB each.
 func (s *Server) serveConn(c net.Conn, st *counters) {
 	defer s.wg.Done()
 	defer func() {
@@ -72,29 +80,43 @@ func (s *Server) serveConn(c net.Conn, st *counters) {
 		s.mu.Unlock()
 		c.Close()
 	}()
-	w := s.newWorker(st)
-	in := make([]byte, maxTCPSize)
+	in := make([]byte, maxTCPQuery)
 	for range maxTCPQueries {
 		c.SetReadDeadline(time.Now().Add(tcpIdleTimeout))
 		if _, err := io.ReadFull(c, in[:2]); err != nil {
 			return
 		}
 		n := int(binary.BigEndian.Uint16(in))
+		if n > maxTCPQuery {
+			st.dropped.Add(1)
+			return
+		}
 		c.SetReadDeadline(time.Now().Add(tcpIOTimeout))
 		if _, err := io.ReadFull(c, in[:n]); err != nil {
 			return
 		}
-		resp := w.handle(in[:n], true)
-		if resp == nil {
-			return // a response or garbage too short for a header
-		}
-		// resp sits 2 bytes into w.out: write the prefix and the answer at once.
-		out := w.out[:2+len(resp)]
-		binary.BigEndian.PutUint16(out, uint16(len(resp)))
-		c.SetWriteDeadline(time.Now().Add(tcpIOTimeout))
-		if _, err := c.Write(out); err != nil {
-			s.log.Debug("tcp write", zap.Stringer("client", c.RemoteAddr()), zap.Error(err))
+		if !s.answerTCP(c, in[:n]) {
 			return
 		}
 	}
+}
+
+// answerTCP answers one query on c with a pooled worker, and reports
+// whether the connection may go on.
+func (s *Server) answerTCP(c net.Conn, query []byte) bool {
+	w := s.tcpWorkers.Get().(*worker)
+	defer s.tcpWorkers.Put(w)
+	resp := w.handle(query, true)
+	if resp == nil {
+		return false // a response or garbage too short for a header
+	}
+	// resp sits 2 bytes into w.out: write the prefix and the answer at once.
+	out := w.out[:2+len(resp)]
+	binary.BigEndian.PutUint16(out, uint16(len(resp)))
+	c.SetWriteDeadline(time.Now().Add(tcpIOTimeout))
+	if _, err := c.Write(out); err != nil {
+		s.log.Debug("tcp write", zap.Stringer("client", c.RemoteAddr()), zap.Error(err))
+		return false
+	}
+	return true
 }
