@@ -29,7 +29,12 @@ const maxSplice = 1 << 20
 func Splice(dst, src *Conn) (int64, error) {
 	p := pipes.Get().(*pipe)
 	if p.err != nil {
-		return 0, p.err // not pooled: the next Splice tries again
+		// No pipe (the process is out of descriptors, or the kernel out
+		// of memory): copy, as the net package's splice does. Failing
+		// would break a healthy connection mid-transfer because other
+		// connections hold every descriptor for a moment. p is not
+		// pooled: the next Splice tries again.
+		return copyPlain(dst, src)
 	}
 	var total int64
 	for {
@@ -38,8 +43,7 @@ func Splice(dst, src *Conn) (int64, error) {
 			// The kernel cannot splice this socket (nothing was moved):
 			// copy as the net package would.
 			putPipe(p)
-			// Hidden from io.Copy: src's WriteTo would Splice again.
-			return io.Copy(struct{ io.Writer }{dst}, struct{ io.Reader }{src})
+			return copyPlain(dst, src)
 		}
 		total += int64(n)
 		if err == nil && n > 0 {
@@ -50,6 +54,13 @@ func Splice(dst, src *Conn) (int64, error) {
 			return total, err
 		}
 	}
+}
+
+// copyPlain is Splice's fallback: a copy through user space, until src's
+// EOF, an error, or a deadline, as Splice would stop.
+func copyPlain(dst, src *Conn) (int64, error) {
+	// Hidden from io.Copy: src's WriteTo would Splice again.
+	return io.Copy(struct{ io.Writer }{dst}, struct{ io.Reader }{src})
 }
 
 // SplicedAt is when a Splice last moved bytes out to c (Mono's clock), or
