@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -82,6 +84,10 @@ type tcpConn struct {
 	early, fwdDone atomic.Bool
 	// eofs counts the directions whose source sent its FIN; see pipe.
 	eofs atomic.Int32
+	// watchdog checks the idle timeout once only one direction is left
+	// (see sawEOF); closed is set as close closes the sockets.
+	watchdog atomic.Pointer[time.Timer]
+	closed   atomic.Bool
 }
 
 // startConn is the accept loop's part of a new client connection: what
@@ -235,8 +241,10 @@ func (p *TCP) finished(c *tcpConn) {
 
 // connect dials a backend for client. When the service has no backend, or
 // every one it tried refused, it waits for the next snapshot (never polls)
-// and tries again, until WaitForBackend has passed since the start. It
-// returns the snapshot the backend was picked from, for the tracker.
+// and tries again, until WaitForBackend has passed since the start; dials
+// that failed for want of this host's resources (localShortage) are tried
+// again after a backoff too. It returns the snapshot the backend was
+// picked from, for the tracker.
 //
 // early, the bytes the client sent before, goes to the backend: with the
 // connect, or written at once after it. accepted is when the client was
@@ -262,6 +270,11 @@ func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted
 		}
 	}
 	var tried *discovery.Service
+	// backoff is the wait before the same backends are dialled again
+	// because dials failed for want of this host's resources (localShortage):
+	// no snapshot change will come for those, and descriptors usually come
+	// back within moments.
+	var backoff time.Duration
 	for {
 		snap := p.table.Snapshot()
 		// Dial again only when this port's service changed: changes to other
@@ -278,21 +291,33 @@ func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted
 				return nil, netip.AddrPort{}, nil, st.broken
 			}
 			tried = svc
+			if st.short {
+				backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			} else {
+				backoff = 0
+			}
 		}
 		st = nil
 		left := p.cfg.WaitForBackend - (fastconn.Mono() - accepted)
 		if left <= 0 {
 			return nil, netip.AddrPort{}, nil, errNoBackend
 		}
+		wait := left
+		if backoff > 0 {
+			wait = min(wait, backoff)
+		}
 		if timer == nil {
-			timer = time.NewTimer(left)
+			timer = time.NewTimer(wait)
 		} else {
-			timer.Reset(left)
+			timer.Reset(wait)
 		}
 		select {
 		case <-snap.Changed():
 		case <-timer.C:
-			return nil, netip.AddrPort{}, nil, errNoBackend
+			if backoff == 0 || fastconn.Mono()-accepted >= p.cfg.WaitForBackend {
+				return nil, netip.AddrPort{}, nil, errNoBackend
+			}
+			tried = nil // the same backends again
 		case <-p.quit:
 			return nil, netip.AddrPort{}, nil, errShutdown
 		}
@@ -316,6 +341,9 @@ type dialState struct {
 	// broken is set when a backend took part of the client's first bytes
 	// and then failed: no other backend may get them again.
 	broken error
+	// short is set when a dial failed for want of this host's resources
+	// (localShortage), not the backend's.
+	short bool
 }
 
 // dialAny tries up to MaxAttempts distinct backends of st.svc, starting
@@ -333,7 +361,7 @@ func (p *TCP) dialAny(ps *tcpPort, st *dialState, client *fastconn.Conn, early [
 		if err == nil {
 			return conn, b.Addr, true
 		}
-		p.dialFailed(ps, st.svc, b.Addr, err)
+		p.dialFailed(ps, st, b.Addr, err)
 		if errors.Is(err, errPartial) {
 			st.broken = err
 			return nil, netip.AddrPort{}, false
@@ -360,7 +388,7 @@ func (p *TCP) dialAny(ps *tcpPort, st *dialState, client *fastconn.Conn, early [
 			st.tries++
 			return conn, b.Addr, true
 		}
-		p.dialFailed(ps, st.svc, b.Addr, err)
+		p.dialFailed(ps, st, b.Addr, err)
 		if errors.Is(err, errPartial) {
 			st.tries++
 			st.broken = err
@@ -403,15 +431,37 @@ func (p *TCP) finishDial(conn *fastconn.Conn, early []byte, sent int) error {
 	return fmt.Errorf("%w: %d of %d bytes: %w", errPartial, sent+n, len(early), err)
 }
 
-// dialFailed counts, reports and logs a backend that did not accept.
-func (p *TCP) dialFailed(ps *tcpPort, svc *discovery.Service, addr netip.AddrPort, err error) {
+// dialFailed counts, reports and logs a backend of st.svc that did not
+// accept. A dial that failed for want of this host's own resources is not
+// the backend's fault and is not reported (st.short is set instead):
+// passive health checking would eject healthy backends, and take them out
+// of DNS, each time pacer ran out of descriptors or ephemeral ports.
+func (p *TCP) dialFailed(ps *tcpPort, st *dialState, addr netip.AddrPort, err error) {
 	ps.dialErrors.Add(1)
-	if rep := p.cfg.Report; rep != nil {
+	if localShortage(err) {
+		st.short = true
+	} else if rep := p.cfg.Report; rep != nil {
 		rep(addr, health.ConnectFailed)
 	}
 	if ce := p.log.Check(zap.DebugLevel, "backend dial failed"); ce != nil {
-		ce.Write(zap.Int(keyPort, ps.port), zap.String(keyApp, svc.Key.App), zap.Stringer(keyBackend, addr), zap.Error(err))
+		ce.Write(zap.Int(keyPort, ps.port), zap.String(keyApp, st.svc.Key.App), zap.Stringer(keyBackend, addr), zap.Error(err))
 	}
+}
+
+// localShortage says whether a dial failed for want of a resource of this
+// host rather than because of the backend: descriptors (EMFILE, ENFILE),
+// kernel memory (ENOBUFS, ENOMEM), or a free ephemeral port for the
+// backend's address (EADDRNOTAVAIL from connect).
+func localShortage(err error) bool {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return false
+	}
+	switch errno {
+	case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL:
+		return true
+	}
+	return false
 }
 
 // relay starts forwarding c: both directions relayed inside fastconn's
@@ -483,14 +533,14 @@ func (c *tcpConn) forward(in, out fastconn.RelayResult, err error) bool {
 		c.done.Add(1)
 		p.workers.run(func() { c.backendToClient(idle, window, reroutable, out.Buf, out.N) })
 	} else {
-		c.eofs.Add(1)
+		c.sawEOF()
 	}
 	if !in.EOF {
 		n, err := c.pipe(c.backend, c.client, &c.port.bytesIn, idle, window, in.Buf, in.N)
 		c.inN += n
 		c.inErr = err
 	} else {
-		c.eofs.Add(1)
+		c.sawEOF()
 	}
 	if errors.Is(c.inErr, errEarly) {
 		c.done.Wait()
@@ -636,7 +686,7 @@ func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, wi
 			// sockets are read to their FIN, so the close that follows at
 			// once sends the FIN (not a reset), and one system call per
 			// connection is saved.
-			if c.eofs.Add(1) == 2 {
+			if c.sawEOF() == 2 {
 				return total, nil
 			}
 			return total, dst.CloseWrite()
@@ -648,6 +698,48 @@ func (c *tcpConn) pipe(dst, src *fastconn.Conn, counter *atomic.Uint64, idle, wi
 			return total, errIdle
 		}
 	}
+}
+
+// sawEOF counts a direction whose source sent its FIN, and returns how
+// many have. After the first, the direction left is watched for the idle
+// timeout (watch).
+func (c *tcpConn) sawEOF() int32 {
+	n := c.eofs.Add(1)
+	if n == 1 {
+		c.watch()
+	}
+	return n
+}
+
+// watch closes c once no byte has moved on it for the idle timeout,
+// checked every copy window, until it is closed. While both directions
+// run, each one's read deadline makes that check (pipe). The direction
+// left alone may instead wait to write to a peer that no longer reads (a
+// client that sent its request and its FIN, then stopped reading the
+// answer): that write has no deadline (see pipe), and without this the
+// connection, its descriptors and its pipe's buffered bytes would stay for
+// good.
+func (c *tcpConn) watch() {
+	// Armed only once stored, for checkIdle to find.
+	t := time.AfterFunc(math.MaxInt64, c.checkIdle)
+	c.watchdog.Store(t)
+	if c.closed.Load() {
+		t.Stop() // close ran before the store: it could not stop t
+		return
+	}
+	t.Reset(c.port.p.window)
+}
+
+// checkIdle is the watchdog's check; see watch.
+func (c *tcpConn) checkIdle() {
+	if c.closed.Load() {
+		return
+	}
+	if fastconn.Mono()-c.lastMoved() >= c.port.p.cfg.IdleTimeout {
+		c.close(false)
+		return
+	}
+	c.watchdog.Load().Reset(c.port.p.window)
 }
 
 // lastMoved is when bytes last moved on c (fastconn.Mono): at a window's
@@ -718,6 +810,10 @@ func copyWindow(dst, src *fastconn.Conn, buf *[]byte, n int) (int64, error) {
 // for a whole one.
 func (c *tcpConn) close(abort bool) {
 	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		if t := c.watchdog.Load(); t != nil {
+			t.Stop()
+		}
 		if abort {
 			_ = c.client.SetLinger(0)
 			_ = c.backend.SetLinger(0)

@@ -122,6 +122,12 @@ type harness struct {
 // max(ports)]; cfg's other fields are kept. It stops at test cleanup.
 func newHarness(t testing.TB, cfg TCPConfig, ports ...int) *harness {
 	t.Helper()
+	return newHarnessLog(t, cfg, nil, ports...)
+}
+
+// newHarnessLog is newHarness logging to log; nil means the test's log.
+func newHarnessLog(t testing.TB, cfg TCPConfig, log *zap.Logger, ports ...int) *harness {
+	t.Helper()
 	h := &harness{t: t, table: discovery.NewTable(), opened: map[int]int{}}
 	h.cond = sync.NewCond(&h.mu)
 	cfg.Bind = "127.0.0.1"
@@ -137,11 +143,8 @@ func newHarness(t testing.TB, cfg TCPConfig, ports ...int) *harness {
 		h.cond.Broadcast()
 		h.mu.Unlock()
 	}
-	var log *zap.Logger
-	if tt, ok := t.(*testing.T); ok {
+	if tt, ok := t.(*testing.T); ok && log == nil {
 		log = zaptest.NewLogger(tt, zaptest.Level(zap.DebugLevel))
-	} else {
-		log = zap.NewNop()
 	}
 	p, err := NewTCP(cfg, h.table, log)
 	if err != nil {
