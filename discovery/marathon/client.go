@@ -37,7 +37,8 @@ type client struct {
 	eps          []endpoint
 	cur          atomic.Int32 // index into eps of the last good endpoint
 	hc           *http.Client
-	token        string // only to scrub it from error text
+	token        string   // the DC/OS token, for a leader Config.Leader names
+	secrets      []string // what scrub removes: the token, basic-auth values
 	maxBody      int64
 	fetchTimeout time.Duration
 	log          *zap.Logger
@@ -78,6 +79,15 @@ func newClient(eps []endpoint, cfg *normalized, log *zap.Logger) (*client, error
 		log:          log,
 	}
 	c.leader.hooked = cfg.Leader != nil
+	if cfg.Token != "" {
+		c.secrets = append(c.secrets, cfg.Token)
+	}
+	for _, ep := range eps {
+		// A proxy's error page may echo the request's headers.
+		if b64, ok := strings.CutPrefix(ep.auth, "Basic "); ok && b64 != "" {
+			c.secrets = append(c.secrets, b64)
+		}
+	}
 	var base http.Client
 	switch {
 	case cfg.HTTPClient == nil:
@@ -110,17 +120,8 @@ func newClient(eps []endpoint, cfg *normalized, log *zap.Logger) (*client, error
 		if len(via) >= maxRedirects {
 			return fmt.Errorf("stopped after %d redirects", maxRedirects)
 		}
-		// Marathon 1.7+ answers /v2/events on a standby with a 302 to the
-		// leader. net/http drops Authorization when the host changes; the
-		// leader needs it just as much, so put it back, unless that would
-		// send it in clear text after https (Marathon redirects to http
-		// unless the leader runs with --disable_http).
-		if a := via[0].Header.Get("Authorization"); a != "" && req.Header.Get("Authorization") == "" {
-			if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
-				return fmt.Errorf("redirected from https to %s://%s: not sending credentials in clear text "+
-					"(run Marathon with --disable_http, or list the leader's https URL)", req.URL.Scheme, req.URL.Host)
-			}
-			req.Header.Set("Authorization", a)
+		if err := redirectAuth(req, via); err != nil {
+			return err
 		}
 		if next != nil {
 			return next(req, via)
@@ -129,6 +130,47 @@ func newClient(eps []endpoint, cfg *normalized, log *zap.Logger) (*client, error
 	}
 	c.hc = &base
 	return c, nil
+}
+
+// redirectAuth decides whether the credentials of the first request go
+// along a redirect, whatever net/http did with them (it keeps them for the
+// same host name or a subdomain, on any scheme and port, and drops them
+// elsewhere).
+//
+// Marathon 1.7+ answers /v2/events on a standby with a 302 to the leader,
+// keeping the path and query; the leader needs the credentials as much as
+// the standby did, so they follow such a redirect to another host. They
+// never follow one from https to http (Marathon names an http leader unless
+// it runs with --disable_http), nor one to another host that changes the
+// path (a login page of a proxy in front of Marathon, say): the redirect is
+// refused with an error naming where it led, rather than followed to an
+// answer that would only confuse.
+func redirectAuth(req *http.Request, via []*http.Request) error {
+	auth := via[0].Header.Get("Authorization")
+	if auth == "" {
+		return nil
+	}
+	first, to := via[0].URL, req.URL
+	if first.Scheme == "https" && to.Scheme != "https" {
+		req.Header.Del("Authorization")
+		return fmt.Errorf("redirected from https to %s://%s: not sending credentials in clear text "+
+			"(run Marathon with --disable_http, or list the leader's https URL)", to.Scheme, to.Host)
+	}
+	if to.Host != first.Host && !samePath(first.Path, to.Path) {
+		req.Header.Del("Authorization")
+		return fmt.Errorf("redirected to %s://%s%.100s, which is not Marathon's redirect to its leader "+
+			"(that keeps the path %s): not sending the credentials to another host", to.Scheme, to.Host, to.Path, first.Path)
+	}
+	req.Header.Set("Authorization", auth)
+	return nil
+}
+
+// samePath reports whether a redirect to path to keeps the API path of the
+// request to from: the same path, or that path without the prefix of a
+// Marathon reached through a proxy (/service/marathon/v2/events to
+// /v2/events).
+func samePath(from, to string) bool {
+	return to == from || (strings.HasPrefix(to, "/v2/") && strings.HasSuffix(from, to))
 }
 
 // current returns the endpoint requests start with (for Status).
@@ -174,7 +216,15 @@ func (c *client) do(ctx context.Context, path string, query url.Values, accept s
 			return resp, l, nil
 		}
 		if ctx.Err() != nil {
-			return nil, l, c.ctxError(ctx, path, l)
+			err = c.ctxError(ctx, path, l)
+			if peerTooSlow(ctx) {
+				// A leader that takes connections and never answers (a
+				// JVM in a long pause, Jetty out of threads) is as gone
+				// as one that refuses them: the next try asks the
+				// configured URLs who leads now.
+				c.leaderFailed(l, err)
+			}
+			return nil, l, err
 		}
 		errs = append(errs, err.Error())
 		c.leaderFailed(l, err)
@@ -225,11 +275,25 @@ func (c *client) try(ctx context.Context, ep endpoint, path string, query url.Va
 	return resp, nil
 }
 
-// ctxError explains a request cut by its context: the fetch timeout, or
-// shutdown.
+// errNoAnswer is the cause a request's context is cancelled with when its
+// peer stayed silent too long (the event stream's idle timer).
+var errNoAnswer = errors.New("no answer in time")
+
+// peerTooSlow reports whether ctx ended because the peer was too slow, rather
+// than for shutdown or a leader change.
+func peerTooSlow(ctx context.Context) bool {
+	cause := context.Cause(ctx)
+	return errors.Is(cause, context.DeadlineExceeded) || errors.Is(cause, errNoAnswer)
+}
+
+// ctxError explains a request cut by its context: the fetch timeout, the
+// stream's idle timeout, or shutdown.
 func (c *client) ctxError(ctx context.Context, path string, ep endpoint) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return fmt.Errorf("GET %s at %s: no complete answer within %v (the fetch timeout)", path, ep.redacted, c.fetchTimeout)
+	case errors.Is(context.Cause(ctx), errNoAnswer):
+		return fmt.Errorf("GET %s at %s: %w", path, ep.redacted, errNoAnswer)
 	}
 	return ctx.Err()
 }
@@ -305,10 +369,10 @@ func (c *client) openStream(ctx context.Context) (*http.Response, endpoint, erro
 	return resp, ep, nil
 }
 
-// scrub removes the token from text that may echo a request.
+// scrub removes the credentials from text that may echo a request.
 func (c *client) scrub(s string) string {
-	if c.token != "" {
-		s = strings.ReplaceAll(s, c.token, "<redacted>")
+	for _, secret := range c.secrets {
+		s = strings.ReplaceAll(s, secret, "<redacted>")
 	}
 	return s
 }

@@ -37,7 +37,8 @@ const (
 // usable.
 type Config struct {
 	// URLs are Marathon base URLs, http[s]://[user:pass@]host:port[/prefix]
-	// (a prefix such as /service/marathon for DC/OS Admin Router). They are
+	// (a prefix such as /service/marathon for DC/OS Admin Router; a '/',
+	// '?' or '#' in user or password written %2F, %3F, %23). They are
 	// tried in order, sticking to the last one that answered. When one of
 	// them is a standby, the source finds the leader (GET /v2/leader, the
 	// X-Marathon-Leader header of proxied answers, or a /v2/events
@@ -113,18 +114,25 @@ func parseEndpoints(urls []string, token string, hooked bool) ([]endpoint, error
 	for _, raw := range urls {
 		raw = strings.TrimSpace(raw)
 		u, err := url.Parse(raw)
-		if err != nil {
-			return nil, fmt.Errorf("marathon: bad URL %q: want http[s]://[user:pass@]host:port[/prefix]", redactRaw(raw))
-		}
-		shown := redactURL(u)
+		// Errors show the raw URL cut at its last '@', not u: a password
+		// holding '/', '?' or '#' ends the host early, leaving the rest of
+		// the password in what url.Parse calls the path, query or fragment.
+		shown := redactRaw(raw)
 		switch {
+		case err != nil:
+			return nil, fmt.Errorf("marathon: bad URL %q: want http[s]://[user:pass@]host:port[/prefix]", shown)
 		case u.Scheme != "http" && u.Scheme != "https":
 			return nil, fmt.Errorf("marathon: bad URL %q: scheme must be http or https", shown)
 		case u.Host == "" || u.Hostname() == "":
 			return nil, fmt.Errorf("marathon: bad URL %q: no host", shown)
+		case strings.Contains(u.Path, "@") || strings.Contains(u.RawPath, "@"):
+			// "http://user:a/b@host": the host is "user:a" and the
+			// password's tail is the path. No Marathon prefix has an '@'.
+			return nil, fmt.Errorf("marathon: bad URL %q: '@' after the host: write a '/' in the user name or password as %%2F", shown)
 		case u.RawQuery != "" || u.Fragment != "":
 			return nil, fmt.Errorf("marathon: bad URL %q: no query or fragment allowed", shown)
 		}
+		shown = redactURL(u)
 		if p := u.Port(); p != "" {
 			var n int
 			if _, err := fmt.Sscanf(p, "%d", &n); err != nil || n < 1 || n > 65535 {
@@ -162,18 +170,20 @@ func redactURL(u *url.URL) string {
 	return c.String()
 }
 
-// redactRaw removes what looks like user info from a string that did not
-// parse as a URL.
+// redactRaw removes what may be user info from a URL that did not parse or
+// did not validate: everything between the scheme and the last '@'. It
+// errs on the side of hiding: a password may hold any character, '/' and
+// '@' included, so the last '@' is the only safe end of it.
 func redactRaw(raw string) string {
-	if i := strings.Index(raw, "://"); i >= 0 {
-		rest := raw[i+3:]
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			if slash := strings.Index(rest, "/"); slash < 0 || at < slash {
-				return raw[:i+3] + "redacted@" + rest[at+1:]
-			}
-		}
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
 	}
-	return raw
+	scheme := ""
+	if i := strings.Index(raw[:at], "://"); i >= 0 {
+		scheme = raw[:i+3]
+	}
+	return scheme + "redacted@" + raw[at+1:]
 }
 
 // normalized is the Config with defaults applied.

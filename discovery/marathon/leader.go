@@ -230,7 +230,7 @@ func (c *client) askLeader(parent context.Context, ep endpoint, idx int) (found 
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != http.StatusOK {
-		msg := errorExcerpt(strings.NewReader(string(body)))
+		msg := c.scrub(errorExcerpt(strings.NewReader(string(body))))
 		if !strings.Contains(strings.ToLower(msg), "leader") {
 			// Not Marathon's answer (a proxy's page, or no /v2/leader at
 			// all): this settles nothing.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
@@ -181,4 +182,34 @@ func TestNoCredentialDowngrade(t *testing.T) {
 	if l, ok := c.leader.get(); !ok || l.redacted != "https://leader:8443" || l.auth != c.eps[0].auth {
 		t.Errorf("leader = %+v, %v", l, ok)
 	}
+}
+
+// A leader that takes connections and never answers (a JVM in a long GC
+// pause, Jetty out of threads) is dropped like one that refuses them: the
+// source asks the standby again and follows the new leader, instead of
+// waiting on the hung one for ever.
+func TestHungLeaderIsDropped(t *testing.T) {
+	t.Parallel()
+	leader := newSim(t, marathonsim.Config{})
+	createApp(t, leader, marathonsim.AppSpec{ID: "/web", Instances: 2})
+	standby := newSim(t, marathonsim.Config{Leader: leader.URL()})
+	src, tb, _ := startLogged(t, Config{URLs: []string{withCreds(standby.URL())},
+		StreamIdleTimeout: 500 * time.Millisecond, FetchTimeout: 500 * time.Millisecond})
+	waitSim(t, tb, leader, "/web")
+	waitFor(t, "the leader", func() bool { return src.Status().Endpoint == leader.URL() })
+
+	next := newSim(t, marathonsim.Config{})
+	createApp(t, next, marathonsim.AppSpec{ID: "/web", Instances: 3})
+	leader.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		<-r.Context().Done() // accepted, never answered
+		return true
+	})
+	if err := standby.SetLeader(next.URL()); err != nil {
+		t.Fatal(err)
+	}
+	leader.DropStreams()
+	waitSim(t, tb, next, "/web")
+	waitFor(t, "the new leader", func() bool {
+		return src.Status().Connected && src.Status().Endpoint == next.URL()
+	})
 }

@@ -156,7 +156,7 @@ func (s *Source) streamOnce(parent context.Context, connects int) (lived time.Du
 	// silence between bytes.
 	timer := time.AfterFunc(idle, func() {
 		timedOut.Store(true)
-		cancel(nil)
+		cancel(errNoAnswer)
 	})
 	defer timer.Stop()
 
