@@ -71,6 +71,7 @@ func dial(servers []string, timeout time.Duration, auth string, log *zap.Logger)
 	s.mu.Lock()
 	s.unreached = time.AfterFunc(unreachedAfter, s.warnUnreached)
 	conn, _, err := zk.Connect(servers, timeout,
+		zk.WithHostProvider(newLazyHosts()),
 		zk.WithLogger(zkLogger{log}),
 		zk.WithLogInfo(false),
 		zk.WithEventCallback(s.event))

@@ -103,6 +103,9 @@ func ParseServers(s string) ([]string, error) {
 		if host == "" {
 			return nil, fmt.Errorf("server %q: no host", hp)
 		}
+		if err := validHost(host); err != nil {
+			return nil, fmt.Errorf("server %q: %w", hp, err)
+		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			return nil, fmt.Errorf("server %q: bad port", hp)
 		}
@@ -135,6 +138,11 @@ func ParseMarathonZK(s string) (LeaderConfig, error) {
 		return LeaderConfig{}, fmt.Errorf("%q: no path: %s", redactZK(s), want)
 	}
 	hosts, path := rest[:slash], rest[slash:]
+	if strings.Contains(path, "@") {
+		// "zk://user:a/b@host/marathon": the password's tail looks like
+		// the path. Marathon's root never holds an '@'.
+		return LeaderConfig{}, fmt.Errorf("%q: '@' after the servers: write a '/' in the user name or password as %%2F: %s", redactZK(s), want)
+	}
 	if at := strings.LastIndexByte(hosts, '@'); at >= 0 {
 		user, err := url.PathUnescape(hosts[:at])
 		if err != nil || !strings.Contains(user, ":") {
@@ -157,17 +165,14 @@ func ParseMarathonZK(s string) (LeaderConfig, error) {
 	return cfg, nil
 }
 
-// redactZK hides the credentials of a zk:// URL.
+// redactZK hides the credentials of a zk:// URL: everything up to its last
+// '@', since a password may hold '/' and '@' too.
 func redactZK(s string) string {
 	rest, ok := strings.CutPrefix(s, "zk://")
 	if !ok {
 		return s
 	}
-	slash := strings.IndexByte(rest, '/')
-	if slash < 0 {
-		slash = len(rest)
-	}
-	if at := strings.LastIndexByte(rest[:slash], '@'); at >= 0 {
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
 		return "zk://redacted@" + rest[at+1:]
 	}
 	return s
