@@ -44,8 +44,9 @@ type backend struct {
 	// hash of the address, so every pacer instance agrees on it.
 	sticky string
 
-	// inflight counts requests sent and not yet answered in full, for
-	// least-outstanding balancing.
+	// inflight counts requests sent, or on fasthttp's path waiting for
+	// their connection, and not yet answered in full: for
+	// least-outstanding balancing, and for busy.
 	inflight atomic.Int64
 	open     atomic.Int64 // connections open, idle or busy
 
@@ -315,6 +316,9 @@ type bconn struct {
 	// status or request; garbage read as the next answer is then likely
 	// that body, late (see receive).
 	afterBodiless bool
+	// halfSent: the backend answered before the request was all sent
+	// (receiveEarly), so the connection cannot carry another.
+	halfSent bool
 	// deadline is the read and write deadline armDeadline last set on nc;
 	// zero when something else moved either deadline since.
 	deadline time.Time

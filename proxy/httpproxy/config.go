@@ -98,7 +98,10 @@ type Config struct {
 	// TrustForwardedProto keeps a client's X-Forwarded-Proto (set by a TLS
 	// terminator in front of pacer) instead of overwriting it with "http",
 	// and REDIRECT_TO_HTTPS then redirects only requests whose
-	// X-Forwarded-Proto is not "https". Off by default: clients can forge it.
+	// X-Forwarded-Proto is not "https"; the X-Real-IP and Forwarded
+	// headers of the client (that proxy) are then kept too. Off by
+	// default: clients can forge them, so a client's X-Real-IP and
+	// Forwarded are removed, and its X-Forwarded-Proto overwritten.
 	TrustForwardedProto bool
 	// StickyCookie names the cookie of STICKY services; "" means
 	// "mesosphere_server_id", marathon-lb's name.

@@ -11,15 +11,17 @@
 // # The request path
 //
 // fasthttp parses the request (header names are not normalised, the body is
-// streamed once it is larger than 64 KiB). The handler then:
+// streamed once it is larger than 64 KiB; header lines may end in a bare LF,
+// which the connection's exchanger turns into CRLF before fasthttp reads
+// them: lineends.go). The handler then:
 //
 //  1. loads the table's snapshot (one atomic load) and the route index built
 //     for that snapshot's version (routes.go; built once per version, on the
 //     first request that needs it or by Run, whichever comes first);
 //  2. finds the service: by listener port, or by Host (exact, then the
 //     longest wildcard suffix, then the longest PATH prefix);
-//  3. rewrites the header in place: hop-by-hop headers out, X-Forwarded-*
-//     in (headers.go);
+//  3. rewrites the header in place: hop-by-hop headers, and a client's
+//     X-Real-IP and Forwarded, out; X-Forwarded-* in (headers.go);
 //  4. picks a backend (balance.go) and sends the request over a pooled
 //     keep-alive connection to it (backend.go); a connect failure is
 //     retried on another backend, and so is a connection error of an
@@ -62,5 +64,7 @@
 // forward proxy), 405 for CONNECT, 413, 431 and 408 for limits, 400 and a
 // close for a malformed request, among them one whose body's length is
 // ambiguous (Transfer-Encoding with Content-Length, or not ending in
-// chunked: RFC 9112 6.3).
+// chunked: RFC 9112 6.3). An answer a backend sends before it took the
+// whole request (a 413 to a large upload) goes to the client as it is, and
+// ends both connections.
 package httpproxy

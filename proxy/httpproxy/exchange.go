@@ -34,7 +34,9 @@ import (
 // and fasthttp serves it as before: a body not all in the read that brought
 // the header, chunked or over streamAbove, any Transfer-Encoding, close in
 // Connection (in any case) or HTTP/1.0, an Upgrade, an absolute-form URI,
-// CONNECT, an unknown host, a service with STICKY or REDIRECT_TO_HTTPS or
+// CONNECT, a target starting with "//", a Host that is not a plain name or
+// IPv4 address (plainHost), an unknown host, a service with STICKY or
+// REDIRECT_TO_HTTPS or
 // no backend, a backend
 // without an idle connection used in the last peekAfter, a route index not
 // yet built, a draining listener, the rest of a request split across reads.
@@ -84,6 +86,10 @@ type exchanger struct {
 	// reads as a request must never be sent as one.
 	between atomic.Bool
 
+	// lf follows the header of a request fasthttp reads, for bare LF
+	// line ends (lineends.go).
+	lf lfScan
+
 	// pushed is when the read deadline was last pushed forward.
 	pushed time.Duration
 	// rest is the part of an answer the client's socket did not take.
@@ -130,7 +136,9 @@ func connExchanger(c net.Conn) *exchanger {
 // whole request this path serves, and sends it.
 func (x *exchanger) Exchange(c *fastconn.Conn, b []byte) bool {
 	if !x.between.Load() {
-		return false // the rest of a request fasthttp is reading: its body
+		// The rest of a request fasthttp is reading: its body, or more of
+		// its header.
+		return x.fixLF(c, b)
 	}
 	if x.take(c, b) {
 		return true
@@ -138,7 +146,23 @@ func (x *exchanger) Exchange(c *fastconn.Conn, b []byte) bool {
 	// fasthttp reads this request, and its body if it has one, until it
 	// is done with it (connIdle).
 	x.between.Store(false)
-	return false
+	x.lf.start(cap(b) == x.p.cfg.MaxHeaderBytes)
+	return x.fixLF(c, b)
+}
+
+// fixLF gives the bare LF line ends of the header fasthttp reads a CR
+// (lineends.go), and hands fasthttp the bytes so rewritten; it reports
+// whether it did (fasthttp gets b as it was otherwise).
+func (x *exchanger) fixLF(c *fastconn.Conn, b []byte) bool {
+	n, fixed := x.lf.fix(b)
+	if !fixed {
+		return false
+	}
+	// Taken, and given back at once with its new length: the Read that
+	// waits gets them as if it had read them so. If the Read stopped
+	// waiting meanwhile, its bytes are lost either way.
+	c.ExchangeFallback(n)
+	return true
 }
 
 // take sends b, a whole request, if this path serves it.
@@ -199,7 +223,10 @@ func (x *exchanger) take(c *fastconn.Conn, b []byte) bool {
 		return false
 	}
 	uri := h.RequestURI()
-	if len(uri) == 0 || uri[0] != '/' {
+	// fasthttp's path reads a target that starts with "//" as a host and
+	// a path, and refuses a bad host there as it refuses a bad Host: both
+	// go its way (plainHost).
+	if len(uri) == 0 || uri[0] != '/' || len(uri) > 1 && uri[1] == '/' || !plainHost(h.Host()) {
 		return false
 	}
 	var rt *route
@@ -258,6 +285,40 @@ func (x *exchanger) take(c *fastconn.Conn, b []byte) bool {
 	return true
 }
 
+// plainHost reports whether host is a name or an IPv4 address, with a
+// port or not: a Host fasthttp's path accepts as it is. fasthttp refuses
+// a Host that is no URI's host (a '#', '/', '?', '\\', a space, a stray
+// bracket, two ports) with a 400 before the handler runs, and the poller
+// must not send what fasthttp's path refuses: a Host such as
+// "evil.example#.shop.test", which a *.shop.test service's backend,
+// building links from it, turns into links to evil.example. Anything else
+// (an IPv6 literal, sub-delims, percent-encoding) goes fasthttp's way,
+// which checks it.
+func plainHost(host []byte) bool {
+	i := 0
+	for ; i < len(host); i++ {
+		c := host[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
+			break
+		}
+	}
+	if i == 0 {
+		return false
+	}
+	if i == len(host) {
+		return true
+	}
+	if host[i] != ':' {
+		return false
+	}
+	for _, c := range host[i+1:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // pushDeadline moves the client's read deadline, which fasthttp set for
 // the request it waits for, to the idle timeout and an eighth from now:
 // while the poller serves the connection, fasthttp sees no request, and
@@ -283,7 +344,9 @@ func (c *bconn) Readable() bool {
 	for {
 		if n := c.br.Buffered(); n > 0 {
 			buf, _ := c.br.Peek(n)
-			if bytes.Contains(buf, crlfcrlf) || bytes.Contains(buf, lflf) || n == c.br.Size() {
+			// The empty line that ends a header: after a CRLF, or a bare
+			// LF (lineends.go), which answer leaves to receive.
+			if bytes.Contains(buf, lfcrlf) || bytes.Contains(buf, lflf) || n == c.br.Size() {
 				return true
 			}
 		}
@@ -296,7 +359,7 @@ func (c *bconn) Readable() bool {
 var (
 	lose      = []byte("lose")
 	loseUpper = []byte("LOSE")
-	crlfcrlf  = []byte("\r\n\r\n")
+	lfcrlf    = []byte("\n\r\n")
 	lflf      = []byte("\n\n")
 )
 

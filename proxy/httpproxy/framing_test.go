@@ -258,11 +258,14 @@ func TestHTTP10Client(t *testing.T) {
 	}
 }
 
-// A request the poller sent, whose answer it gave back to fasthttp, and
-// which fasthttp then refuses to parse (a Host it rejects) gets fasthttp's
-// 400; the backend connection it went out on is closed, not leaked with
-// its count of requests in flight (which least-connections balances on).
-func TestRefusedFallbackReleasesItsBackend(t *testing.T) {
+// A request fasthttp refuses to parse (a Host it rejects) gets fasthttp's
+// 400 and never reaches the backend, though the pool is warm: the poller,
+// which sends a request before fasthttp parses it, does not take it
+// (plainHost), and nothing stays counted in flight (which
+// least-connections balances on). (Were it sent, its answer would go back
+// to fasthttp, which refuses the request: dropResume closes the backend
+// connection it went out on.)
+func TestRefusedRequestNeverReachesTheBackend(t *testing.T) {
 	r := newRig(t, Config{})
 	seen := make(chan []byte, 4)
 	be := keepAliveBackend(t, seen, func(req *http.Request, c net.Conn, bw *bufio.Writer) bool {
@@ -282,14 +285,10 @@ func TestRefusedFallbackReleasesItsBackend(t *testing.T) {
 	if raw := readRaw(t, br, false); !strings.HasPrefix(raw, "HTTP/1.1 400 ") {
 		t.Fatalf("answer %q, want fasthttp's 400", raw)
 	}
-	// Only the poller sends a request before fasthttp parsed it.
 	select {
 	case got := <-seen:
-		if !strings.HasPrefix(string(got), "GET /chunked ") {
-			t.Fatalf("backend got %q, want the poller to have sent GET /chunked", got)
-		}
+		t.Fatalf("backend got %q, which fasthttp refuses", got)
 	default:
-		t.Fatal("the backend never got GET /chunked: the poller did not take it, and the test proves nothing")
 	}
 	r.p.mu.Lock()
 	b := r.p.backends[be]

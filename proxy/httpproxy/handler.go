@@ -374,10 +374,16 @@ func (p *Proxy) report(rep func(netip.AddrPort, health.Outcome), b *backend, out
 // response into ctx.Response; a large or chunked body is left to stream
 // (streamed is then true, and the connection's Close ends the request).
 func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int, body []byte, now time.Time, http10 bool) (out outcome, streamed bool, err error) {
+	// Counted from before the connect: a backend that leaves while the
+	// request waits for its connection is busy, and rebuild follows it
+	// (Proxy.left), so that the answer's drain ends if its address is
+	// routed again.
+	b.inflight.Add(1)
 	c, err := b.get(now)
 	if err != nil {
 		// A connect that failed or timed out sent nothing: the next
 		// backend may take any request.
+		b.inflight.Add(-1)
 		return failDial, false, err
 	}
 	if !c.rhSet {
@@ -387,7 +393,6 @@ func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int
 		ctx.Response.Header.CopyTo(&c.rh)
 		c.rhSet = true
 	}
-	b.inflight.Add(1)
 	fail := func(o outcome, e error) (outcome, bool, error) {
 		c.close()
 		b.inflight.Add(-1)
@@ -408,6 +413,9 @@ func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int
 			if errors.Is(err, errClientBody) || errors.Is(err, errBodyTooLarge) {
 				return fail(failClient, err)
 			}
+			if answeredEarly(c) {
+				return p.receiveEarly(ctx, r, c, http10)
+			}
 			return fail(failBad, err)
 		}
 		c.deadline = time.Time{} // copyBody moved the write deadline
@@ -417,12 +425,45 @@ func (p *Proxy) roundTrip(ctx *fasthttp.RequestCtx, r *route, b *backend, cl int
 		err = c.flushRequest()
 	}
 	if err != nil {
+		if answeredEarly(c) {
+			return p.receiveEarly(ctx, r, c, http10)
+		}
 		if isTimeout(err) {
 			return fail(failTime, err)
 		}
 		return fail(failConn, err)
 	}
 	return p.receive(ctx, r, c, http10)
+}
+
+// answeredEarly reports whether the backend, whose connection c stopped
+// taking the request (a reset, a close, or silence past BodyTimeout), had
+// sent something first: the answer of a server that refuses a body before
+// it reads it (413, 401, 403, a redirect), then closes, which resets a
+// connection the body still comes on. One peek, which does not wait.
+func answeredEarly(c *bconn) bool {
+	if c.br.Buffered() > 0 {
+		return true
+	}
+	data, _ := c.nc.Pending()
+	return data
+}
+
+// receiveEarly reads the answer a backend sent before it took the whole
+// request (answeredEarly) and has it go to the client, as HAProxy and
+// nginx do, rather than a 502 for a request the backend did answer. The
+// backend connection closes after it: the rest of the request was never
+// sent. So does the client's, when the rest of its body is still unread
+// in it.
+func (p *Proxy) receiveEarly(ctx *fasthttp.RequestCtx, r *route, c *bconn, http10 bool) (outcome, bool, error) {
+	c.halfSent = true
+	c.deadline = time.Time{} // copyBody moved the deadlines, and the answer is there
+	c.armDeadline(time.Now())
+	out, streamed, err := p.receive(ctx, r, c, http10)
+	if out == okAnswer {
+		closeIfBodyLeft(ctx)
+	}
+	return out, streamed, err
 }
 
 // receive reads the response to the request sent on c (counted in its
@@ -445,7 +486,7 @@ func (p *Proxy) receive(ctx *fasthttp.RequestCtx, r *route, c *bconn, http10 boo
 	resp := &ctx.Response
 	rh := &resp.Header
 	for {
-		if err = rh.Read(c.br); err != nil {
+		if err = readAnswerHeader(rh, c.br); err != nil {
 			switch {
 			case err == io.EOF:
 				return fail(failConn, errors.New("connection closed before the response"))
@@ -468,7 +509,7 @@ func (p *Proxy) receive(ctx *fasthttp.RequestCtx, r *route, c *bconn, http10 boo
 		}
 	}
 	c.afterBodiless = false
-	keep := !rewriteResponse(rh)
+	keep := !rewriteResponse(rh) && !c.halfSent
 
 	status := rh.StatusCode()
 	if head := ctx.Request.Header.IsHead(); head || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {

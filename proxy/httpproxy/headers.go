@@ -42,6 +42,15 @@ const (
 	// pacer's routing and X-Forwarded-For (request smuggling); an answer's
 	// would leave its body on the pooled connection.
 	hcFraming
+	// hcClientFwd is X-Real-IP and Forwarded (RFC 7239): what a proxy
+	// says of the client, which pacer does not write. A client's own is
+	// removed, unless Config.TrustForwardedProto says a proxy in front of
+	// pacer sets them: a backend that reads the client's address from
+	// X-Real-IP (nginx's realip module), or the scheme and host from
+	// Forwarded ahead of X-Forwarded-* (Spring's ForwardedHeaderFilter),
+	// would otherwise take a client's word that it came from another
+	// address, over https, for another host.
+	hcClientFwd
 )
 
 // classify sorts a header name into the classes above without allocating.
@@ -66,6 +75,10 @@ func classify(k []byte) int {
 		if eqFold(k, "trailer") {
 			return hcHop
 		}
+	case 9:
+		if eqFoldName(k, "x-real-ip") || eqFold(k, "forwarded") {
+			return hcClientFwd
+		}
 	case 10:
 		if eqFold(k, "connection") {
 			return hcConnection
@@ -78,18 +91,18 @@ func classify(k []byte) int {
 			return hcFraming
 		}
 	case 15:
-		if eqFold(k, "x-forwarded-for") {
+		if eqFoldName(k, "x-forwarded-for") {
 			return hcXFF
 		}
 	case 16:
-		if eqFold(k, "x-forwarded-host") || eqFold(k, "x-forwarded-port") || eqFold(k, "proxy-connection") {
+		if eqFoldName(k, "x-forwarded-host") || eqFoldName(k, "x-forwarded-port") || eqFold(k, "proxy-connection") {
 			if eqFold(k, "proxy-connection") {
 				return hcHop
 			}
 			return hcXFOther
 		}
 	case 17:
-		if eqFold(k, "x-forwarded-proto") {
+		if eqFoldName(k, "x-forwarded-proto") {
 			return hcXFProto
 		}
 		if eqFold(k, "transfer-encoding") {
@@ -124,6 +137,28 @@ func eqFold(k []byte, lower string) bool {
 	return true
 }
 
+// eqFoldName is eqFold for the names of the headers pacer sets about the
+// client, where an underscore also matches a dash: CGI-style gateways
+// (WSGI, Rack, PHP) read both X-Real-IP and X_Real_IP as HTTP_X_REAL_IP,
+// so a client's X_Real_IP would pass for pacer's own.
+func eqFoldName(k []byte, lower string) bool {
+	if len(k) != len(lower) {
+		return false
+	}
+	for i := range len(k) {
+		c := k[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		} else if c == '_' {
+			c = '-'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // maxDel bounds the headers one scan removes; more (a hostile client) are
 // removed by further scans.
 const maxDel = 8
@@ -136,9 +171,11 @@ type reqInfo struct {
 }
 
 // rewriteRequest removes hop-by-hop headers (keeping Upgrade and Connection
-// on an upgrade request, which the backend must see), and sets
-// X-Forwarded-For (the client's list with the client appended),
-// X-Forwarded-Proto, -Host and -Port. The Host header is passed through.
+// on an upgrade request, which the backend must see), and the client's
+// X-Real-IP and Forwarded unless a proxy in front is trusted (see
+// hcClientFwd), and sets X-Forwarded-For (the client's list with the
+// client appended), X-Forwarded-Proto, -Host and -Port. The Host header is
+// passed through.
 // buf is the caller's scratch space; the function allocates only if the
 // client's X-Forwarded-For outgrows it.
 func (p *Proxy) rewriteRequest(ctx *fasthttp.RequestCtx, buf []byte) reqInfo {
@@ -188,8 +225,13 @@ func (p *Proxy) rewriteHeader(h *fasthttp.RequestHeader, remote, local net.Addr,
 					xff = append(xff, v...)
 				}
 			case hcXFProto:
-				if round == 0 && xfp == nil && len(v) <= len(xfpBuf) {
+				// X_Forwarded_Proto is no proxy's: removed, never trusted.
+				if round == 0 && xfp == nil && len(v) <= len(xfpBuf) && bytes.IndexByte(k, '_') < 0 {
 					xfp = append(xfpBuf[:0], v...)
+				}
+			case hcClientFwd:
+				if p.cfg.TrustForwardedProto && bytes.IndexByte(k, '_') < 0 {
+					continue
 				}
 			}
 			if nd == maxDel {
@@ -315,6 +357,47 @@ func asksClose(h *fasthttp.RequestHeader) bool {
 	return h.ConnectionClose() || rawFraming(h.RawHeaders()).close
 }
 
+// fixExpect has fasthttp answer a request's Expect as RFC 9110 10.1.1 has
+// a server do. fasthttp sends 100 Continue for a field spelt exactly
+// "Expect: 100-continue", and for nothing else: not for "expect:" (header
+// names are not normalised) nor for "100-Continue" (the expectation is
+// case-insensitive), whose client then waits out its own timer before it
+// sends the body (curl's: 1 s, on every upload); and it sends it to an
+// HTTP/1.0 client too, which knows no 1xx (RFC 9110 15.2 forbids sending
+// it one) and takes the 100 for the answer, the real one for garbage after
+// it. So an HTTP/1.1 request that expects 100-continue gets fasthttp's
+// spelling, and an HTTP/1.0 one loses the field, which a server must
+// ignore. Called from HeaderReceived, before fasthttp looks, only when the
+// raw header has an Expect (rare). The backend never sees Expect: pacer
+// answered it (hcHop).
+func fixExpect(h *fasthttp.RequestHeader) {
+	var names [maxDel][]byte
+	n, cont, exact := 0, false, false
+	for k, v := range h.All() {
+		if !eqFold(k, "expect") {
+			continue
+		}
+		if n < maxDel {
+			names[n] = k
+			n++
+		}
+		if eqFold(v, "100-continue") {
+			cont = true
+			exact = string(k) == "Expect" && string(v) == "100-continue"
+		}
+	}
+	http11 := h.IsHTTP11()
+	if http11 && exact && n == 1 {
+		return // as fasthttp wants it
+	}
+	for i := range n {
+		h.DelBytes(names[i])
+	}
+	if http11 && cont {
+		h.Set("Expect", "100-continue")
+	}
+}
+
 // ambiguousLength reports whether a request's body has no length every
 // parser agrees on, which RFC 9112 6.3 has a server answer with 400 and
 // close: a Transfer-Encoding with a Content-Length (a request smuggler's
@@ -331,6 +414,7 @@ func ambiguousLength(h *fasthttp.RequestHeader) bool {
 type rawFields struct {
 	te, cl bool // a Transfer-Encoding, a Content-Length field
 	close  bool // close among a Connection field's options
+	expect bool // an Expect field, its name in any case
 }
 
 // rawFraming reads raw, a request's field lines as they came (fasthttp's
@@ -338,7 +422,7 @@ type rawFields struct {
 // framing fields, and a close in Connection. fasthttp refuses a name with
 // whitespace before its colon, so a field is found where its name is.
 func rawFraming(raw []byte) (f rawFields) {
-	const teName, clName, connName = "transfer-encoding", "content-length", "connection"
+	const teName, clName, connName, expectName = "transfer-encoding", "content-length", "connection", "expect"
 	for len(raw) > 0 {
 		line := raw
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
@@ -353,6 +437,8 @@ func rawFraming(raw []byte) (f rawFields) {
 			f.cl = true
 		case len(line) > len(connName) && line[len(connName)] == ':' && eqFold(line[:len(connName)], connName):
 			f.close = f.close || hasToken(bytes.TrimRight(line[len(connName)+1:], "\r"), "close")
+		case len(line) > len(expectName) && line[len(expectName)] == ':' && eqFold(line[:len(expectName)], expectName):
+			f.expect = true
 		}
 	}
 	return f

@@ -213,9 +213,15 @@ func (p *Proxy) newServer(lr *listenRun, h fasthttp.RequestHandler) *fasthttp.Se
 		// connection after the answer (RFC 9112 9.6), as fasthttp does for
 		// an exact "close" only: set here, before fasthttp reads the flag,
 		// it holds for every answer to the request, pacer's own included.
+		// An Expect is put the way fasthttp answers it as it should
+		// (fixExpect), before fasthttp looks at it.
 		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-			if asksClose(h) {
+			f := rawFraming(h.RawHeaders())
+			if f.close { // asksClose, with the one scan of the raw header
 				h.SetConnectionClose()
+			}
+			if f.expect {
+				fixExpect(h)
 			}
 			return fasthttp.RequestConfig{} // the server's settings
 		},
