@@ -127,8 +127,11 @@ type TaskState struct {
 	Ports    []int  `json:"ports"`
 	Routable bool   `json:"routable"`
 	Reason   string `json:"reason,omitempty"` // why the task is not routable; empty when it is
-	// Addr is where a routable task is reached (its agent's address, or
-	// its own with IP-per-task): what DNS answers for an app with no ports.
+	// Addr is where the task is reached (its agent's address, or its own
+	// with IP-per-task), set only for a task DNS may answer: a routable one,
+	// or one of an app with a Problem that would be routable but for the
+	// problem (running, healthy, ready). It is what DNS answers for an app
+	// with no ports.
 	Addr netip.Addr `json:"addr,omitzero"`
 }
 
@@ -143,7 +146,14 @@ type App struct {
 	// no services and the reason is shown to operators.
 	Problem  string
 	Services []*Service
-	Tasks    []TaskState
+	// DNSOnly are, for an app with a Problem, its ports as DNS answers them
+	// anyway: named from the app's port definitions alone, not from the
+	// labels or checks that failed (mesos-dns reads neither), with the tasks
+	// that would be routable as backends. No proxy routes them and they
+	// claim no service port: a typo in a load-balancer label costs the app
+	// its load balancing, not its DNS names.
+	DNSOnly []*Service
+	Tasks   []TaskState
 }
 
 // Conflict records that several services claim one service port.

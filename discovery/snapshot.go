@@ -59,11 +59,13 @@ func (s *Snapshot) Ports() []int {
 }
 
 // ServicesNamed returns the services of every app whose DNS label is name
-// (several apps may share a label, as in mesos-dns).
+// (several apps may share a label, as in mesos-dns), the DNS-only services of
+// apps with a Problem among them (App.DNSOnly): what DNS answers, not what
+// the proxies route.
 func (s *Snapshot) ServicesNamed(name string) []*Service { return s.byName.get(name) }
 
-// PortlessAppsNamed returns the apps without services whose DNS label is
-// name.
+// PortlessAppsNamed returns the apps without services (not even DNS-only
+// ones) whose DNS label is name.
 func (s *Snapshot) PortlessAppsNamed(name string) []*App { return s.portless.get(name) }
 
 // App returns the app with the given id, or nil.

@@ -193,6 +193,9 @@ func (t *Table) publish(changes map[string]*App, ejected map[netip.AddrPort]stri
 			for _, s := range prev.Services {
 				ed.unindex(s)
 			}
+			for _, s := range prev.DNSOnly {
+				ed.unindexName(s)
+			}
 			ed.unindexPortless(prev)
 		}
 		if a == nil {
@@ -203,6 +206,10 @@ func (t *Table) publish(changes map[string]*App, ejected map[netip.AddrPort]stri
 		ed.apps.set(id, a)
 		for _, s := range a.Services {
 			ed.index(s)
+		}
+		// DNS-only services are found by name only: they claim no port.
+		for _, s := range a.DNSOnly {
+			ed.indexName(s)
 		}
 		ed.indexPortless(a)
 	}
@@ -268,9 +275,16 @@ type indexEditor struct {
 	portless *mapEditor[string, []*App]
 }
 
+// portless reports whether a belongs in the portless index: it offers no
+// service, not even to DNS alone. An app with a Problem is no exception: its
+// name stays in DNS with what its tasks' Addr say (see TaskState.Addr).
+// index and unindex both decide by it, on the app as it was indexed, so an
+// app moving in or out of the index is never left behind.
+func portless(a *App) bool { return len(a.Services) == 0 && len(a.DNSOnly) == 0 }
+
 // indexPortless adds a to the portless index if it offers no service.
 func (s *indexEditor) indexPortless(a *App) {
-	if len(a.Services) > 0 || a.Problem != "" {
+	if !portless(a) {
 		return
 	}
 	name := AppName(a.ID)
@@ -279,7 +293,7 @@ func (s *indexEditor) indexPortless(a *App) {
 
 // unindexPortless removes a from the portless index, if it is there.
 func (s *indexEditor) unindexPortless(a *App) {
-	if len(a.Services) > 0 || a.Problem != "" {
+	if !portless(a) {
 		return
 	}
 	name := AppName(a.ID)
@@ -304,6 +318,11 @@ func (s *indexEditor) index(svc *Service) {
 		slices.SortFunc(c, compareKeys)
 		s.claims.set(svc.ServicePort, c)
 	}
+	s.indexName(svc)
+}
+
+// indexName adds svc to the name index only.
+func (s *indexEditor) indexName(svc *Service) {
 	if svc.Name != "" {
 		s.byName.set(svc.Name, append(slices.Clip(s.byName.get(svc.Name)), svc))
 	}
@@ -312,27 +331,34 @@ func (s *indexEditor) index(svc *Service) {
 // unindex removes svc from the port and name indexes, copying only the
 // slices it touches.
 func (s *indexEditor) unindex(svc *Service) {
-	remove := func(list []*Service) []*Service {
-		out := make([]*Service, 0, len(list))
-		for _, x := range list {
-			if x != svc {
-				out = append(out, x)
-			}
-		}
-		return out
-	}
 	if svc.ServicePort > 0 {
-		if c := remove(s.claims.get(svc.ServicePort)); len(c) > 0 {
+		if c := without(s.claims.get(svc.ServicePort), svc); len(c) > 0 {
 			s.claims.set(svc.ServicePort, c)
 		} else {
 			s.claims.del(svc.ServicePort)
 		}
 	}
+	s.unindexName(svc)
+}
+
+// unindexName removes svc from the name index only.
+func (s *indexEditor) unindexName(svc *Service) {
 	if svc.Name != "" {
-		if c := remove(s.byName.get(svc.Name)); len(c) > 0 {
+		if c := without(s.byName.get(svc.Name), svc); len(c) > 0 {
 			s.byName.set(svc.Name, c)
 		} else {
 			s.byName.del(svc.Name)
 		}
 	}
+}
+
+// without returns a copy of list without svc.
+func without(list []*Service, svc *Service) []*Service {
+	out := make([]*Service, 0, len(list))
+	for _, x := range list {
+		if x != svc {
+			out = append(out, x)
+		}
+	}
+	return out
 }

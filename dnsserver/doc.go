@@ -26,6 +26,12 @@
 // records ride in the Additional section. ZooKeeper members get
 // <name>-<hash>.zk.slave.<domain>.
 //
+// An app the load balancer does not route because pacer cannot read one of
+// its labels or checks (discovery.App.Problem) keeps its marathon names, as
+// in mesos-dns, which reads no label: A/AAAA and SRV records of its healthy
+// tasks on the ports its port definitions name (discovery.App.DNSOnly), but
+// no lb record. A label typo costs an app its load balancing, not its names.
+//
 // Unknown names in the zone get NXDOMAIN with the SOA in the authority
 // section; known names asked for another type, and the structural names
 // (marathon.<domain>, _tcp.marathon.<domain>, slave.<domain>, ...), get NODATA

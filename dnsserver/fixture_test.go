@@ -68,20 +68,44 @@ func fixtureTable() *discovery.Table {
 		service("/both", 0, 10006, "", discovery.ProtoTCPUDP, backend("both.1", "10.0.0.7:31007")),
 	}}
 	// /worker has no ports: its routable tasks' addresses are its A
-	// records, as in mesos-dns. /typo has no services either, but only
-	// because pacer could not read its labels: it is not in DNS.
+	// records, as in mesos-dns.
 	worker := &discovery.App{ID: "/worker", Tasks: []discovery.TaskState{
 		{ID: "worker.1", State: "TASK_RUNNING", Routable: true, Addr: netip.MustParseAddr("10.0.0.8")},
 		{ID: "worker.2", State: "TASK_STAGING", Reason: "TASK_STAGING"},
 	}}
-	typo := &discovery.App{ID: "/typo", Problem: `label HAPROXY_0_PORT="x": want a port number 1-65535`}
-	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{web, syslog, sick, v6, zzz, out, both, worker, typo, bigApp(100)}})
+	typo := problemApp("/typo", backend("typo.1", "10.0.0.9:31009"))
+	// An app with a Problem and no ports: its tasks' Addr, set only on the
+	// healthy ones, are its A records as for /worker.
+	typoWorker := &discovery.App{ID: "/typo-worker", Problem: typoProblem, Tasks: []discovery.TaskState{
+		{ID: "tw.1", State: "TASK_RUNNING", Reason: "app not routed: " + typoProblem, Addr: netip.MustParseAddr("10.0.0.10")},
+		{ID: "tw.2", State: "TASK_RUNNING", Reason: "app not routed: " + typoProblem},
+	}}
+	tb.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{web, syslog, sick, v6, zzz, out, both, worker, typo, typoWorker, bigApp(100)}})
 	kafka := &discovery.App{ID: "zk:kafka", Source: sourceZK, Services: []*discovery.Service{{
 		Key: discovery.ServiceKey{App: "zk:kafka"}, Name: "kafka", ServicePort: 10005,
 		Backends: []discovery.Backend{backend("kafka-0", "10.0.1.1:9092"), backend("kafka-1", "10.0.1.2:9092")},
 	}}}
 	tb.Apply(discovery.Update{Source: sourceZK, Apps: []*discovery.App{kafka}})
 	return tb
+}
+
+// typoProblem is the Problem of the apps problemApp makes.
+const typoProblem = `label HAPROXY_0_PORT="x": want a port number 1-65535`
+
+// problemApp is an app as the Marathon source publishes it when it cannot
+// read a load-balancer label: not routed, but with its port (named "http")
+// as a DNS-only service whose backends are its healthy tasks, which also
+// carry their addresses. A task "<last backend's task>.sick" is unhealthy
+// and has none.
+func problemApp(id string, healthy ...discovery.Backend) *discovery.App {
+	svc := service(id, 0, 0, "http", discovery.ProtoTCP, healthy...)
+	a := &discovery.App{ID: id, Problem: typoProblem, DNSOnly: []*discovery.Service{svc}}
+	for _, b := range healthy {
+		a.Tasks = append(a.Tasks, discovery.TaskState{ID: b.TaskID, State: "TASK_RUNNING",
+			Reason: "app not routed: " + typoProblem, Addr: b.Addr.Addr()})
+	}
+	a.Tasks = append(a.Tasks, discovery.TaskState{ID: id + ".sick", State: "TASK_RUNNING", Reason: "app not routed: " + typoProblem})
+	return a
 }
 
 func newTestServer(t testing.TB, tb *discovery.Table) *Server {

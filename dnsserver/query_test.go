@@ -84,7 +84,18 @@ func TestResolve(t *testing.T) {
 		{name: "lb SRV, udp,tcp port: UDP not", qname: "_both._udp.lb.mesos.", qtype: dns.TypeSRV, soa: true},
 		{name: "app without ports: its tasks' addresses", qname: "worker.marathon.mesos.", qtype: dns.TypeA, answer: []string{"A 10.0.0.8"}},
 		{name: "app without ports has no SRV", qname: "_worker._tcp.marathon.mesos.", qtype: dns.TypeSRV, rcode: dns.RcodeNameError, soa: true},
-		{name: "app not understood is not in DNS", qname: "typo.marathon.mesos.", qtype: dns.TypeA, rcode: dns.RcodeNameError, soa: true},
+		// pacer cannot read one of /typo's load-balancer labels, so it does
+		// not route it; DNS needs no label and answers its healthy tasks as
+		// mesos-dns would (a typo must not cost an app its names), but no
+		// lb record: pacer does not serve it.
+		{name: "app not understood: A of its healthy tasks", qname: "typo.marathon.mesos.", qtype: dns.TypeA, answer: []string{"A 10.0.0.9"}},
+		{name: "app not understood: SRV of its healthy tasks", qname: "_typo._tcp.marathon.mesos.", qtype: dns.TypeSRV,
+			answer: []string{"SRV 0 1 31009 " + target("typo", "typo.1", "marathon")}, extra: []string{"A 10.0.0.9"}},
+		{name: "app not understood: named port SRV", qname: "_http._typo._tcp.marathon.mesos.", qtype: dns.TypeSRV,
+			answer: []string{"SRV 0 1 31009 " + target("typo", "typo.1", "marathon")}, extra: []string{"A 10.0.0.9"}},
+		{name: "app not understood: per-task name", qname: target("typo", "typo.1", "marathon"), qtype: dns.TypeA, answer: []string{"A 10.0.0.9"}},
+		{name: "app not understood, no ports: A of its healthy tasks", qname: "typo-worker.marathon.mesos.", qtype: dns.TypeA, answer: []string{"A 10.0.0.10"}},
+		{name: "app not understood: no lb SRV", qname: "_typo._tcp.lb.mesos.", qtype: dns.TypeSRV, soa: true},
 		{name: "lb A", qname: "lb.mesos.", qtype: dns.TypeA, answer: []string{"A 192.0.2.53"}},
 		{name: "zk A", qname: "kafka.zk.mesos.", qtype: dns.TypeA, answer: []string{"A 10.0.1.1", "A 10.0.1.2"}},
 		{name: "zk SRV", qname: "_kafka._tcp.zk.mesos.", qtype: dns.TypeSRV,

@@ -197,8 +197,9 @@ func frameworkOf(snap *discovery.Snapshot, svc *discovery.Service) string {
 }
 
 // appAddrs returns the distinct addresses of the routable tasks of every
-// service named name, and of every app so named that has no ports (as
-// mesos-dns answers them), or nil if there is no such app.
+// service named name (DNS-only services of apps with a Problem included),
+// and of every app so named that has no ports (as mesos-dns answers them),
+// or nil if there is no such app.
 func (z *zone) appAddrs(snap *discovery.Snapshot, fw, name string) []netip.Addr {
 	svcs := services(snap, fw, name)
 	var portless []*discovery.App
@@ -223,9 +224,9 @@ func (z *zone) appAddrs(snap *discovery.Snapshot, fw, name string) []netip.Addr 
 	}
 	for _, a := range portless {
 		for _, t := range a.Tasks {
-			if t.Routable {
-				add(t.Addr)
-			}
+			// Addr is set only on tasks DNS may answer: routable ones, and
+			// those of an app with a Problem that would be.
+			add(t.Addr)
 		}
 	}
 	return addrs
@@ -242,9 +243,11 @@ func (z *zone) taskAddrs(snap *discovery.Snapshot, fw, label string) []netip.Add
 		// The name may have been cut to fit the label: look at every app.
 		svcs = svcs[:0:0]
 		for _, a := range snap.Apps() {
-			for _, svc := range a.Services {
-				if strings.HasPrefix(svc.Name, name) && frameworkOf(snap, svc) == fw {
-					svcs = append(svcs, svc)
+			for _, list := range [][]*discovery.Service{a.Services, a.DNSOnly} {
+				for _, svc := range list {
+					if strings.HasPrefix(svc.Name, name) && frameworkOf(snap, svc) == fw {
+						svcs = append(svcs, svc)
+					}
 				}
 			}
 		}

@@ -144,22 +144,9 @@ func (b *builder) build(a *appDef, tasks []*task) *discovery.App {
 	slices.SortFunc(tasks, func(x, y *task) int { return cmp.Compare(x.ID, y.ID) })
 
 	mode, err := networkMode(a)
-	var ports []portSpec
-	var labels []portLabels
-	var checks []*discovery.HealthCheck
-	if err == nil {
-		ports = appPorts(a, mode)
-		labels = make([]portLabels, len(ports))
-		for n := range ports {
-			if labels[n], err = parsePortLabels(a.Labels, n); err != nil {
-				break
-			}
-		}
-		if err == nil {
-			checks, err = healthChecks(a, len(ports)) // checks.go
-		}
-	}
 	if err != nil {
+		// How tasks are reached, and which ports they have, depends on the
+		// mode: there is nothing DNS could answer either.
 		app.Problem = err.Error()
 		app.Tasks = make([]discovery.TaskState, len(tasks))
 		for i, t := range tasks {
@@ -167,7 +154,42 @@ func (b *builder) build(a *appDef, tasks []*task) *discovery.App {
 		}
 		return app
 	}
+	ports := appPorts(a, mode)
+	labels, checks, err := portSettings(a, len(ports))
+	if err != nil {
+		// The load balancer must not guess routes from what it could not
+		// read, but DNS needs none of it: mesos-dns answers every app's
+		// tasks and ports without reading a label, and an app losing its
+		// names over a label typo is a far bigger outage than losing its
+		// load balancing.
+		app.Problem = err.Error()
+		app.DNSOnly = b.addTasks(app, a, tasks, mode, ports, dnsOnlyServices(a.ID, ports))
+		return app
+	}
+	app.Services = b.addTasks(app, a, tasks, mode, ports, routedServices(a, ports, labels, checks))
+	return app
+}
 
+// portSettings reads what the labels and checks say about each of the nports
+// port indexes, or the first error.
+func portSettings(a *appDef, nports int) ([]portLabels, []*discovery.HealthCheck, error) {
+	labels := make([]portLabels, nports)
+	for n := range labels {
+		var err error
+		if labels[n], err = parsePortLabels(a.Labels, n); err != nil {
+			return nil, nil, err
+		}
+	}
+	checks, err := healthChecks(a, nports) // checks.go
+	if err != nil {
+		return nil, nil, err
+	}
+	return labels, checks, nil
+}
+
+// routedServices are the services the proxies route, one per port index the
+// labels do not disable (nil there), without backends yet.
+func routedServices(a *appDef, ports []portSpec, labels []portLabels, checks []*discovery.HealthCheck) []*discovery.Service {
 	services := make([]*discovery.Service, len(ports))
 	for n, p := range ports {
 		pl := labels[n]
@@ -199,7 +221,30 @@ func (b *builder) build(a *appDef, tasks []*task) *discovery.App {
 		}
 		services[n] = s
 	}
+	return services
+}
 
+// dnsOnlyServices are the ports of an app with a Problem as DNS names them:
+// from the port definitions or mappings alone (name, protocol), as mesos-dns
+// does, with no service port, label or check, without backends yet.
+func dnsOnlyServices(appID string, ports []portSpec) []*discovery.Service {
+	services := make([]*discovery.Service, len(ports))
+	for n, p := range ports {
+		services[n] = &discovery.Service{
+			Key:      discovery.ServiceKey{App: appID, PortIndex: n},
+			Name:     discovery.AppName(appID),
+			PortName: p.name,
+			Protocol: p.protocol,
+		}
+	}
+	return services
+}
+
+// addTasks decides every task's state into app.Tasks, adds the tasks that
+// may take traffic to services (nil entries are skipped) as backends, and
+// returns the non-nil services. When app has a Problem no task is routable,
+// but those that would be still get their Addr and backends, for DNS.
+func (b *builder) addTasks(app *discovery.App, a *appDef, tasks []*task, mode netMode, ports []portSpec, services []*discovery.Service) []*discovery.Service {
 	notReady := map[string]bool{}
 	for _, r := range a.Readiness {
 		if !r.Ready {
@@ -215,7 +260,10 @@ func (b *builder) build(a *appDef, tasks []*task) *discovery.App {
 			addr, reason = b.taskAddr(t, mode)
 			ok = reason == ""
 		}
-		ts := taskState(t, ok, reason)
+		if app.Problem != "" {
+			reason = "app not routed: " + app.Problem
+		}
+		ts := taskState(t, ok && app.Problem == "", reason)
 		if ok {
 			ts.Addr = addr
 		}
@@ -244,6 +292,7 @@ func (b *builder) build(a *appDef, tasks []*task) *discovery.App {
 			})
 		}
 	}
+	var out []*discovery.Service
 	for _, s := range services {
 		if s == nil {
 			continue
@@ -256,9 +305,9 @@ func (b *builder) build(a *appDef, tasks []*task) *discovery.App {
 			}
 			return x.Addr.Compare(y.Addr)
 		})
-		app.Services = append(app.Services, s)
+		out = append(out, s)
 	}
-	return app
+	return out
 }
 
 // taskVerdict decides whether a task may take traffic, before its address.
