@@ -122,11 +122,18 @@ func TestFaultSnapshot(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			// The cases about the fetch timeout get a short one; the others
+			// a long one, so that a loaded machine reading 4 MB slowly still
+			// meets the failure the case is about.
+			timeout := time.Minute
+			if strings.Contains(tt.errHas, "within 300ms") {
+				timeout = 300 * time.Millisecond
+			}
 			sim := newSim(t, marathonsim.Config{})
 			createApp(t, sim, marathonsim.AppSpec{ID: "/web", Instances: 2})
 			src, tb, logs := startLogged(t, Config{
 				URLs:         []string{withCreds(sim.URL())},
-				FetchTimeout: 300 * time.Millisecond,
+				FetchTimeout: timeout,
 				MaxBodyBytes: limit,
 			})
 			waitSim(t, tb, sim, "/web")
