@@ -61,6 +61,9 @@ func newTestServer(t *testing.T) (*Server, *discovery.Table, *fakeSource) {
 		DNS: func() dnsserver.Stats {
 			return dnsserver.Stats{Queries: map[string]uint64{"SRV": 3}, Responses: map[string]uint64{"NOERROR": 3}}
 		},
+		ConnLimit: func() proxy.ConnLimitStatus {
+			return proxy.ConnLimitStatus{Max: 7000, Open: 7000, Limited: true, LowMark: 6300, Reached: 2}
+		},
 	}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
@@ -165,6 +168,10 @@ func TestMetricsPassPromtool(t *testing.T) {
 		`pacer_tcp_bind_failing{port="8002",plane="tcp"} 1`,
 		`pacer_tcp_bind_failing{port="8000",plane="tcp"} 0`,
 		`pacer_dns_queries_total{qtype="SRV"} 3`,
+		`pacer_tcp_max_conns 7000`,
+		`pacer_tcp_connections_open 7000`,
+		`pacer_tcp_max_conns_reached 1`,
+		`pacer_tcp_max_conns_reached_total 2`,
 		`pacer_http_responses_total{app="/shop/web",port_index="0",service_port="8001",code="2xx"} 9`,
 		`pacer_http_own_responses_total{app="/shop/web",port_index="0",service_port="8001",code="503"} 1`,
 	} {

@@ -157,6 +157,18 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	if s.deps.ConnLimit != nil {
+		cl := s.deps.ConnLimit()
+		m.family("pacer_tcp_max_conns", "gauge", "The TCP plane's cap on client connections open at once across its service ports (--max-conns).")
+		m.sample("pacer_tcp_max_conns", float64(cl.Max))
+		m.family("pacer_tcp_connections_open", "gauge", "Client connections open across the TCP plane's service ports, as the cap counts them.")
+		m.sample("pacer_tcp_connections_open", float64(cl.Open))
+		m.family("pacer_tcp_max_conns_reached", "gauge", "1 while the TCP plane is at its connection cap: accepting pauses, new connections wait in the listen backlog.")
+		m.sample("pacer_tcp_max_conns_reached", boolf(cl.Limited))
+		m.family("pacer_tcp_max_conns_reached_total", "counter", "Times the TCP plane reached its connection cap.")
+		m.sample("pacer_tcp_max_conns_reached_total", float64(cl.Reached))
+	}
+
 	if s.deps.HTTP != nil {
 		stats := s.deps.HTTP()
 		svcLabels := func(st httpproxy.ServiceStats) []string {

@@ -192,9 +192,10 @@ func (p *TCP) routed(ps *tcpPort, client, backend *fastconn.Conn, addr netip.Add
 }
 
 // connEnded takes a client connection that ended off its port's active
-// count and Shutdown's wait.
+// count, the connection cap and Shutdown's wait.
 func (p *TCP) connEnded(ps *tcpPort) {
 	ps.active.Add(-1)
+	p.conns.release()
 	p.wg.Done()
 }
 

@@ -35,6 +35,14 @@
 // with raw calls. The forwarding path allocates nothing, and an idle
 // connection holds no buffer.
 //
+// The connections open across every service port are capped
+// (TCPConfig.MaxConns, derived from the descriptor limit by default; see
+// limit.go): at the cap the accept loops stop accepting and new
+// connections wait in the listen backlog until one ends, so that a flood
+// cannot take the descriptors the other listeners of the process need.
+// Counting is an atomic compare-and-swap per connection and an add at its
+// end; only a loop waiting at the cap takes a lock.
+//
 // Each connection tells TCPConfig.Report (the health checker's passive
 // detection) how its backend did, once: a refused or timed-out connect per
 // dial, and at the end whether the backend sent bytes or broke the

@@ -38,6 +38,9 @@ type tcpPort struct {
 
 	// Guarded by TCP.mu.
 	ln *fastconn.Listener // nil while not listening
+	// closed is closed with ln: its accept loops stop waiting for room
+	// under the connection cap.
+	closed chan struct{}
 
 	// rr is the round-robin cursor; see balance.go.
 	rr atomic.Uint64
@@ -111,14 +114,14 @@ func (ps *tcpPort) Listen() (net.Addr, error) {
 		ln.Close()
 		return nil, err
 	}
-	ps.ln = fl
+	ps.ln, ps.closed = fl, make(chan struct{})
 	p.log.Info("listener opened", zap.Int(keyPort, ps.port), zap.Stringer(keyAddr, ln.Addr()))
 	// An accept loop also starts each connection it accepts (startConn),
 	// so one per P: the connections of a busy port are set up on every
 	// core, as each of HAProxy's threads accepts and serves its own.
 	for range max(1, runtime.GOMAXPROCS(0)) {
 		p.wg.Add(1)
-		go p.acceptLoop(ps, ps.ln)
+		go p.acceptLoop(ps, ps.ln, ps.closed)
 	}
 	return ln.Addr(), nil
 }
@@ -140,7 +143,8 @@ func (ps *tcpPort) closeListener() {
 	if err := ps.ln.Close(); err != nil {
 		ps.p.log.Debug("closing listener", zap.Int(keyPort, ps.port), zap.Error(err))
 	}
-	ps.ln = nil
+	close(ps.closed)
+	ps.ln, ps.closed = nil, nil
 }
 
 // closeListeners closes every listener and keeps them closed, with one log
@@ -164,13 +168,23 @@ func (p *TCP) closeListeners() {
 	}
 }
 
-// acceptLoop accepts on ln until it is closed. It takes ln rather than
-// reading ps.ln, which may already be a newer listener for the same port.
-func (p *TCP) acceptLoop(ps *tcpPort, ln *fastconn.Listener) {
+// acceptLoop accepts on ln until it is closed. It takes ln and closed
+// rather than reading ps's, which may already be a newer listener's.
+//
+// Under the connection cap (limit.go) it accepts only while there is room:
+// it waits for room before it waits for a connection, and takes a slot for
+// each connection it accepts. A loop that was already waiting in
+// AcceptConn when the cap was reached holds the one connection it then
+// gets, unserved, until a slot frees, as the backlog would have held it:
+// at most one per accept loop, a descriptor each.
+func (p *TCP) acceptLoop(ps *tcpPort, ln *fastconn.Listener, closed <-chan struct{}) {
 	defer p.wg.Done()
 	var backoff time.Duration
 	batch := make([]*fastconn.Conn, 0, acceptBatch)
 	for {
+		if !p.conns.waitBelow(closed, p.quit) {
+			return
+		}
 		c, err := ln.AcceptConn()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -188,6 +202,10 @@ func (p *TCP) acceptLoop(ps *tcpPort, ln *fastconn.Listener) {
 			continue
 		}
 		backoff = 0
+		if !p.conns.acquire(closed, p.quit) {
+			c.Close() // the port closed or pacer stops: nobody serves it
+			return
+		}
 		// Take every connection already pending, let the rest of the
 		// process run once, then set them all up. With one request per
 		// connection through the TCP plane, 1.4% more connections/s than
@@ -195,9 +213,10 @@ func (p *TCP) acceptLoop(ps *tcpPort, ln *fastconn.Listener) {
 		// each, with 5-9% less of nginx's CPU per connection behind it
 		// (bench/RESULTS.md): the backend gets its new connections together.
 		batch = append(batch[:0], c)
-		for len(batch) < acceptBatch {
+		for len(batch) < acceptBatch && p.conns.tryAcquire() {
 			c, err := ln.AcceptNow()
 			if c == nil || err != nil {
+				p.conns.release()
 				break // an error comes back to AcceptConn
 			}
 			batch = append(batch, c)

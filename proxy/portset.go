@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"iter"
 	"maps"
 	"net"
 	"slices"
+	"strings"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -46,7 +49,50 @@ type PortSet[P PortListener] struct {
 	ports      map[int]P
 	bindErr    map[int]string
 	outOfRange map[int]bool
+	own        OwnListeners
 }
+
+// OwnListeners names the process's own listeners by port, such as
+// {8053: "DNS listener (--dns :8053)"}. The defaults put --dns :8053 inside
+// --ports 8000-8100: an app given service port 8053 then fails to bind, and
+// "address already in use" alone sends the operator looking for another
+// process. Whether they collide depends on the bind addresses (a DNS
+// listener on 127.0.0.1 and service ports on another address coexist), so
+// nothing is said until a bind actually fails.
+type OwnListeners map[int]string
+
+// Explain adds to a bind failure of port that one of pacer's own listeners
+// is on that port, when it is, and the failure is "address already in use".
+func (o OwnListeners) Explain(port int, err error) error {
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return err
+	}
+	if note, ok := o.note(port); ok {
+		return fmt.Errorf("%w: %s", err, note)
+	}
+	return err
+}
+
+// ExplainStatus is Explain for a PortStatus whose bind failure is known
+// only by its text (another plane's).
+func (o OwnListeners) ExplainStatus(st *PortStatus) {
+	note, ok := o.note(st.Port)
+	if ok && st.BindFailing && strings.Contains(st.Error, syscall.EADDRINUSE.Error()) && !strings.Contains(st.Error, note) {
+		st.Error += ": " + note
+	}
+}
+
+func (o OwnListeners) note(port int) (string, bool) {
+	name, ok := o[port]
+	if !ok {
+		return "", false
+	}
+	return fmt.Sprintf("this pacer's own %s holds port %d; give the app a service port it does not use, or move that listener out of --ports", name, port), true
+}
+
+// SetOwnListeners tells s which ports the process's other listeners hold,
+// for its bind failures (see OwnListeners).
+func (s *PortSet[P]) SetOwnListeners(own OwnListeners) { s.own = own }
 
 // NewPortSet returns an empty set for ports min to max; newPort makes a
 // port's entry the first time it is claimed.
@@ -88,6 +134,7 @@ func (s *PortSet[P]) Sync(claimed map[int]bool) []Opened {
 		}
 		addr, err := ps.Listen()
 		if err != nil {
+			err = s.own.Explain(port, err)
 			if msg := err.Error(); msg != s.bindErr[port] {
 				s.bindErr[port] = msg
 				// A warning: the port's service is not served here until it

@@ -64,6 +64,16 @@ type TCPConfig struct {
 	// DrainTimeout bounds the connections on a backend that left the
 	// snapshot, and every connection once Shutdown is called; 0 means 30s.
 	DrainTimeout time.Duration
+	// MaxConns caps the client connections open across every service port
+	// at once; 0 means DefaultTCPMaxConns, derived from the descriptor
+	// limit. At the cap the proxy stops accepting: new connections wait in
+	// the kernel's listen backlog until one closes (see limit.go). The cap
+	// is global, not per port: see ConnLimitStatus.
+	MaxConns int
+	// OwnListeners names the process's other listeners by port (DNS,
+	// admin, --http), so that a service port that cannot bind because one
+	// of them holds it says so (see OwnListeners).
+	OwnListeners OwnListeners
 	// OnListening, if set, is called after a service-port listener opened,
 	// on the Run goroutine. Tests use it instead of sleeping.
 	OnListening func(port int, addr net.Addr)
@@ -136,6 +146,9 @@ type TCP struct {
 	// applied is the version of the last snapshot whose listeners are open.
 	applied atomic.Uint64
 
+	// conns counts the open client connections against MaxConns.
+	conns *connLimit
+
 	// wg counts accept loops and connection goroutines, for Shutdown.
 	wg sync.WaitGroup
 	// workers runs the connection goroutines; see workers.go.
@@ -160,8 +173,11 @@ func NewTCP(cfg TCPConfig, table *discovery.Table, log *zap.Logger) (*TCP, error
 	if _, err := netip.ParseAddr(bind); err != nil {
 		return nil, fmt.Errorf("tcp proxy: bind address %q: want an IP address", cfg.Bind)
 	}
-	if cfg.DialTimeout < 0 || cfg.IdleTimeout < 0 || cfg.WaitForBackend < 0 || cfg.DrainTimeout < 0 || cfg.MaxAttempts < 0 {
-		return nil, errors.New("tcp proxy: timeouts and attempts must not be negative")
+	if cfg.DialTimeout < 0 || cfg.IdleTimeout < 0 || cfg.WaitForBackend < 0 || cfg.DrainTimeout < 0 || cfg.MaxAttempts < 0 || cfg.MaxConns < 0 {
+		return nil, errors.New("tcp proxy: timeouts, attempts and the connection cap must not be negative")
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultTCPMaxConns()
 	}
 	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, DefaultTCPDialTimeout)
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultTCPIdleTimeout)
@@ -181,9 +197,11 @@ func NewTCP(cfg TCPConfig, table *discovery.Table, log *zap.Logger) (*TCP, error
 		window: max(min(cfg.IdleTimeout/4, maxCopyWindow), time.Millisecond),
 		quit:   make(chan struct{}),
 	}
+	p.conns = newConnLimit(cfg.MaxConns, p.log)
 	p.ports = NewPortSet(cfg.PortMin, cfg.PortMax, p.log, func(port int) *tcpPort {
 		return &tcpPort{p: p, port: port, backends: map[netip.AddrPort]*backendConns{}}
 	})
+	p.ports.SetOwnListeners(cfg.OwnListeners)
 	p.killCtx, p.kill = context.WithCancel(context.Background())
 	return p, nil
 }
@@ -266,6 +284,9 @@ func (p *TCP) Shutdown(ctx context.Context) error {
 	<-done
 	return err
 }
+
+// ConnLimit reports the connection cap and how close to it the proxy is.
+func (p *TCP) ConnLimit() ConnLimitStatus { return p.conns.status() }
 
 // Ports reports every service port this proxy is responsible for: those a
 // carried service claims now (in range or not), and those still listening

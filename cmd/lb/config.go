@@ -44,6 +44,7 @@ type config struct {
 	waitForBackend  time.Duration
 	dialTimeout     time.Duration
 	idleTimeout     time.Duration
+	maxConns        int // 0: proxy.DefaultTCPMaxConns
 	keepUnreachable bool
 	httpAddr        string
 	healthInterval  time.Duration
@@ -82,7 +83,7 @@ var flagGroups = []struct {
 }{
 	{"Marathon", []string{"marathon", "marathon-token", "marathon-ca", "group", "keep-unreachable"}},
 	{"ZooKeeper", []string{"zk", "zk-service", "zk-announce"}},
-	{"Service ports", []string{"bind", "ports", "wait-for-backend", "dial-timeout", "idle-timeout", "drain-timeout", "shutdown-delay"}},
+	{"Service ports", []string{"bind", "ports", "max-conns", "wait-for-backend", "dial-timeout", "idle-timeout", "drain-timeout", "shutdown-delay"}},
 	{"HTTP", []string{"http"}},
 	{"DNS", []string{"dns", "domain", "dns-ttl", "advertise"}},
 	{"Health checks", []string{"health-interval", "health-timeout", "health-rise", "health-fall"}},
@@ -111,6 +112,7 @@ func parseConfig(name string, args []string, lookupEnv func(string) (string, boo
 	fs.Bool("keep-unreachable", true, "keep routing to TASK_UNREACHABLE/TASK_LOST tasks (marathon-lb compatible)")
 	fs.String("bind", "0.0.0.0", "address the service-port listeners bind")
 	fs.String("ports", "8000-8100", "service ports this instance may bind, MIN-MAX")
+	fs.Int("max-conns", 0, "most client connections open at once across the TCP-mode service ports; at the cap pacer stops accepting and new connections wait in the listen backlog (0: derived from the descriptor limit, as HAProxy's maxconn)")
 	fs.Duration("wait-for-backend", 3*time.Second, "how long a new connection waits for a backend when a service has none")
 	fs.Duration("dial-timeout", time.Second, "timeout for connecting to a backend")
 	fs.Duration("idle-timeout", time.Hour, "close a proxied TCP connection, or an upgraded HTTP one (WebSocket), idle in both directions this long")
@@ -201,6 +203,7 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 		waitForBackend:  dur("wait-for-backend"),
 		dialTimeout:     dur("dial-timeout"),
 		idleTimeout:     dur("idle-timeout"),
+		maxConns:        integer("max-conns"),
 		healthInterval:  dur("health-interval"),
 		healthTimeout:   dur("health-timeout"),
 		healthRise:      integer("health-rise"),
@@ -290,6 +293,9 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 		if d.v <= 0 {
 			return nil, fmt.Errorf("%s: must be a positive duration such as 3s", d.name)
 		}
+	}
+	if c.maxConns < 0 {
+		return nil, fmt.Errorf("--max-conns: must not be negative (got %d); 0 derives it from the descriptor limit", c.maxConns)
 	}
 	if c.shutdownDelay < 0 {
 		return nil, errors.New("--shutdown-delay: must not be negative; 0 stops accepting at once")

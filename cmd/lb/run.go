@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -87,6 +88,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 	if err != nil {
 		return fmt.Errorf("health: %w", err)
 	}
+	own := ownListeners(cfg)
 	tcp, err := proxy.NewTCP(proxy.TCPConfig{
 		Bind:           cfg.bind,
 		PortMin:        cfg.portMin,
@@ -95,11 +97,14 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		IdleTimeout:    cfg.idleTimeout,
 		WaitForBackend: cfg.waitForBackend,
 		DrainTimeout:   cfg.drainTimeout,
+		MaxConns:       cfg.maxConns,
+		OwnListeners:   own,
 		Report:         checker.Report,
 	}, table, log)
 	if err != nil {
 		return fmt.Errorf("tcp proxy: %w", err)
 	}
+	warnMaxConns(cfg.maxConns, log)
 	hp, err := httpproxy.New(httpproxy.Config{
 		Bind:              cfg.bind,
 		PortMin:           cfg.portMin,
@@ -163,7 +168,8 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		Table:       table,
 		Ready:       isReady,
 		Sources:     reporters,
-		Ports:       func() []proxy.PortStatus { return append(tcp.Ports(), hp.Ports()...) },
+		Ports:       func() []proxy.PortStatus { return append(tcp.Ports(), explainAll(own, hp.Ports())...) },
+		ConnLimit:   tcp.ConnLimit,
 		HTTP:        hp.Stats,
 		Health:      checker.Verdicts,
 		HealthStats: checker.Stats,
@@ -198,11 +204,6 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 	}
 	src.start(runCtx, goRun)
 	goRun("health", func() error { return checker.Run(runCtx) })
-	goRun("tcp proxy", func() error { return tcp.Run(runCtx) })
-	goRun("http proxy", func() error { return hp.Run(runCtx) })
-	if httpLn != nil {
-		goRun("http listener", func() error { return hp.ServeVHost(httpLn) })
-	}
 	if dns != nil {
 		goRun("--dns", func() error {
 			if err := dns.Run(runCtx); err != nil {
@@ -226,8 +227,20 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 	case <-ctx.Done():
 	}
 	if fatal == nil && ctx.Err() == nil {
+		// Only now may the data planes bind service ports: the defaults
+		// put --dns :8053 inside --ports, and an app given port 8053 must
+		// not take it from DNS when Marathon answers before DNS has bound
+		// (pacer would stop at start with "--dns: address already in
+		// use"). The app's port then fails to bind instead, and says why
+		// (ownListeners). The admin and --http listeners are bound above.
+		goRun("tcp proxy", func() error { return tcp.Run(runCtx) })
+		goRun("http proxy", func() error { return hp.Run(runCtx) })
+		if httpLn != nil {
+			goRun("http listener", func() error { return hp.ServeVHost(httpLn) })
+		}
 		log.Info("pacer running", zap.String("version", version), zap.Strings("marathon", redactAll(cfg.marathon)),
-			zap.String("ports", fmt.Sprintf("%s:%d-%d", cfg.bind, cfg.portMin, cfg.portMax)), zap.Stringer("admin", adminLn.Addr()))
+			zap.String("ports", fmt.Sprintf("%s:%d-%d", cfg.bind, cfg.portMin, cfg.portMax)), zap.Stringer("admin", adminLn.Addr()),
+			zap.Int64("tcp_max_conns", tcp.ConnLimit().Max))
 		if cfg.zkAnnounce != "" {
 			ann, err := newAnnouncer(cfg, adminLn.Addr(), dnsAddr, log)
 			if err != nil {
@@ -321,4 +334,51 @@ func redactAll(urls []string) []string {
 		}
 	}
 	return out
+}
+
+// ownListeners names pacer's own listeners by port, for the service ports
+// that cannot bind because one of them holds the port: the defaults put
+// --dns :8053 inside --ports 8000-8100.
+func ownListeners(cfg *config) proxy.OwnListeners {
+	own := proxy.OwnListeners{}
+	add := func(flag, addr, what string) {
+		if addr == "" {
+			return
+		}
+		_, p, err := net.SplitHostPort(addr)
+		if port, _ := strconv.Atoi(p); err == nil && port > 0 {
+			own[port] = fmt.Sprintf("%s (%s %s)", what, flag, addr)
+		}
+	}
+	add("--admin", cfg.admin, "admin listener")
+	add("--http", cfg.httpAddr, "HTTP virtual-host listener")
+	add("--dns", cfg.dns, "DNS listener")
+	return own
+}
+
+// explainAll is OwnListeners.ExplainStatus for a plane that does not know
+// the process's other listeners (the HTTP plane).
+func explainAll(own proxy.OwnListeners, ports []proxy.PortStatus) []proxy.PortStatus {
+	for i := range ports {
+		own.ExplainStatus(&ports[i])
+	}
+	return ports
+}
+
+// warnMaxConns warns when --max-conns asks for more connections than the
+// descriptor limit can hold (2.5 descriptors each, as the default counts):
+// the accepts then fail with EMFILE, every port's and listener's alike,
+// before the cap is reached.
+func warnMaxConns(maxConns int, log *zap.Logger) {
+	if maxConns == 0 {
+		return
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	if derived := proxy.DefaultTCPMaxConns(); maxConns > derived {
+		log.Warn("--max-conns is above what the descriptor limit holds; at that load accepts will fail for lack of descriptors, on every listener: raise the limit (LimitNOFILE, ulimit -n) or lower --max-conns",
+			zap.Int("max_conns", maxConns), zap.Uint64("nofile", lim.Cur), zap.Int("derived_max_conns", derived))
+	}
 }

@@ -1,0 +1,231 @@
+package proxy
+
+import (
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// The TCP plane's connection cap (TCPConfig.MaxConns), as HAProxy's global
+// maxconn: at the cap the accept loops stop accepting, so new connections
+// wait in the listen backlog (the kernel completes their handshakes) rather
+// than being accepted and closed, and accepting resumes as connections end.
+// Without it a flood on one service port took every descriptor of the
+// process, and then no other port, nor the --http, admin and DNS-over-TCP
+// listeners, could accept.
+
+// Deriving the default cap from RLIMIT_NOFILE, as HAProxy derives its global
+// maxconn (compute_ideal_maxconn): each proxied connection holds two sockets
+// and, moving bulk data, a splice pipe (two descriptors) per direction; as
+// HAProxy does (maxpipes = maxconn/4), count half a descriptor per
+// connection for pipes. A pipe is only an optimisation: without one,
+// fastconn.Splice copies. The reserve keeps descriptors for everything
+// else: listeners, the HTTP plane, admin and DNS connections, health
+// probes, Marathon and ZooKeeper.
+const (
+	// fdReserveMin is the smallest reserve, for small limits such as 1024.
+	fdReserveMin = 256
+	// fdReserveDiv: the reserve is at least 1/fdReserveDiv of the limit.
+	fdReserveDiv = 8
+	// fdLimitMax caps the limit the default is derived from, as HAProxy's
+	// DEFAULT_MAXFD: some systems set the hard limit to a billion, and the
+	// cap should still mean something.
+	fdLimitMax = 1 << 20
+	// minDefaultMaxConns is the default's floor, as HAProxy's
+	// DEFAULT_MAXCONN: too few descriptors then fail accepts (EMFILE, with
+	// a backoff) rather than pausing at an absurdly low cap.
+	minDefaultMaxConns = 100
+)
+
+// DefaultTCPMaxConns is the TCP plane's connection cap when
+// TCPConfig.MaxConns is 0: derived from the process's descriptor limit
+// (RLIMIT_NOFILE, which the Go runtime raises to the hard limit at start),
+// keeping a reserve of an eighth of it (at least 256) for everything else,
+// and counting 2.5 descriptors per connection (two sockets and, on average,
+// half a splice pipe). With a limit of 1024 that is 307; with 65536, 22937;
+// with 1048576, 367001.
+func DefaultTCPMaxConns() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return minDefaultMaxConns
+	}
+	return maxConnsFor(lim.Cur)
+}
+
+// maxConnsFor is DefaultTCPMaxConns for a descriptor limit of nofile.
+func maxConnsFor(nofile uint64) int {
+	n := int64(min(nofile, fdLimitMax))
+	reserve := max(fdReserveMin, n/fdReserveDiv)
+	return int(max(2*(n-reserve)/5, minDefaultMaxConns))
+}
+
+// ConnLimitStatus is the state of the TCP plane's connection cap.
+type ConnLimitStatus struct {
+	// Max is the cap (TCPConfig.MaxConns, or the derived default).
+	Max int64 `json:"max_conns"`
+	// Open is the client connections open now across every service port,
+	// including those an accept loop is taking this moment.
+	Open int64 `json:"open"`
+	// Limited is set from the moment the cap is reached (accepting paused)
+	// until no accept loop waits for room and the open connections are
+	// down to LowMark: during a flood accepting pauses and resumes with
+	// every connection that ends, and this says "at the cap" for the whole
+	// episode.
+	Limited bool `json:"limited"`
+	// LowMark is where a Limited episode may end: 90% of Max (at most
+	// Max-1).
+	LowMark int64 `json:"low_mark"`
+	// Reached counts the episodes since start.
+	Reached uint64 `json:"reached_total"`
+}
+
+// connLimit counts the TCP plane's open client connections against the cap.
+// The accept path takes a slot with a compare-and-swap and a connection
+// gives it back with an add: no lock, no allocation. Only at the cap does a
+// loop take the mutex, to wait for a slot.
+type connLimit struct {
+	max, low int64
+	log      *zap.Logger
+
+	open atomic.Int64
+	// waiters counts the accept loops in await: whoever frees a slot while
+	// there are any must wake them. Raised under mu.
+	waiters atomic.Int32
+	// limited is set while an episode lasts (ConnLimitStatus.Limited);
+	// changed under mu.
+	limited atomic.Bool
+	reached atomic.Uint64
+
+	mu sync.Mutex
+	// wake is closed, and replaced, when a slot frees while loops wait.
+	wake chan struct{}
+	// since is when the episode began.
+	since time.Time
+}
+
+func newConnLimit(maxConns int, log *zap.Logger) *connLimit {
+	m := int64(maxConns)
+	return &connLimit{max: m, low: max(m-max(m/10, 1), 0), log: log, wake: make(chan struct{})}
+}
+
+// below reports whether the cap leaves room for another connection; an
+// accept loop asks before it waits for one, so that a loop does not take a
+// connection it may not serve.
+func (l *connLimit) below() bool { return l.open.Load() < l.max }
+
+// tryAcquire takes a slot if one is free.
+func (l *connLimit) tryAcquire() bool {
+	for {
+		n := l.open.Load()
+		if n >= l.max {
+			return false
+		}
+		if l.open.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// acquire takes a slot, waiting for one at the cap until stop or quit is
+// closed (false then).
+func (l *connLimit) acquire(stop, quit <-chan struct{}) bool {
+	return l.tryAcquire() || l.await(true, stop, quit)
+}
+
+// waitBelow waits until the cap leaves room, without taking it, or until
+// stop or quit is closed (false then).
+func (l *connLimit) waitBelow(stop, quit <-chan struct{}) bool {
+	return l.below() || l.await(false, stop, quit)
+}
+
+// await is the slow path of acquire (take) and waitBelow. It counts itself
+// a waiter, and takes the wake channel, before it checks for room: release
+// frees the slot before it looks for waiters, so either the check here sees
+// the slot or release sees the waiter and closes that channel.
+func (l *connLimit) await(take bool, stop, quit <-chan struct{}) bool {
+	ready := l.below
+	if take {
+		ready = l.tryAcquire
+	}
+	l.mu.Lock()
+	l.waiters.Add(1)
+	l.startEpisode()
+	wake := l.wake
+	l.mu.Unlock()
+	defer l.leave()
+	for !ready() {
+		select {
+		case <-wake:
+		case <-stop:
+			return false
+		case <-quit:
+			return false
+		}
+		l.mu.Lock()
+		wake = l.wake
+		l.mu.Unlock()
+	}
+	return true
+}
+
+// leave ends a wait; the last waiter to leave ends the episode if the open
+// connections are down to the low mark (release may have seen it still
+// waiting, and left that to it).
+func (l *connLimit) leave() {
+	if l.waiters.Add(-1) == 0 && l.limited.Load() && l.open.Load() <= l.low {
+		l.endEpisode()
+	}
+}
+
+// release gives a slot back and wakes the loops waiting for one. With none
+// waiting the demand is below the cap again, and the episode ends once the
+// open connections are down to the low mark too.
+func (l *connLimit) release() {
+	n := l.open.Add(-1)
+	if l.waiters.Load() > 0 {
+		l.wakeAll()
+		return
+	}
+	if n <= l.low && l.limited.Load() {
+		l.endEpisode()
+	}
+}
+
+func (l *connLimit) wakeAll() {
+	l.mu.Lock()
+	close(l.wake)
+	l.wake = make(chan struct{})
+	l.mu.Unlock()
+}
+
+// startEpisode logs the first time of an episode that a loop waits: once,
+// not per connection. Called with mu held.
+func (l *connLimit) startEpisode() {
+	if l.limited.Load() {
+		return
+	}
+	l.limited.Store(true)
+	l.reached.Add(1)
+	l.since = time.Now()
+	l.log.Warn("TCP connection cap reached; new connections wait in the listen backlog until some close (raise --max-conns, and the descriptor limit with it, if this load is expected)",
+		zap.Int64("max_conns", l.max))
+}
+
+// endEpisode ends the episode, unless a loop started waiting again.
+func (l *connLimit) endEpisode() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.limited.Load() || l.waiters.Load() > 0 {
+		return
+	}
+	l.limited.Store(false)
+	l.log.Info("TCP connections below the cap again", zap.Int64("max_conns", l.max), zap.Int64("open", l.open.Load()),
+		zap.Duration("at_cap_for", time.Since(l.since).Round(time.Millisecond)))
+}
+
+func (l *connLimit) status() ConnLimitStatus {
+	return ConnLimitStatus{Max: l.max, Open: l.open.Load(), Limited: l.limited.Load(), LowMark: l.low, Reached: l.reached.Load()}
+}
