@@ -47,6 +47,7 @@ type config struct {
 	maxConns        int // 0: proxy.DefaultTCPMaxConns
 	keepUnreachable bool
 	httpAddr        string
+	trustForwarded  bool
 	healthInterval  time.Duration
 	healthTimeout   time.Duration
 	healthRise      int
@@ -84,7 +85,7 @@ var flagGroups = []struct {
 	{"Marathon", []string{"marathon", "marathon-token", "marathon-ca", "group", "keep-unreachable"}},
 	{"ZooKeeper", []string{"zk", "zk-service", "zk-announce"}},
 	{"Service ports", []string{"bind", "ports", "max-conns", "wait-for-backend", "dial-timeout", "idle-timeout", "drain-timeout", "shutdown-delay"}},
-	{"HTTP", []string{"http"}},
+	{"HTTP", []string{"http", "trust-forwarded"}},
 	{"DNS", []string{"dns", "domain", "dns-ttl", "advertise"}},
 	{"Health checks", []string{"health-interval", "health-timeout", "health-rise", "health-fall"}},
 	{"Operations", []string{"admin", "log-level", "log-format"}},
@@ -122,6 +123,7 @@ func parseConfig(name string, args []string, lookupEnv func(string) (string, boo
 	fs.Var(&listFlag{}, "zk-service", "repeatable NAME=/path[:SERVICEPORT]: members under /path (nerve or serverset JSON) form service NAME")
 	fs.String("zk-announce", "", "register this instance as an ephemeral serverset member under this ZooKeeper path")
 	fs.String("http", "", "one HTTP listener routing by Host header (and path) across all HTTP-mode apps, e.g. :80; empty turns it off")
+	fs.Bool("trust-forwarded", false, "keep the X-Forwarded-Proto, X-Real-IP and Forwarded headers clients send (REDIRECT_TO_HTTPS then trusts X-Forwarded-Proto): only when every client comes through a proxy you run, such as a TLS terminator, since clients can forge them")
 	fs.String("dns", ":8053", "DNS listener, UDP and TCP; empty turns DNS off")
 	fs.String("domain", "mesos", "DNS zone, as mesos-dns's domain")
 	fs.Duration("dns-ttl", 5*time.Second, "TTL of DNS answers")
@@ -196,6 +198,7 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 		admin:           str("admin"),
 		dns:             str("dns"),
 		httpAddr:        str("http"),
+		trustForwarded:  boolean("trust-forwarded"),
 		domain:          strings.Trim(strings.ToLower(str("domain")), "."),
 		dnsTTL:          dur("dns-ttl"),
 		drainTimeout:    dur("drain-timeout"),
@@ -366,17 +369,37 @@ func redactUserinfo(s string) string {
 // checkMarathonURL accepts http[s]://[user:pass@]host:port[/path]. Errors
 // never repeat the password.
 func checkMarathonURL(raw string) error {
+	if !strings.Contains(raw, "://") && strings.Contains(raw, "@") {
+		// What is left of a URL whose password holds a ',' once the list
+		// was split at it: the rest of the password, '@', the host.
+		return fmt.Errorf("%q: not a URL; a ',' in a user name or password must be written %%2C (expected http[s]://[user:pass@]host:port)", hideUserinfo(raw))
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("cannot parse a URL (expected http[s]://[user:pass@]host:port)")
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("%q: scheme must be http or https (expected http[s]://[user:pass@]host:port)", u.Redacted())
+		return fmt.Errorf("%q: scheme must be http or https (expected http[s]://[user:pass@]host:port)", hideUserinfo(raw))
 	}
 	if u.Host == "" {
 		return fmt.Errorf("%q: no host (expected http[s]://[user:pass@]host:port)", u.Redacted())
 	}
 	return nil
+}
+
+// hideUserinfo is raw, which did not parse as a URL with a scheme, with
+// everything up to its last '@' hidden: url.URL.Redacted shows such a
+// string whole, as a path, password and all.
+func hideUserinfo(raw string) string {
+	at := strings.LastIndex(raw, "@")
+	if at < 0 {
+		return raw
+	}
+	scheme := ""
+	if i := strings.Index(raw[:at], "://"); i >= 0 {
+		scheme = raw[:i+3]
+	}
+	return scheme + "xxxxx@" + raw[at+1:]
 }
 
 func parsePortRange(s string) (lo, hi int, err error) {

@@ -25,6 +25,8 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		{"range garbage", []string{"--ports", "x"}, nil, "--ports"},
 		{"bad scheme", []string{"--marathon", "ftp://m:8080"}, nil, "--marathon"},
 		{"password never echoed", []string{"--marathon", "ftp://u:s3cret@m:8080"}, nil, "xxxxx"},
+		{"password with a comma never echoed", []string{"--marathon", "http://u:12,s3cret@m:8080"}, nil, "must be written %2C"},
+		{"no scheme, password never echoed", []string{"--marathon", "mailto:u:s3cret/x@m:8080"}, nil, "xxxxx@m:8080"},
 		{"unknown flag", []string{"--nope"}, nil, "flag provided but not defined: -nope"},
 		{"bad bind", []string{"--bind", "everywhere"}, nil, "--bind"},
 		{"bad admin", []string{"--admin", "9090"}, nil, "--admin"},

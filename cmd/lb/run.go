@@ -106,13 +106,14 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 	}
 	warnMaxConns(cfg.maxConns, log)
 	hp, err := httpproxy.New(httpproxy.Config{
-		Bind:              cfg.bind,
-		PortMin:           cfg.portMin,
-		PortMax:           cfg.portMax,
-		DialTimeout:       cfg.dialTimeout,
-		DrainTimeout:      cfg.drainTimeout,
-		TunnelIdleTimeout: cfg.idleTimeout,
-		Report:            checker.Report,
+		Bind:                cfg.bind,
+		PortMin:             cfg.portMin,
+		PortMax:             cfg.portMax,
+		DialTimeout:         cfg.dialTimeout,
+		DrainTimeout:        cfg.drainTimeout,
+		TunnelIdleTimeout:   cfg.idleTimeout,
+		TrustForwardedProto: cfg.trustForwarded,
+		Report:              checker.Report,
 	}, table, log)
 	if err != nil {
 		return fmt.Errorf("http proxy: %w", err)
