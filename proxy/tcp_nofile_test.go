@@ -2,16 +2,11 @@ package proxy
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,78 +20,9 @@ import (
 )
 
 // The process running out of descriptors, for real: each test here runs
-// alone in a child test process (inChild) with RLIMIT_NOFILE lowered and
-// every descriptor below it taken (exhaust), so it cannot starve the tests
+// alone in a child test process (testnet.InChild) with RLIMIT_NOFILE lowered and
+// every descriptor below it taken (testnet.ExhaustDescriptors), so it cannot starve the tests
 // running beside it.
-
-// childEnv names the test a child test process runs (inChild).
-const childEnv = "PACER_PROXY_TEST_CHILD"
-
-// inChild reports whether t runs in a child process made for it; if not,
-// it runs t alone in a fresh test process and fails t if it fails there.
-func inChild(t *testing.T) bool {
-	t.Helper()
-	if os.Getenv(childEnv) == t.Name() {
-		return true
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), childEnv+"="+t.Name())
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
-		t.Fatalf("in a child process: %v\n%s", err, out)
-	}
-	return false
-}
-
-// fillers holds the descriptors exhaust took.
-type fillers struct {
-	files []*os.File
-	limit syscall.Rlimit // the limit before exhaust
-}
-
-// exhaust lowers the descriptor limit to a little above what is open and
-// opens /dev/null until no descriptor is left. Cleanup gives them back.
-func exhaust(t *testing.T) *fillers {
-	t.Helper()
-	f := &fillers{}
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &f.limit); err != nil {
-		t.Fatal(err)
-	}
-	open, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	low := f.limit
-	low.Cur = uint64(len(open) + 64)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.release)
-	for {
-		file, err := os.Open(os.DevNull)
-		if errors.Is(err, syscall.EMFILE) {
-			return f
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.files = append(f.files, file)
-	}
-}
-
-// free gives n descriptors back.
-func (f *fillers) free(n int) {
-	for range n {
-		f.files[len(f.files)-1].Close()
-		f.files = f.files[:len(f.files)-1]
-	}
-}
-
-// release gives every descriptor back and restores the limit.
-func (f *fillers) release() {
-	f.free(len(f.files))
-	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &f.limit)
-}
 
 // failures records the outcomes other than Success that reach Report.
 type failures struct {
@@ -123,7 +49,7 @@ func (f *failures) list() []string {
 // process has no descriptor to spare: splicing needs a pipe, and one that
 // cannot be made must not reset a healthy connection mid-transfer.
 func TestTCPBulkWithoutSpareDescriptors(t *testing.T) {
-	if !inChild(t) {
+	if !testnet.InChild(t) {
 		return
 	}
 	var bad failures
@@ -136,7 +62,7 @@ func TestTCPBulkWithoutSpareDescriptors(t *testing.T) {
 		t.Fatalf("echo %q", got)
 	}
 
-	exhaust(t)
+	testnet.ExhaustDescriptors(t)
 	data := make([]byte, 4<<20)
 	for i := range data {
 		data[i] = byte(i * 11 / 7)
@@ -167,7 +93,7 @@ func TestTCPBulkWithoutSpareDescriptors(t *testing.T) {
 // client it was for is held and served once descriptors come back, though
 // no snapshot change comes to wake it.
 func TestTCPDialOutOfDescriptorsIsNoBackendFault(t *testing.T) {
-	if !inChild(t) {
+	if !testnet.InChild(t) {
 		return
 	}
 	var bad failures
@@ -183,8 +109,8 @@ func TestTCPDialOutOfDescriptorsIsNoBackendFault(t *testing.T) {
 
 	// Two descriptors back: the client's socket and the proxy's accept.
 	// The proxy's dial to the backend then finds none.
-	f := exhaust(t)
-	f.free(2)
+	f := testnet.ExhaustDescriptors(t)
+	f.Free(2)
 	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +124,7 @@ func TestTCPDialOutOfDescriptorsIsNoBackendFault(t *testing.T) {
 		t.Fatalf("reported to health checking for pacer's own shortage: %v", got)
 	}
 
-	f.release()
+	f.Release()
 	_ = c.SetDeadline(time.Now().Add(waitFor))
 	if got := roundTrip(t, c, "held"); got != "held" {
 		t.Fatalf("echo to the client held through the shortage: %q", got)
@@ -212,7 +138,7 @@ func TestTCPDialOutOfDescriptorsIsNoBackendFault(t *testing.T) {
 // takes the waiting client once descriptors are free again: it neither
 // stops accepting for good nor spins on the error.
 func TestTCPAcceptResumesAfterRunningOutOfDescriptors(t *testing.T) {
-	if !inChild(t) {
+	if !testnet.InChild(t) {
 		return
 	}
 	core, logs := observer.New(zap.WarnLevel)
@@ -224,8 +150,8 @@ func TestTCPAcceptResumesAfterRunningOutOfDescriptors(t *testing.T) {
 
 	// One descriptor back, for the client's socket: its connection then
 	// waits in the listen backlog, where the proxy cannot take it.
-	f := exhaust(t)
-	f.free(1)
+	f := testnet.ExhaustDescriptors(t)
+	f.Free(1)
 	c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
 	if err != nil {
 		t.Fatal(err)
@@ -241,7 +167,7 @@ func TestTCPAcceptResumesAfterRunningOutOfDescriptors(t *testing.T) {
 		t.Fatalf("accepted %d connections with no descriptor free", st.Total)
 	}
 
-	f.release()
+	f.Release()
 	_ = c.SetDeadline(time.Now().Add(waitFor))
 	if got := roundTrip(t, c, "waited"); got != "waited" {
 		t.Fatalf("echo after descriptors came back: %q", got)
