@@ -243,7 +243,7 @@ func (p *TCP) finished(c *tcpConn) {
 // connect dials a backend for client. When the service has no backend, or
 // every one it tried refused, it waits for the next snapshot (never polls)
 // and tries again, until WaitForBackend has passed since the start; dials
-// that failed for want of this host's resources (localShortage) are tried
+// that failed for want of this host's resources (LocalShortage) are tried
 // again after a backoff too. It returns the snapshot the backend was
 // picked from, for the tracker.
 //
@@ -272,7 +272,7 @@ func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted
 	}
 	var tried *discovery.Service
 	// backoff is the wait before the same backends are dialled again
-	// because dials failed for want of this host's resources (localShortage):
+	// because dials failed for want of this host's resources (LocalShortage):
 	// no snapshot change will come for those, and descriptors usually come
 	// back within moments.
 	var backoff time.Duration
@@ -343,7 +343,7 @@ type dialState struct {
 	// and then failed: no other backend may get them again.
 	broken error
 	// short is set when a dial failed for want of this host's resources
-	// (localShortage), not the backend's.
+	// (LocalShortage), not the backend's.
 	short bool
 }
 
@@ -439,7 +439,7 @@ func (p *TCP) finishDial(conn *fastconn.Conn, early []byte, sent int) error {
 // of DNS, each time pacer ran out of descriptors or ephemeral ports.
 func (p *TCP) dialFailed(ps *tcpPort, st *dialState, addr netip.AddrPort, err error) {
 	ps.dialErrors.Add(1)
-	if localShortage(err) {
+	if LocalShortage(err) {
 		st.short = true
 	} else if rep := p.cfg.Report; rep != nil {
 		rep(addr, health.ConnectFailed)
@@ -449,11 +449,11 @@ func (p *TCP) dialFailed(ps *tcpPort, st *dialState, addr netip.AddrPort, err er
 	}
 }
 
-// localShortage says whether a dial failed for want of a resource of this
+// LocalShortage says whether a dial failed for want of a resource of this
 // host rather than because of the backend: descriptors (EMFILE, ENFILE),
 // kernel memory (ENOBUFS, ENOMEM), or a free ephemeral port for the
 // backend's address (EADDRNOTAVAIL from connect).
-func localShortage(err error) bool {
+func LocalShortage(err error) bool {
 	var errno syscall.Errno
 	if !errors.As(err, &errno) {
 		return false

@@ -422,7 +422,7 @@ func (x *exchanger) answer(c *bconn) bool {
 	now := fastconn.Mono()
 	st.observe(status, now-x.start)
 	if rep := p.cfg.Report; rep != nil {
-		p.report(rep, b, okAnswer, status)
+		p.report(rep, b, okAnswer, status, nil)
 	}
 	p.totals.inPoller.Add(1)
 	sent, werr := x.c.WriteNow(out)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pacer-lb/pacer/health"
 	"github.com/pacer-lb/pacer/internal/fastconn"
+	"github.com/pacer-lb/pacer/proxy"
 )
 
 const (
@@ -260,7 +261,7 @@ func (p *Proxy) serveFrom(ctx *fasthttp.RequestCtx, r *route, sent *bconn, first
 			out, streamed, err = p.roundTrip(ctx, r, b, cl, body, now, http10)
 		}
 		if rep := p.cfg.Report; rep != nil {
-			p.report(rep, b, out, ctx.Response.StatusCode())
+			p.report(rep, b, out, ctx.Response.StatusCode(), err)
 		}
 		if out == okAnswer || out == failClient {
 			break
@@ -353,8 +354,12 @@ func lastAnswer(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-// report tells rep the outcome of one attempt on b.
-func (p *Proxy) report(rep func(netip.AddrPort, health.Outcome), b *backend, out outcome, status int) {
+// report tells rep the outcome of one attempt on b, which ended in err. A
+// connect that failed for want of this host's own descriptors or ports
+// (proxy.LocalShortage) is no fault of b's and is not reported: passive
+// health checking would eject healthy backends, and take them out of DNS,
+// whenever pacer ran short.
+func (p *Proxy) report(rep func(netip.AddrPort, health.Outcome), b *backend, out outcome, status int, err error) {
 	switch out {
 	case okAnswer:
 		if status >= 500 {
@@ -363,7 +368,9 @@ func (p *Proxy) report(rep func(netip.AddrPort, health.Outcome), b *backend, out
 			rep(b.addr, health.Success)
 		}
 	case failDial:
-		rep(b.addr, health.ConnectFailed)
+		if !proxy.LocalShortage(err) {
+			rep(b.addr, health.ConnectFailed)
+		}
 	case failConn, failTime, failBad:
 		// Broke, timed out or answered garbage before a response.
 		rep(b.addr, health.Reset)
