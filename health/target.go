@@ -90,12 +90,20 @@ func (c *Checker) eject(t *target, o Outcome, n int) {
 }
 
 // record applies one active probe result to t, unless the prober that made
-// it was stopped (ctx done); it reports whether it applied the result. The
+// it was stopped (ctx done), or pacer's own shortage made it fail
+// (LocalShortage); it reports false when the prober was stopped. The
 // check is made under t.mu, which startProber holds to install a new check
 // after cancelling the old prober: a result of the old check that arrives
 // after the switch must not count toward the new check's fall count.
 func (c *Checker) record(ctx context.Context, t *target, check *discovery.HealthCheck, err error) bool {
 	now := time.Now()
+	if err != nil && LocalShortage(err) {
+		// pacer could not make the probe (no descriptor, no port): it
+		// says nothing about the backend, either way. Not applied, but
+		// the prober goes on unless it was stopped.
+		c.stats.probesFailed.Add(1)
+		return ctx.Err() == nil
+	}
 	t.mu.Lock()
 	if ctx.Err() != nil {
 		t.mu.Unlock()

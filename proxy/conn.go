@@ -10,7 +10,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -243,7 +242,7 @@ func (p *TCP) finished(c *tcpConn) {
 // connect dials a backend for client. When the service has no backend, or
 // every one it tried refused, it waits for the next snapshot (never polls)
 // and tries again, until WaitForBackend has passed since the start; dials
-// that failed for want of this host's resources (LocalShortage) are tried
+// that failed for want of this host's resources (health.LocalShortage) are tried
 // again after a backoff too. It returns the snapshot the backend was
 // picked from, for the tracker.
 //
@@ -272,7 +271,7 @@ func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted
 	}
 	var tried *discovery.Service
 	// backoff is the wait before the same backends are dialled again
-	// because dials failed for want of this host's resources (LocalShortage):
+	// because dials failed for want of this host's resources (health.LocalShortage):
 	// no snapshot change will come for those, and descriptors usually come
 	// back within moments.
 	var backoff time.Duration
@@ -343,7 +342,7 @@ type dialState struct {
 	// and then failed: no other backend may get them again.
 	broken error
 	// short is set when a dial failed for want of this host's resources
-	// (LocalShortage), not the backend's.
+	// (health.LocalShortage), not the backend's.
 	short bool
 }
 
@@ -439,7 +438,7 @@ func (p *TCP) finishDial(conn *fastconn.Conn, early []byte, sent int) error {
 // of DNS, each time pacer ran out of descriptors or ephemeral ports.
 func (p *TCP) dialFailed(ps *tcpPort, st *dialState, addr netip.AddrPort, err error) {
 	ps.dialErrors.Add(1)
-	if LocalShortage(err) {
+	if health.LocalShortage(err) {
 		st.short = true
 	} else if rep := p.cfg.Report; rep != nil {
 		rep(addr, health.ConnectFailed)
@@ -447,22 +446,6 @@ func (p *TCP) dialFailed(ps *tcpPort, st *dialState, addr netip.AddrPort, err er
 	if ce := p.log.Check(zap.DebugLevel, "backend dial failed"); ce != nil {
 		ce.Write(zap.Int(keyPort, ps.port), zap.String(keyApp, st.svc.Key.App), zap.Stringer(keyBackend, addr), zap.Error(err))
 	}
-}
-
-// LocalShortage says whether a dial failed for want of a resource of this
-// host rather than because of the backend: descriptors (EMFILE, ENFILE),
-// kernel memory (ENOBUFS, ENOMEM), or a free ephemeral port for the
-// backend's address (EADDRNOTAVAIL from connect).
-func LocalShortage(err error) bool {
-	var errno syscall.Errno
-	if !errors.As(err, &errno) {
-		return false
-	}
-	switch errno {
-	case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL:
-		return true
-	}
-	return false
 }
 
 // relay starts forwarding c: both directions relayed inside fastconn's

@@ -14,7 +14,6 @@ import (
 
 	"github.com/pacer-lb/pacer/health"
 	"github.com/pacer-lb/pacer/internal/fastconn"
-	"github.com/pacer-lb/pacer/proxy"
 )
 
 const (
@@ -356,7 +355,7 @@ func lastAnswer(ctx *fasthttp.RequestCtx) {
 
 // report tells rep the outcome of one attempt on b, which ended in err. A
 // connect that failed for want of this host's own descriptors or ports
-// (proxy.LocalShortage) is no fault of b's and is not reported: passive
+// (health.LocalShortage) is no fault of b's and is not reported: passive
 // health checking would eject healthy backends, and take them out of DNS,
 // whenever pacer ran short.
 func (p *Proxy) report(rep func(netip.AddrPort, health.Outcome), b *backend, out outcome, status int, err error) {
@@ -368,7 +367,7 @@ func (p *Proxy) report(rep func(netip.AddrPort, health.Outcome), b *backend, out
 			rep(b.addr, health.Success)
 		}
 	case failDial:
-		if !proxy.LocalShortage(err) {
+		if !health.LocalShortage(err) {
 			rep(b.addr, health.ConnectFailed)
 		}
 	case failConn, failTime, failBad:
