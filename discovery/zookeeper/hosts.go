@@ -28,7 +28,13 @@ type lazyHosts struct {
 	servers []string // host:port as configured
 	addrs   []string // this round's addresses
 	curr    int      // index in addrs of the server last handed out
-	last    int      // index of the last server connected to, -1 before any
+	// tried counts the addresses handed out since the last connection (-1
+	// after Init, so that the first round is a whole one, as in
+	// DNSHostProvider). It is a count, not an index into addrs: each round
+	// resolves and shuffles anew, so a list that shrank could otherwise
+	// never lead back to "every address tried", and the client's connect
+	// loop, which sleeps a second only then, would spin.
+	tried int
 }
 
 func newLazyHosts() *lazyHosts {
@@ -42,7 +48,7 @@ func (h *lazyHosts) Init(servers []string) error {
 	defer h.mu.Unlock()
 	h.servers = append([]string(nil), servers...)
 	h.addrs = nil
-	h.curr, h.last = -1, -1
+	h.curr, h.tried = -1, -1
 	return nil
 }
 
@@ -67,9 +73,9 @@ func (h *lazyHosts) Next() (server string, retryStart bool) {
 		h.addrs = h.resolve()
 		h.curr = 0
 	}
-	retryStart = h.curr == h.last
-	if h.last == -1 {
-		h.last = 0
+	h.tried++
+	if h.tried >= len(h.addrs) {
+		retryStart, h.tried = true, 0
 	}
 	return h.addrs[h.curr], retryStart
 }
@@ -78,7 +84,7 @@ func (h *lazyHosts) Next() (server string, retryStart bool) {
 func (h *lazyHosts) Connected() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.last = h.curr
+	h.tried = 0
 }
 
 // resolve expands each server to its addresses, in random order (as
