@@ -84,37 +84,61 @@ type ConnLimitStatus struct {
 
 // connLimit counts the TCP plane's open client connections against the cap.
 // The accept path takes a slot with a compare-and-swap and a connection
-// gives it back with an add: no lock, no allocation. Only at the cap does a
-// loop take the mutex, to wait for a slot.
+// gives it back with an add: no lock, no allocation. Only at the cap do
+// loops wait, in two kinds: takers (acquire), which hold a connection
+// accepted before the cap was reached and will use a freed slot at once,
+// and loops waiting for room before they accept at all (waitBelow), which
+// may find no connection pending on their port. A freed slot wakes one
+// taker if there is any (a token); otherwise every loop waiting for room
+// (a broadcast), since any of them may be the one whose port has a client
+// waiting. Waking every loop of every port for each slot instead was a
+// herd of ports times GOMAXPROCS, each then taking a connection it held
+// unserved.
 type connLimit struct {
 	max, low int64
 	log      *zap.Logger
 
 	open atomic.Int64
-	// waiters counts the accept loops in await: whoever frees a slot while
-	// there are any must wake them. Raised under mu.
-	waiters atomic.Int32
+	// waiters counts the accept loops in await, takers those of them in
+	// acquire's: whoever frees a slot while there are any must wake one.
+	waiters, takers atomic.Int32
 	// limited is set while an episode lasts (ConnLimitStatus.Limited);
 	// changed under mu.
 	limited atomic.Bool
 	reached atomic.Uint64
 
+	// token carries one token per slot freed while takers wait.
+	token chan struct{}
+
 	mu sync.Mutex
-	// wake is closed, and replaced, when a slot frees while loops wait.
-	wake chan struct{}
+	// room is closed, and replaced, when a slot frees and no taker waits:
+	// it wakes every loop waiting for room.
+	room chan struct{}
 	// since is when the episode began.
 	since time.Time
 }
 
+// wakeTokens bounds the tokens waiting in connLimit.token: more slots freed
+// at once than that wake takers that are already awake anyway.
+const wakeTokens = 1024
+
 func newConnLimit(maxConns int, log *zap.Logger) *connLimit {
 	m := int64(maxConns)
-	return &connLimit{max: m, low: max(m-max(m/10, 1), 0), log: log, wake: make(chan struct{})}
+	return &connLimit{max: m, low: max(m-max(m/10, 1), 0), log: log,
+		token: make(chan struct{}, wakeTokens), room: make(chan struct{})}
 }
 
 // below reports whether the cap leaves room for another connection; an
 // accept loop asks before it waits for one, so that a loop does not take a
 // connection it may not serve.
 func (l *connLimit) below() bool { return l.open.Load() < l.max }
+
+// take counts a connection the accept batch took while below the cap, as
+// it looked a moment before (below): unlike tryAcquire it never fails, so
+// looking for more pending connections does not hold a slot, which another
+// loop would take for the cap reached. The cap may so be passed by one
+// connection per accept loop at most.
+func (l *connLimit) take() { l.open.Add(1) }
 
 // tryAcquire takes a slot if one is free.
 func (l *connLimit) tryAcquire() bool {
@@ -142,21 +166,30 @@ func (l *connLimit) waitBelow(stop, quit <-chan struct{}) bool {
 }
 
 // await is the slow path of acquire (take) and waitBelow. It counts itself
-// a waiter, and takes the wake channel, before it checks for room: release
-// frees the slot before it looks for waiters, so either the check here sees
-// the slot or release sees the waiter and closes that channel.
+// a waiter before it checks for room: release frees the slot before it
+// looks for waiters, so either the check here sees the slot or release
+// sees the waiter and wakes it. A token whose slot another loop took first
+// only sends its taker back to wait. A taker that got its slot passes the
+// wakeup on to the loops waiting for room if room is left: a token may
+// have been meant for a slot it did not need.
 func (l *connLimit) await(take bool, stop, quit <-chan struct{}) bool {
 	ready := l.below
 	if take {
 		ready = l.tryAcquire
+		l.takers.Add(1)
+		defer l.takers.Add(-1)
 	}
-	l.mu.Lock()
 	l.waiters.Add(1)
+	l.mu.Lock()
 	l.startEpisode()
-	wake := l.wake
+	room := l.room
 	l.mu.Unlock()
 	defer l.leave()
 	for !ready() {
+		var wake <-chan struct{} = room
+		if take {
+			wake = l.token
+		}
 		select {
 		case <-wake:
 		case <-stop:
@@ -164,11 +197,24 @@ func (l *connLimit) await(take bool, stop, quit <-chan struct{}) bool {
 		case <-quit:
 			return false
 		}
-		l.mu.Lock()
-		wake = l.wake
-		l.mu.Unlock()
+		if !take {
+			l.mu.Lock()
+			room = l.room
+			l.mu.Unlock()
+		}
+	}
+	if take && l.below() {
+		l.broadcastRoom()
 	}
 	return true
+}
+
+// broadcastRoom wakes every loop waiting for room.
+func (l *connLimit) broadcastRoom() {
+	l.mu.Lock()
+	close(l.room)
+	l.room = make(chan struct{})
+	l.mu.Unlock()
 }
 
 // leave ends a wait; the last waiter to leave ends the episode if the open
@@ -186,19 +232,19 @@ func (l *connLimit) leave() {
 func (l *connLimit) release() {
 	n := l.open.Add(-1)
 	if l.waiters.Load() > 0 {
-		l.wakeAll()
+		if l.takers.Load() > 0 {
+			select {
+			case l.token <- struct{}{}:
+			default: // wakeTokens takers are waking already
+			}
+			return
+		}
+		l.broadcastRoom()
 		return
 	}
 	if n <= l.low && l.limited.Load() {
 		l.endEpisode()
 	}
-}
-
-func (l *connLimit) wakeAll() {
-	l.mu.Lock()
-	close(l.wake)
-	l.wake = make(chan struct{})
-	l.mu.Unlock()
 }
 
 // startEpisode logs the first time of an episode that a loop waits: once,

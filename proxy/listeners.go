@@ -213,12 +213,12 @@ func (p *TCP) acceptLoop(ps *tcpPort, ln *fastconn.Listener, closed <-chan struc
 		// each, with 5-9% less of nginx's CPU per connection behind it
 		// (bench/RESULTS.md): the backend gets its new connections together.
 		batch = append(batch[:0], c)
-		for len(batch) < acceptBatch && p.conns.tryAcquire() {
+		for len(batch) < acceptBatch && p.conns.below() {
 			c, err := ln.AcceptNow()
 			if c == nil || err != nil {
-				p.conns.release()
 				break // an error comes back to AcceptConn
 			}
+			p.conns.take()
 			batch = append(batch, c)
 		}
 		runtime.Gosched()
