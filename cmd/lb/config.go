@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -355,15 +354,23 @@ func printUsage(fs *flag.FlagSet, out io.Writer) {
 	}
 }
 
-// userinfoPassword matches the password of each URL's user:pass@ in a
-// list of URLs (http, https or zk; comma-separated), up to the last @
-// before the path, where url.Parse splits them too.
-var userinfoPassword = regexp.MustCompile(`(://[^/:@]*):[^/]*@`)
-
-// redactUserinfo replaces the passwords in s's URLs with xxxxx, as
-// url.URL.Redacted does.
+// redactUserinfo replaces the password in each URL of s, a comma-separated
+// list of URLs (http, https or zk), with xxxxx, as url.URL.Redacted does.
+// A password may hold '/', ':' or '@' itself: the user info ends at the
+// last '@', the user name at the first ':'.
 func redactUserinfo(s string) string {
-	return userinfoPassword.ReplaceAllString(s, "${1}:xxxxx@")
+	parts := strings.Split(s, ",")
+	for i, u := range parts {
+		scheme, rest, ok := strings.Cut(u, "://")
+		at := strings.LastIndex(rest, "@")
+		if !ok || at < 0 {
+			continue
+		}
+		if user, _, hasPass := strings.Cut(rest[:at], ":"); hasPass {
+			parts[i] = scheme + "://" + user + ":xxxxx@" + rest[at+1:]
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // checkMarathonURL accepts http[s]://[user:pass@]host:port[/path]. Errors
