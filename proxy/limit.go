@@ -23,8 +23,11 @@ import (
 // HAProxy does (maxpipes = maxconn/4), count half a descriptor per
 // connection for pipes. A pipe is only an optimisation: without one,
 // fastconn.Splice copies. The reserve keeps descriptors for everything
-// else: listeners, the HTTP plane, admin and DNS connections, health
-// probes, Marathon and ZooKeeper.
+// else: listeners, admin and DNS connections, health probes, Marathon and
+// ZooKeeper. Not for the HTTP plane: its clients count against its own cap
+// (httpproxy.Config.MaxConns, 10000 by default), which is not drawn from
+// this budget, so a flood of HTTP-mode clients can still use descriptors
+// the reserve counts on where the limit is low.
 const (
 	// fdReserveMin is the smallest reserve, for small limits such as 1024.
 	fdReserveMin = 256
