@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/discovery/marathon"
 	"github.com/pacer-lb/pacer/discovery/zookeeper"
 )
 
@@ -379,34 +380,19 @@ func checkMarathonURL(raw string) error {
 	if !strings.Contains(raw, "://") && strings.Contains(raw, "@") {
 		// What is left of a URL whose password holds a ',' once the list
 		// was split at it: the rest of the password, '@', the host.
-		return fmt.Errorf("%q: not a URL; a ',' in a user name or password must be written %%2C (expected http[s]://[user:pass@]host:port)", hideUserinfo(raw))
+		return fmt.Errorf("%q: not a URL; a ',' in a user name or password must be written %%2C (expected http[s]://[user:pass@]host:port)", marathon.RedactRaw(raw))
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("cannot parse a URL (expected http[s]://[user:pass@]host:port)")
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("%q: scheme must be http or https (expected http[s]://[user:pass@]host:port)", hideUserinfo(raw))
+		return fmt.Errorf("%q: scheme must be http or https (expected http[s]://[user:pass@]host:port)", marathon.RedactRaw(raw))
 	}
 	if u.Host == "" {
 		return fmt.Errorf("%q: no host (expected http[s]://[user:pass@]host:port)", u.Redacted())
 	}
 	return nil
-}
-
-// hideUserinfo is raw, which did not parse as a URL with a scheme, with
-// everything up to its last '@' hidden: url.URL.Redacted shows such a
-// string whole, as a path, password and all.
-func hideUserinfo(raw string) string {
-	at := strings.LastIndex(raw, "@")
-	if at < 0 {
-		return raw
-	}
-	scheme := ""
-	if i := strings.Index(raw[:at], "://"); i >= 0 {
-		scheme = raw[:i+3]
-	}
-	return scheme + "xxxxx@" + raw[at+1:]
 }
 
 func parsePortRange(s string) (lo, hi int, err error) {

@@ -117,7 +117,7 @@ func parseEndpoints(urls []string, token string, hooked bool) ([]endpoint, error
 		// Errors show the raw URL cut at its last '@', not u: a password
 		// holding '/', '?' or '#' ends the host early, leaving the rest of
 		// the password in what url.Parse calls the path, query or fragment.
-		shown := redactRaw(raw)
+		shown := RedactRaw(raw)
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("marathon: bad URL %q: want http[s]://[user:pass@]host:port[/prefix]", shown)
@@ -170,11 +170,11 @@ func redactURL(u *url.URL) string {
 	return c.String()
 }
 
-// redactRaw removes what may be user info from a URL that did not parse or
+// RedactRaw removes what may be user info from a URL that did not parse or
 // did not validate: everything between the scheme and the last '@'. It
 // errs on the side of hiding: a password may hold any character, '/' and
 // '@' included, so the last '@' is the only safe end of it.
-func redactRaw(raw string) string {
+func RedactRaw(raw string) string {
 	at := strings.LastIndex(raw, "@")
 	if at < 0 {
 		return raw

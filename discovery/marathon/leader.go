@@ -68,7 +68,7 @@ func (l *leaderState) get() (endpoint, bool) {
 func leaderEndpoint(raw, auth string) (endpoint, error) {
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
-		return endpoint{}, fmt.Errorf("leader %q: want http[s]://host:port", redactRaw(raw))
+		return endpoint{}, fmt.Errorf("leader %q: want http[s]://host:port", RedactRaw(raw))
 	}
 	if u.User != nil {
 		if auth == "" {
