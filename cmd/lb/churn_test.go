@@ -193,6 +193,10 @@ func TestSilentDeathLeavesRotation(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	counts := make(chan churn.Counts, 1)
 	go func() { counts <- load.Run(ctx) }()
+	// stop ends the load once: here, or at cleanup when the test fails
+	// before that (a load left running takes the CPU from later tests).
+	stop := sync.OnceValue(func() churn.Counts { cancel(); return <-counts })
+	t.Cleanup(func() { stop() })
 	eventually(t, 5*time.Second, "load running", func() bool { return load.Counts().Requests > 100 })
 	start = time.Now()
 	if err := sim.KillTask(tasks[1].ID, marathonsim.KillOptions{Abrupt: true}); err != nil {
@@ -201,8 +205,7 @@ func TestSilentDeathLeavesRotation(t *testing.T) {
 	b, took = waitEjected(t, p, "/churn", tasks[1].ID, start)
 	before := load.Counts().Requests
 	eventually(t, 5*time.Second, "more load after the ejection", func() bool { return load.Counts().Requests > before+100 })
-	cancel()
-	c := <-counts
+	c := stop()
 	t.Logf("under load: silent death detected after %v: %s; load %v", took.Round(time.Millisecond), b.Health.Reason, c)
 	if took > 3*time.Second {
 		t.Errorf("under load: out after %v, want under 3s", took)

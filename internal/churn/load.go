@@ -118,6 +118,22 @@ func (l *Load) fail(counter *atomic.Uint64, format string, args ...any) {
 
 const ioTimeout = 10 * time.Second
 
+// connectBackoff is the pause after a failed connect. A refused connect
+// fails at once: without a pause each worker spins on connect(2), and a
+// load left running (pacer down, or a test that failed before it stopped
+// the load) takes the CPU from everything else on the machine.
+const connectBackoff = 5 * time.Millisecond
+
+// pause waits connectBackoff, or until ctx ends.
+func pause(ctx context.Context) {
+	t := time.NewTimer(connectBackoff)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
 // httpWorker sends keep-alive GETs on one connection, reconnecting only when
 // the server closes it cleanly (Connection: close) or after a failure.
 func (l *Load) httpWorker(ctx context.Context) {
@@ -134,6 +150,7 @@ func (l *Load) httpWorker(ctx context.Context) {
 			c, err := net.DialTimeout("tcp", l.Addr, ioTimeout)
 			if err != nil {
 				l.fail(&l.sockErr, "connect: %v", err)
+				pause(ctx)
 				continue
 			}
 			conn, br = c, bufio.NewReader(c)
@@ -185,6 +202,7 @@ func (l *Load) tcpWorker(ctx context.Context) {
 		c, err := net.DialTimeout("tcp", l.Addr, ioTimeout)
 		if err != nil {
 			l.fail(&l.refused, "connect: %v", err)
+			pause(ctx)
 			continue
 		}
 		_ = c.SetDeadline(time.Now().Add(ioTimeout))
