@@ -1,7 +1,9 @@
 package admin
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -10,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,8 +32,29 @@ func chromium(t *testing.T) string {
 }
 
 // renderDOM loads url in headless Chromium, lets its scripts run for budget of
-// virtual time, and returns the DOM as a person would then see it.
+// virtual time, and returns the DOM as a person would then see it. Chromium
+// has crashed here once (SIGSEGV, nothing to do with the page): a death by
+// a signal is retried once, with its stderr in the log.
 func renderDOM(t *testing.T, url string, budget time.Duration) string {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		out, stderr, err := runChromium(t, url, budget)
+		if err == nil {
+			return out
+		}
+		if attempt == 1 && diedBySignal(err) {
+			t.Logf("chromium died (%v); trying once more. Its stderr:\n%s", err, stderr)
+			continue
+		}
+		t.Fatalf("chromium: %v\nits stderr:\n%s", err, stderr)
+	}
+}
+
+// runChromium runs one headless Chromium in its own process group, and
+// kills the whole group when it is done: Chromium's renderer and zygote
+// children inherit its stdout, and one left running would keep Output
+// waiting for EOF until the package's timeout.
+func runChromium(t *testing.T, url string, budget time.Duration) (dom, stderr string, err error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -41,11 +65,38 @@ func renderDOM(t *testing.T, url string, budget time.Duration) string {
 		"--virtual-time-budget="+strconv.Itoa(int(budget/time.Millisecond)),
 		"--dump-dom", url)
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// Once Chromium exits (or the timeout kills it), stop waiting for its
+	// children to close the pipes.
+	cmd.WaitDelay = 5 * time.Second
+	var errBuf bytes.Buffer
+	cmd.Stderr = &errBuf
 	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("chromium: %v", err)
+	if cmd.Process != nil {
+		// The group is ours (Setpgid): whatever of it is left goes too.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
-	return string(out)
+	if errors.Is(err, exec.ErrWaitDelay) {
+		// Chromium itself exited 0 with the DOM written; a child of it
+		// held the pipe open.
+		err = nil
+	}
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return string(out), errBuf.String(), err
+}
+
+// diedBySignal reports whether err is a process's death by a signal it did
+// not get from the test's timeout (which shows as the context's error).
+func diedBySignal(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() != syscall.SIGKILL
 }
 
 // The status page, rendered by a real browser, shows what an operator needs

@@ -168,15 +168,21 @@ func TestPassiveEjectionAndReturn(t *testing.T) {
 	}
 	h.waitFor("the ejection to end", func(s *discovery.Snapshot) bool { return routes(s, "/a", addr(1)) })
 
-	// A second ejection lasts twice as long.
+	// A second ejection lasts twice as long. Report ejects before it
+	// returns, at a time between before and after: the end is exactly
+	// 200ms past that, however slowly the test runs.
+	before := time.Now()
 	for range 3 {
 		h.c.Report(addr(1), ConnectFailed)
 	}
-	h.waitFor("the second ejection", func(s *discovery.Snapshot) bool { return !routes(s, "/a", addr(1)) })
+	after := time.Now()
 	v, _ = h.c.Verdict(addr(1))
-	if d := time.Until(v.EjectedUntil); d <= 100*time.Millisecond || d > 200*time.Millisecond {
-		t.Fatalf("second ejection ends in %v, want about 200ms", d)
+	lo, hi := before.Add(200*time.Millisecond), after.Add(200*time.Millisecond)
+	if v.EjectedUntil.Before(lo) || v.EjectedUntil.After(hi) {
+		t.Fatalf("second ejection ends %v after the reports began (verdict %+v), want 200ms (within the %v the reports took)",
+			v.EjectedUntil.Sub(before), v, after.Sub(before))
 	}
+	h.waitFor("the second ejection", func(s *discovery.Snapshot) bool { return !routes(s, "/a", addr(1)) })
 }
 
 // A backend that keeps failing while it is out (the panic rule keeps it

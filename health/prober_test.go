@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 func TestNetProberHTTPReusesConnection(t *testing.T) {
@@ -60,13 +61,17 @@ func TestNetProberTCP(t *testing.T) {
 	}
 	addr := netip.MustParseAddrPort(ln.Addr().String())
 	p := NewNetProber()
+	defer p.Close()
 	check := &discovery.HealthCheck{Protocol: discovery.CheckTCP}
 	if err := p.Probe(context.Background(), addr, check, time.Second); err != nil {
 		t.Fatalf("listening port: %v", err)
 	}
 	ln.Close()
-	if err := p.Probe(context.Background(), addr, check, time.Second); err == nil {
-		t.Fatal("closed port passed the check")
+	// Not the port just closed: a listener of a test running in parallel
+	// could take it. This one refuses every connect for the whole test.
+	refused := testnet.RefusedAddr(t)
+	if err := p.Probe(context.Background(), refused, check, time.Second); err == nil {
+		t.Fatal("a port refusing connects passed the check")
 	}
 }
 

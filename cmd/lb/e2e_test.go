@@ -159,6 +159,23 @@ func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
+// eventuallySeen polls cond until it holds or the deadline passes; cond
+// also returns what it saw, which a timeout prints (the last one).
+func eventuallySeen(t testing.TB, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok, seen := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s; last seen: %s", d, what, seen)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // readHello dials addr and returns the first line the task sent.
 func readHello(addr string) (string, error) {
 	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
@@ -325,8 +342,8 @@ func TestDroppedStreamConvergesAfterResync(t *testing.T) {
 
 // Marathon is not up when pacer starts: pacer retries and serves once it answers.
 func TestMarathonDownAtStart(t *testing.T) {
-	marathonAddr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t))
-	port := testnet.FreePort(t)
+	ports := testnet.FreePorts(t, 2) // two FreePort calls may return the same port
+	marathonAddr, port := fmt.Sprintf("127.0.0.1:%d", ports[0]), ports[1]
 	p := startPacer(t, "http://"+marathonAddr, port, port)
 
 	resp, err := http.Get(p.admin + "/healthz")
@@ -368,19 +385,14 @@ func TestMarathonGoneKeepsLastTable(t *testing.T) {
 		return true
 	})
 	sim.DropStreams()
-	var mu sync.Mutex
-	var last string
-	eventually(t, 10*time.Second, "healthz reports the source stale", func() bool {
+	eventuallySeen(t, 10*time.Second, "healthz 200 reporting the source stale", func() (bool, string) {
 		resp, err := http.Get(p.admin + "/healthz")
 		if err != nil {
-			return false
+			return false, err.Error()
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		mu.Lock()
-		last = string(b)
-		mu.Unlock()
-		return resp.StatusCode == 200 && strings.Contains(last, `"stale"`)
+		return resp.StatusCode == 200 && strings.Contains(string(b), `"stale"`), fmt.Sprintf("%d %s", resp.StatusCode, b)
 	})
 	if n := backends(t, p, "/web"); n != 2 {
 		t.Fatalf("backends = %d after Marathon failed, want the last good 2", n)

@@ -16,7 +16,8 @@ import (
 // through the --http listener by Host; an unknown Host gets 404.
 func TestHTTPModeAndVirtualHost(t *testing.T) {
 	sim := startSim(t, marathonsim.Config{})
-	port := testnet.FreePort(t)
+	ports := testnet.FreePorts(t, 2) // two FreePort calls may return the same port
+	port := ports[0]
 	if err := sim.CreateApp(marathonsim.AppSpec{
 		ID: "/shop/web", Instances: 2, ServicePorts: []int{port},
 		Labels: map[string]string{"HAPROXY_0_VHOST": "web.example.com"},
@@ -24,7 +25,7 @@ func TestHTTPModeAndVirtualHost(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", testnet.FreePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
 	p := startPacer(t, sim.URL(), port, port, func(c *config) { c.httpAddr = httpAddr })
 	p.waitReady(t)
 	eventually(t, 5*time.Second, "two backends", func() bool { return backends(t, p, "/shop/web") == 2 })

@@ -180,10 +180,22 @@ func TestListenerInUseNamesItsFlag(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A run that starts after all (the bug this test is for) must not
+		// run on past the test.
+		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- run(context.Background(), nil, cfg, zaptest.NewLogger(t), nil) }()
+		go func() { done <- run(ctx, nil, cfg, zaptest.NewLogger(t), nil) }()
+		t.Cleanup(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Errorf("%s: run did not stop within 10s of cancel", tc.flag)
+			}
+		})
 		select {
 		case err := <-done:
+			done <- err // for the cleanup: run has returned
 			if err == nil || !strings.HasPrefix(err.Error(), tc.flag+":") || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("%s on a port in use: %v, want it to start with %s: and say %q", tc.flag, err, tc.flag, tc.want)
 			}

@@ -60,7 +60,8 @@ func TestZooKeeperLeaderAndServices(t *testing.T) {
 	zks := zktest.Start(t)
 	c := zks.Conn(t)
 	sim := startSim(t, marathonsim.Config{})
-	webPort, dbPort := testnet.FreePort(t), testnet.FreePort(t)
+	ports := testnet.FreePorts(t, 2) // two FreePort calls may return the same port
+	webPort, dbPort := ports[0], ports[1]
 	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/web", Instances: 1, ServicePorts: []int{webPort}, Run: marathonsim.HTTPHello()}); err != nil {
 		t.Fatal(err)
 	}

@@ -328,9 +328,19 @@ func backends(tb *discovery.Table, app string) []string {
 
 func waitBackends(t *testing.T, tb *discovery.Table, app string, want ...string) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%s backends %q (have %q)", app, want, backends(tb, app)), func() bool {
-		return slices.Equal(backends(tb, app), want)
-	})
+	var have []string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// The table seen last is what the failure shows, not the one
+		// before the wait (usually empty).
+		if have = backends(tb, app); slices.Equal(have, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s backends %q (have %q)", app, want, have)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func statusUpdate(app, taskID, status, host string, port int) map[string]any {
