@@ -156,14 +156,20 @@ func (s *state) applyFull(apps []decodedApp, f uint64) {
 		seen[d.ID] = true
 		s.mergeFetched(d, f)
 	}
+	// Tombs older than this snapshot have done their work: it does not
+	// list those apps either, or it brought them back rightly.
+	for id, tomb := range s.tombs {
+		if tomb < f {
+			delete(s.tombs, id)
+		}
+	}
 	for id, a := range s.apps {
 		if !seen[id] && a.defSeq <= f && !a.newerEvents(f) {
 			delete(s.apps, id)
-		}
-	}
-	for id, tomb := range s.tombs {
-		if tomb <= f {
-			delete(s.tombs, id)
+			// A single-app fetch issued before this snapshot may still be
+			// in flight (fetches land in any order): it must not bring
+			// the app back.
+			s.tombs[id] = f
 		}
 	}
 }
