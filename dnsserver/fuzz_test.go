@@ -2,6 +2,7 @@ package dnsserver
 
 import (
 	"encoding/binary"
+	"strings"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -50,10 +51,23 @@ func FuzzServeDNS(f *testing.F) {
 	s := newTestServer(f, tb)
 	w := s.newWorker(&counters{})
 	f.Fuzz(func(t *testing.T, pkt []byte) {
+		// Only a packet shorter than a header, or a response, goes
+		// unanswered (doc.go): anything else gets an answer, FORMERR at
+		// least. A query miekg/dns reads as one question, opcode QUERY,
+		// gets that question back.
+		unanswered := len(pkt) < headerLen || pkt[2]&0x80 != 0
+		var q dns.Msg
+		oneQuestion := q.Unpack(pkt) == nil && !q.Response && q.Opcode == dns.OpcodeQuery && len(q.Question) == 1
 		for _, tcp := range []bool{false, true} {
 			out := w.handle(pkt, tcp)
 			if out == nil {
+				if !unanswered || oneQuestion {
+					t.Fatalf("tcp=%v: no answer to query %x (%v)", tcp, pkt, &q)
+				}
 				continue
+			}
+			if unanswered {
+				t.Fatalf("tcp=%v: answered %x, a response or a runt: %x", tcp, pkt, out)
 			}
 			r := new(dns.Msg)
 			if err := r.Unpack(out); err != nil {
@@ -62,9 +76,18 @@ func FuzzServeDNS(f *testing.F) {
 			if !r.Response || r.Id != binary.BigEndian.Uint16(pkt) {
 				t.Fatalf("tcp=%v: not a response to the query: %v", tcp, r)
 			}
+			if oneQuestion && r.Rcode != dns.RcodeFormatError && (len(r.Question) != 1 || !sameQuestion(r.Question[0], q.Question[0])) {
+				t.Fatalf("tcp=%v: answer %v does not echo the question %v", tcp, r.Question, q.Question[0])
+			}
 			if !tcp && (len(out) > advertisedUDPSize || r.IsEdns0() == nil && len(out) > minUDPSize) {
 				t.Fatalf("UDP response of %d bytes (EDNS %v)", len(out), r.IsEdns0())
 			}
 		}
 	})
+}
+
+// sameQuestion reports whether a and b are the same question, the name
+// compared as DNS compares names (case-insensitive).
+func sameQuestion(a, b dns.Question) bool {
+	return a.Qtype == b.Qtype && a.Qclass == b.Qclass && strings.EqualFold(a.Name, b.Name)
 }

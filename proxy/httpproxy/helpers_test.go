@@ -8,13 +8,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/pacer-lb/pacer/discovery"
@@ -58,7 +61,7 @@ func newRigLog(tb testing.TB, t *testing.T, cfg Config, log *zap.Logger) *rig {
 	if log == nil {
 		log = zap.NewNop()
 		if t != nil {
-			log = zaptest.NewLogger(t)
+			log = testLogger(t)
 		}
 	}
 	p, err := New(cfg, r.table, log)
@@ -86,6 +89,69 @@ func newRigLog(tb testing.TB, t *testing.T, cfg Config, log *zap.Logger) *rig {
 	})
 	return r
 }
+
+// lateLogs counts the log entries testLogger's loggers wrote after their
+// test's cleanup.
+var lateLogs atomic.Int64
+
+// testLogger is zaptest's logger for t until t's cleanup has run, and a
+// logger to stderr after: a proxy goroutine may outlive the test that
+// started it (a handler still waiting for its backend when Shutdown's
+// drain gave up on it), and a t.Log after the test completed panics,
+// which ends the run of every test after it. Called before the rig
+// registers its own cleanup, so that its cleanup runs after the rig's.
+func testLogger(t *testing.T) *zap.Logger {
+	g := &logGuard{}
+	t.Cleanup(g.close)
+	late := zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), zapcore.Lock(os.Stderr), zapcore.DebugLevel).
+		With([]zapcore.Field{zap.String("after_test", t.Name())})
+	return zaptest.NewLogger(t, zaptest.WrapOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return &guardedCore{test: c, late: late, g: g}
+	})))
+}
+
+// logGuard says whether a test's cleanup has run.
+type logGuard struct {
+	mu   sync.RWMutex // held for reading while an entry is written to the test
+	done bool
+}
+
+func (g *logGuard) close() {
+	g.mu.Lock()
+	g.done = true
+	g.mu.Unlock()
+}
+
+// guardedCore writes to test until its guard closes, to late after.
+type guardedCore struct {
+	test, late zapcore.Core
+	g          *logGuard
+}
+
+func (c *guardedCore) Enabled(l zapcore.Level) bool { return c.test.Enabled(l) }
+
+func (c *guardedCore) With(f []zapcore.Field) zapcore.Core {
+	return &guardedCore{test: c.test.With(f), late: c.late.With(f), g: c.g}
+}
+
+func (c *guardedCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.Enabled(e.Level) {
+		return ce.AddCore(e, c)
+	}
+	return ce
+}
+
+func (c *guardedCore) Write(e zapcore.Entry, f []zapcore.Field) error {
+	c.g.mu.RLock()
+	defer c.g.mu.RUnlock()
+	if c.g.done {
+		lateLogs.Add(1)
+		return c.late.Write(e, f)
+	}
+	return c.test.Write(e, f)
+}
+
+func (c *guardedCore) Sync() error { return nil }
 
 // waitPort waits until the proxy listens on port.
 func (r *rig) waitPort(port int) string {
