@@ -207,7 +207,10 @@ func (x *exchanger) take(c *fastconn.Conn, b []byte) bool {
 	// memory, and within the limit. Chunked bodies (-1) are fasthttp's.
 	body := br.Buffered()
 	switch cl := h.ContentLength(); {
-	case cl == -2 && body == 0:
+	case cl == -2 && body == 0 && (h.IsGet() || h.IsHead()):
+		// No body. Other methods without a length go fasthttp's way,
+		// whose Request.Write gives them "Content-Length: 0": the backend
+		// must get the same bytes on either path.
 	case cl >= 0 && cl == body && cl <= streamAbove && (p.cfg.MaxRequestBodySize == 0 || int64(cl) <= p.cfg.MaxRequestBodySize):
 	default:
 		return false
