@@ -192,9 +192,9 @@ func diffTables(got, want map[string]string) string {
 }
 
 // FuzzEventsThenResync: a starting snapshot, any sequence of events and
-// single-app fetches (issued and answered in any order), then a full resync
-// issued after them: the table is the resync's, as if nothing came before
-// it but the ends of tasks.
+// single-app fetches (issued and answered in any order, some landing only
+// after it), then a full resync issued after them: the table is the
+// resync's, as if nothing came before it but the ends of tasks.
 func FuzzEventsThenResync(f *testing.F) {
 	f.Add(byte(0), byte(0), []byte{})
 	f.Add(byte(0), byte(1), []byte{0, 0, 0, 0, 1, 2, 1, 1, 4, 1})
@@ -209,15 +209,28 @@ func FuzzEventsThenResync(f *testing.F) {
 		s := newState()
 		s.applyFull(w.snapshot(t, int(start)), s.next())
 		log, pending := w.play(t, s, ops)
-		// Fetches issued before the resync that land before it.
-		for _, p := range pending {
+		// Fetches issued before the resync land before it or after it
+		// (fetches land in any order): which, the inputs choose.
+		land := func(p pendingFetch) {
 			if p.gone {
 				s.removeFetched(p.id, p.seq)
 			} else {
 				s.mergeFetched(p.d, p.seq)
 			}
 		}
+		var late []pendingFetch
+		for i, p := range pending {
+			if (i+int(final))%3 == 2 {
+				late = append(late, p)
+				log = append(log, fmt.Sprintf("fetch %s (seq %d) lands after the resync", p.id, p.seq))
+				continue
+			}
+			land(p)
+		}
 		s.applyFull(w.snapshot(t, int(final)), s.next())
+		for _, p := range late {
+			land(p)
+		}
 
 		ref := newState()
 		for _, id := range s.terminated.Keys() {

@@ -24,7 +24,10 @@ type state struct {
 	apps map[string]*appState
 	// tombs remembers, per app, the sequence of the fetch that found it gone,
 	// so an older full snapshot still in flight does not bring it back.
-	tombs      map[string]uint64
+	tombs map[string]uint64
+	// fullSeq is the sequence of the newest full snapshot applied: an app
+	// it did not list is gone to every fetch issued before it.
+	fullSeq    uint64
 	seq        uint64
 	terminated *lru.Cache[string, string] // task id -> TASK_KILLING or a terminal state
 }
@@ -76,6 +79,13 @@ func (s *state) mergeFetched(d decodedApp, f uint64) bool {
 	}
 	a := s.apps[d.ID]
 	if a != nil && a.defSeq > f {
+		return false
+	}
+	if a == nil && f < s.fullSeq {
+		// A full snapshot issued after this fetch did not list the app
+		// (or it left since), and nothing newer vouches for it: the fetch,
+		// landing late (fetches land in any order), must not bring it
+		// back, whether the state knew the app before or not.
 		return false
 	}
 	if a == nil {
@@ -156,22 +166,17 @@ func (s *state) applyFull(apps []decodedApp, f uint64) {
 		seen[d.ID] = true
 		s.mergeFetched(d, f)
 	}
-	// Tombs older than this snapshot have done their work: it does not
-	// list those apps either, or it brought them back rightly.
-	for id, tomb := range s.tombs {
-		if tomb < f {
-			delete(s.tombs, id)
-		}
-	}
 	for id, a := range s.apps {
 		if !seen[id] && a.defSeq <= f && !a.newerEvents(f) {
 			delete(s.apps, id)
-			// A single-app fetch issued before this snapshot may still be
-			// in flight (fetches land in any order): it must not bring
-			// the app back.
-			s.tombs[id] = f
 		}
 	}
+	for id, tomb := range s.tombs {
+		if tomb <= f {
+			delete(s.tombs, id)
+		}
+	}
+	s.fullSeq = max(s.fullSeq, f)
 }
 
 // applyStatus applies a status_update_event as a delta, at sequence e. It
