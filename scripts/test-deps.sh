@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the programs pacer's tests run for real: dig (DNS integration
 # tests), promtool (checks /metrics with Prometheus's own parser), chromium
-# (renders the status page) and ZooKeeper (discovery/zookeeper's tests).
+# (renders the status page), ZooKeeper (discovery/zookeeper's tests) and
+# systemd-analyze (checks deploy/pacer.service).
 # Debian packages, through apt-get when run as root; otherwise it says what
 # to install and fails, because a test that cannot run must not pass.
 set -euo pipefail
@@ -13,6 +14,7 @@ if [[ ! -f /usr/share/java/zookeeper.jar ]] || ! command -v java >/dev/null 2>&1
 fi
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 
 if ((${#need[@]} == 0)); then
 	exit 0

@@ -11,7 +11,11 @@ import (
 	"time"
 )
 
-// lateLogChild marks the child process TestRigLogsAfterItsTest starts.
+// lateLogRounds counts the child's rounds.
+var lateLogRounds atomic.Int32
+
+// lateLogChild marks the child process TestRigLogsAfterItsTest starts to
+// run its two rounds in.
 const lateLogChild = "PACER_TEST_LATE_LOG"
 
 // A proxy goroutine that outlives its test, and logs, must not panic the
@@ -21,31 +25,22 @@ const lateLogChild = "PACER_TEST_LATE_LOG"
 // for its backend's answer after the rig's Shutdown gave up its drain,
 // and logged the backend's timeout during the next round of the tests,
 // when nothing of the round that ran its test was left to take the line.
-// A child process runs TestLateLogChild twice (-count=2): the first round
-// leaves such a handler behind, the second waits for it to log.
+// The test runs itself twice (-count=2) in a child process: the first
+// round leaves such a handler behind, the second waits for it to log.
 func TestRigLogsAfterItsTest(t *testing.T) {
-	if os.Getenv(lateLogChild) != "" {
-		t.Skip("in the child process")
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLateLogChild$", "-test.count=2", "-test.v")
-	cmd.Env = append(os.Environ(), lateLogChild+"=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil || strings.Count(string(out), "--- PASS: TestLateLogChild ") != 2 {
-		t.Fatalf("in a child process: %v\n%s", err, out)
-	}
-}
-
-// lateLogRounds counts TestLateLogChild's rounds.
-var lateLogRounds atomic.Int32
-
-// TestLateLogChild, in its first round, leaves a handler waiting for a
-// backend that never answers past the rig's cleanup, whose drain ends
-// before the answer is due; in its second, it waits for the handler to
-// log the backend's timeout.
-func TestLateLogChild(t *testing.T) {
 	if os.Getenv(lateLogChild) == "" {
-		t.Skip("runs in TestRigLogsAfterItsTest's child process")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRigLogsAfterItsTest$", "-test.count=2", "-test.v")
+		cmd.Env = append(os.Environ(), lateLogChild+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || strings.Count(string(out), "--- PASS: TestRigLogsAfterItsTest ") != 2 {
+			t.Fatalf("in a child process: %v\n%s", err, out)
+		}
+		return
 	}
+	// In the child: round 1 leaves a handler waiting for a backend that
+	// never answers past the rig's cleanup, whose drain ends before the
+	// answer is due; round 2 waits for the handler to log the backend's
+	// timeout.
 	if lateLogRounds.Add(1) > 1 {
 		for deadline := time.Now().Add(waitFor); lateLogs.Load() == 0; time.Sleep(time.Millisecond) {
 			if time.Now().After(deadline) {
