@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net"
 	"slices"
-	"strings"
 	"syscall"
 	"time"
 
@@ -71,15 +70,6 @@ func (o OwnListeners) Explain(port int, err error) error {
 		return fmt.Errorf("%w: %s", err, note)
 	}
 	return err
-}
-
-// ExplainStatus is Explain for a PortStatus whose bind failure is known
-// only by its text (another plane's).
-func (o OwnListeners) ExplainStatus(st *PortStatus) {
-	note, ok := o.note(st.Port)
-	if ok && st.BindFailing && strings.Contains(st.Error, syscall.EADDRINUSE.Error()) && !strings.Contains(st.Error, note) {
-		st.Error += ": " + note
-	}
 }
 
 func (o OwnListeners) note(port int) (string, bool) {

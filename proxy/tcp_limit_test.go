@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -192,7 +194,7 @@ func TestTCPOwnListenerOnOtherAddressCoexists(t *testing.T) {
 	port := testnet.FreePort(t)
 	other, err := net.Listen("tcp", "127.0.0.2:"+strconv.Itoa(port))
 	if err != nil {
-		t.Skipf("no 127.0.0.2 here: %v", err)
+		t.Fatalf("127.0.0.2, in Linux's loopback 127.0.0.0/8: %v", err)
 	}
 	defer other.Close()
 	udp, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
@@ -208,18 +210,19 @@ func TestTCPOwnListenerOnOtherAddressCoexists(t *testing.T) {
 	}
 }
 
-// Another plane's status, known by its text only, gets the same note once.
-func TestOwnListenersExplainStatus(t *testing.T) {
+// Only "address already in use" on a port one of pacer's own listeners
+// holds gets the note.
+func TestOwnListenersExplain(t *testing.T) {
 	own := OwnListeners{8053: "DNS listener (--dns :8053)"}
-	st := PortStatus{Port: 8053, BindFailing: true, Error: "listen tcp 0.0.0.0:8053: bind: address already in use"}
-	own.ExplainStatus(&st)
-	own.ExplainStatus(&st)
-	if strings.Count(st.Error, "DNS listener") != 1 {
-		t.Fatalf("Error %q: want the DNS listener named once", st.Error)
+	inUse := &net.OpError{Op: "listen", Net: "tcp", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}
+	if err := own.Explain(8053, inUse); strings.Count(err.Error(), "DNS listener") != 1 || !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("Explain(8053) = %v: want the DNS listener named once, the cause kept", err)
 	}
-	other := PortStatus{Port: 8054, BindFailing: true, Error: "listen tcp 0.0.0.0:8054: bind: address already in use"}
-	own.ExplainStatus(&other)
-	if strings.Contains(other.Error, "DNS") {
-		t.Fatalf("port without an own listener: %q", other.Error)
+	if err := own.Explain(8054, inUse); strings.Contains(err.Error(), "DNS") {
+		t.Fatalf("port without an own listener: %v", err)
+	}
+	denied := &net.OpError{Op: "listen", Net: "tcp", Err: os.NewSyscallError("bind", syscall.EACCES)}
+	if err := own.Explain(8053, denied); strings.Contains(err.Error(), "DNS") {
+		t.Fatalf("a bind failure other than 'in use': %v", err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -112,6 +111,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		DialTimeout:         cfg.dialTimeout,
 		DrainTimeout:        cfg.drainTimeout,
 		TunnelIdleTimeout:   cfg.idleTimeout,
+		OwnListeners:        own,
 		TrustForwardedProto: cfg.trustForwarded,
 		Report:              checker.Report,
 	}, table, log)
@@ -169,7 +169,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		Table:       table,
 		Ready:       isReady,
 		Sources:     reporters,
-		Ports:       func() []proxy.PortStatus { return append(tcp.Ports(), explainAll(own, hp.Ports())...) },
+		Ports:       func() []proxy.PortStatus { return append(tcp.Ports(), hp.Ports()...) },
 		ConnLimit:   tcp.ConnLimit,
 		HTTP:        hp.Stats,
 		Health:      checker.Verdicts,
@@ -327,12 +327,11 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 	return fatal
 }
 
+// redactAll is urls with their passwords hidden, for the log.
 func redactAll(urls []string) []string {
 	out := make([]string, len(urls))
 	for i, u := range urls {
-		if pu, err := url.Parse(u); err == nil {
-			out[i] = pu.Redacted()
-		}
+		out[i] = redactUserinfo(u)
 	}
 	return out
 }
@@ -355,15 +354,6 @@ func ownListeners(cfg *config) proxy.OwnListeners {
 	add("--http", cfg.httpAddr, "HTTP virtual-host listener")
 	add("--dns", cfg.dns, "DNS listener")
 	return own
-}
-
-// explainAll is OwnListeners.ExplainStatus for a plane that does not know
-// the process's other listeners (the HTTP plane).
-func explainAll(own proxy.OwnListeners, ports []proxy.PortStatus) []proxy.PortStatus {
-	for i := range ports {
-		own.ExplainStatus(&ports[i])
-	}
-	return ports
 }
 
 // warnMaxConns warns when --max-conns asks for more connections than the

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/health"
+	"github.com/pacer-lb/pacer/proxy"
 )
 
 // Defaults used for the zero value of the matching Config field.
@@ -113,6 +114,11 @@ type Config struct {
 	// It is called on request goroutines, must not block, and should not
 	// allocate. If nil, outcomes are not reported.
 	Report func(addr netip.AddrPort, o health.Outcome)
+
+	// OwnListeners names the process's other listeners by port (DNS,
+	// admin, the TCP plane's are not among them), so that a service port
+	// one of them holds says so when it cannot bind (proxy.OwnListeners).
+	OwnListeners proxy.OwnListeners
 
 	// OnListening, if set, is called after a service-port listener opened,
 	// on the Run goroutine. Tests use it instead of sleeping.

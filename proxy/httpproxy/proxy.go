@@ -158,6 +158,7 @@ func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Proxy, error) {
 	p.ports = proxy.NewPortSet(cfg.PortMin, cfg.PortMax, p.log, func(port int) *httpPort {
 		return &httpPort{p: p, port: port}
 	})
+	p.ports.SetOwnListeners(cfg.OwnListeners)
 	return p, nil
 }
 
