@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 // A password may hold '/', ':' or '@': the user info runs to the last '@'.
 func TestRedactUserinfoOddPasswords(t *testing.T) {
@@ -14,5 +17,15 @@ func TestRedactUserinfoOddPasswords(t *testing.T) {
 		if got := redactUserinfo(in); got != want {
 			t.Errorf("redactUserinfo(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The "pacer running" line names the Marathon URLs with the same
+// redaction.
+func TestRedactAll(t *testing.T) {
+	t.Parallel()
+	got := redactAll([]string{"http://admin:se/cret@m1:8080", "https://m2:8443"})
+	if want := []string{"http://admin:xxxxx@m1:8080", "https://m2:8443"}; !slices.Equal(got, want) {
+		t.Fatalf("redactAll = %q, want %q", got, want)
 	}
 }
