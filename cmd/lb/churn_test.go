@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -121,11 +120,6 @@ type backendView struct {
 // rotation.
 func ejected(t testing.TB, p *pacer, app, task string) (backendView, bool) {
 	t.Helper()
-	resp, err := http.Get(p.admin + "/v1/services")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var v struct {
 		Apps []struct {
 			ID       string
@@ -134,9 +128,7 @@ func ejected(t testing.TB, p *pacer, app, task string) (backendView, bool) {
 			}
 		}
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		t.Fatal(err)
-	}
+	getServices(t, p, &v)
 	for _, a := range v.Apps {
 		if a.ID != app {
 			continue

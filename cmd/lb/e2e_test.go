@@ -256,23 +256,29 @@ func TestThreeTasksShareLoad(t *testing.T) {
 	}
 }
 
-// backends returns how many routable backends /v1/services lists for app.
-func backends(t testing.TB, p *pacer, app string) int {
+// getServices decodes p's /v1/services into v.
+func getServices(t testing.TB, p *pacer, v any) {
 	t.Helper()
 	resp, err := http.Get(p.admin + "/v1/services")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("decoding /v1/services: %v", err)
+	}
+}
+
+// backends returns how many routable backends /v1/services lists for app.
+func backends(t testing.TB, p *pacer, app string) int {
+	t.Helper()
 	var v struct {
 		Apps []struct {
 			ID       string
 			Services []struct{ Backends []json.RawMessage }
 		}
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		t.Fatal(err)
-	}
+	getServices(t, p, &v)
 	for _, a := range v.Apps {
 		if a.ID == app && len(a.Services) > 0 {
 			return len(a.Services[0].Backends)

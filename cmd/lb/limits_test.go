@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -41,20 +39,13 @@ func TestConfigMaxConns(t *testing.T) {
 // serviceNote returns the note /v1/services gives app's first service.
 func serviceNote(t testing.TB, p *pacer, app string) string {
 	t.Helper()
-	resp, err := http.Get(p.admin + "/v1/services")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var v struct {
 		Apps []struct {
 			ID       string
 			Services []struct{ Note string }
 		}
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		t.Fatal(err)
-	}
+	getServices(t, p, &v)
 	for _, a := range v.Apps {
 		if a.ID == app && len(a.Services) > 0 {
 			return a.Services[0].Note
@@ -106,18 +97,9 @@ func TestMaxConnsInMetrics(t *testing.T) {
 	port := testnet.FreePort(t)
 	p := startPacer(t, sim.URL(), port, port, func(c *config) { c.maxConns = 5 })
 	p.waitReady(t)
-	resp, err := http.Get(p.admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"\npacer_tcp_max_conns 5\n", "\npacer_tcp_max_conns_reached 0\n", "\npacer_tcp_connections_open 0\n"} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("/metrics lacks %q", strings.TrimSpace(want))
+	for name, want := range map[string]float64{"pacer_tcp_max_conns": 5, "pacer_tcp_max_conns_reached": 0, "pacer_tcp_connections_open": 0} {
+		if got, lines := metricSum(t, p, name); lines == "" || got != want {
+			t.Errorf("/metrics: %s = %v (samples %q), want a sample of %v", name, got, lines, want)
 		}
 	}
 }

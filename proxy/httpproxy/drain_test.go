@@ -302,12 +302,7 @@ func TestStreamStartingAfterItsBackendCameBackGoesOn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tick := make([]byte, 5)
-	for start := time.Now(); time.Since(start) < 3*drain; {
-		if _, err := io.ReadFull(resp.Body, tick); err != nil {
-			t.Fatalf("the answer (%s) %v after it began, its backend back: %v", resp.Status, time.Since(start).Round(time.Millisecond), err)
-		}
-	}
+	streamsOn(t, resp, 3*drain)
 }
 
 // feedBackend answers every request with an endless chunked feed, a
@@ -518,5 +513,17 @@ func TestShutdownLetsALeftPortFinishItsDrain(t *testing.T) {
 		}
 	case <-time.After(waitFor):
 		t.Fatal("Shutdown did not return after the last request ended")
+	}
+}
+
+// streamsOn reads resp's streaming body, a tick at a time, for d: the
+// answer goes on though its backend left and came back.
+func streamsOn(t *testing.T, resp *http.Response, d time.Duration) {
+	t.Helper()
+	tick := make([]byte, 5)
+	for start := time.Now(); time.Since(start) < d; {
+		if _, err := io.ReadFull(resp.Body, tick); err != nil {
+			t.Fatalf("the answer (%s) %v after it began, its backend back: %v", resp.Status, time.Since(start).Round(time.Millisecond), err)
+		}
 	}
 }

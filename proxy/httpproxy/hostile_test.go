@@ -343,12 +343,7 @@ func TestStreamWhoseConnectOutlastedItsBackendsFlapGoesOn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tick := make([]byte, 5)
-	for start := time.Now(); time.Since(start) < 3*drain; {
-		if _, err := io.ReadFull(resp.Body, tick); err != nil {
-			t.Fatalf("the answer (%s) %v after it began, its backend back: %v", resp.Status, time.Since(start).Round(time.Millisecond), err)
-		}
-	}
+	streamsOn(t, resp, 3*drain)
 }
 
 // slowConnectBackend is a feed (feedBackend) whose listener's accept
