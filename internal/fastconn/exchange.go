@@ -128,6 +128,9 @@ func (c *Conn) exchangeRead(fd uintptr) bool {
 // woken instead), and otherwise reads and offers, or keeps the readiness
 // for the end of the running exchange.
 func (c *Conn) exchangeReady(events uint32) bool {
+	if events&finEvents != 0 {
+		c.xfin.Store(true)
+	}
 	for {
 		switch c.rstate.Load() {
 		case relayArmed:
@@ -136,7 +139,7 @@ func (c *Conn) exchangeReady(events uint32) bool {
 			}
 			if c.rstate.CompareAndSwap(relayArmed, relayRunning) {
 				pollWakeups.Add(1)
-				c.exchangeRun(events)
+				c.exchangeRun()
 				return true
 			}
 		case relayBusy, relayRunning:
@@ -145,14 +148,35 @@ func (c *Conn) exchangeReady(events uint32) bool {
 				return true // whoever ends the exchange or the read looks again
 			}
 		default:
-			return false
+			return c.wakeReader(events)
 		}
 	}
 }
 
+// finEvents are the poller's events for a peer's FIN or a socket's error.
+const finEvents = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
+
+// wakeReader is relay's answer, false (wake the reader), for a socket
+// whose reader does not wait in Read, or has a result to take. The reader
+// may have read already, bytes that came before these, and be about to
+// offer them: if an exchange takes them, what came now is its end's to
+// read, as no edge comes for it again. So it is kept as for a running
+// exchange (xpend, xfin). For a Conn without an Exchanger, or whose
+// Exchanger is being changed (xch is not read here), that is an extra
+// read at most.
+func (c *Conn) wakeReader(events uint32) bool {
+	if events&finEvents != 0 && !c.xfin.Load() {
+		c.xfin.Store(true)
+	}
+	if !c.xpend.Load() {
+		c.xpend.Store(true)
+	}
+	return false
+}
+
 // exchangeRun reads for a waiting Read in state relayRunning, and offers
-// what it reads. events is the poller's readiness, if it came from there.
-func (c *Conn) exchangeRun(events uint32) {
+// what it reads.
+func (c *Conn) exchangeRun() {
 	fd := uintptr(c.pd.fd)
 	for {
 		c.xpend.Store(false)
@@ -175,10 +199,9 @@ func (c *Conn) exchangeRun(events uint32) {
 			c.exchangeStop()
 			return
 		}
-		if n == len(c.rbuf) || events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-			// More bytes (a read that filled the buffer), a FIN or an
-			// error may follow with no new edge: the exchange's end reads
-			// again.
+		if n == len(c.rbuf) {
+			// More bytes may follow with no new edge: the exchange's end
+			// reads again (as it does after a FIN: xfin).
 			c.xpend.Store(true)
 		}
 		// While Exchange runs the reader may stop waiting (its deadline),
@@ -211,8 +234,8 @@ func (c *Conn) ExchangeDone() {
 	if !c.rstate.CompareAndSwap(relayBusy, relayArmed) {
 		return
 	}
-	if c.xpend.Load() && c.pd.state.Load()&1 == 0 && c.rstate.CompareAndSwap(relayArmed, relayRunning) {
-		c.exchangeRun(0)
+	if (c.xpend.Load() || c.xfin.Load()) && c.pd.state.Load()&1 == 0 && c.rstate.CompareAndSwap(relayArmed, relayRunning) {
+		c.exchangeRun()
 	}
 }
 

@@ -208,6 +208,55 @@ func TestExchangeFINBehindARequest(t *testing.T) {
 	expectEOF(t, reads)
 }
 
+// A FIN the poller saw while no Read waited, behind a request the next
+// Read then reads itself and an exchange takes, still reaches the reader:
+// no edge comes for it again, and the read that took the request did not
+// report it.
+func TestExchangeFINWhileNoReadWaits(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	c, peer := dialPair(t, ln, addr)
+	x := &testExchanger{}
+	c.SetExchanger(x)
+	buf := make([]byte, 256)
+
+	// A request the exchanger declines: the Read returns it, and the
+	// socket is in the poller from then on.
+	first := make(chan readResult, 1)
+	go func() {
+		n, err := c.Read(buf)
+		first <- readResult{n: n, err: err, data: string(buf[:n])}
+	}()
+	waitBusy(t, c)
+	if _, err := peer.Write([]byte("plain")); err != nil {
+		t.Fatal(err)
+	}
+	expectRead(t, first, "plain")
+
+	// No Read waits now: the poller's wakeups for the next request and
+	// for the FIN behind it are left as tokens, one at a time.
+	if _, err := peer.Write([]byte("Xb")); err != nil {
+		t.Fatal(err)
+	}
+	waitToken(t, c)
+	_ = peer.(*net.TCPConn).CloseWrite()
+	waitToken(t, c)
+
+	reads := readLoop(c)
+	expectAnswer(t, peer, "XB")
+	expectEOF(t, reads)
+}
+
+// waitToken waits for a wakeup of c's read direction and takes it.
+func waitToken(t *testing.T, c *Conn) {
+	t.Helper()
+	for start := time.Now(); !c.pd.r.takeToken(); {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("the poller never saw the socket readable")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // A reader whose deadline passes while an exchange runs returns the
 // timeout; the exchange's end then changes nothing.
 func TestExchangeReaderDeadlineWhileBusy(t *testing.T) {

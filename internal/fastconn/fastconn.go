@@ -173,9 +173,14 @@ type Conn struct {
 	rpend atomic.Bool
 	// The Exchanger of a Conn whose Reads serve in the poller
 	// (exchange.go), set while no Read runs; xpend keeps readiness that
-	// came while an exchange ran. rwatch is WatchReply's watcher.
+	// came while an exchange ran. xfin is set for good once the poller
+	// saw the peer's FIN (or an error): a read that returns bytes does not
+	// report a FIN behind them, and no edge comes for it again, so every
+	// exchange's end must read until the read reports it. rwatch is
+	// WatchReply's watcher.
 	xch      Exchanger
 	xpend    atomic.Bool
+	xfin     atomic.Bool
 	xcalling atomic.Bool // the poller is in a call of xch.Exchange
 	rwatch   ReadWatcher
 	// RelayBoth's state (pair.go): rwake is the waiter a stopping relay

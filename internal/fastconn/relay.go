@@ -150,7 +150,7 @@ func (c *Conn) disarm() {
 func (c *Conn) relay(events uint32) bool {
 	s := c.rstate.Load()
 	if s == relayIdle {
-		return false
+		return c.wakeReader(events)
 	}
 	// Read only after a state the reader stored after setting it.
 	if c.xch != nil {
