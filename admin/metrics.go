@@ -159,13 +159,13 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 
 	if s.deps.ConnLimit != nil {
 		cl := s.deps.ConnLimit()
-		m.family("pacer_tcp_max_conns", "gauge", "The TCP plane's cap on client connections open at once across its service ports (--max-conns).")
+		m.family("pacer_tcp_max_conns", "gauge", "The cap on client connections open at once, TCP and HTTP together: every service port of both planes and --http (--max-conns).")
 		m.sample("pacer_tcp_max_conns", float64(cl.Max))
-		m.family("pacer_tcp_connections_open", "gauge", "Client connections open across the TCP plane's service ports, as the cap counts them.")
+		m.family("pacer_tcp_connections_open", "gauge", "Client connections open, TCP and HTTP together, as the cap counts them.")
 		m.sample("pacer_tcp_connections_open", float64(cl.Open))
-		m.family("pacer_tcp_max_conns_reached", "gauge", "1 while the TCP plane is at its connection cap: accepting pauses, new connections wait in the listen backlog.")
+		m.family("pacer_tcp_max_conns_reached", "gauge", "1 while the connection cap is reached: accepting pauses on every port of both planes, new connections wait in the listen backlog.")
 		m.sample("pacer_tcp_max_conns_reached", boolf(cl.Limited))
-		m.family("pacer_tcp_max_conns_reached_total", "counter", "Times the TCP plane reached its connection cap.")
+		m.family("pacer_tcp_max_conns_reached_total", "counter", "Times the connection cap (TCP and HTTP together) was reached.")
 		m.sample("pacer_tcp_max_conns_reached_total", float64(cl.Reached))
 	}
 

@@ -25,8 +25,8 @@ type Deps struct {
 	Sources []discovery.StatusReporter
 	// Ports reports the service-port listeners; nil when there is no TCP proxy.
 	Ports func() []proxy.PortStatus
-	// ConnLimit reports the TCP plane's connection cap; nil when there is
-	// no TCP proxy.
+	// ConnLimit reports the connection cap (--max-conns) both data planes
+	// share; nil when there is none.
 	ConnLimit func() proxy.ConnLimitStatus
 	// Ready reports whether every source has synced and the listeners match
 	// the table; nil means ready once every source has synced.

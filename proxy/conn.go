@@ -194,7 +194,7 @@ func (p *TCP) routed(ps *tcpPort, client, backend *fastconn.Conn, addr netip.Add
 // count, the connection cap and Shutdown's wait.
 func (p *TCP) connEnded(ps *tcpPort) {
 	ps.active.Add(-1)
-	p.conns.release()
+	p.conns.Release()
 	p.wg.Done()
 }
 

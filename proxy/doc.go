@@ -35,11 +35,12 @@
 // with raw calls. The forwarding path allocates nothing, and an idle
 // connection holds no buffer.
 //
-// The connections open across every service port are capped
-// (TCPConfig.MaxConns, derived from the descriptor limit by default; see
-// limit.go): at the cap the accept loops stop accepting and new
-// connections wait in the listen backlog until one ends, so that a flood
-// cannot take the descriptors the other listeners of the process need.
+// The connections open across every service port are capped (ConnLimit:
+// pacer's --max-conns, derived from the descriptor limit by default, one
+// budget the HTTP plane's listeners share; see limit.go): at the cap the
+// accept loops stop accepting and new connections wait in the listen
+// backlog until one ends, on either plane, so that a flood cannot take the
+// descriptors the other listeners of the process need.
 // Counting is an atomic compare-and-swap per connection and an add at its
 // end; only a loop waiting at the cap takes a lock.
 //

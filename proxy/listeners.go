@@ -171,7 +171,8 @@ func (p *TCP) closeListeners() {
 // acceptLoop accepts on ln until it is closed. It takes ln and closed
 // rather than reading ps's, which may already be a newer listener's.
 //
-// Under the connection cap (limit.go) it accepts only while there is room:
+// Under the connection cap (limit.go), which the HTTP plane's listeners
+// may share, it accepts only while there is room:
 // it waits for room before it waits for a connection, and takes a slot for
 // each connection it accepts. A loop that was already waiting in
 // AcceptConn when the cap was reached holds the one connection it then
@@ -182,7 +183,7 @@ func (p *TCP) acceptLoop(ps *tcpPort, ln *fastconn.Listener, closed <-chan struc
 	var backoff time.Duration
 	batch := make([]*fastconn.Conn, 0, acceptBatch)
 	for {
-		if !p.conns.waitBelow(closed, p.quit) {
+		if !p.conns.WaitBelow(closed, p.quit) {
 			return
 		}
 		c, err := ln.AcceptConn()
@@ -202,7 +203,7 @@ func (p *TCP) acceptLoop(ps *tcpPort, ln *fastconn.Listener, closed <-chan struc
 			continue
 		}
 		backoff = 0
-		if !p.conns.acquire(closed, p.quit) {
+		if !p.conns.Acquire(closed, p.quit) {
 			c.Close() // the port closed or pacer stops: nobody serves it
 			return
 		}

@@ -65,11 +65,17 @@ type TCPConfig struct {
 	// snapshot, and every connection once Shutdown is called; 0 means 30s.
 	DrainTimeout time.Duration
 	// MaxConns caps the client connections open across every service port
-	// at once; 0 means DefaultTCPMaxConns, derived from the descriptor
+	// at once; 0 means DefaultMaxConns, derived from the descriptor
 	// limit. At the cap the proxy stops accepting: new connections wait in
 	// the kernel's listen backlog until one closes (see limit.go). The cap
-	// is global, not per port: see ConnLimitStatus.
+	// is global, not per port: see ConnLimitStatus. Ignored if ConnLimit
+	// is set.
 	MaxConns int
+	// ConnLimit, if set, is the cap this plane shares with others (pacer
+	// gives the HTTP plane the same one, as HAProxy's global maxconn):
+	// their connections count against it together. If nil, the plane has
+	// a cap of its own of MaxConns.
+	ConnLimit *ConnLimit
 	// OwnListeners names the process's other listeners by port (DNS,
 	// admin, --http), so that a service port that cannot bind because one
 	// of them holds it says so (see OwnListeners).
@@ -146,8 +152,9 @@ type TCP struct {
 	// applied is the version of the last snapshot whose listeners are open.
 	applied atomic.Uint64
 
-	// conns counts the open client connections against MaxConns.
-	conns *connLimit
+	// conns counts the open client connections against the cap
+	// (TCPConfig.ConnLimit, or one of MaxConns).
+	conns *ConnLimit
 
 	// wg counts accept loops and connection goroutines, for Shutdown.
 	wg sync.WaitGroup
@@ -176,9 +183,6 @@ func NewTCP(cfg TCPConfig, table *discovery.Table, log *zap.Logger) (*TCP, error
 	if cfg.DialTimeout < 0 || cfg.IdleTimeout < 0 || cfg.WaitForBackend < 0 || cfg.DrainTimeout < 0 || cfg.MaxAttempts < 0 || cfg.MaxConns < 0 {
 		return nil, errors.New("tcp proxy: timeouts, attempts and the connection cap must not be negative")
 	}
-	if cfg.MaxConns == 0 {
-		cfg.MaxConns = DefaultTCPMaxConns()
-	}
 	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, DefaultTCPDialTimeout)
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultTCPIdleTimeout)
 	cfg.WaitForBackend = cmp.Or(cfg.WaitForBackend, DefaultTCPWaitForBackend)
@@ -197,7 +201,10 @@ func NewTCP(cfg TCPConfig, table *discovery.Table, log *zap.Logger) (*TCP, error
 		window: max(min(cfg.IdleTimeout/4, maxCopyWindow), time.Millisecond),
 		quit:   make(chan struct{}),
 	}
-	p.conns = newConnLimit(cfg.MaxConns, p.log)
+	p.conns = cfg.ConnLimit
+	if p.conns == nil {
+		p.conns = NewConnLimit(cfg.MaxConns, p.log)
+	}
 	p.ports = NewPortSet(cfg.PortMin, cfg.PortMax, p.log, func(port int) *tcpPort {
 		return &tcpPort{p: p, port: port, backends: map[netip.AddrPort]*backendConns{}}
 	})
@@ -285,8 +292,9 @@ func (p *TCP) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// ConnLimit reports the connection cap and how close to it the proxy is.
-func (p *TCP) ConnLimit() ConnLimitStatus { return p.conns.status() }
+// ConnLimit reports the connection cap and how close to it the proxy is;
+// a shared cap (TCPConfig.ConnLimit) counts every plane's connections.
+func (p *TCP) ConnLimit() ConnLimitStatus { return p.conns.Status() }
 
 // Ports reports every service port this proxy is responsible for: those a
 // carried service claims now (in range or not), and those still listening

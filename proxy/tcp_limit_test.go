@@ -226,3 +226,23 @@ func TestOwnListenersExplain(t *testing.T) {
 		t.Fatalf("a bind failure other than 'in use': %v", err)
 	}
 }
+
+// Both planes' accept paths count through ConnLimit below the cap: a load
+// to see room, a compare-and-swap to take a slot, an add to give it back.
+// None may allocate or lock: the lock and the episode (Reached) are only
+// for a loop that waits at the cap.
+func TestConnLimitFastPathDoesNotAllocate(t *testing.T) {
+	l := NewConnLimit(1, zap.NewNop())
+	allocs := testing.AllocsPerRun(1000, func() {
+		if !l.WaitBelow(nil, nil) || !l.Acquire(nil, nil) {
+			t.Fatal("no room below the cap")
+		}
+		l.Release()
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per connection counted, want 0", allocs)
+	}
+	if st := l.Status(); st.Open != 0 || st.Limited || st.Reached != 0 {
+		t.Errorf("after the fast path: %+v, want nothing open and no episode", st)
+	}
+}

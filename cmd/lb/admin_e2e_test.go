@@ -88,15 +88,7 @@ func waitMetric(t testing.TB, p *pacer, min float64, name string, labels ...stri
 // fakes, so only this test notices a dropped or crossed wiring line.
 func TestAdminSeesEveryPlane(t *testing.T) {
 	sim := startSim(t, marathonsim.Config{})
-	ports := testnet.FreePorts(t, 2)
-	tcpPort, httpPort := min(ports[0], ports[1]), max(ports[0], ports[1])
-	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/tcpapp", Instances: 1, ServicePorts: []int{tcpPort}, Run: marathonsim.HTTPHello()}); err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/webapp", Instances: 1, ServicePorts: []int{httpPort},
-		Labels: map[string]string{"PACER_0_MODE": "http"}, Run: marathonsim.HTTPHello()}); err != nil {
-		t.Fatal(err)
-	}
+	tcpPort, httpPort := createBothModes(t, sim)
 	p := startPacer(t, sim.URL(), tcpPort, httpPort)
 	p.waitReady(t)
 	eventually(t, 5*time.Second, "both apps routed", func() bool {
@@ -142,4 +134,21 @@ func TestAdminSeesEveryPlane(t *testing.T) {
 		t.Fatalf("POST /v1/resync: %d, want 202", resp.StatusCode)
 	}
 	waitMetric(t, p, before+1, "pacer_source_resyncs_total", "source", "marathon")
+}
+
+// createBothModes creates /tcpapp, a TCP-mode app, and /webapp, an
+// HTTP-mode one, each with one task answering HTTP, on two free service
+// ports, the TCP one the lower (startPacer's range).
+func createBothModes(t *testing.T, sim *marathonsim.Server) (tcpPort, httpPort int) {
+	t.Helper()
+	ports := testnet.FreePorts(t, 2)
+	tcpPort, httpPort = min(ports[0], ports[1]), max(ports[0], ports[1])
+	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/tcpapp", Instances: 1, ServicePorts: []int{tcpPort}, Run: marathonsim.HTTPHello()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.CreateApp(marathonsim.AppSpec{ID: "/webapp", Instances: 1, ServicePorts: []int{httpPort},
+		Labels: map[string]string{"PACER_0_MODE": "http"}, Run: marathonsim.HTTPHello()}); err != nil {
+		t.Fatal(err)
+	}
+	return tcpPort, httpPort
 }

@@ -44,7 +44,7 @@ type config struct {
 	waitForBackend  time.Duration
 	dialTimeout     time.Duration
 	idleTimeout     time.Duration
-	maxConns        int // 0: proxy.DefaultTCPMaxConns
+	maxConns        int // 0: proxy.DefaultMaxConns
 	keepUnreachable bool
 	httpAddr        string
 	trustForwarded  bool
@@ -113,7 +113,7 @@ func parseConfig(name string, args []string, lookupEnv func(string) (string, boo
 	fs.Bool("keep-unreachable", true, "keep routing to TASK_UNREACHABLE/TASK_LOST tasks (marathon-lb compatible)")
 	fs.String("bind", "0.0.0.0", "address the service-port listeners bind")
 	fs.String("ports", "8000-8100", "service ports this instance may bind, MIN-MAX")
-	fs.Int("max-conns", 0, "most client connections open at once across the TCP-mode service ports; at the cap pacer stops accepting and new connections wait in the listen backlog (0: derived from the descriptor limit, as HAProxy's maxconn)")
+	fs.Int("max-conns", 0, "most client connections open at once, TCP and HTTP together: every service port, TCP or HTTP mode, and --http; at the cap pacer stops accepting and new connections wait in the listen backlog (0: derived from the descriptor limit, as HAProxy's global maxconn)")
 	fs.Duration("wait-for-backend", 3*time.Second, "how long a new connection waits for a backend when a service has none")
 	fs.Duration("dial-timeout", time.Second, "timeout for connecting to a backend")
 	fs.Duration("idle-timeout", time.Hour, "close a proxied TCP connection, or an upgraded HTTP one (WebSocket), idle in both directions this long")

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -89,8 +94,8 @@ func TestServicePortHeldByOwnListenerIsNamed(t *testing.T) {
 	}
 }
 
-// --max-conns reaches the TCP plane, and /metrics shows the cap an operator
-// alerts on.
+// --max-conns reaches the data planes, and /metrics shows the cap an
+// operator alerts on.
 func TestMaxConnsInMetrics(t *testing.T) {
 	t.Parallel()
 	sim := startSim(t, marathonsim.Config{})
@@ -101,5 +106,97 @@ func TestMaxConnsInMetrics(t *testing.T) {
 		if got, lines := metricSum(t, p, name); lines == "" || got != want {
 			t.Errorf("/metrics: %s = %v (samples %q), want a sample of %v", name, got, lines, want)
 		}
+	}
+}
+
+// --max-conns is one budget for both planes, as HAProxy's global maxconn:
+// an HTTP client holding the only slot keeps a TCP-mode client waiting in
+// the backlog (it connects, but its request reaches no task) until the
+// HTTP client closes; then the TCP client holds it, and a new HTTP client
+// waits in turn. /metrics counts both planes' clients.
+func TestMaxConnsSharedByBothPlanes(t *testing.T) {
+	t.Parallel()
+	sim := startSim(t, marathonsim.Config{})
+	tcpPort, httpPort := createBothModes(t, sim)
+	p := startPacer(t, sim.URL(), tcpPort, httpPort, func(c *config) { c.maxConns = 1 })
+	p.waitReady(t)
+	eventually(t, 5*time.Second, "both apps routed", func() bool {
+		return backends(t, p, "/tcpapp") == 1 && backends(t, p, "/webapp") == 1
+	})
+
+	httpClient := heldClient(t, httpPort)
+	httpClient.get(t, "HTTP client below the cap")
+	tcpClient := heldClient(t, tcpPort)
+	tcpClient.send(t)
+	tcpClient.assertHeld(t, "TCP-mode client")
+	eventually(t, 5*time.Second, "the cap reached in /metrics", func() bool {
+		v, _ := metricSum(t, p, "pacer_tcp_max_conns_reached")
+		return v == 1
+	})
+	if v, lines := metricSum(t, p, "pacer_tcp_connections_open"); v != 1 {
+		t.Fatalf("pacer_tcp_connections_open = %v (%q), want the HTTP client's 1", v, lines)
+	}
+
+	httpClient.c.Close()
+	tcpClient.answer(t, "TCP-mode client after the HTTP client closed")
+	next := heldClient(t, httpPort)
+	next.send(t)
+	next.assertHeld(t, "HTTP client")
+	tcpClient.c.Close()
+	next.answer(t, "HTTP client after the TCP-mode client closed")
+}
+
+// lbClient is a keep-alive HTTP client connection of a test.
+type lbClient struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func heldClient(t *testing.T, port int) *lbClient {
+	t.Helper()
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &lbClient{c: c, br: bufio.NewReader(c)}
+}
+
+func (c *lbClient) send(t *testing.T) {
+	t.Helper()
+	if _, err := io.WriteString(c.c, "GET / HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// answer reads the answer to the request sent, which must be the task's.
+func (c *lbClient) answer(t *testing.T, what string) {
+	t.Helper()
+	_ = c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || !strings.HasPrefix(string(body), "hello from") {
+		t.Fatalf("%s: %d %q, %v", what, resp.StatusCode, body, err)
+	}
+}
+
+func (c *lbClient) get(t *testing.T, what string) {
+	t.Helper()
+	c.send(t)
+	c.answer(t, what)
+}
+
+// assertHeld fails if the client gets a byte within a tenth of a second:
+// past the cap nothing it sent may reach a task. A check of absence, which
+// a slow machine can only make pass wrongly, never fail wrongly.
+func (c *lbClient) assertHeld(t *testing.T, what string) {
+	t.Helper()
+	_ = c.c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if b, err := c.br.Peek(1); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%s past the cap was served: read %q, %v", what, b, err)
 	}
 }

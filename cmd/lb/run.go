@@ -88,6 +88,10 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		return fmt.Errorf("health: %w", err)
 	}
 	own := ownListeners(cfg)
+	// One budget for both planes, as HAProxy's global maxconn: the
+	// default is derived from the descriptor limit, which a cap per plane
+	// would let the planes overdraw together.
+	conns := proxy.NewConnLimit(cfg.maxConns, log.Named("conns").With(zap.String("counted", "tcp and http clients")))
 	tcp, err := proxy.NewTCP(proxy.TCPConfig{
 		Bind:           cfg.bind,
 		PortMin:        cfg.portMin,
@@ -96,7 +100,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		IdleTimeout:    cfg.idleTimeout,
 		WaitForBackend: cfg.waitForBackend,
 		DrainTimeout:   cfg.drainTimeout,
-		MaxConns:       cfg.maxConns,
+		ConnLimit:      conns,
 		OwnListeners:   own,
 		Report:         checker.Report,
 	}, table, log)
@@ -114,6 +118,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		OwnListeners:        own,
 		TrustForwardedProto: cfg.trustForwarded,
 		Report:              checker.Report,
+		ConnLimit:           conns,
 	}, table, log)
 	if err != nil {
 		return fmt.Errorf("http proxy: %w", err)
@@ -170,7 +175,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		Ready:       isReady,
 		Sources:     reporters,
 		Ports:       func() []proxy.PortStatus { return append(tcp.Ports(), hp.Ports()...) },
-		ConnLimit:   tcp.ConnLimit,
+		ConnLimit:   conns.Status,
 		HTTP:        hp.Stats,
 		Health:      checker.Verdicts,
 		HealthStats: checker.Stats,
@@ -241,7 +246,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		}
 		log.Info("pacer running", zap.String("version", version), zap.Strings("marathon", redactAll(cfg.marathon)),
 			zap.String("ports", fmt.Sprintf("%s:%d-%d", cfg.bind, cfg.portMin, cfg.portMax)), zap.Stringer("admin", adminLn.Addr()),
-			zap.Int64("tcp_max_conns", tcp.ConnLimit().Max))
+			zap.Int64("max_conns", conns.Status().Max))
 		if cfg.zkAnnounce != "" {
 			ann, err := newAnnouncer(cfg, adminLn.Addr(), dnsAddr, log)
 			if err != nil {
@@ -356,10 +361,10 @@ func ownListeners(cfg *config) proxy.OwnListeners {
 	return own
 }
 
-// warnMaxConns warns when --max-conns asks for more connections than the
-// descriptor limit can hold (2.5 descriptors each, as the default counts):
-// the accepts then fail with EMFILE, every port's and listener's alike,
-// before the cap is reached.
+// warnMaxConns warns when --max-conns asks for more connections, of both
+// planes together, than the descriptor limit can hold (2.5 descriptors
+// each, as the default counts): the accepts then fail with EMFILE, every
+// port's and listener's alike, before the cap is reached.
 func warnMaxConns(maxConns int, log *zap.Logger) {
 	if maxConns == 0 {
 		return
@@ -368,8 +373,8 @@ func warnMaxConns(maxConns int, log *zap.Logger) {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return
 	}
-	if derived := proxy.DefaultTCPMaxConns(); maxConns > derived {
-		log.Warn("--max-conns is above what the descriptor limit holds; at that load accepts will fail for lack of descriptors, on every listener: raise the limit (LimitNOFILE, ulimit -n) or lower --max-conns",
+	if derived := proxy.DefaultMaxConns(); maxConns > derived {
+		log.Warn("--max-conns is above what the descriptor limit holds; with that many TCP and HTTP clients open accepts will fail for lack of descriptors, on every listener: raise the limit (LimitNOFILE, ulimit -n) or lower --max-conns",
 			zap.Int("max_conns", maxConns), zap.Uint64("nofile", lim.Cur), zap.Int("derived_max_conns", derived))
 	}
 }

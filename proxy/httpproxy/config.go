@@ -87,8 +87,16 @@ type Config struct {
 	MaxRequestBodySize int64
 	// MaxConns caps the client connections open across every HTTP listener
 	// at once; 0 means 10000. At the cap pacer stops accepting (the kernel
-	// backlog holds new connections) until one closes.
+	// backlog holds new connections) until one closes. Ignored if
+	// ConnLimit is set.
 	MaxConns int
+	// ConnLimit, if set, is the cap this plane shares with others: pacer
+	// gives the TCP plane (proxy.TCPConfig.ConnLimit) the same one, built
+	// from --max-conns, as HAProxy's global maxconn, so that clients of
+	// either plane cannot take the descriptors the cap leaves the other
+	// and the rest of the process. If nil, the plane has a cap of its own
+	// of MaxConns.
+	ConnLimit *proxy.ConnLimit
 
 	// RetryAfter is the Retry-After of a 503 for a service without a
 	// routable backend; 0 means 1s (rounded up to whole seconds).

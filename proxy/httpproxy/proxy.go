@@ -50,8 +50,10 @@ type Proxy struct {
 	vhosts  []*httpPort
 	closing bool
 
-	// sem holds one token per open client connection (MaxConns).
-	sem   chan struct{}
+	// capped holds a slot per open client connection: Config.ConnLimit,
+	// shared with the TCP plane, or a cap of Config.MaxConns of its own.
+	capped *proxy.ConnLimit
+
 	cmu   sync.Mutex // guards conns, tunnels, ntunnels, killed and listenRun.cut
 	conns map[net.Conn]*listenRun
 	// tunnels are the open tunnels by backend address (see sweepTunnels).
@@ -149,11 +151,14 @@ func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Proxy, error) {
 		backends:   map[netip.AddrPort]*backend{},
 		states:     map[discovery.ServiceKey]*svcState{},
 		left:       map[netip.AddrPort][]*backend{},
-		sem:        make(chan struct{}, cfg.MaxConns),
 		conns:      map[net.Conn]*listenRun{},
 		tunnels:    map[netip.AddrPort]*backendTunnels{},
 		quit:       make(chan struct{}),
 		killedCh:   make(chan struct{}),
+	}
+	p.capped = cfg.ConnLimit
+	if p.capped == nil {
+		p.capped = proxy.NewConnLimit(cfg.MaxConns, p.log)
 	}
 	p.ports = proxy.NewPortSet(cfg.PortMin, cfg.PortMax, p.log, func(port int) *httpPort {
 		return &httpPort{p: p, port: port}
@@ -196,8 +201,10 @@ func (p *Proxy) newServer(lr *listenRun, h fasthttp.RequestHandler) *fasthttp.Se
 		NoDefaultContentType:          true,
 		CloseOnShutdown:               true,
 		KeepHijackedConns:             true,
-		// MaxConns is enforced by the listener; this only must not bite first.
-		Concurrency: 2*p.cfg.MaxConns + 64,
+		// The cap is enforced by the listener (at most its Max of this
+		// plane's connections, however many the TCP plane has when it is
+		// shared); this only must not bite first.
+		Concurrency: 2*int(p.capped.Status().Max) + 64,
 		ConnState: func(c net.Conn, s fasthttp.ConnState) {
 			switch s {
 			case fasthttp.StateNew:
@@ -287,7 +294,7 @@ func (p *Proxy) connClosed(c net.Conn) {
 	p.cmu.Unlock()
 	if ok {
 		lr.hp.active.Add(-1)
-		<-p.sem
+		p.capped.Release()
 	}
 }
 
@@ -714,17 +721,18 @@ func (p *Proxy) Totals() Totals {
 	return Totals{NotFound: p.totals.notFound.Load(), Refused: p.totals.refused.Load(), InPoller: p.totals.inPoller.Load()}
 }
 
-// limitListener holds a MaxConns token per accepted connection; the token
-// is returned when fasthttp reports the connection closed (or its tunnel
-// ends). It hands fasthttp each connection as a fastconn.Conn, whose system
-// calls are all raw, whose reads and writes keep the scheduler's P and batch
-// (see fastconn); a tunnel splices through it.
+// limitListener holds a slot of the connection cap (Proxy.capped) per
+// accepted connection; the slot is given back when fasthttp reports the
+// connection closed (or its tunnel ends). It hands fasthttp each
+// connection as a fastconn.Conn, whose system calls are all raw, whose
+// reads and writes keep the scheduler's P and batch (see fastconn); a
+// tunnel splices through it.
 type limitListener struct {
 	net.Listener
-	log  *zap.Logger
-	sem  chan struct{}
-	done chan struct{}
-	once sync.Once
+	log    *zap.Logger
+	capped *proxy.ConnLimit
+	done   chan struct{}
+	once   sync.Once
 }
 
 // limit wraps ln; a TCP listener defers accepts and acknowledgements (see
@@ -738,7 +746,7 @@ func (p *Proxy) limit(ln net.Listener) *limitListener {
 			ln = fl
 		}
 	}
-	return &limitListener{Listener: ln, log: p.log, sem: p.sem, done: make(chan struct{})}
+	return &limitListener{Listener: ln, log: p.log, capped: p.capped, done: make(chan struct{})}
 }
 
 // tuneListener sets two options on an HTTP listener, both for what HTTP
@@ -749,9 +757,9 @@ func (p *Proxy) limit(ln net.Listener) *limitListener {
 //     accept and the request's first read become one wakeup instead of two,
 //     and the read never has to wait in the poller: one request per
 //     connection, 52 -> 42.5 µs of CPU per connection (bench/RESULTS.md).
-//     A connection that stays silent holds no descriptor and no MaxConns
-//     slot; after a second the kernel hands it over anyway, and
-//     ReadHeaderTimeout deals with it.
+//     A connection that stays silent holds no descriptor and no slot of
+//     the connection cap; after a second the kernel hands it over anyway,
+//     and ReadHeaderTimeout deals with it.
 //   - TCP_QUICKACK off, which accepted sockets inherit (HAProxy's
 //     tcp-smart-accept, on by default in its HTTP mode): a new connection
 //     acknowledges each segment at once for its first few, so the request
@@ -779,21 +787,29 @@ func tuneListener(ln *net.TCPListener) error {
 	return os.NewSyscallError("setsockopt", serr)
 }
 
-// Accept returns the next connection. Running out of descriptors or memory
-// (EMFILE, ENFILE, ENOBUFS, ENOMEM) pauses accepting, as net/http does,
-// rather than ending it: fasthttp stops serving a listener for good on any
-// accept error it does not take for a timeout, and these pass once
-// connections close.
+// Accept returns the next connection. At the connection cap it waits for
+// room before it accepts, as the TCP plane's accept loops do, so that new
+// clients wait in the listen backlog; it takes its slot only once it holds
+// a connection: a listener with no client pending holds no slot that a
+// client waiting on another port, of either plane, needs. Running out of
+// descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) pauses
+// accepting, as net/http does, rather than ending it: fasthttp stops
+// serving a listener for good on any accept error it does not take for a
+// timeout, and these pass once connections close.
 func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.sem <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
 	var pause time.Duration
 	for {
+		if !l.capped.WaitBelow(l.done, nil) {
+			return nil, net.ErrClosed
+		}
 		c, err := l.Listener.Accept()
 		if err == nil {
+			// Another loop may have taken the last slot since: this
+			// connection then waits, held, as the TCP plane's do.
+			if !l.capped.Acquire(l.done, nil) {
+				c.Close()
+				return nil, net.ErrClosed
+			}
 			if tc, ok := c.(*net.TCPConn); ok {
 				if fc, err := fastconn.New(tc); err == nil {
 					return fc, nil
@@ -802,7 +818,6 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return c, nil // a closed connection: fasthttp's first read fails
 		}
 		if !isResourceShortage(err) {
-			<-l.sem
 			return nil, err
 		}
 		if pause == 0 {
@@ -812,7 +827,6 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		select {
 		case <-time.After(pause):
 		case <-l.done:
-			<-l.sem
 			return nil, net.ErrClosed
 		}
 	}
