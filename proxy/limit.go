@@ -177,7 +177,23 @@ func (l *ConnLimit) tryAcquire() bool {
 // one at the cap until stop or quit is closed (false then: the caller
 // closes the connection). Its fast path is a compare-and-swap.
 func (l *ConnLimit) Acquire(stop, quit <-chan struct{}) bool {
-	return l.tryAcquire() || l.await(true, stop, quit)
+	return l.tryAcquire() || l.awaitSlot(stop, quit)
+}
+
+// awaitSlot is Acquire's slow path. A taker that stops waiting (its
+// listener closed) passes on the wakeup Release may have sent it as it
+// left: Release wakes one taker rather than the loops waiting for room,
+// which then waited, with room left, for the next slot freed.
+func (l *ConnLimit) awaitSlot(stop, quit <-chan struct{}) bool {
+	l.takers.Add(1)
+	ok := l.await(true, stop, quit)
+	// Uncounted first: a Release that frees a slot after the check below
+	// sees no taker here, and wakes the others itself.
+	l.takers.Add(-1)
+	if !ok && l.below() {
+		l.wake()
+	}
+	return ok
 }
 
 // WaitBelow waits until the cap leaves room, without taking it, or until
@@ -199,9 +215,7 @@ func (l *ConnLimit) WaitBelow(stop, quit <-chan struct{}) bool {
 func (l *ConnLimit) await(take bool, stop, quit <-chan struct{}) bool {
 	ready := l.below
 	if take {
-		ready = l.tryAcquire
-		l.takers.Add(1)
-		defer l.takers.Add(-1)
+		ready = l.tryAcquire // counted in takers by awaitSlot
 	}
 	l.waiters.Add(1)
 	l.mu.Lock()
@@ -255,20 +269,30 @@ func (l *ConnLimit) leave() {
 // open connections are down to the low mark too.
 func (l *ConnLimit) Release() {
 	n := l.open.Add(-1)
-	if l.waiters.Load() > 0 {
-		if l.takers.Load() > 0 {
-			select {
-			case l.token <- struct{}{}:
-			default: // wakeTokens takers are waking already
-			}
-			return
-		}
-		l.broadcastRoom()
+	if l.wake() {
 		return
 	}
 	if n <= l.low && l.limited.Load() {
 		l.endEpisode()
 	}
+}
+
+// wake wakes the loops waiting for a slot just freed: one taker if there
+// is any, otherwise every loop waiting for room. It reports whether any
+// loop waits.
+func (l *ConnLimit) wake() bool {
+	if l.waiters.Load() == 0 {
+		return false
+	}
+	if l.takers.Load() > 0 {
+		select {
+		case l.token <- struct{}{}:
+		default: // wakeTokens takers are waking already
+		}
+		return true
+	}
+	l.broadcastRoom()
+	return true
 }
 
 // startEpisode logs the first time of an episode that a loop waits: once,
