@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -40,11 +41,23 @@ import (
 // ends.
 //
 // The state machine is RelayTo's (relay.go: idle, armed, running, done),
-// plus relayBusy while an exchange runs.
+// with armed and running states of its own, plus relayBusy while an
+// exchange runs.
 
-// relayBusy: an Exchanger took a read's bytes and has not ended the
-// exchange.
-const relayBusy int32 = 4
+const (
+	// relayBusy: an Exchanger took a read's bytes and has not ended the
+	// exchange.
+	relayBusy int32 = 4
+	// exchangeArmed and exchangeRunning are relayArmed and relayRunning
+	// for a Conn with an Exchanger. The poller tells a Conn that exchanges
+	// from one that relays by the state it loads, never by xch: the
+	// reader may remove the Exchanger (an upgrade, SetExchanger(nil)) and
+	// arm a relay while a poller that saw an older state has not yet acted
+	// on it, and that poller must not then run an exchange, with no
+	// Exchanger, on the relay's armed state.
+	exchangeArmed   int32 = 5
+	exchangeRunning int32 = 6
+)
 
 // An Exchanger serves requests read from a Conn inside fastconn's poller.
 type Exchanger interface {
@@ -87,19 +100,19 @@ func (c *Conn) exchangeRead(fd uintptr) bool {
 			c.rstate.Store(relayIdle)
 			c.rgot = true
 			return true
-		case relayRunning, relayBusy:
+		case exchangeRunning, relayBusy:
 			// The poller reads, or an exchange runs: wait on, with the
 			// deadline armed (a read that found bytes did not arm it).
 			c.rd.beforeWait()
 			return false
-		case relayArmed:
+		case exchangeArmed:
 			// A token while armed: readiness from before the arming.
-			if !c.rstate.CompareAndSwap(relayArmed, relayIdle) {
+			if !c.rstate.CompareAndSwap(exchangeArmed, relayIdle) {
 				continue
 			}
 		}
 		if !c.read(fd) {
-			c.rstate.Store(relayArmed)
+			c.rstate.Store(exchangeArmed)
 			return false
 		}
 		n := c.rn
@@ -128,30 +141,41 @@ func (c *Conn) exchangeRead(fd uintptr) bool {
 // woken instead), and otherwise reads and offers, or keeps the readiness
 // for the end of the running exchange.
 func (c *Conn) exchangeReady(events uint32) bool {
+	if h := testHookExchangeReady.Load(); h != nil {
+		(*h)(c)
+	}
 	if events&finEvents != 0 {
 		c.xfin.Store(true)
 	}
 	for {
 		switch c.rstate.Load() {
-		case relayArmed:
+		case exchangeArmed:
 			if c.pd.state.Load()&1 != 0 {
 				return false // Close began: the reader is woken
 			}
-			if c.rstate.CompareAndSwap(relayArmed, relayRunning) {
+			if c.rstate.CompareAndSwap(exchangeArmed, exchangeRunning) {
 				pollWakeups.Add(1)
 				c.exchangeRun()
 				return true
 			}
-		case relayBusy, relayRunning:
+		case relayBusy, exchangeRunning:
 			c.xpend.Store(true)
-			if s := c.rstate.Load(); s == relayBusy || s == relayRunning {
+			if s := c.rstate.Load(); s == relayBusy || s == exchangeRunning {
 				return true // whoever ends the exchange or the read looks again
 			}
-		default:
+		case relayIdle, relayDone:
 			return c.wakeReader(events)
+		default:
+			// A relay's state: the reader removed the Exchanger and
+			// relays since this poller loaded the state.
+			return c.relay(events)
 		}
 	}
 }
+
+// testHookExchangeReady, if set, runs as the poller begins to act on a
+// socket's readiness in an exchange's state (tests hold it there).
+var testHookExchangeReady atomic.Pointer[func(*Conn)]
 
 // finEvents are the poller's events for a peer's FIN or a socket's error.
 const finEvents = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
@@ -162,8 +186,7 @@ const finEvents = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
 // offer them: if an exchange takes them, what came now is its end's to
 // read, as no edge comes for it again. So it is kept as for a running
 // exchange (xpend, xfin). For a Conn without an Exchanger, or whose
-// Exchanger is being changed (xch is not read here), that is an extra
-// read at most.
+// Exchanger is being removed, that is an extra read at most.
 func (c *Conn) wakeReader(events uint32) bool {
 	if events&finEvents != 0 && !c.xfin.Load() {
 		c.xfin.Store(true)
@@ -174,7 +197,7 @@ func (c *Conn) wakeReader(events uint32) bool {
 	return false
 }
 
-// exchangeRun reads for a waiting Read in state relayRunning, and offers
+// exchangeRun reads for a waiting Read in state exchangeRunning, and offers
 // what it reads.
 func (c *Conn) exchangeRun() {
 	fd := uintptr(c.pd.fd)
@@ -184,9 +207,9 @@ func (c *Conn) exchangeRun() {
 		switch errno {
 		case 0:
 		case syscall.EAGAIN:
-			c.rstate.Store(relayArmed)
+			c.rstate.Store(exchangeArmed)
 			// Readiness kept while this read ran may predate the arming.
-			if c.xpend.Load() && c.rstate.CompareAndSwap(relayArmed, relayRunning) {
+			if c.xpend.Load() && c.rstate.CompareAndSwap(exchangeArmed, exchangeRunning) {
 				continue
 			}
 			return
@@ -231,10 +254,10 @@ func (c *Conn) exchangeStop() {
 // exchange). If the reader stopped waiting meanwhile (a deadline, Close),
 // it does nothing.
 func (c *Conn) ExchangeDone() {
-	if !c.rstate.CompareAndSwap(relayBusy, relayArmed) {
+	if !c.rstate.CompareAndSwap(relayBusy, exchangeArmed) {
 		return
 	}
-	if (c.xpend.Load() || c.xfin.Load()) && c.pd.state.Load()&1 == 0 && c.rstate.CompareAndSwap(relayArmed, relayRunning) {
+	if (c.xpend.Load() || c.xfin.Load()) && c.pd.state.Load()&1 == 0 && c.rstate.CompareAndSwap(exchangeArmed, exchangeRunning) {
 		c.exchangeRun()
 	}
 }
@@ -245,7 +268,7 @@ func (c *Conn) ExchangeDone() {
 // finish, to be served the reader's way. It reports false if the reader
 // stopped waiting meanwhile.
 func (c *Conn) ExchangeFallback(n int) bool {
-	if !c.rstate.CompareAndSwap(relayBusy, relayRunning) {
+	if !c.rstate.CompareAndSwap(relayBusy, exchangeRunning) {
 		return false
 	}
 	c.rn = n

@@ -246,6 +246,63 @@ func TestExchangeFINWhileNoReadWaits(t *testing.T) {
 	expectEOF(t, reads)
 }
 
+// A poller that saw a socket in an exchange's state, and acts on it only
+// after the reader left Read, removed the Exchanger and armed a relay (as an
+// upgrade to a tunnel does), runs the relay: an exchange with no
+// Exchanger crashed the process, and the bytes were lost to the relay.
+func TestExchangeReadinessAfterTheExchangerLeft(t *testing.T) {
+	ln, addr := listen(t, "tcp", "127.0.0.1:0")
+	c, peer := dialPair(t, ln, addr)
+	dst, dstPeer := dialPair(t, ln, addr)
+	c.SetExchanger(&testExchanger{})
+
+	// The poller is held as it begins to act on c's readiness.
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hook := func(hc *Conn) {
+		if hc == c {
+			once.Do(func() { close(entered); <-release })
+		}
+	}
+	testHookExchangeReady.Store(&hook)
+	released := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(func() { testHookExchangeReady.Store(nil); released() })
+
+	first := make(chan readResult, 1)
+	go func() {
+		buf := make([]byte, 256)
+		n, err := c.Read(buf)
+		first <- readResult{n: n, err: err, data: string(buf[:n])}
+	}()
+	waitBusy(t, c)
+	if _, err := peer.Write([]byte("Xa")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the poller never saw the request")
+	}
+
+	// The reader leaves Read (here at its deadline), the Exchanger goes,
+	// and a relay to dst reads what is there and is armed for more.
+	_ = c.SetReadDeadline(time.Now())
+	if r := <-first; !errors.Is(r.err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read returned %q, %v; want its deadline", r.data, r.err)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	c.SetExchanger(nil)
+	relayAsync(c, dst, NewPool(4096))
+	untilArmed(t, c)
+	if _, err := peer.Write([]byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	released()
+	if got := readFull(t, dstPeer, len("Xamore")); string(got) != "Xamore" {
+		t.Fatalf("relayed %q, want %q", got, "Xamore")
+	}
+}
+
 // waitToken waits for a wakeup of c's read direction and takes it.
 func waitToken(t *testing.T, c *Conn) {
 	t.Helper()

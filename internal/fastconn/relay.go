@@ -123,7 +123,7 @@ func (c *Conn) disarm() {
 		switch s := c.rstate.Load(); s {
 		case relayIdle:
 			return
-		case relayArmed, relayBusy:
+		case relayArmed, exchangeArmed, relayBusy:
 			// An exchange still running (exchange.go) is left to end on
 			// its own: its end then finds the reader gone. But an
 			// Exchange call still reads the buffer: wait it out.
@@ -134,7 +134,7 @@ func (c *Conn) disarm() {
 			if c.rstate.CompareAndSwap(s, relayIdle) {
 				return
 			}
-		case relayRunning:
+		case relayRunning, exchangeRunning:
 			runtime.Gosched()
 		case relayDone:
 			c.rstate.Store(relayIdle)
@@ -149,11 +149,10 @@ func (c *Conn) disarm() {
 // copies until the socket has nothing more or the relay has to stop.
 func (c *Conn) relay(events uint32) bool {
 	s := c.rstate.Load()
-	if s == relayIdle {
+	switch s {
+	case relayIdle, relayDone:
 		return c.wakeReader(events)
-	}
-	// Read only after a state the reader stored after setting it.
-	if c.xch != nil {
+	case exchangeArmed, exchangeRunning, relayBusy:
 		return c.exchangeReady(events)
 	}
 	if s == relayRunning && c.pd.state.Load()&1 == 0 {
