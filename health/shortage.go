@@ -12,6 +12,7 @@ import (
 // failure says nothing about the backend: counted against it, pacer
 // running short would eject healthy backends, and take them out of DNS.
 // The proxies do not report it, and a probe that meets it is not counted.
+// An accept that fails so is paused and retried, not given up.
 func LocalShortage(err error) bool {
 	var errno syscall.Errno
 	if !errors.As(err, &errno) {

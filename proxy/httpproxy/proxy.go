@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/health"
 	"github.com/pacer-lb/pacer/internal/fastconn"
 	"github.com/pacer-lb/pacer/proxy"
 )
@@ -817,7 +818,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			}
 			return c, nil // a closed connection: fasthttp's first read fails
 		}
-		if !isResourceShortage(err) {
+		if !health.LocalShortage(err) {
 			return nil, err
 		}
 		if pause == 0 {
@@ -837,18 +838,6 @@ const (
 	acceptPauseMin = 5 * time.Millisecond
 	acceptPauseMax = time.Second
 )
-
-func isResourceShortage(err error) bool {
-	var errno syscall.Errno
-	if !errors.As(err, &errno) {
-		return false
-	}
-	switch errno {
-	case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM:
-		return true
-	}
-	return false
-}
 
 func (l *limitListener) Close() error {
 	err := net.ErrClosed
