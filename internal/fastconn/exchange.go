@@ -144,9 +144,6 @@ func (c *Conn) exchangeReady(events uint32) bool {
 	if h := testHookExchangeReady.Load(); h != nil {
 		(*h)(c)
 	}
-	if events&finEvents != 0 {
-		c.xfin.Store(true)
-	}
 	for {
 		switch c.rstate.Load() {
 		case exchangeArmed:
@@ -164,7 +161,7 @@ func (c *Conn) exchangeReady(events uint32) bool {
 				return true // whoever ends the exchange or the read looks again
 			}
 		case relayIdle, relayDone:
-			return c.wakeReader(events)
+			return c.wakeReader()
 		default:
 			// A relay's state: the reader removed the Exchanger and
 			// relays since this poller loaded the state.
@@ -177,20 +174,15 @@ func (c *Conn) exchangeReady(events uint32) bool {
 // socket's readiness in an exchange's state (tests hold it there).
 var testHookExchangeReady atomic.Pointer[func(*Conn)]
 
-// finEvents are the poller's events for a peer's FIN or a socket's error.
-const finEvents = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
-
 // wakeReader is relay's answer, false (wake the reader), for a socket
 // whose reader does not wait in Read, or has a result to take. The reader
 // may have read already, bytes that came before these, and be about to
 // offer them: if an exchange takes them, what came now is its end's to
 // read, as no edge comes for it again. So it is kept as for a running
-// exchange (xpend, xfin). For a Conn without an Exchanger, or whose
-// Exchanger is being removed, that is an extra read at most.
-func (c *Conn) wakeReader(events uint32) bool {
-	if events&finEvents != 0 && !c.xfin.Load() {
-		c.xfin.Store(true)
-	}
+// exchange (xpend; a FIN also in xfin, which relay sets). For a Conn
+// without an Exchanger, or whose Exchanger is being removed, that is an
+// extra read at most.
+func (c *Conn) wakeReader() bool {
 	if !c.xpend.Load() {
 		c.xpend.Store(true)
 	}

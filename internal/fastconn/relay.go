@@ -144,14 +144,20 @@ func (c *Conn) disarm() {
 	}
 }
 
+// finEvents are the poller's events for a peer's FIN or a socket's error.
+const finEvents = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
+
 // relay is the poller's side: called for a readable socket, it reports
 // false if no relay is armed (the reader is woken instead), and otherwise
 // copies until the socket has nothing more or the relay has to stop.
 func (c *Conn) relay(events uint32) bool {
+	if events&finEvents != 0 && !c.xfin.Load() {
+		c.xfin.Store(true) // for good, for an exchange's end (exchange.go)
+	}
 	s := c.rstate.Load()
 	switch s {
 	case relayIdle, relayDone:
-		return c.wakeReader(events)
+		return c.wakeReader()
 	case exchangeArmed, exchangeRunning, relayBusy:
 		return c.exchangeReady(events)
 	}
@@ -173,8 +179,7 @@ func (c *Conn) relay(events uint32) bool {
 	// yield (see the package comment): without it a connection's first
 	// read after a write stops yielding, finds nothing, and waits.
 	pollWakeups.Add(1)
-	c.relayRun(events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0,
-		events&(syscall.EPOLLRDHUP|syscall.EPOLLERR) == syscall.EPOLLRDHUP)
+	c.relayRun(events&finEvents != 0, events&(syscall.EPOLLRDHUP|syscall.EPOLLERR) == syscall.EPOLLRDHUP)
 	return true
 }
 
