@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/pacer-lb/pacer/discovery"
-	"github.com/pacer-lb/pacer/discovery/marathon"
 	"github.com/pacer-lb/pacer/discovery/zookeeper"
+	"github.com/pacer-lb/pacer/internal/redact"
 )
 
 // config is everything the command line and the environment decide.
@@ -380,14 +380,14 @@ func checkMarathonURL(raw string) error {
 	if !strings.Contains(raw, "://") && strings.Contains(raw, "@") {
 		// What is left of a URL whose password holds a ',' once the list
 		// was split at it: the rest of the password, '@', the host.
-		return fmt.Errorf("%q: not a URL; a ',' in a user name or password must be written %%2C (expected http[s]://[user:pass@]host:port)", marathon.RedactRaw(raw))
+		return fmt.Errorf("%q: not a URL; a ',' in a user name or password must be written %%2C (expected http[s]://[user:pass@]host:port)", redact.Userinfo(raw))
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("cannot parse a URL (expected http[s]://[user:pass@]host:port)")
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("%q: scheme must be http or https (expected http[s]://[user:pass@]host:port)", marathon.RedactRaw(raw))
+		return fmt.Errorf("%q: scheme must be http or https (expected http[s]://[user:pass@]host:port)", redact.Userinfo(raw))
 	}
 	if u.Host == "" {
 		return fmt.Errorf("%q: no host (expected http[s]://[user:pass@]host:port)", u.Redacted())

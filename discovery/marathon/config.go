@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/pacer-lb/pacer/internal/redact"
 )
 
 // Defaults for the zero values of Config.
@@ -117,7 +119,7 @@ func parseEndpoints(urls []string, token string, hooked bool) ([]endpoint, error
 		// Errors show the raw URL cut at its last '@', not u: a password
 		// holding '/', '?' or '#' ends the host early, leaving the rest of
 		// the password in what url.Parse calls the path, query or fragment.
-		shown := RedactRaw(raw)
+		shown := redact.Userinfo(raw)
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("marathon: bad URL %q: want http[s]://[user:pass@]host:port[/prefix]", shown)
@@ -168,22 +170,6 @@ func redactURL(u *url.URL) string {
 	c := *u
 	c.User = nil
 	return c.String()
-}
-
-// RedactRaw removes what may be user info from a URL that did not parse or
-// did not validate: everything between the scheme and the last '@'. It
-// errs on the side of hiding: a password may hold any character, '/' and
-// '@' included, so the last '@' is the only safe end of it.
-func RedactRaw(raw string) string {
-	at := strings.LastIndex(raw, "@")
-	if at < 0 {
-		return raw
-	}
-	scheme := ""
-	if i := strings.Index(raw[:at], "://"); i >= 0 {
-		scheme = raw[:i+3]
-	}
-	return scheme + "redacted@" + raw[at+1:]
 }
 
 // normalized is the Config with defaults applied.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/pacer-lb/pacer/internal/redact"
 )
 
 // Leader discovery (marathon-api.md §1.5, gotchas 5 and 13). A standby
@@ -68,7 +70,7 @@ func (l *leaderState) get() (endpoint, bool) {
 func leaderEndpoint(raw, auth string) (endpoint, error) {
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
-		return endpoint{}, fmt.Errorf("leader %q: want http[s]://host:port", RedactRaw(raw))
+		return endpoint{}, fmt.Errorf("leader %q: want http[s]://host:port", redact.Userinfo(raw))
 	}
 	if u.User != nil {
 		if auth == "" {

@@ -155,6 +155,7 @@ func TestParseMarathonZK(t *testing.T) {
 		{in: "zk://u:s3cret@zk1:2181/dcos/marathon", want: LeaderConfig{Servers: []string{"zk1:2181"}, Path: "/dcos/marathon", Auth: "u:s3cret"}},
 		{in: "zk://[::1]:2181/m", want: LeaderConfig{Servers: []string{"[::1]:2181"}, Path: "/m"}},
 		{in: "http://m:8080", wantErr: "want zk://"},
+		{in: "zookeeper://u:s3cret@zk1:2181/marathon", wantErr: "want zk://"}, // a typo keeps the password hidden too
 		{in: "zk://zk1:2181", wantErr: "no path"},
 		{in: "zk:///marathon", wantErr: "no servers"},
 		{in: "zk://zk1:99999/m", wantErr: "bad port"},

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/redact"
 )
 
 // ServiceSpec is one --zk-service: the members under Path form service Name,
@@ -130,50 +131,37 @@ func ParseMarathonZK(s string) (LeaderConfig, error) {
 	const want = "want zk://[user:pass@]host:port[,host:port]/marathon"
 	rest, ok := strings.CutPrefix(s, "zk://")
 	if !ok {
-		return LeaderConfig{}, fmt.Errorf("%q: %s", redactZK(s), want)
+		return LeaderConfig{}, fmt.Errorf("%q: %s", redact.Userinfo(s), want)
 	}
 	var cfg LeaderConfig
 	slash := strings.IndexByte(rest, '/')
 	if slash < 0 {
-		return LeaderConfig{}, fmt.Errorf("%q: no path: %s", redactZK(s), want)
+		return LeaderConfig{}, fmt.Errorf("%q: no path: %s", redact.Userinfo(s), want)
 	}
 	hosts, path := rest[:slash], rest[slash:]
 	if strings.Contains(path, "@") {
 		// "zk://user:a/b@host/marathon": the password's tail looks like
 		// the path. Marathon's root never holds an '@'.
-		return LeaderConfig{}, fmt.Errorf("%q: '@' after the servers: write a '/' in the user name or password as %%2F: %s", redactZK(s), want)
+		return LeaderConfig{}, fmt.Errorf("%q: '@' after the servers: write a '/' in the user name or password as %%2F: %s", redact.Userinfo(s), want)
 	}
 	if at := strings.LastIndexByte(hosts, '@'); at >= 0 {
 		user, err := url.PathUnescape(hosts[:at])
 		if err != nil || !strings.Contains(user, ":") {
-			return LeaderConfig{}, fmt.Errorf("%q: credentials must be user:pass: %s", redactZK(s), want)
+			return LeaderConfig{}, fmt.Errorf("%q: credentials must be user:pass: %s", redact.Userinfo(s), want)
 		}
 		cfg.Auth, hosts = user, hosts[at+1:]
 	}
 	servers, err := ParseServers(hosts)
 	if err != nil {
-		return LeaderConfig{}, fmt.Errorf("%q: %w", redactZK(s), err)
+		return LeaderConfig{}, fmt.Errorf("%q: %w", redact.Userinfo(s), err)
 	}
 	path = strings.TrimRight(path, "/")
 	if path == "" {
 		path = "/"
 	}
 	if err := validatePath(path); err != nil {
-		return LeaderConfig{}, fmt.Errorf("%q: %w", redactZK(s), err)
+		return LeaderConfig{}, fmt.Errorf("%q: %w", redact.Userinfo(s), err)
 	}
 	cfg.Servers, cfg.Path = servers, path
 	return cfg, nil
-}
-
-// redactZK hides the credentials of a zk:// URL: everything up to its last
-// '@', since a password may hold '/' and '@' too.
-func redactZK(s string) string {
-	rest, ok := strings.CutPrefix(s, "zk://")
-	if !ok {
-		return s
-	}
-	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
-		return "zk://redacted@" + rest[at+1:]
-	}
-	return s
 }
