@@ -332,15 +332,14 @@ func (p *Proxy) untilClose(ctx *fasthttp.RequestCtx, c *bconn) {
 	if fc, ok := raw.(*fastconn.Conn); ok {
 		fc.SetExchanger(nil)
 	}
-	ctx.HijackSetNoResponse(true)
-	ctx.Hijack(func(net.Conn) {
+	p.hijack(ctx, raw, func(net.Conn) {
 		if _, err := raw.Write(head); err == nil {
 			_, _ = io.Copy(raw, c)
 		}
 		c.Close()
 		raw.Close()
 		p.connClosed(raw)
-	})
+	}, func() { c.Close() })
 }
 
 // lastAnswer lets the answer to a client that asked for the connection to

@@ -55,8 +55,12 @@ type Proxy struct {
 	// shared with the TCP plane, or a cap of Config.MaxConns of its own.
 	capped *proxy.ConnLimit
 
-	cmu   sync.Mutex // guards conns, tunnels, ntunnels, killed and listenRun.cut
+	cmu   sync.Mutex // guards conns, hijacks, tunnels, ntunnels, killed and listenRun.cut
 	conns map[net.Conn]*listenRun
+	// hijacks holds, for a client connection handed to fasthttp for a
+	// hijack that has not run yet, what to release should it never run
+	// (see hijack).
+	hijacks map[net.Conn]func()
 	// tunnels are the open tunnels by backend address (see sweepTunnels).
 	tunnels  map[netip.AddrPort]*backendTunnels
 	ntunnels int
@@ -153,6 +157,7 @@ func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Proxy, error) {
 		states:     map[discovery.ServiceKey]*svcState{},
 		left:       map[netip.AddrPort][]*backend{},
 		conns:      map[net.Conn]*listenRun{},
+		hijacks:    map[net.Conn]func(){},
 		tunnels:    map[netip.AddrPort]*backendTunnels{},
 		quit:       make(chan struct{}),
 		killedCh:   make(chan struct{}),
@@ -287,17 +292,54 @@ func (p *Proxy) connOpened(c net.Conn, lr *listenRun) {
 }
 
 // connClosed forgets a client connection: fasthttp closed it, or the tunnel
-// it was hijacked for ended.
+// it was hijacked for ended. A hijack of c that never ran is abandoned.
 func (p *Proxy) connClosed(c net.Conn) {
 	p.cmu.Lock()
 	lr, ok := p.conns[c]
 	delete(p.conns, c)
+	abandon := p.hijacks[c]
+	delete(p.hijacks, c)
 	p.cmu.Unlock()
 	if ok {
 		lr.hp.active.Add(-1)
 		p.capped.Release()
 	}
+	if abandon != nil {
+		abandon()
+	}
 }
+
+// hijack hands c, the connection of ctx, to run once fasthttp is done with
+// the request, with no answer of fasthttp's own (run gets fasthttp's
+// hijacked connection, which reads what fasthttp had buffered of c
+// first). fasthttp drops a hijack
+// it cannot make (it sets a deadline on c first, which fails if c was
+// closed meanwhile: by the end of its port's drain or of a stop) and then
+// reports c closed: abandon runs then instead of run, to release what run
+// would have (a backend connection, the service's count of active
+// requests), which would otherwise stay held for good.
+func (p *Proxy) hijack(ctx *fasthttp.RequestCtx, c net.Conn, run func(hijacked net.Conn), abandon func()) {
+	p.cmu.Lock()
+	p.hijacks[c] = abandon
+	p.cmu.Unlock()
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(hijacked net.Conn) {
+		p.cmu.Lock()
+		_, ok := p.hijacks[c]
+		delete(p.hijacks, c)
+		p.cmu.Unlock()
+		if ok {
+			run(hijacked)
+		}
+	})
+	if h := testHookHijacked.Load(); h != nil {
+		(*h)(c)
+	}
+}
+
+// testHookHijacked, if set, runs when a handler has handed its connection
+// to fasthttp for a hijack, before fasthttp makes it.
+var testHookHijacked atomic.Pointer[func(net.Conn)]
 
 // held reports whether connections of lr are still open: busy ones
 // fasthttp waits for, and tunnels, which it forgot when they were

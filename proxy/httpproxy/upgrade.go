@@ -102,12 +102,14 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, r *route) (tunnelled bool) {
 	if fc, ok := raw.(*fastconn.Conn); ok {
 		fc.SetExchanger(nil) // the tunnel's bytes are not requests
 	}
-	ctx.HijackSetNoResponse(true)
 	addr := b.addr
-	ctx.Hijack(func(client net.Conn) {
+	p.hijack(ctx, raw, func(client net.Conn) {
 		p.tunnel(client, raw, backend, addr, head)
 		st.active.Add(-1)
 		p.connClosed(raw)
+	}, func() {
+		backend.Close()
+		st.active.Add(-1)
 	})
 	return true
 }
