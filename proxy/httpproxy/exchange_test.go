@@ -19,10 +19,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pacer-lb/pacer/discovery"
-	"github.com/pacer-lb/pacer/internal/testnet"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/pacer-lb/pacer/discovery"
+	"github.com/pacer-lb/pacer/internal/testnet"
 )
 
 // keepAliveBackend serves every connection with answer, request after
