@@ -46,7 +46,10 @@
 // Each UDP socket (Config.UDPSockets of them, bound with SO_REUSEPORT, 4 MB
 // buffers) has one goroutine, worker.serveUDPBatch, that reads every queued
 // datagram with one recvmmsg(2) and sends the answers with one sendmmsg(2)
-// (one datagram per call on other systems). For each query it parses only the
+// (one datagram per call on other systems). On Linux each answer leaves from
+// the address its query was sent to (IP_PKTINFO, IPV6_PKTINFO), as resolvers
+// require, also when the socket is on a wildcard address and the route back
+// prefers another. For each query it parses only the
 // header and question (and the EDNS0 OPT record), and looks the answer up in an LRU of
 // packed answers keyed by (lower-cased name, type, class). An answer is packed
 // once per table version and name, with compression pointers only into the

@@ -50,7 +50,7 @@ func listen(ctx context.Context, addr string, n int) ([]*net.UDPConn, net.Listen
 
 // listenUDP opens n sockets on addr, sharing it with SO_REUSEPORT when n > 1.
 func listenUDP(ctx context.Context, addr string, n int) ([]*net.UDPConn, error) {
-	lc := net.ListenConfig{Control: reusePort}
+	lc := net.ListenConfig{Control: udpControl}
 	var out []*net.UDPConn
 	for range n {
 		pc, err := lc.ListenPacket(ctx, "udp", addr)

@@ -34,6 +34,7 @@ type udpBatchIO struct {
 	in, out       [udpBatch]mmsghdr
 	inIov, outIov [udpBatch]unix.Iovec
 	names         [udpBatch]unix.RawSockaddrInet6 // large enough for IPv4 too
+	inCtl, outCtl [udpBatch][udpControlLen]byte   // the address asked (replyControl)
 	inBuf         [udpBatch][udpSlot]byte
 	outBuf        [udpBatch][2 + udpSlot]byte // 2 bytes the worker keeps for TCP
 
@@ -61,6 +62,7 @@ func (w *worker) serveUDPBatch(c *net.UDPConn) {
 		b.in[i].hdr.Iov = &b.inIov[i]
 		b.in[i].hdr.SetIovlen(1)
 		b.in[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
+		b.in[i].hdr.Control = &b.inCtl[i][0]
 		b.out[i].hdr.Iov = &b.outIov[i]
 		b.out[i].hdr.SetIovlen(1)
 	}
@@ -90,6 +92,7 @@ func (w *worker) serveUDPBatch(c *net.UDPConn) {
 			b.outIov[m].SetLen(len(resp))
 			b.out[m].hdr.Name = msg.hdr.Name
 			b.out[m].hdr.Namelen = msg.hdr.Namelen
+			b.setReplyControl(m, i)
 			m++
 		}
 		if err := b.send(rc, m); err != nil {
@@ -105,6 +108,7 @@ func (w *worker) serveUDPBatch(c *net.UDPConn) {
 func (b *udpBatchIO) recv(rc syscall.RawConn) (int, error) {
 	for i := range udpBatch {
 		b.in[i].hdr.Namelen = uint32(unsafe.Sizeof(b.names[i]))
+		b.in[i].hdr.SetControllen(udpControlLen)
 		b.in[i].hdr.Flags = 0
 		b.in[i].n = 0
 	}
@@ -115,6 +119,19 @@ func (b *udpBatchIO) recv(rc syscall.RawConn) (int, error) {
 	// An error such as ECONNREFUSED (left by an earlier ICMP message) means
 	// nothing was read; the next call reads on.
 	return b.n, nil
+}
+
+// setReplyControl makes answer m leave from the address query i was sent
+// to, when the kernel said which it was.
+func (b *udpBatchIO) setReplyControl(m, i int) {
+	in := b.inCtl[i][:min(int(b.in[i].hdr.Controllen), udpControlLen)]
+	if n := replyControl(in, b.outCtl[m][:]); n > 0 {
+		b.out[m].hdr.Control = &b.outCtl[m][0]
+		b.out[m].hdr.SetControllen(n)
+		return
+	}
+	b.out[m].hdr.Control = nil
+	b.out[m].hdr.SetControllen(0)
 }
 
 // doRecv is the recvmmsg call for rc.Read; it returns false to wait until
