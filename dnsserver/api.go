@@ -45,7 +45,7 @@ func (s *Server) serveAPIService(w http.ResponseWriter, r *http.Request) {
 	out := []apiService{}
 	if rel, ok := s.zone.splitName(service); ok {
 		snap := s.table.Snapshot()
-		res := s.zone.resolve(snap, rel, dns.TypeSRV)
+		res := s.liveZone().resolve(snap, rel, dns.TypeSRV)
 		for _, rec := range res.answer {
 			if rec.typ != dns.TypeSRV {
 				continue
@@ -71,7 +71,7 @@ func (s *Server) serveAPIHost(w http.ResponseWriter, r *http.Request) {
 	out := []apiHost{}
 	if rel, ok := s.zone.splitName(host); ok {
 		snap := s.table.Snapshot()
-		for _, rec := range s.zone.resolve(snap, rel, dns.TypeANY).answer {
+		for _, rec := range s.liveZone().resolve(snap, rel, dns.TypeANY).answer {
 			if rec.typ == dns.TypeA || rec.typ == dns.TypeAAAA {
 				out = append(out, apiHost{Host: host, IP: rec.addr.String()})
 			}
@@ -81,6 +81,14 @@ func (s *Server) serveAPIHost(w http.ResponseWriter, r *http.Request) {
 		out = append(out, apiHost{})
 	}
 	writeJSON(w, out)
+}
+
+// liveZone is the zone as DNS answers now: without this instance in the
+// lb names once Withdraw was called.
+func (s *Server) liveZone() *zone {
+	z := s.zone
+	z.withdrawn = s.withdrawn.Load()
+	return &z
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

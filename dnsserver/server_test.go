@@ -591,3 +591,44 @@ func TestUDPAdditionalAsFits(t *testing.T) {
 		}
 	}
 }
+
+// mesos-dns's HTTP API answers as DNS does: once Withdraw took this
+// instance out of the lb names, the API no longer offers it either.
+func TestAPIAfterWithdraw(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, fixtureTable())
+	srv := httptest.NewServer(s.APIHandler())
+	defer srv.Close()
+	ips := func(path string) []string {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out []struct{ IP string }
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		var ips []string
+		for _, o := range out {
+			if o.IP != "" {
+				ips = append(ips, o.IP)
+			}
+		}
+		return ips
+	}
+	const lbSRV, lbHost = "/v1/services/_web-shop._tcp.lb.mesos.", "/v1/hosts/lb.mesos"
+	if got := ips(lbSRV); len(got) != 2 {
+		t.Fatalf("%s before Withdraw: %v", lbSRV, got)
+	}
+	s.Withdraw()
+	for _, path := range []string{lbSRV, lbHost} {
+		if got := ips(path); len(got) != 0 {
+			t.Errorf("%s after Withdraw: %v; want this instance gone, as in DNS", path, got)
+		}
+	}
+	if got := ips("/v1/hosts/web-shop.marathon.mesos"); len(got) != 2 {
+		t.Errorf("a task name after Withdraw: %v", got)
+	}
+}
