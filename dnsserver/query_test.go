@@ -521,3 +521,21 @@ func TestPortlessAppFollowsTheTable(t *testing.T) {
 		t.Fatalf("removed: %s %q, want NXDOMAIN", dns.RcodeToString[rc], got)
 	}
 }
+
+// An EDNS version pacer does not speak is counted as BADVERS, the name the
+// Stats doc and the metric give it: rcode 16 is also TSIG's BADSIG, which
+// is what miekg/dns names it, and which pacer never answers.
+func TestStatsNameBadVers(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, fixtureTable())
+	c := &counters{}
+	s.counters = append(s.counters, c)
+	q := question("web-shop.marathon.mesos.", dns.TypeA)
+	q.SetEdns0(1232, false)
+	q.IsEdns0().SetVersion(1)
+	b, _ := q.Pack()
+	s.newWorker(c).handle(b, false)
+	if st := s.Stats(); st.Responses["BADVERS"] != 1 || len(st.Responses) != 1 {
+		t.Errorf("responses = %v, want BADVERS: 1", st.Responses)
+	}
+}

@@ -76,6 +76,15 @@ func (c *counters) rcode(rcode int) {
 	}
 }
 
+// rcodeName names an rcode for Stats. 16 is BADVERS here, the only rcode
+// 16 pacer answers; miekg/dns names it BADSIG (TSIG's, pacer never signs).
+func rcodeName(rcode int) string {
+	if rcode == dns.RcodeBadVers {
+		return "BADVERS"
+	}
+	return dns.RcodeToString[rcode]
+}
+
 // add sums c into st.
 func (c *counters) add(st *Stats) {
 	for i := range c.qtypes {
@@ -85,7 +94,7 @@ func (c *counters) add(st *Stats) {
 	}
 	for i := range c.rcodes {
 		if v := c.rcodes[i].Load(); v > 0 {
-			st.Responses[dns.RcodeToString[i]] += v
+			st.Responses[rcodeName(i)] += v
 		}
 	}
 	st.Truncated += c.truncated.Load()
