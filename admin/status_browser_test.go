@@ -162,3 +162,29 @@ func TestStatusPageInBrowser(t *testing.T) {
 		}
 	}
 }
+
+// Behind a proxy that serves pacer under a path, as DC/OS's Admin Router
+// serves a Marathon app's first port at /service/<app>/, the status page
+// still reaches its data: its requests are relative to where it was loaded.
+func TestStatusPageUnderAPathPrefix(t *testing.T) {
+	s, table, src := newTestServer(t)
+	table.Apply(discovery.Update{Source: "marathon", Full: true, Apps: []*discovery.App{webApp()}})
+	src.set(func(st *discovery.SourceStatus) { st.Synced, st.Connected, st.LastSync = true, true, time.Now() })
+	mux := http.NewServeMux()
+	mux.Handle("/service/pacer/", http.StripPrefix("/service/pacer", s.Handler()))
+	srv := httptest.NewServer(mux) // anything else: 404, as the proxy's own paths would be
+	defer srv.Close()
+
+	dom := renderDOM(t, srv.URL+"/service/pacer/", 2*time.Second)
+	for _, want := range []string{"/shop/web", "10.0.0.1:31000", ">live<"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the page served under /service/pacer/ lacks %q", want)
+		}
+	}
+	if !strings.Contains(dom, `<div id="meta">table version`) {
+		t.Error("the page served under /service/pacer/ did not reach its data (asked the proxy's root?)")
+	}
+	if t.Failed() {
+		t.Logf("rendered DOM:\n%s", dom)
+	}
+}
