@@ -98,11 +98,11 @@ func (w *worker) slow(pkt []byte, tcp bool) []byte {
 	qbuf = binary.BigEndian.AppendUint16(qbuf[:n], qn.Qtype)
 	q.question = binary.BigEndian.AppendUint16(qbuf, qn.Qclass)
 	if opt := m.IsEdns0(); opt != nil {
-		q.edns, q.udpSize = true, opt.UDPSize()
+		q.edns, q.udpSize, q.do = true, opt.UDPSize(), opt.Do()
 		if opt.Version() != 0 {
 			// RFC 6891 6.1.3: BADVERS is 16, its upper bits ride in the OPT.
 			w.st.query(q.qtype)
-			p := putOPT(out, headerLen+copy(out[headerLen:], q.question), dns.RcodeBadVers>>4)
+			p := putOPT(out, headerLen+copy(out[headerLen:], q.question), dns.RcodeBadVers>>4, q.do)
 			putHeader(out, q.id, flagQR|q.flags&(flagRD|flagCD), 0, 0, 1)
 			w.st.rcode(dns.RcodeBadVers)
 			return out[:p]
@@ -131,5 +131,5 @@ func (w *worker) headerOnly(pkt []byte, rcode int, opt bool) []byte {
 		return out[:headerLen]
 	}
 	binary.BigEndian.PutUint16(out[10:], 1) // ARCOUNT
-	return out[:putOPT(out, headerLen, 0)]
+	return out[:putOPT(out, headerLen, 0, false)]
 }

@@ -36,6 +36,7 @@ type query struct {
 	qclass   uint16
 	edns     bool
 	udpSize  uint16
+	do       bool // the OPT's DNSSEC OK bit, which the answer's OPT echoes
 }
 
 type parseResult uint8
@@ -107,6 +108,7 @@ func parseQuery(pkt []byte, q *query, key []byte) (parseResult, []byte) {
 		}
 		q.edns = true
 		q.udpSize = binary.BigEndian.Uint16(pkt[off+3:])
+		q.do = pkt[off+7]&0x80 != 0
 	}
 	return parsed, key
 }
@@ -188,7 +190,7 @@ func assemble(out []byte, q *query, e *entry, limit int, st *counters) int {
 		}
 	}
 	if q.edns {
-		p = putOPT(out, p, 0)
+		p = putOPT(out, p, 0, q.do)
 		ar++
 	}
 	putHeader(out, q.id, flags, an, ns, ar)
@@ -333,12 +335,18 @@ func putHeader(out []byte, id, flags uint16, an, ns, ar int) {
 }
 
 // putOPT writes our OPT record at p: payload size 1232, the extended rcode
-// bits given, version 0, no flags, no options.
-func putOPT(out []byte, p int, extRcode uint8) int {
+// bits given, version 0, no options, and no flags but the DO bit when do is
+// set: a server copies the query's DO bit into its answer (RFC 3225 3),
+// though it signs nothing.
+func putOPT(out []byte, p int, extRcode uint8, do bool) int {
 	out[p] = 0
 	binary.BigEndian.PutUint16(out[p+1:], dns.TypeOPT)
 	binary.BigEndian.PutUint16(out[p+3:], advertisedUDPSize)
-	out[p+5], out[p+6], out[p+7], out[p+8] = extRcode, 0, 0, 0
+	var flags byte
+	if do {
+		flags = 0x80
+	}
+	out[p+5], out[p+6], out[p+7], out[p+8] = extRcode, 0, flags, 0
 	binary.BigEndian.PutUint16(out[p+9:], 0)
 	return p + optLen
 }
@@ -349,7 +357,7 @@ func bare(out []byte, q *query, rcode int, st *counters) int {
 	p := headerLen + copy(out[headerLen:], q.question)
 	ar := 0
 	if q.edns {
-		p = putOPT(out, p, 0)
+		p = putOPT(out, p, 0, q.do)
 		ar = 1
 	}
 	putHeader(out, q.id, flagQR|q.flags&(flagRD|flagCD)|uint16(rcode), 0, 0, ar)

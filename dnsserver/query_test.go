@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -537,5 +538,40 @@ func TestStatsNameBadVers(t *testing.T) {
 	s.newWorker(c).handle(b, false)
 	if st := s.Stats(); st.Responses["BADVERS"] != 1 || len(st.Responses) != 1 {
 		t.Errorf("responses = %v, want BADVERS: 1", st.Responses)
+	}
+}
+
+// The answer's OPT carries the query's DO bit back (RFC 3225 3), whatever
+// the answer: one from the table, NXDOMAIN, REFUSED, BADVERS (the parser's
+// slow path). pacer signs nothing; the bit says it saw the request.
+func TestEDNSDOBitEchoed(t *testing.T) {
+	t.Parallel()
+	_, udp, _ := runServer(t, fixtureTable())
+	c := &dns.Client{Net: "udp", Timeout: 5 * time.Second}
+	for _, tc := range []struct {
+		name    string
+		qname   string
+		version uint8
+		rcode   int
+	}{
+		{"answer", "web-shop.marathon.mesos.", 0, dns.RcodeSuccess},
+		{"NXDOMAIN", "nothing.marathon.mesos.", 0, dns.RcodeNameError},
+		{"REFUSED", "example.com.", 0, dns.RcodeRefused},
+		{"BADVERS", "web-shop.marathon.mesos.", 1, dns.RcodeBadVers},
+	} {
+		for _, do := range []bool{true, false} {
+			q := question(tc.qname, dns.TypeA)
+			q.SetEdns0(1232, do)
+			q.IsEdns0().SetVersion(tc.version)
+			r, _, err := c.Exchange(q, udp)
+			if err != nil {
+				t.Fatalf("%s, DO %v: %v", tc.name, do, err)
+			}
+			opt := r.IsEdns0()
+			if r.Rcode != tc.rcode || opt == nil || opt.Do() != do {
+				t.Errorf("%s, DO %v: rcode %s, OPT %v; want %s and the DO bit echoed",
+					tc.name, do, dns.RcodeToString[r.Rcode], opt, dns.RcodeToString[tc.rcode])
+			}
+		}
 	}
 }
