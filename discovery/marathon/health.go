@@ -60,7 +60,8 @@ func (e *event) healthKey() string {
 //   - pod tasks and resident tasks: "<instanceId>.<name>", where the instance
 //     part is "<safeAppId>.instance-<uuid>" or "<safeAppId>.marathon-<uuid>";
 //   - up to 1.7: "<safeAppId>.<uuid>", whose instance is
-//     "<safeAppId>.marathon-<uuid>".
+//     "<safeAppId>.marathon-<uuid>", and for resident tasks (persistent
+//     volumes) "<safeAppId>.<uuid>.<attempt>", of the same instance.
 //
 // Anything else is returned unchanged.
 func instanceOf(id string) string {
@@ -74,6 +75,13 @@ func instanceOf(id string) string {
 	prefix, last := id[:dot], id[dot+1:]
 	if strings.HasPrefix(last, "instance-") || strings.HasPrefix(last, "marathon-") {
 		return id // already an instance id
+	}
+	if i := len(prefix) - uuidLen; allDigits(last) && i > 0 && prefix[i-1] == '.' && looksLikeUUID(prefix[i:]) {
+		// A resident task up to 1.7 (Marathon's LegacyResidentId): the
+		// attempt follows the uuid. 1.4 to 1.7 health events name its
+		// instance, which without this never matched: every one of them
+		// cost a fetch before an unhealthy task left routing.
+		return prefix[:i-1] + ".marathon-" + prefix[i:]
 	}
 	if p := strings.LastIndexByte(prefix, '.'); p > 0 {
 		seg := prefix[p+1:]
@@ -98,9 +106,12 @@ func allDigits(s string) bool {
 	return true
 }
 
+// uuidLen is the length of a UUID as Marathon writes it in ids.
+const uuidLen = 36
+
 // looksLikeUUID reports whether s is 8-4-4-4-12 hex digits.
 func looksLikeUUID(s string) bool {
-	if len(s) != 36 {
+	if len(s) != uuidLen {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -17,6 +17,9 @@ func TestInstanceOf(t *testing.T) {
 		// Up to 1.7: <safeAppId>.<uuid>, instance <safeAppId>.marathon-<uuid>.
 		{"nginx-green.01da9a15-68a7-11e7-a229-e6a514ca0c21", "nginx-green.marathon-01da9a15-68a7-11e7-a229-e6a514ca0c21"},
 		{"prod_talkk_audit.42256046-a9d6-11e5-b4b6-0242ac110002", "prod_talkk_audit.marathon-42256046-a9d6-11e5-b4b6-0242ac110002"},
+		// Resident tasks up to 1.7: <safeAppId>.<uuid>.<attempt>, same instance.
+		{"myGroup_myApp.b6ff5fa5-7714-11e7-a55c-5ecf1c4671f6.42", "myGroup_myApp.marathon-b6ff5fa5-7714-11e7-a55c-5ecf1c4671f6"},
+		{"db.b6ff5fa5-7714-11e7-a55c-5ecf1c4671f6.2", "db.marathon-b6ff5fa5-7714-11e7-a55c-5ecf1c4671f6"},
 		// Pod tasks: <instanceId>.<container>.
 		{"pod.instance-5e1c0f2a-5ec9-11ea-9a3f-0242ac110004.web", "pod.instance-5e1c0f2a-5ec9-11ea-9a3f-0242ac110004"},
 		// Not Marathon's shapes: unchanged.
@@ -176,6 +179,31 @@ func TestHealthEventBeatsOlderFetch(t *testing.T) {
 	s.mergeFetched(fetched(t, app), s.next()) // a newer fetch is truth again
 	if r := s.apps["/a"].tasks["a.1"].t.HealthCheckResults; len(r) != 1 || !r[0].Alive {
 		t.Errorf("results = %+v, want the newer fetch's", r)
+	}
+}
+
+// A resident task of Marathon 1.4 to 1.7 ("<safeAppId>.<uuid>.<attempt>")
+// leaves routing on the health event naming its instance, at once, like any
+// other task: not after a fetch of its app.
+func TestResidentTaskHealthEventAppliesAtOnce(t *testing.T) {
+	t.Parallel()
+	const task = "db.b6ff5fa5-7714-11e7-a55c-5ecf1c4671f6.3"
+	const inst = "db.marathon-b6ff5fa5-7714-11e7-a55c-5ecf1c4671f6"
+	s := newState()
+	s.mergeFetched(fetched(t, `{"id":"/db","ports":[1],"healthChecks":[{"protocol":"TCP"}],"tasks":[`+
+		`{"id":"`+task+`","host":"10.0.0.1","ports":[31000],"state":"TASK_RUNNING","healthCheckResults":[{"alive":true,"instanceId":"`+inst+`"}]}]}`), s.next())
+	for _, ev := range []*event{
+		{EventType: evHealthStatusChanged, AppID: "/db", InstanceID: inst, Alive: new(false)},
+		{EventType: evFailedHealthCheck, AppID: "/db", TaskID: inst},
+		{EventType: evUnhealthyInstanceKill, AppID: "/db", TaskID: task, InstanceID: inst},
+	} {
+		_, changed, fetch := s.applyHealth(ev, s.next())
+		if !changed || fetch {
+			t.Errorf("%s for %s: changed %v, fetch %v; want applied without a fetch", ev.EventType, inst, changed, fetch)
+		}
+		if r := s.apps["/db"].tasks[task].t.HealthCheckResults; len(r) != 1 || r[0].Alive {
+			t.Errorf("%s: results %+v, want one failing", ev.EventType, r)
+		}
 	}
 }
 
