@@ -20,7 +20,8 @@
 //     hosts (resolve.go), off the event path. Each fetch is bounded by
 //     Config.FetchTimeout and Config.MaxBodyBytes.
 //   - with Config.Leader (ZooKeeper), a watcher (stream.go) that moves the
-//     event stream to each new leader.
+//     event stream to each new leader and cuts the fetches still in flight
+//     to the old one.
 //
 // The client talks to the Marathon leader directly once it knows it
 // (leader.go: GET /v2/leader, X-Marathon-Leader on answers a standby

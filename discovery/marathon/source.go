@@ -48,6 +48,11 @@ type Source struct {
 	status       discovery.SourceStatus
 	evByType     map[string]uint64
 	streamCancel context.CancelCauseFunc // the live stream attempt, or nil
+	// fetchCtx is what fetches run under until the leader changes, when
+	// fetchCancel cuts those still in flight (see newFetchEpoch). Nil
+	// before Run.
+	fetchCtx    context.Context
+	fetchCancel context.CancelCauseFunc
 }
 
 var _ discovery.StatusReporter = (*Source)(nil)
@@ -138,16 +143,52 @@ func (s *Source) Run(ctx context.Context) error {
 	defer cancel()
 
 	l := newLoop(s, ctx, &wg)
+	s.newFetchEpoch(ctx, nil)
 	if s.cfg.Leader != nil {
 		// Know the leader before the first connection, so it is not made
 		// to a configured URL only to be moved at once.
 		u, changed := s.cfg.Leader()
-		s.setLeader(u, true)
+		s.setLeader(ctx, u, true)
 		wg.Go(func() { s.watchLeader(ctx, changed) })
 	}
 	wg.Go(func() { s.streamLoop(ctx) })
 	l.run()
 	return nil
+}
+
+// newFetchEpoch cuts the fetches in flight with cause (nil: none to cut)
+// and starts a new epoch for those to come, under parent.
+//
+// A fetch still in flight to the previous leader is moot: its answer is no
+// newer than the new leader's, and a leader that went away without a word
+// (a partition, a crashed host) leaves it hanging for up to FetchTimeout,
+// while the events of the new leader's stream wait for a snapshot that
+// would only start once it ends.
+func (s *Source) newFetchEpoch(parent context.Context, cause error) {
+	ctx, cancel := context.WithCancelCause(parent)
+	s.mu.Lock()
+	old := s.fetchCancel
+	s.fetchCtx, s.fetchCancel = ctx, cancel
+	s.mu.Unlock()
+	if old != nil {
+		old(cause)
+	}
+}
+
+// fetchContext returns the context a fetch starting now runs under, or
+// fallback before Run.
+func (s *Source) fetchContext(fallback context.Context) context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fetchCtx == nil {
+		return fallback
+	}
+	return s.fetchCtx
+}
+
+// superseded reports whether a fetch under ctx was cut by a leader change.
+func superseded(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), errLeaderChanged)
 }
 
 // fetchResult is what a fetch goroutine hands back to the state goroutine.
@@ -162,6 +203,9 @@ type fetchResult struct {
 	skipped int          // full: apps without a readable id
 	err     error
 	took    time.Duration
+	// superseded says the leader changed while the fetch ran, which cut
+	// it (err says so): not Marathon failing, and no answer either.
+	superseded bool
 }
 
 // loop is the state goroutine: it alone touches state, decides what to
@@ -266,6 +310,15 @@ func (l *loop) onConn(n connNotice) {
 		// a snapshot taken after it. Hold events until that snapshot lands,
 		// then apply them on top (they may repeat what it shows; applying is
 		// idempotent).
+		//
+		// Events still queued now were read before this notice, some maybe
+		// from the stream that ended, before the gap: the snapshot issued
+		// below covers them. Apply them first, older than it, rather than
+		// hold them and replay them on top of it as if newer, which would
+		// bring back a task that died during the gap (its TASK_RUNNING, or
+		// alive=true, queued; its end lost with the stream).
+		l.buffering = false
+		l.drain()
 		l.upSeq = l.st.next()
 		l.buffering = true
 		if l.fullInFlight {
@@ -302,10 +355,12 @@ func (l *loop) requestFull(reason string) {
 func (l *loop) startFull() {
 	seq := l.st.next()
 	l.fullInFlight, l.fullWanted = true, false
+	fctx := l.s.fetchContext(l.ctx)
 	l.wg.Go(func() {
 		start := time.Now()
 		r := fetchResult{full: true, seq: seq}
-		body, err := l.s.client.fetchApps(l.ctx)
+		body, err := l.s.client.fetchApps(fctx)
+		r.superseded = err != nil && superseded(fctx)
 		if err == nil {
 			r.apps, r.skipped, err = decodeApps(body)
 			if err != nil {
@@ -340,6 +395,13 @@ func hostsOf(apps []decodedApp) map[string]struct{} {
 
 func (l *loop) onFull(r fetchResult) {
 	l.fullInFlight = false
+	if r.superseded {
+		// Cut by a leader change: ask the new leader at once (the reason
+		// this snapshot was wanted still holds).
+		l.s.log.Debug("full resync cut by a leader change; asking the new leader", zap.Error(r.err))
+		l.startFull()
+		return
+	}
 	if r.err != nil {
 		// Keep the table as it is: a failing Marathon is not an empty one.
 		// While events wait for this snapshot (after a reconnect) the table
@@ -420,6 +482,7 @@ func (l *loop) startDirty() {
 		delete(l.dirty, id)
 		l.inflight[id] = true
 		seq := l.st.next()
+		fctx := l.s.fetchContext(l.ctx)
 		l.wg.Go(func() {
 			r := fetchResult{id: id, seq: seq}
 			select {
@@ -428,8 +491,9 @@ func (l *loop) startDirty() {
 				return
 			}
 			start := time.Now()
-			body, gone, err := l.s.client.fetchApp(l.ctx, id)
+			body, gone, err := l.s.client.fetchApp(fctx, id)
 			<-l.appSem
+			r.superseded = err != nil && superseded(fctx)
 			if err == nil && !gone {
 				r.app, err = decodeAppResponse(body)
 				if err == nil && r.app.ID != id {
@@ -452,6 +516,10 @@ func (l *loop) startDirty() {
 
 func (l *loop) onApp(r fetchResult) {
 	delete(l.inflight, r.id)
+	if r.superseded {
+		l.want(r.id) // ask the new leader (run starts it)
+		return
+	}
 	if r.err != nil {
 		l.s.recordError(r.err)
 		l.s.log.Warn("app fetch failed; resyncing", zap.String("app", r.id), zap.Error(r.err))

@@ -85,7 +85,7 @@ var errLeaderChanged = errors.New("the Marathon leader changed")
 
 // setLeader records what Config.Leader reports and, when it changed, moves
 // the event stream to it (the reconnect brings a full resync).
-func (s *Source) setLeader(raw string, initial bool) {
+func (s *Source) setLeader(ctx context.Context, raw string, initial bool) {
 	changed, err := s.client.setHook(raw)
 	if err != nil {
 		s.recordError(err)
@@ -104,6 +104,7 @@ func (s *Source) setLeader(raw string, initial bool) {
 		return // a stream to the old leader ends by itself if it went away
 	}
 	s.log.Info("Marathon leader changed; reconnecting the event stream", zap.String("leader", s.client.current().redacted))
+	s.newFetchEpoch(ctx, errLeaderChanged)
 	s.mu.Lock()
 	cancel := s.streamCancel
 	s.mu.Unlock()
@@ -126,7 +127,7 @@ func (s *Source) watchLeader(ctx context.Context, changed <-chan struct{}) {
 		}
 		var u string
 		u, changed = s.cfg.Leader()
-		s.setLeader(u, false)
+		s.setLeader(ctx, u, false)
 	}
 }
 
