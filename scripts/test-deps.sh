@@ -33,3 +33,10 @@ if ! apt-get install -y --no-install-recommends "${need[@]}" >/tmp/pacer-apt.log
 		exit 1
 	}
 fi
+# Debian's prometheus package also enables and starts the Prometheus server,
+# which listens on :9090, pacer's admin port: `make run` would then stop with
+# "address already in use". The tests want only its promtool.
+if [[ " ${need[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+	echo "disabling the Prometheus server the prometheus package started (it holds :9090; the tests use only promtool)"
+	systemctl disable --now prometheus.service >>/tmp/pacer-apt.log 2>&1 || true
+fi
