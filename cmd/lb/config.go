@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -135,6 +137,7 @@ func parseConfig(name string, args []string, lookupEnv func(string) (string, boo
 	fs.String("admin", adminDefault, "admin HTTP listener (/healthz, /v1/services, /metrics, status page)")
 	fs.String("log-level", "info", "debug, info, warn or error")
 	fs.String("log-format", "", "console or json (default console on a terminal, else json)")
+	fs.VisitAll(sayWhatItAccepts)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(fs, out)
@@ -236,6 +239,11 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 	if len(c.marathon) == 0 && c.marathonZK == nil {
 		return nil, errors.New("--marathon: no URL given; pass e.g. --marathon http://marathon:8080")
 	}
+	if c.marathonCA != "" {
+		if err := checkCAFile(c.marathonCA); err != nil {
+			return nil, fmt.Errorf("--marathon-ca: %v", err)
+		}
+	}
 	// "*" stays in the list: the Marathon source reads a list naming it
 	// as every app, so "--group external,*" serves every app, not only
 	// external's.
@@ -320,6 +328,58 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 		return nil, fmt.Errorf("--log-format: %q is not one of console, json", c.logFormat)
 	}
 	return c, nil
+}
+
+// checkCAFile reads --marathon-ca at start, as every other flag is checked:
+// found only when the Marathon source starts, a wrong path stopped pacer
+// with exit status 1, which systemd's RestartPreventExitStatus=2 (for a
+// configuration that a restart cannot fix) does not catch.
+func checkCAFile(path string) error {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%v; want a PEM file of the CA certificates", err)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s: no PEM certificate in it; want a PEM file of the CA certificates", path)
+	}
+	return nil
+}
+
+// hintedValue is a flag value whose parse error says what the flag
+// accepts: the flag package's own says only "parse error".
+type hintedValue struct {
+	flag.Getter
+	hint string
+}
+
+func (h hintedValue) Set(s string) error {
+	if err := h.Getter.Set(s); err != nil {
+		return errors.New(h.hint)
+	}
+	return nil
+}
+
+// hintedBool is a hintedValue of a boolean flag, which --name alone sets.
+type hintedBool struct{ hintedValue }
+
+func (hintedBool) IsBoolFlag() bool { return true }
+
+// sayWhatItAccepts wraps a duration, integer or boolean flag's value so
+// that a bad value, on the command line or in PACER_*, is reported with
+// what the flag accepts.
+func sayWhatItAccepts(f *flag.Flag) {
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return
+	}
+	switch g.Get().(type) {
+	case time.Duration:
+		f.Value = hintedValue{g, "want a duration such as 3s, 500ms or 1m"}
+	case int:
+		f.Value = hintedValue{g, "want a whole number"}
+	case bool:
+		f.Value = hintedBool{hintedValue{g, "want true or false"}}
+	}
 }
 
 // listFlag is a repeatable string flag; from the environment its value is a

@@ -2,8 +2,13 @@ package main
 
 import (
 	"bytes"
+	"encoding/pem"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +41,14 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		{"bad log level", []string{"--log-level", "loud"}, nil, "--log-level"},
 		{"bad domain", []string{"--domain", "a..b"}, nil, "--domain: \"a..b\" is not a DNS name"},
 		{"bad domain, DNS off", []string{"--domain", "my_zone", "--dns", ""}, nil, "--domain"},
+		// What a bad value of each kind of flag accepts, not only "parse error".
+		{"bad duration syntax", []string{"--dns-ttl", "5"}, nil, "-dns-ttl: want a duration such as 3s"},
+		{"bad integer", []string{"--max-conns", "many"}, nil, "-max-conns: want a whole number"},
+		{"bad boolean", []string{"--keep-unreachable=maybe"}, nil, "-keep-unreachable: want true or false"},
+		{"bad env boolean", nil, map[string]string{"PACER_TRUST_FORWARDED": "nope"}, "--trust-forwarded: want true or false"},
+		// A CA file that cannot serve stops pacer at start, naming the flag.
+		{"missing CA file", []string{"--marathon-ca", "/nonexistent/ca.pem"}, nil, "--marathon-ca: open /nonexistent/ca.pem"},
+		{"CA file without a certificate", []string{"--marathon-ca", "config_test.go"}, nil, "--marathon-ca: config_test.go: no PEM certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -47,6 +60,19 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 				t.Fatalf("error leaks the password: %v", err)
 			}
 		})
+	}
+}
+
+// The hints on bad values leave good ones alone: a boolean flag given
+// alone is true, durations and integers parse, the defaults stand.
+func TestConfigHintedFlagsStillParse(t *testing.T) {
+	t.Parallel()
+	c, err := parseConfig("lb", []string{"--marathon", "http://m:8080", "--trust-forwarded", "--keep-unreachable=false", "--dns-ttl", "7s", "--max-conns", "12"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.trustForwarded || c.keepUnreachable || c.dnsTTL != 7*time.Second || c.maxConns != 12 || c.healthRise != 2 || c.idleTimeout != time.Hour {
+		t.Fatalf("config = %+v", c)
 	}
 }
 
@@ -201,5 +227,24 @@ func TestAdvertiseSkipsALoopbackHOST(t *testing.T) {
 	}
 	if got, _ := advertise([]string{"--advertise", "localhost"}, map[string]string{"HOST": "192.0.2.7"}); !got.IsLoopback() {
 		t.Errorf("--advertise localhost: %v, want loopback as asked", got)
+	}
+}
+
+// A readable PEM file of certificates passes --marathon-ca's check at start.
+func TestConfigAcceptsAPEMCAFile(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	block := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(ca, block, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseConfig("lb", []string{"--marathon", srv.URL, "--marathon-ca", ca}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.marathonCA != ca {
+		t.Fatalf("marathonCA = %q, want %q", c.marathonCA, ca)
 	}
 }
