@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap"
@@ -65,23 +66,41 @@ func runDemo(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.L
 }
 
 func printDemoHelp(out io.Writer, cfg *config, adminAddr, dnsAddr net.Addr) {
-	host := "localhost"
-	if cfg.bind != "0.0.0.0" && cfg.bind != "::" && cfg.bind != "127.0.0.1" {
-		host = cfg.bind
-	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\npacer demo is running against a simulated Marathon. Try:\n\n")
-	fmt.Fprintf(&b, "  curl %s:%d\n      /marathon-nc: every task answers one connection and exits; each curl reaches the task alive now\n", host, cfg.portMin)
-	fmt.Fprintf(&b, "  curl %s:%d\n      /web: three tasks, round robin\n", host, cfg.portMin+1)
+	fmt.Fprintf(&b, "  curl %s\n      /marathon-nc: every task answers one connection and exits; each curl reaches the task alive now\n", reachAt(cfg.bind, cfg.portMin))
+	fmt.Fprintf(&b, "  curl %s\n      /web: three tasks, round robin\n", reachAt(cfg.bind, cfg.portMin+1))
 	if dnsAddr != nil {
-		_, port, _ := net.SplitHostPort(dnsAddr.String())
-		fmt.Fprintf(&b, "  dig @127.0.0.1 -p %s _marathon-nc._tcp.marathon.%s SRV\n", port, cfg.domain)
+		host, port, _ := net.SplitHostPort(dnsAddr.String())
+		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+			host = "127.0.0.1"
+		}
+		fmt.Fprintf(&b, "  dig @%s -p %s _marathon-nc._tcp.marathon.%s SRV\n", host, port, cfg.domain)
 		if _, err := exec.LookPath("dig"); err != nil {
 			fmt.Fprintf(&b, "      (dig is in Debian's bind9-dnsutils: apt-get install bind9-dnsutils)\n")
 		}
 	}
-	_, aport, _ := net.SplitHostPort(adminAddr.String())
-	fmt.Fprintf(&b, "  curl localhost:%s/v1/services\n      the routing table as JSON\n", aport)
-	fmt.Fprintf(&b, "  http://localhost:%s/\n      the status page, in a browser\n\nCtrl-C stops the demo.\n\n", aport)
+	admin := reachAddr(adminAddr)
+	fmt.Fprintf(&b, "  curl %s/v1/services\n      the routing table as JSON\n", admin)
+	fmt.Fprintf(&b, "  http://%s/\n      the status page, in a browser\n\nCtrl-C stops the demo.\n\n", admin)
 	fmt.Fprint(out, b.String())
+}
+
+// reachAt is the host:port a user on this machine types to reach a
+// listener on host and port: localhost for a wildcard or 127.0.0.1 (what the
+// defaults give), else the address itself, in brackets if IPv6. A listener
+// on 127.0.0.2 or ::1 alone is not reached at localhost:port, and
+// "::1:8000" is no address at all.
+func reachAt(host string, port int) string {
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() || ip.Equal(net.IPv4(127, 0, 0, 1)) {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// reachAddr is reachAt for a listener's address.
+func reachAddr(a net.Addr) string {
+	host, p, _ := net.SplitHostPort(a.String())
+	port, _ := strconv.Atoi(p)
+	return reachAt(host, port)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -92,6 +93,50 @@ func TestDemoAppsAnswerAsPrinted(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("demo help lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// The demo's lines name addresses that answer also when --bind, --admin or
+// --dns is not a wildcard: a listener on ::1 or 127.0.0.2 alone is not
+// reached at localhost, and "curl ::1:8000" is no address at all.
+func TestDemoHelpNamesAddressesThatAnswer(t *testing.T) {
+	svc, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer svc.Close()
+	admin, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	dns, err := net.ListenPacket("udp", "127.0.0.3:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dns.Close()
+	port := svc.Addr().(*net.TCPAddr).Port
+	cfg := &config{bind: "::1", portMin: port, portMax: port + 1, domain: "mesos"}
+	var b strings.Builder
+	printDemoHelp(&b, cfg, admin.Addr(), dns.LocalAddr())
+	help := b.String()
+
+	wantDig := fmt.Sprintf("dig @127.0.0.3 -p %d _marathon-nc._tcp.marathon.mesos SRV\n", dns.LocalAddr().(*net.UDPAddr).Port)
+	if !strings.Contains(help, wantDig) {
+		t.Errorf("demo help lacks %q:\n%s", wantDig, help)
+	}
+	// The first service port's line and the admin line, dialled as printed.
+	curls := regexp.MustCompile(`(?m)^  curl ([^/\s]+)`).FindAllStringSubmatch(help, -1)
+	if len(curls) != 3 {
+		t.Fatalf("want three curl lines:\n%s", help)
+	}
+	for _, hostport := range []string{curls[0][1], curls[2][1]} {
+		c, err := net.Dial("tcp", hostport)
+		if err != nil {
+			t.Errorf("curl %s as printed: %v\n%s", hostport, err, help)
+			continue
+		}
+		c.Close()
 	}
 }
 
