@@ -64,6 +64,10 @@ type marathonApp struct {
 	Labels                     map[string]string `json:"labels"`
 }
 
+// marathonLocalPortMin is the default of Marathon's --local_port_min, the
+// first service port it assigns.
+const marathonLocalPortMin = 10000
+
 func mustPort(t *testing.T, addr string) int {
 	t.Helper()
 	_, p, err := net.SplitHostPort(addr)
@@ -107,10 +111,11 @@ func TestDeployMarathonJSONIsAcceptedByMarathon(t *testing.T) {
 	if len(app.PortDefinitions) == 0 || app.PortDefinitions[0].Name != "admin" {
 		t.Fatalf("port 0 must be the admin port (the health check's portIndex 0): %+v", app.PortDefinitions)
 	}
-	// Every port pacer binds is reserved for it: with requirePorts Mesos
-	// gives the task exactly these ports, so no other task lands on them.
+	// The admin and DNS ports are reserved for pacer: with requirePorts
+	// Mesos gives the task exactly these ports, so no other task lands on
+	// them.
 	if !app.RequirePorts {
-		t.Error("requirePorts must be true so the service-port range and DNS port are reserved")
+		t.Error("requirePorts must be true so the admin and DNS ports are reserved")
 	}
 	declared := map[int]string{}
 	for _, pd := range app.PortDefinitions {
@@ -179,10 +184,20 @@ func TestDeployMarathonJSONIsAcceptedByMarathon(t *testing.T) {
 	if c.selfAppID != "/pacer" {
 		t.Errorf("self %q", c.selfAppID)
 	}
+	// The service-port range is not: an app's port definitions are its
+	// service ports too, and Marathon gives an app that asks for none
+	// (port 0) the lowest port of its --local_port_min..max, 10000-20000,
+	// that no app declares. Declared by pacer, the range would send every
+	// new app past it, to ports pacer does not bind. pacer binds it outside
+	// Mesos's accounting, as marathon-lb does: agents offer tasks
+	// 31000-32000 by default, none of it.
 	for port := c.portMin; port <= c.portMax; port++ {
-		if _, ok := declared[port]; !ok {
-			t.Errorf("service port %d (PACER_PORTS) is not reserved in portDefinitions", port)
+		if _, ok := declared[port]; ok {
+			t.Errorf("service port %d (PACER_PORTS) is declared in portDefinitions: Marathon would assign new apps' service ports past the range", port)
 		}
+	}
+	if c.portMin != marathonLocalPortMin {
+		t.Errorf("PACER_PORTS starts at %d; Marathon assigns service ports from %d up", c.portMin, marathonLocalPortMin)
 	}
 	for name, addr := range map[string]string{"PACER_ADMIN": c.admin, "PACER_DNS": c.dns} {
 		_, p, _ := net.SplitHostPort(addr)
