@@ -74,3 +74,17 @@ func SourceHash(client net.Addr) (h uint64, ok bool) {
 	}
 	return h, true
 }
+
+// pickAvoiding is pick for a client rerouted from avoid, a backend that
+// broke its connection before a byte moved (see tcpConn.end): when the
+// pick lands on avoid it moves on to the next backend. Leastconn would
+// otherwise pick a backend that resets every connection again and again
+// (it never holds one), and source balancing always picks the same one,
+// so the client's reroutes all went to the backend that reset it.
+func (ps *tcpPort) pickAvoiding(svc *discovery.Service, client net.Conn, avoid netip.AddrPort) int {
+	i := ps.pick(svc, client)
+	if n := len(svc.Backends); n > 1 && avoid.IsValid() && svc.Backends[i].Addr == avoid {
+		i = (i + 1) % n
+	}
+	return i
+}

@@ -124,14 +124,14 @@ func (p *TCP) startConn(ps *tcpPort, client *fastconn.Conn) {
 	snap := p.table.Snapshot()
 	svc := p.service(snap, ps.port)
 	if svc == nil || len(svc.Backends) == 0 {
-		p.workers.run(func() { p.serveConn(ps, client, first, n, accepted, nil, 0) })
+		p.workers.run(func() { p.serveConn(ps, client, first, n, accepted, nil, 0, netip.AddrPort{}) })
 		return
 	}
 	st := dialState{svc: svc, first: ps.pick(svc, client)}
 	backend, addr, ok := p.dialAny(ps, &st, client, early, false)
 	if !ok {
 		rest := st // only now on the heap
-		p.workers.run(func() { p.serveConn(ps, client, first, n, accepted, &rest, 0) })
+		p.workers.run(func() { p.serveConn(ps, client, first, n, accepted, &rest, 0, netip.AddrPort{}) })
 		return
 	}
 	p.routed(ps, client, backend, addr, snap, accepted, 0, first, n)
@@ -141,8 +141,10 @@ func (p *TCP) startConn(ps *tcpPort, client *fastconn.Conn) {
 // handshake or for a backend. first[:n] are the bytes the client sent
 // before (first may be nil), which it gives back to copyBufs; st, if not
 // nil, is where startConn left the dials of the service it tried. try
-// counts the backends the client was moved to (see forward).
-func (p *TCP) serveConn(ps *tcpPort, client *fastconn.Conn, first *[]byte, n int, accepted time.Duration, st *dialState, try int) {
+// counts the backends the client was moved to (see forward); avoid, if
+// valid, is the backend it was moved from, which the balancer's pick
+// passes over.
+func (p *TCP) serveConn(ps *tcpPort, client *fastconn.Conn, first *[]byte, n int, accepted time.Duration, st *dialState, try int, avoid netip.AddrPort) {
 	if h := testHookServeConn.Load(); h != nil {
 		(*h)()
 	}
@@ -150,7 +152,7 @@ func (p *TCP) serveConn(ps *tcpPort, client *fastconn.Conn, first *[]byte, n int
 	if first != nil {
 		early = (*first)[:n]
 	}
-	backend, addr, snap, err := p.connect(ps, client, early, accepted, st)
+	backend, addr, snap, err := p.connect(ps, client, early, accepted, st, avoid)
 	if err != nil {
 		if first != nil {
 			copyBufs.Put(first)
@@ -214,7 +216,7 @@ func (c *tcpConn) end(reroute bool) {
 	ps.dialErrors.Add(1)
 	_ = c.backend.SetLinger(0)
 	c.backend.Close()
-	p.serveConn(ps, c.client, nil, 0, c.accepted, nil, c.try+1)
+	p.serveConn(ps, c.client, nil, 0, c.accepted, nil, c.try+1, c.addr)
 }
 
 // finished reports how c's backend did and logs the connection's end.
@@ -249,8 +251,9 @@ func (p *TCP) finished(c *tcpConn) {
 // early, the bytes the client sent before, goes to the backend: with the
 // connect, or written at once after it. accepted is when the client was
 // (fastconn.Mono). st, if not nil, is where startConn's dials stand: they
-// go on from there.
-func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted time.Duration, st *dialState) (*fastconn.Conn, netip.AddrPort, *discovery.Snapshot, error) {
+// go on from there. avoid, if valid, is a backend that just broke the
+// client's connection (see end): the first pick passes over it.
+func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted time.Duration, st *dialState, avoid netip.AddrPort) (*fastconn.Conn, netip.AddrPort, *discovery.Snapshot, error) {
 	var timer *time.Timer // made only if we have to wait
 	defer func() {
 		if timer != nil {
@@ -282,7 +285,7 @@ func (p *TCP) connect(ps *tcpPort, client *fastconn.Conn, early []byte, accepted
 		// backends that just refused.
 		if svc := p.service(snap, ps.port); svc != nil && svc != tried && len(svc.Backends) > 0 {
 			if st == nil || st.svc != svc {
-				st = &dialState{svc: svc, first: ps.pick(svc, client)}
+				st = &dialState{svc: svc, first: ps.pickAvoiding(svc, client, avoid)}
 			}
 			if conn, addr, ok := p.dialAny(ps, st, client, early, true); ok {
 				return conn, addr, snap, nil

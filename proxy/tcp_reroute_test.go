@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/health"
 	"github.com/pacer-lb/pacer/internal/testnet"
 )
@@ -54,5 +55,45 @@ func TestTCPRerouteBackendResetBeforeAnyByte(t *testing.T) {
 	})
 	if st, _ := h.status(port); st.Failed != 0 {
 		t.Fatalf("failed connections: %+v", st)
+	}
+}
+
+// A rerouted client goes to another backend than the one that reset it,
+// whatever the balancer: leastconn would pick the resetter again (it
+// holds no connection, the healthy backend one), and source balancing
+// hashes the client to the same backend every time.
+func TestTCPRerouteAvoidsTheBackendThatReset(t *testing.T) {
+	t.Parallel()
+	for _, bal := range []discovery.Balance{discovery.BalanceLeastConn, discovery.BalanceSource} {
+		t.Run(bal.String(), func(t *testing.T) {
+			t.Parallel()
+			port := testnet.FreePort(t)
+			h := newHarness(t, TCPConfig{}, port)
+			resetter := startBackend(t, func(c *net.TCPConn) {
+				_ = c.SetLinger(0)
+				c.Close()
+			})
+			good := startBackend(t, namedEcho("good"))
+			// Either order: source hashing 127.0.0.1 lands on one index.
+			for _, order := range [][]netip.AddrPort{{resetter.addr, good.addr}, {good.addr, resetter.addr}} {
+				app := service(port, order...)
+				app.Services[0].Balance = bal
+				put(h.table, app)
+				h.waitApplied()
+				h.waitOpened(port, 1)
+				held := dial(t, port) // one open connection on good
+				if got := readLine(t, held); got != "good" {
+					t.Fatalf("greeting %q, want good", got)
+				}
+				for i := range 5 {
+					c := dial(t, port)
+					if got := readLine(t, c); got != "good" {
+						t.Fatalf("backends %v, connection %d: greeting %q, want good", order, i, got)
+					}
+					c.Close()
+				}
+				held.Close()
+			}
+		})
 	}
 }
