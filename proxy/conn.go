@@ -69,7 +69,7 @@ type tcpConn struct {
 
 	// Tracker fields, guarded by port.mu; see drain.go.
 	prev, next *tcpConn
-	drain      *time.Timer // non-nil while the backend is draining
+	drain      *drainTimer // non-nil while the backend is draining
 
 	closeOnce sync.Once
 	done      sync.WaitGroup // the backend-to-client goroutine

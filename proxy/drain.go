@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,6 +29,9 @@ type backendConns struct {
 	// draining is set while the backend is absent from the current
 	// snapshot; its connections then run on a DrainTimeout timer.
 	draining bool
+	// cut is set once the drain deadline began closing connections of
+	// this drain, which is logged once (see drainExpired).
+	cut bool
 }
 
 // track adds c to its port's tracker, and reports false (c must be closed)
@@ -112,7 +116,7 @@ func (p *TCP) sweep(ps *tcpPort, svc *discovery.Service) {
 // setDraining flips bc's draining state and its connections' timers. Called
 // with ps.mu held.
 func (p *TCP) setDraining(ps *tcpPort, addr netip.AddrPort, bc *backendConns, on bool) {
-	bc.draining = on
+	bc.draining, bc.cut = on, false
 	for c := bc.head; c != nil; c = c.next {
 		if on {
 			p.startDrain(c)
@@ -133,11 +137,48 @@ func (p *TCP) setDraining(ps *tcpPort, addr netip.AddrPort, bc *backendConns, on
 // port's mu held.
 func (p *TCP) startDrain(c *tcpConn) {
 	if c.drain == nil {
-		// A reset, not a FIN, when the deadline cuts a connection: its peers
-		// must not mistake a cut stream for a complete one.
-		c.drain = time.AfterFunc(p.cfg.DrainTimeout, func() { c.close(true) })
+		t := new(drainTimer)
+		t.Timer = time.AfterFunc(p.cfg.DrainTimeout, func() { p.drainExpired(c, t) })
+		c.drain = t
 	}
 }
+
+// drainTimer is a connection's drain timer; its function knows it by its
+// address, which is set before the timer starts.
+type drainTimer struct{ *time.Timer }
+
+// drainExpired closes c, whose backend's drain ran out of time (t, c's drain
+// timer, fired): with a reset, not a FIN, so that its peers do not mistake a
+// cut stream for a complete one. The first connection of a drain cut so
+// logs it, with how many are being cut, so that an operator can tell a
+// drain that ended on its own from one that cut clients off; the others say
+// nothing, since their timers fire together.
+//
+// A timer stopped after it fired is no longer c's (stopDrain): the backend
+// came back, or c ended, maybe handing its client to another backend
+// (end), which must not be closed under it.
+func (p *TCP) drainExpired(c *tcpConn, t *drainTimer) {
+	if h := testHookDrainFired.Load(); h != nil {
+		(*h)()
+	}
+	ps := c.port
+	ps.mu.Lock()
+	if c.drain != t {
+		ps.mu.Unlock()
+		return
+	}
+	if bc := ps.backends[c.addr]; bc != nil && bc.draining && !bc.cut {
+		bc.cut = true
+		p.log.Warn("drain timeout reached; closing the backend's connections still open", zap.Int(keyPort, ps.port),
+			zap.Stringer(keyBackend, c.addr), zap.Int("connections", bc.n), zap.Duration("drain_timeout", p.cfg.DrainTimeout))
+	}
+	ps.mu.Unlock()
+	c.close(true)
+}
+
+// testHookDrainFired, if set, runs as a drain timer fires, before it looks
+// whether it is still its connection's.
+var testHookDrainFired atomic.Pointer[func()]
 
 // stopDrain cancels c's drain timer. Called with the port's mu held.
 func (p *TCP) stopDrain(c *tcpConn) {

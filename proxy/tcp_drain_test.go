@@ -3,9 +3,14 @@ package proxy
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pacer-lb/pacer/internal/testnet"
 )
@@ -149,5 +154,86 @@ func TestTCPShutdownReleasesHeldClients(t *testing.T) {
 	}
 	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("held client still open after Shutdown: %v", err)
+	}
+}
+
+// A drain that runs out of time and cuts clients off says so, once per
+// backend with the number cut, so an operator can tell it from a drain
+// that ended on its own; one that ends on its own says nothing more.
+func TestTCPDrainTimeoutCutIsLoggedOnce(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zap.InfoLevel)
+	port := testnet.FreePort(t)
+	h := newHarnessLog(t, TCPConfig{DrainTimeout: 200 * time.Millisecond}, zap.New(core), port)
+	a := startBackend(t, namedEcho("a"))
+	b := startBackend(t, namedEcho("b"))
+	put(h.table, service(port, a.addr, b.addr))
+	h.waitOpened(port, 1)
+	var onA, onB []*net.TCPConn
+	for len(onA) < 3 || len(onB) < 1 {
+		c := dial(t, port)
+		if readLine(t, c) == "a" {
+			onA = append(onA, c)
+		} else {
+			onB = append(onB, c)
+		}
+	}
+	for _, c := range onB {
+		c.Close() // b's connections end before its drain does
+	}
+	eventually(t, "b's connections to end", func() bool { st, _ := h.status(port); return st.Active == int64(len(onA)) })
+	put(h.table, service(port))
+	for _, c := range onA {
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("a connection outlived its drain")
+		}
+	}
+	const msg = "drain timeout reached; closing the backend's connections still open"
+	eventually(t, "the cut logged", func() bool { return logs.FilterMessage(msg).Len() > 0 })
+	cut := logs.FilterMessage(msg).All()
+	if len(cut) != 1 || cut[0].Level != zap.WarnLevel || cut[0].ContextMap()["backend"] != a.addr.String() ||
+		cut[0].ContextMap()["connections"] != int64(len(onA)) {
+		t.Fatalf("drain cut logged as %+v; want one warning naming %s and %d connections", cut, a.addr, len(onA))
+	}
+}
+
+// A drain timer that fires just as its backend comes back (or as its
+// connection ends and hands its client on) finds itself stopped, and
+// leaves the connection be: a connection to a routable backend is not cut.
+// Not parallel: it sets a package hook.
+func TestTCPDrainTimerStoppedAfterItFiredCutsNothing(t *testing.T) {
+	port := testnet.FreePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{DrainTimeout: 50 * time.Millisecond}, port)
+	a := startBackend(t, echo)
+	put(h.table, service(port, a.addr))
+	h.waitOpened(port, 1)
+	c := dial(t, port)
+	roundTrip(t, c, "1")
+
+	fired, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hook := func() {
+		once.Do(func() {
+			close(fired)
+			<-release
+		})
+	}
+	testHookDrainFired.Store(&hook)
+	t.Cleanup(func() { testHookDrainFired.Store(nil) })
+
+	put(h.table, service(port))
+	select {
+	case <-fired:
+	case <-time.After(waitFor):
+		t.Fatal("the drain timer did not fire")
+	}
+	put(h.table, service(port, a.addr)) // back, while the timer's function runs
+	eventually(t, "drain to stop", func() bool { return !h.draining(port, a.addr) })
+	close(release)
+	if got := roundTrip(t, c, "2"); got != "2" {
+		t.Fatalf("the connection to the backend that came back echoed %q", got)
+	}
+	if st, _ := h.status(port); st.Active != 1 {
+		t.Fatalf("active = %d; want the client's connection", st.Active)
 	}
 }
