@@ -108,7 +108,9 @@ type Config struct {
 	// terminator in front of pacer) instead of overwriting it with "http",
 	// and REDIRECT_TO_HTTPS then redirects only requests whose
 	// X-Forwarded-Proto is not "https"; the X-Real-IP and Forwarded
-	// headers of the client (that proxy) are then kept too. Off by
+	// headers of the client (that proxy) are then kept too, and so is
+	// the X-Forwarded-Port that goes with its X-Forwarded-Proto (none if
+	// it sent none: pacer's own port is not the one its client reached). Off by
 	// default: clients can forge them, so a client's X-Real-IP and
 	// Forwarded are removed, and its X-Forwarded-Proto overwritten.
 	TrustForwardedProto bool

@@ -33,7 +33,7 @@ const (
 	hcUpgrade
 	hcXFF
 	hcXFProto
-	hcXFOther // X-Forwarded-Host and -Port: replaced by pacer's
+	hcXFOther // X-Forwarded-Host and -Port: replaced by pacer's (-Port: see rewriteHeader)
 	hcTE      // Transfer-Encoding: fasthttp frames bodies itself
 	// hcFraming is Content-Length and Host: kept even when Connection names
 	// them. RFC 9110 has a proxy remove what Connection names, but a
@@ -190,6 +190,8 @@ func (p *Proxy) rewriteHeader(h *fasthttp.RequestHeader, remote, local net.Addr,
 		connUpgr, hasUpgr bool
 		xfpBuf            [16]byte
 		xfp               []byte
+		xfPortBuf         [5]byte
+		xfPort            []byte // a trusted proxy's X-Forwarded-Port
 		conn              []byte // Connection's tokens when it names headers (rare: allocates)
 	)
 	xff := buf[:0]
@@ -229,6 +231,10 @@ func (p *Proxy) rewriteHeader(h *fasthttp.RequestHeader, remote, local net.Addr,
 				if round == 0 && xfp == nil && len(v) <= len(xfpBuf) && bytes.IndexByte(k, '_') < 0 {
 					xfp = append(xfpBuf[:0], v...)
 				}
+			case hcXFOther:
+				if round == 0 && xfPort == nil && p.cfg.TrustForwardedProto && eqFold(k, "x-forwarded-port") && isPort(v) {
+					xfPort = append(xfPortBuf[:0], v...)
+				}
 			case hcClientFwd:
 				if p.cfg.TrustForwardedProto && bytes.IndexByte(k, '_') < 0 {
 					continue
@@ -241,7 +247,15 @@ func (p *Proxy) rewriteHeader(h *fasthttp.RequestHeader, remote, local net.Addr,
 			nd++
 		}
 		if round == 0 {
-			info.upgrade = hasUpgr && connUpgr
+			// A request with a body is no upgrade: the tunnel would send
+			// the backend its header alone, and a backend that declines
+			// the upgrade (most decline h2c, which curl --http2 asks of
+			// every request) waits for the body until pacer answers 504.
+			// Its Upgrade goes as the hop-by-hop header it is, and the
+			// request as an ordinary one (RFC 9110 7.8: one may ignore it).
+			// Nor is an HTTP/1.0 request one, whose Upgrade RFC 9110 7.8
+			// has a server ignore: its client knows no 101.
+			info.upgrade = hasUpgr && connUpgr && h.IsHTTP11() && !hasBody(h)
 		}
 		kept := 0
 		for i := range nd {
@@ -283,11 +297,41 @@ func (p *Proxy) rewriteHeader(h *fasthttp.RequestHeader, remote, local net.Addr,
 	if host := h.Host(); len(host) > 0 {
 		h.SetBytesKV(hXFHost, host)
 	}
-	if a, ok := local.(*net.TCPAddr); ok {
+	switch a, ok := local.(*net.TCPAddr); {
+	case p.cfg.TrustForwardedProto && len(xfp) > 0:
+		// The client reached the trusted proxy, whose X-Forwarded-Proto
+		// goes on: the port it reached is the proxy's to say too. Pacer's
+		// own (80) beside the proxy's https had backends that read both
+		// (Rack, Spring) build links and redirects to https://host:80/.
+		// A proxy that says none leaves none: the scheme's default.
+		if len(xfPort) > 0 {
+			h.SetBytesKV(hXFPort, xfPort)
+		}
+	case ok:
 		var pb [8]byte
 		h.SetBytesKV(hXFPort, strconv.AppendInt(pb[:0], int64(a.Port), 10))
 	}
 	return info
+}
+
+// isPort reports whether v is a port number: one to five digits.
+func isPort(v []byte) bool {
+	if len(v) == 0 || len(v) > 5 {
+		return false
+	}
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// hasBody reports whether a request's framing announces a body: a
+// Content-Length above 0, or chunked.
+func hasBody(h *fasthttp.RequestHeader) bool {
+	cl := h.ContentLength()
+	return cl > 0 || cl == -1
 }
 
 // rewriteResponse removes hop-by-hop headers from a backend's response,

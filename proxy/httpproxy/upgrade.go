@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http/httputil"
 	"net/netip"
 	"os"
 	"strconv"
@@ -73,7 +74,7 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, r *route) (tunnelled bool) {
 		return false
 	}
 	br := bufio.NewReaderSize(backend, backendReadBuf)
-	switched, err := p.upgradeAnswer(ctx, br)
+	switched, err := p.upgradeAnswer(ctx, br, backend)
 	if err != nil {
 		backend.Close()
 		ctx.Response.Reset()
@@ -85,7 +86,9 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, r *route) (tunnelled bool) {
 		return false
 	}
 	if !switched {
-		backend.Close()
+		if !ctx.Response.IsBodyStream() { // else the body's Close closes it
+			backend.Close()
+		}
 		if r.svc.Sticky {
 			p.setSticky(ctx, b)
 		}
@@ -114,11 +117,13 @@ func (p *Proxy) upgrade(ctx *fasthttp.RequestCtx, r *route) (tunnelled bool) {
 	return true
 }
 
-// upgradeAnswer reads the backend's answer to an upgrade request from br.
-// On a 101 it consumes nothing and reports true: the answer goes to the
-// client untouched. Otherwise it reads the answer (after any interim 1xx)
-// into ctx.Response.
-func (p *Proxy) upgradeAnswer(ctx *fasthttp.RequestCtx, br *bufio.Reader) (bool, error) {
+// upgradeAnswer reads the backend's answer to an upgrade request from br,
+// which reads backend. On a 101 it consumes nothing and reports true: the
+// answer goes to the client untouched. Otherwise it reads the answer (after
+// any interim 1xx) into ctx.Response: a body up to streamAbove whole, a
+// larger, chunked or until-close one as a stream (refusalBody), which
+// closes backend when it ends.
+func (p *Proxy) upgradeAnswer(ctx *fasthttp.RequestCtx, br *bufio.Reader, backend *net.TCPConn) (bool, error) {
 	resp := &ctx.Response
 	for {
 		status, err := peekStatus(br)
@@ -136,14 +141,66 @@ func (p *Proxy) upgradeAnswer(ctx *fasthttp.RequestCtx, br *bufio.Reader) (bool,
 		}
 	}
 	status := resp.Header.StatusCode()
-	if status != fasthttp.StatusNoContent && status != fasthttp.StatusNotModified {
+	if status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified || ctx.Request.Header.IsHead() {
+		rewriteResponse(&resp.Header)
+		return false, nil
+	}
+	if cl := resp.Header.ContentLength(); cl >= 0 && cl <= streamAbove {
 		if err := resp.ReadBody(br, streamAbove); err != nil {
 			return false, err
 		}
+		rewriteResponse(&resp.Header)
+		return false, nil
+	}
+	// A refusal with a large body: a backend that declines h2c, which
+	// Java's HttpClient and curl --http2 ask of a GET, answers it as any
+	// GET, a download included. Read whole, it was a 502.
+	cl := resp.Header.ContentLength()
+	body := &refusalBody{r: br, remain: int64(cl), backend: backend, client: ctx.Conn(), timeout: p.cfg.BodyTimeout}
+	if cl == -1 {
+		body.r = httputil.NewChunkedReader(br)
+	}
+	if cl < 0 {
+		body.remain = -1
 	}
 	rewriteResponse(&resp.Header)
+	resp.SetBodyStream(body, max(cl, -1)) // chunked to the client unless sized
 	return false, nil
 }
+
+// refusalBody streams the body of a backend's answer other than 101 to an
+// upgrade request, and closes the backend connection, which carries
+// nothing after it, when it ends. Every read gives both sides BodyTimeout,
+// as bconn.Read does.
+type refusalBody struct {
+	r       io.Reader
+	remain  int64 // bytes left of a sized body; -1 if not sized
+	backend *net.TCPConn
+	client  net.Conn
+	timeout time.Duration
+}
+
+func (b *refusalBody) Read(p []byte) (int, error) {
+	if b.remain == 0 {
+		return 0, io.EOF
+	}
+	d := time.Now().Add(b.timeout)
+	_ = b.backend.SetReadDeadline(d)
+	_ = b.client.SetWriteDeadline(d)
+	if b.remain > 0 && int64(len(p)) > b.remain {
+		p = p[:b.remain]
+	}
+	n, err := b.r.Read(p)
+	if b.remain > 0 {
+		b.remain -= int64(n)
+		if err == io.EOF && b.remain > 0 {
+			err = io.ErrUnexpectedEOF // cut short: the client must see it so
+		}
+	}
+	return n, err
+}
+
+func (b *refusalBody) Close() error { return b.backend.Close() }
 
 // peekStatus returns the status code of the answer at the head of br
 // without consuming it.
