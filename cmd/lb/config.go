@@ -125,7 +125,7 @@ func parseConfig(name string, args []string, lookupEnv func(string) (string, boo
 	fs.Var(&listFlag{}, "zk-service", "repeatable NAME=/path[:SERVICEPORT]: members under /path (nerve or serverset JSON) form service NAME")
 	fs.String("zk-announce", "", "register this instance as an ephemeral serverset member under this ZooKeeper path")
 	fs.String("http", "", "one HTTP listener routing by Host header (and path) across all HTTP-mode apps, e.g. :80; empty turns it off")
-	fs.Bool("trust-forwarded", false, "keep the X-Forwarded-Proto, X-Real-IP and Forwarded headers clients send (REDIRECT_TO_HTTPS then trusts X-Forwarded-Proto): only when every client comes through a proxy you run, such as a TLS terminator, since clients can forge them")
+	fs.Bool("trust-forwarded", false, "keep the X-Forwarded-Proto (with its X-Forwarded-Port), X-Real-IP and Forwarded headers clients send (REDIRECT_TO_HTTPS then trusts X-Forwarded-Proto): only when every client comes through a proxy you run, such as a TLS terminator, since clients can forge them")
 	fs.String("dns", ":8053", "DNS listener, UDP and TCP; empty turns DNS off")
 	fs.String("domain", "mesos", "DNS zone, as mesos-dns's domain")
 	fs.Duration("dns-ttl", 5*time.Second, "TTL of DNS answers")
