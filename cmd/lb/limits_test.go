@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
 	"github.com/pacer-lb/pacer/internal/testnet"
@@ -198,5 +204,64 @@ func (c *lbClient) assertHeld(t *testing.T, what string) {
 	_ = c.c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if b, err := c.br.Peek(1); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("%s past the cap was served: read %q, %v", what, b, err)
+	}
+}
+
+// A service port another process holds (a second pacer started on the
+// ports of the first, marathon-lb during a migration) is not served here:
+// the line saying pacer is ready must say so and name the port, not claim
+// that the service ports are open.
+func TestReadyLineNamesPortsThatCannotBind(t *testing.T) {
+	sim := startSim(t, marathonsim.Config{})
+	ports := testnet.FreePorts(t, 2)
+	held, free := ports[0], ports[1]
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", held))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for id, port := range map[string]int{"/held": held, "/free": free} {
+		if err := sim.CreateApp(marathonsim.AppSpec{ID: id, Instances: 1, ServicePorts: []int{port}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := parseConfig("lb", []string{"--marathon", sim.URL(), "--bind", "127.0.0.1",
+		"--ports", fmt.Sprintf("%d-%d", min(held, free), max(held, free)),
+		"--admin", "127.0.0.1:0", "--dns", "127.0.0.1:0"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t).Core()))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	ready := make(chan struct{})
+	go func() { done <- run(ctx, nil, cfg, log, &hooks{ready: func() { close(ready) }}) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		done <- err
+		t.Fatalf("run returned before ready: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("not ready after 10s")
+	}
+	lines := logs.FilterMessageSnippet("ready").All()
+	if len(lines) != 1 {
+		t.Fatalf("%d lines saying ready, want 1: %+v", len(lines), lines)
+	}
+	got := lines[0]
+	fields := got.ContextMap()
+	failing, _ := fields["failing_ports"].([]any)
+	if got.Level != zapcore.WarnLevel || strings.Contains(got.Message, "ports open") ||
+		len(failing) != 1 || fmt.Sprint(failing[0]) != fmt.Sprint(held) || fields["open_ports"] != int64(1) ||
+		!strings.Contains(fmt.Sprint(fields["error"]), "address already in use") {
+		t.Errorf("ready line: %s %q %v; want a warning naming port %d as failing, 1 port open and the bind error",
+			got.Level, got.Message, fields, held)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -126,7 +127,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 	var httpLn net.Listener
 	if cfg.httpAddr != "" {
 		if httpLn, err = httpproxy.Listen(cfg.httpAddr); err != nil {
-			return fmt.Errorf("--http: %w", err)
+			return fmt.Errorf("--http: %w (%s)", err, listenHint(err, "pick a free port"))
 		}
 		defer httpLn.Close()
 	}
@@ -158,7 +159,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 
 	adminLn, err := net.Listen("tcp", cfg.admin)
 	if err != nil {
-		return fmt.Errorf("--admin: %w (is another pacer running? pick a free port)", err)
+		return fmt.Errorf("--admin: %w (%s)", err, listenHint(err, "is another pacer running? pick a free port"))
 	}
 	reporters := src.reporters()
 	isReady := latch(func() bool {
@@ -213,7 +214,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 	if dns != nil {
 		goRun("--dns", func() error {
 			if err := dns.Run(runCtx); err != nil {
-				return fmt.Errorf("%w (pick a free port, or --dns \"\" to turn DNS off)", err)
+				return fmt.Errorf("%w (%s)", err, listenHint(err, "pick a free port, or --dns \"\" to turn DNS off"))
 			}
 			return nil
 		})
@@ -266,7 +267,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 			case <-readyTick.C:
 				if isReady() {
 					readyTick.Stop()
-					log.Info("ready: first sync done and service ports open", zap.Uint64("table_version", table.Snapshot().Version()))
+					logReady(log, table.Snapshot().Version(), append(tcp.Ports(), hp.Ports()...))
 					if h.ready != nil {
 						h.ready()
 					}
@@ -330,6 +331,45 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 	wg.Wait()
 	log.Info("stopped")
 	return fatal
+}
+
+// logReady logs that pacer is ready, and, at warn, which claimed service
+// ports it could not bind: their services are not served here, though
+// /healthz is ready. A second pacer on the ports of a first, or one without
+// the right to bind them, must not say its ports are open when none is.
+func logReady(log *zap.Logger, version uint64, ports []proxy.PortStatus) {
+	var failing []int
+	var firstErr string
+	open := 0
+	for _, p := range ports {
+		if p.Listening {
+			open++
+		}
+		if p.BindFailing {
+			failing = append(failing, p.Port)
+			if firstErr == "" {
+				firstErr = p.Error
+			}
+		}
+	}
+	if len(failing) == 0 {
+		log.Info("ready: first sync done and service ports open", zap.Uint64("table_version", version))
+		return
+	}
+	log.Warn("ready, but service ports cannot bind: their services are not served by this pacer until they do (retried every second; see /v1/services)",
+		zap.Uint64("table_version", version), zap.Ints("failing_ports", failing), zap.Int("open_ports", open),
+		zap.String("error", firstErr))
+}
+
+// listenHint is the way out of a failed listen on one of pacer's own
+// listeners: otherwise, the advice for a port in use. A port below 1024
+// refused to a user without the capability is no port in use: telling an
+// operator to look for another pacer sends them the wrong way.
+func listenHint(err error, otherwise string) string {
+	if errors.Is(err, syscall.EACCES) {
+		return "ports below 1024 need root or CAP_NET_BIND_SERVICE: grant it (AmbientCapabilities=CAP_NET_BIND_SERVICE in the systemd unit, as deploy/pacer.service does, or setcap cap_net_bind_service=+ep on the binary) or pick a port above 1023"
+	}
+	return otherwise
 }
 
 // redactAll is urls with their passwords hidden, for the log.
