@@ -205,6 +205,66 @@ func (s *Server) Scale(appID string, n int) error {
 	return err
 }
 
+// UpdateApp replaces an app's definition with spec (same ID), as PUT
+// /v2/apps/{id} does: api_post_event with the new definition, a new
+// version, and a RestartApplication deployment that starts spec.Instances
+// new tasks before it kills the old ones (upgradeStrategy
+// minimumHealthCapacity 1). It is how labels, ports and health checks
+// change live. A 0 service port keeps the old one at that index, or is
+// assigned as in CreateApp.
+func (s *Server) UpdateApp(spec AppSpec) error {
+	if spec.Instances < 0 {
+		return fmt.Errorf("marathonsim: app %s: negative instances", spec.ID)
+	}
+	if spec.Run == nil {
+		spec.Run = HTTPHello()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, err := s.appLocked(spec.ID)
+	if err != nil {
+		return err
+	}
+	spec.ID = a.id
+	ports := make([]int, max(len(spec.ServicePorts), 1))
+	copy(ports, spec.ServicePorts)
+	for i, p := range ports {
+		switch {
+		case p != 0:
+		case i < len(a.servicePorts):
+			ports[i] = a.servicePorts[i]
+		default:
+			if ports[i] = s.freeServicePortLocked(a); ports[i] == 0 {
+				return fmt.Errorf("marathonsim: app %s: no free service port in %d-%d", a.id, localPortMin, localPortMax)
+			}
+		}
+	}
+	if hc := spec.HealthCheck; hc != nil && (hc.PortIndex < 0 || hc.PortIndex >= len(ports)) {
+		return fmt.Errorf("marathonsim: app %s: health check port index %d out of range", a.id, hc.PortIndex)
+	}
+	now := time.Now()
+	a.spec, a.servicePorts, a.instances = spec, ports, spec.Instances
+	a.version, a.lastConfigChange = now, now
+	q := s.quiet()
+	s.apiPostLocked(q, a, "/v2/apps"+a.id)
+	s.groupChangeLocked(q, now)
+	p := s.newPlan(now, [2]string{"RestartApplication", a.id})
+	s.deployLocked(q, p, func(int) {
+		old := slices.Clone(a.tasks)
+		for range a.instances {
+			if err == nil {
+				err = s.launchLocked(q, a, nil)
+			}
+		}
+		for _, t := range old {
+			s.stopProcessLocked(t, false)
+			s.endTaskLocked(q, t, "TASK_KILLED", "")
+		}
+		a.reuse = nil
+	})
+	return err
+}
+
 // DeleteApp removes an app: its tasks are killed (TASK_KILLED) after
 // app_terminated_event, as the StopApplication step does.
 func (s *Server) DeleteApp(appID string) error {

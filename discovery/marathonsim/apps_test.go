@@ -1,12 +1,14 @@
 package marathonsim
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -319,4 +321,55 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	}
 	c.conn.Close()
 	waitUntil(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// UpdateApp is a PUT of a new definition: api_post_event carries the new
+// labels, new tasks start before the old ones are killed, and the service
+// port stays.
+func TestUpdateAppRestartsWithTheNewDefinition(t *testing.T) {
+	t.Parallel()
+	s := startSim(t, Config{})
+	old := mustCreate(t, s, AppSpec{ID: "/web", Instances: 2, ServicePorts: []int{10500}})
+	c := dialEvents(t, s.URL(), "", "text/event-stream")
+	if err := s.UpdateApp(AppSpec{ID: "web", Instances: 2, Labels: map[string]string{"HAPROXY_0_MODE": "http"}}); err != nil {
+		t.Fatal(err)
+	}
+	post := c.waitEvent("api_post_event", named("api_post_event"))
+	if !strings.Contains(post.json, `"HAPROXY_0_MODE":"http"`) {
+		t.Errorf("api_post_event without the new label: %s", post.json)
+	}
+	running := 0
+	for running < 2 {
+		ev := c.waitEvent("a status update", named("status_update_event"))
+		switch ev.str("taskStatus") {
+		case "TASK_RUNNING":
+			running++
+		case "TASK_KILLED":
+			t.Fatalf("old task killed with %d of 2 new tasks running", running)
+		}
+	}
+	for _, o := range old {
+		c.waitEvent("old task killed", status(o.ID, "TASK_KILLED"))
+	}
+	var r struct {
+		App struct {
+			Labels          map[string]string
+			PortDefinitions []struct{ Port int }
+			Tasks           []struct{ ID string }
+		}
+	}
+	getJSON(t, s.URL()+"/v2/apps/web", &r)
+	if r.App.Labels["HAPROXY_0_MODE"] != "http" || len(r.App.PortDefinitions) != 1 || r.App.PortDefinitions[0].Port != 10500 || len(r.App.Tasks) != 2 {
+		t.Errorf("after UpdateApp: %+v", r.App)
+	}
+	for _, tk := range r.App.Tasks {
+		for _, o := range old {
+			if tk.ID == o.ID {
+				t.Errorf("old task %s still listed", o.ID)
+			}
+		}
+	}
+	if err := s.UpdateApp(AppSpec{ID: "/nope"}); !errors.Is(err, ErrUnknownApp) {
+		t.Errorf("UpdateApp of an unknown app: %v", err)
+	}
 }

@@ -8,10 +8,11 @@
 // in two writes, no chunking). shared/reference/marathon-api.md is the
 // specification; comments cite its sections.
 //
-// Apps are declared in Go (CreateApp, Scale, DeleteApp, KillTask). Every task
-// is a real process-like goroutine (a TaskFunc) serving on its own loopback
-// listener, so a client of the simulator reaches real backends at the host
-// and ports the REST API and the events report. When a TaskFunc returns, the
+// Apps are declared in Go (CreateApp, UpdateApp, Scale, DeleteApp,
+// KillTask). Every task is a real process-like goroutine (a TaskFunc)
+// serving on its own loopback listener, so a client of the simulator
+// reaches real backends at the host and ports the REST API and the events
+// report. When a TaskFunc returns, the
 // task has exited: the simulator reports TASK_FINISHED and, after
 // Config.RestartDelay, launches a replacement with a new task id and port,
 // as Marathon does.
