@@ -199,11 +199,15 @@ func (l *Listener) accept(lfd uintptr) {
 // that matches net.ErrClosed. Accepted Conns stay open.
 func (l *Listener) Close() error {
 	_ = l.pd.Close() // wakes an Accept; the descriptor is ln's to close
+	<-l.pd.gone      // out of the poller, the Accept gone: ln may close it
 	return l.ln.Close()
 }
 
 // Addr returns the listening address.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Socket returns the TCPListener l accepts from, which Close closes.
+func (l *Listener) Socket() *net.TCPListener { return l.ln }
 
 // SyscallConn returns the listening socket's raw connection, for socket
 // options; its Read and Write do not wait.

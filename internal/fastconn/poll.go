@@ -232,8 +232,10 @@ type pollFD struct {
 	fd  int
 	seq uint32
 	// borrowed is set for a descriptor another owner closes (a Listener's):
-	// destroy leaves it open, and closing it takes it out of the poller.
+	// destroy leaves it open, takes it out of the epoll instance and closes
+	// gone, after which the owner may close it.
 	borrowed bool
+	gone     chan struct{}
 	epfd     int
 	// watched is set once the socket is in the epoll instance (watch).
 	watched atomic.Bool
@@ -272,7 +274,7 @@ func newPolledConn(fd int) (*Conn, error) {
 // registerBorrowed puts fd into the poller but leaves closing it to its
 // owner, who must close the pollFD first.
 func registerBorrowed(fd int) (*pollFD, error) {
-	pd := new(pollFD)
+	pd := &pollFD{gone: make(chan struct{})}
 	s, err := pd.init(fd, true)
 	if err != nil {
 		return nil, err
@@ -357,8 +359,12 @@ func (pd *pollFD) Close() error {
 }
 
 // destroy closes the descriptor. Closing it also takes it out of the epoll
-// instance: nothing else holds it (sockets are close-on-exec and never
-// duplicated).
+// instance: nothing else holds a connection's socket (sockets are
+// close-on-exec and never duplicated). A borrowed one is taken out here
+// instead, before its owner closes it: a listening socket may be duplicated
+// (proxy.Handoff passes it to another listener), and an epoll registration
+// lives as long as its socket, not its descriptor. Left in, it would make
+// the next registration of the same descriptor number fail (EEXIST).
 func (pd *pollFD) destroy() {
 	if s := fds.slot(pd.fd, false); s != nil {
 		s.CompareAndSwap(pd, nil)
@@ -367,7 +373,12 @@ func (pd *pollFD) destroy() {
 	pd.w.stop()
 	if !pd.borrowed {
 		closeFD(pd.fd)
+		return
 	}
+	if pd.watched.Load() {
+		_, _, _ = syscall.RawSyscall6(syscall.SYS_EPOLL_CTL, uintptr(pd.epfd), syscall.EPOLL_CTL_DEL, uintptr(pd.fd), 0, 0, 0)
+	}
+	close(pd.gone)
 }
 
 // closeFD closes fd with a raw call: see the comment at the top of the file.

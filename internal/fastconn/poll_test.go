@@ -375,3 +375,35 @@ func TestWaiterWakesRacingItsChannel(t *testing.T) {
 		}
 	}
 }
+
+// A Listener whose socket was duplicated before it closed (proxy.Handoff
+// passes a listening socket from one data plane to the other) leaves no
+// registration behind in the epoll instance. Left in, it outlived the
+// descriptor (a registration lives as long as its socket), and the socket
+// taken over, once it got the same descriptor number, could not be
+// registered again: "epoll_ctl: file exists".
+func TestListenerClosedAfterADupLeavesThePollerClean(t *testing.T) {
+	fl := fastListener(t, "127.0.0.1:0")
+	go func() { _, _ = fl.AcceptConn() }()
+	untilWatched(t, fl.pd) // in the epoll instance
+	dup, err := fl.Socket().File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dup.Close()
+	fd, epfd := fl.pd.fd, fl.pd.epfd
+	if err := fl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The socket again under the number the closed descriptor freed, as
+	// the next descriptor of a busy process gets it.
+	if err := syscall.Dup3(int(dup.Fd()), fd, syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(fd)}
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		t.Fatalf("registering the socket taken over: %v; the closed Listener's registration is still there", err)
+	}
+	_ = syscall.EpollCtl(epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+}
