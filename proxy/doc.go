@@ -15,7 +15,10 @@
 // ports nobody claims any more, and starts draining connections whose backend
 // left. Listeners stay open across every other change: the service behind a
 // port is looked up per connection from the current snapshot, so a deploy, a
-// scale or a task replacement never closes a listening socket.
+// scale or a task replacement never closes a listening socket. Nor does a
+// service that changes mode: its port's socket passes between this plane and
+// the HTTP plane through a Handoff (handoff.go), and clients connecting
+// meanwhile wait in its backlog.
 //
 // Each accepted connection starts on the goroutine of the accept loop that
 // took it (startConn, conn.go; a port has one loop per P): it reads the

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"runtime"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -75,10 +77,12 @@ func (ps *tcpPort) Status() PortStatus {
 // apply brings the listeners in line with snap and drains connections on
 // backends snap no longer has. It runs on the Run goroutine only.
 func (p *TCP) apply(snap *discovery.Snapshot) {
-	claimed := map[int]bool{}
+	claimed, elsewhere := map[int]bool{}, map[int]bool{}
 	for _, port := range snap.Ports() {
 		if p.service(snap, port) != nil {
 			claimed[port] = true
+		} else if snap.Service(port) != nil {
+			elsewhere[port] = true // the HTTP plane's, or nobody's (UDP)
 		}
 	}
 	p.mu.Lock()
@@ -86,7 +90,7 @@ func (p *TCP) apply(snap *discovery.Snapshot) {
 		p.mu.Unlock()
 		return
 	}
-	opened := p.ports.Sync(claimed)
+	opened := p.ports.Sync(claimed, elsewhere)
 	ports := slices.Collect(p.ports.All())
 	p.mu.Unlock()
 
@@ -101,12 +105,18 @@ func (p *TCP) apply(snap *discovery.Snapshot) {
 	}
 }
 
-// Listen opens ps's listener and starts its accept loop. Called with p.mu
-// held, by PortSet.Sync.
-func (ps *tcpPort) Listen() (net.Addr, error) {
+// Listen opens ps's listener, or takes adopt, the socket the HTTP plane
+// let go, and starts its accept loops. Called with p.mu held, by
+// PortSet.Sync.
+func (ps *tcpPort) Listen(adopt *net.TCPListener) (net.Addr, error) {
 	p := ps.p
-	ln, err := fastconn.Listen(context.Background(), net.JoinHostPort(p.bind, strconv.Itoa(ps.port)))
-	if err != nil {
+	ln := adopt
+	if ln == nil {
+		var err error
+		if ln, err = fastconn.Listen(context.Background(), net.JoinHostPort(p.bind, strconv.Itoa(ps.port))); err != nil {
+			return nil, err
+		}
+	} else if err := plainListener(ln); err != nil {
 		return nil, err
 	}
 	fl, err := fastconn.NewListener(ln)
@@ -115,7 +125,11 @@ func (ps *tcpPort) Listen() (net.Addr, error) {
 		return nil, err
 	}
 	ps.ln, ps.closed = fl, make(chan struct{})
-	p.log.Info("listener opened", zap.Int(keyPort, ps.port), zap.Stringer(keyAddr, ln.Addr()))
+	if adopt != nil {
+		p.log.Info("listener taken over from the HTTP plane", zap.Int(keyPort, ps.port), zap.Stringer(keyAddr, ln.Addr()))
+	} else {
+		p.log.Info("listener opened", zap.Int(keyPort, ps.port), zap.Stringer(keyAddr, ln.Addr()))
+	}
 	// An accept loop also starts each connection it accepts (startConn),
 	// so one per P: the connections of a busy port are set up on every
 	// core, as each of HAProxy's threads accepts and serves its own.
@@ -128,6 +142,33 @@ func (ps *tcpPort) Listen() (net.Addr, error) {
 
 // Listening reports whether ps is bound. Called with p.mu held.
 func (ps *tcpPort) Listening() bool { return ps.ln != nil }
+
+// Socket returns ps's listening socket while it is bound. Called with p.mu
+// held.
+func (ps *tcpPort) Socket() *net.TCPListener { return ps.ln.Socket() }
+
+// plainListener undoes, on a socket the HTTP plane let go, the options it
+// set for HTTP (httpproxy's tuneListener), which accepted connections would
+// inherit: TCP_DEFER_ACCEPT would hold a client of a protocol where the
+// server speaks first (SMTP, MySQL) until the client spoke.
+func plainListener(ln *net.TCPListener) error {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		if serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, 0); serr == nil {
+			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1)
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("resetting the HTTP plane's listener options: %w", serr)
+	}
+	return nil
+}
 
 // Busy reports whether connections are open on ps.
 func (ps *tcpPort) Busy() bool { return ps.active.Load() > 0 }

@@ -18,9 +18,12 @@ import (
 // PortSet decides when it opens and closes. Its methods run with the plane's
 // listener lock held.
 type PortListener interface {
-	// Listen binds the port, starts serving it and returns the bound
-	// address.
-	Listen() (net.Addr, error)
+	// Listen binds the port, or serves adopt, the port's socket the other
+	// plane let go (see Handoff), when it is not nil; it starts serving it
+	// and returns the bound address.
+	Listen(adopt *net.TCPListener) (net.Addr, error)
+	// Socket returns the listening socket while the port is bound.
+	Socket() *net.TCPListener
 	// Listening reports whether the port is bound now.
 	Listening() bool
 	// StopListening closes the listener. What happens to the connections
@@ -49,6 +52,10 @@ type PortSet[P PortListener] struct {
 	bindErr    map[int]string
 	outOfRange map[int]bool
 	own        OwnListeners
+	handoff    *Handoff
+	// unsaid marks the ports in bindErr whose failure was not logged yet:
+	// a first "address in use" while a Handoff is set (see Sync).
+	unsaid map[int]bool
 }
 
 // OwnListeners names the process's own listeners by port, such as
@@ -84,12 +91,16 @@ func (o OwnListeners) note(port int) (string, bool) {
 // for its bind failures (see OwnListeners).
 func (s *PortSet[P]) SetOwnListeners(own OwnListeners) { s.own = own }
 
+// SetHandoff has s pass the sockets of ports the other plane takes over
+// through h, and adopt those it parked (see Handoff).
+func (s *PortSet[P]) SetHandoff(h *Handoff) { s.handoff = h }
+
 // NewPortSet returns an empty set for ports min to max; newPort makes a
 // port's entry the first time it is claimed.
 func NewPortSet[P PortListener](min, max int, log *zap.Logger, newPort func(port int) P) *PortSet[P] {
 	return &PortSet[P]{
 		min: min, max: max, log: log, newPort: newPort,
-		ports: map[int]P{}, bindErr: map[int]string{}, outOfRange: map[int]bool{},
+		ports: map[int]P{}, bindErr: map[int]string{}, outOfRange: map[int]bool{}, unsaid: map[int]bool{},
 	}
 }
 
@@ -101,10 +112,27 @@ type Opened struct {
 }
 
 // Sync binds every claimed port in range that is not bound, and stops the
-// listeners of the ports no longer claimed. It returns the listeners it
-// opened.
-func (s *PortSet[P]) Sync(claimed map[int]bool) []Opened {
+// listeners of the ports no longer claimed; elsewhere are those the other
+// plane claims now, whose sockets go to it through the Handoff. It returns
+// the listeners it opened.
+func (s *PortSet[P]) Sync(claimed, elsewhere map[int]bool) []Opened {
 	var opened []Opened
+	// Let go first: the other plane may be waiting for one of these.
+	for port, ps := range s.ports {
+		if claimed[port] {
+			continue
+		}
+		if ps.Listening() {
+			if s.handoff != nil && elsewhere[port] {
+				if err := s.handoff.Park(port, ps.Socket()); err != nil {
+					s.log.Warn("cannot hand the listener to the other plane; closing it", zap.Int(keyPort, port), zap.Error(err))
+				}
+			}
+			ps.StopListening()
+		}
+		delete(s.bindErr, port) // nobody wants the port now
+		delete(s.unsaid, port)
+	}
 	for port := range claimed {
 		if !s.InRange(port) {
 			if !s.outOfRange[port] {
@@ -122,11 +150,27 @@ func (s *PortSet[P]) Sync(claimed map[int]bool) []Opened {
 		if ps.Listening() {
 			continue
 		}
-		addr, err := ps.Listen()
+		adopt, err := s.handoff.Adopt(port)
 		if err != nil {
+			s.log.Warn("cannot take the listener the other plane let go; binding anew", zap.Int(keyPort, port), zap.Error(err))
+		}
+		addr, err := ps.Listen(adopt)
+		if err != nil {
+			if adopt != nil {
+				adopt.Close()
+			}
 			err = s.own.Explain(port, err)
-			if msg := err.Error(); msg != s.bindErr[port] {
+			msg := err.Error()
+			if s.handoff != nil && errors.Is(err, syscall.EADDRINUSE) && s.bindErr[port] == "" {
+				// Most likely the other plane, which has not let the port
+				// go yet: it parks the socket for us, which wakes our Run.
+				// Said if it is still so at the retry.
+				s.bindErr[port], s.unsaid[port] = msg, true
+				continue
+			}
+			if msg != s.bindErr[port] || s.unsaid[port] {
 				s.bindErr[port] = msg
+				delete(s.unsaid, port)
 				// A warning: the port's service is not served here until it
 				// binds. Often another process holds the port (marathon-lb
 				// during a migration); for a moment after a mode change it
@@ -136,21 +180,13 @@ func (s *PortSet[P]) Sync(claimed map[int]bool) []Opened {
 			continue
 		}
 		delete(s.bindErr, port)
+		delete(s.unsaid, port)
 		opened = append(opened, Opened{port, addr})
 	}
 	for port := range s.outOfRange {
 		if !claimed[port] {
 			delete(s.outOfRange, port) // log again if it comes back
 		}
-	}
-	for port, ps := range s.ports {
-		if claimed[port] {
-			continue
-		}
-		if ps.Listening() {
-			ps.StopListening()
-		}
-		delete(s.bindErr, port) // nobody wants the port now
 	}
 	return opened
 }

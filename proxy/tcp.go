@@ -80,6 +80,10 @@ type TCPConfig struct {
 	// admin, --http), so that a service port that cannot bind because one
 	// of them holds it says so (see OwnListeners).
 	OwnListeners OwnListeners
+	// Handoff, if set, is shared with the HTTP plane: a port whose service
+	// changes mode passes its listening socket from one plane to the other
+	// through it, never closed meanwhile (see Handoff).
+	Handoff *Handoff
 	// OnListening, if set, is called after a service-port listener opened,
 	// on the Run goroutine. Tests use it instead of sleeping.
 	OnListening func(port int, addr net.Addr)
@@ -209,6 +213,7 @@ func NewTCP(cfg TCPConfig, table *discovery.Table, log *zap.Logger) (*TCP, error
 		return &tcpPort{p: p, port: port, backends: map[netip.AddrPort]*backendConns{}}
 	})
 	p.ports.SetOwnListeners(cfg.OwnListeners)
+	p.ports.SetHandoff(cfg.Handoff)
 	p.killCtx, p.kill = context.WithCancel(context.Background())
 	return p, nil
 }
@@ -237,17 +242,21 @@ func (p *TCP) Run(ctx context.Context) error {
 	go p.workers.reapEvery(workerIdle, stopWorkers)
 	for {
 		snap := p.table.Snapshot()
+		parked := p.cfg.Handoff.Parked() // before apply: a park during it wakes us
 		p.apply(snap)
 		p.applied.Store(snap.Version())
 		var retry <-chan time.Time // a port failed to bind: try it again
 		p.mu.Lock()
 		if p.ports.Failing() {
 			retry = time.After(BindRetry)
+		} else {
+			parked = nil
 		}
 		p.mu.Unlock()
 		select {
 		case <-snap.Changed():
 		case <-retry:
+		case <-parked: // the other plane let a port go, maybe one we wait for
 		case <-ctx.Done():
 			return nil
 		case <-p.quit:

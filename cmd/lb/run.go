@@ -93,6 +93,10 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 	// default is derived from the descriptor limit, which a cap per plane
 	// would let the planes overdraw together.
 	conns := proxy.NewConnLimit(cfg.maxConns, log.Named("conns").With(zap.String("counted", "tcp and http clients")))
+	// A service changing mode moves its port's socket from one plane to the
+	// other without closing it.
+	handoff := proxy.NewHandoff()
+	defer handoff.Close()
 	tcp, err := proxy.NewTCP(proxy.TCPConfig{
 		Bind:           cfg.bind,
 		PortMin:        cfg.portMin,
@@ -103,6 +107,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		DrainTimeout:   cfg.drainTimeout,
 		ConnLimit:      conns,
 		OwnListeners:   own,
+		Handoff:        handoff,
 		Report:         checker.Report,
 	}, table, log)
 	if err != nil {
@@ -120,6 +125,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		TrustForwardedProto: cfg.trustForwarded,
 		Report:              checker.Report,
 		ConnLimit:           conns,
+		Handoff:             handoff,
 	}, table, log)
 	if err != nil {
 		return fmt.Errorf("http proxy: %w", err)

@@ -130,6 +130,11 @@ type Config struct {
 	// one of them holds says so when it cannot bind (proxy.OwnListeners).
 	OwnListeners proxy.OwnListeners
 
+	// Handoff, if set, is shared with the TCP plane: a port whose service
+	// changes mode passes its listening socket from one plane to the other
+	// through it, never closed meanwhile (proxy.Handoff).
+	Handoff *proxy.Handoff
+
 	// OnListening, if set, is called after a service-port listener opened,
 	// on the Run goroutine. Tests use it instead of sleeping.
 	OnListening func(port int, addr net.Addr)

@@ -86,9 +86,10 @@ type httpPort struct {
 	vhost bool
 	// Guarded by Proxy.lmu: the listener open now, its server, and their
 	// run.
-	ln  *limitListener
-	srv *fasthttp.Server
-	run *listenRun
+	ln   *limitListener
+	sock *net.TCPListener // the socket under ln
+	srv  *fasthttp.Server
+	run  *listenRun
 
 	accepted atomic.Uint64
 	active   atomic.Int64
@@ -170,6 +171,7 @@ func New(cfg Config, table *discovery.Table, log *zap.Logger) (*Proxy, error) {
 		return &httpPort{p: p, port: port}
 	})
 	p.ports.SetOwnListeners(cfg.OwnListeners)
+	p.ports.SetHandoff(cfg.Handoff)
 	return p, nil
 }
 
@@ -388,21 +390,25 @@ func (p *Proxy) Run(ctx context.Context) error {
 	var applied uint64
 	first, retryDue := true, false
 	var retry <-chan time.Time // armed while a port fails to bind
+	var parked <-chan struct{} // the same: the TCP plane let a port go
 	for {
 		snap := p.table.Snapshot()
 		if first || snap.Version() != applied || retryDue {
 			p.routes()
+			parkedNext := p.cfg.Handoff.Parked() // before apply: a park during it wakes us
 			p.apply(snap)
 			applied, first, retryDue = snap.Version(), false, false
 			p.applied.Store(applied)
-			retry = nil
+			retry, parked = nil, nil
 			if p.bindFailing() {
-				retry = time.After(proxy.BindRetry)
+				retry, parked = time.After(proxy.BindRetry), parkedNext
 			}
 		}
 		select {
 		case <-snap.Changed():
 		case <-retry:
+			retryDue = true
+		case <-parked:
 			retryDue = true
 		case now := <-reap.C:
 			p.reap(now)
@@ -435,10 +441,12 @@ func (p *Proxy) bindFailing() bool {
 
 // apply brings the service-port listeners in line with snap.
 func (p *Proxy) apply(snap *discovery.Snapshot) {
-	claimed := map[int]bool{}
+	claimed, elsewhere := map[int]bool{}, map[int]bool{}
 	for _, port := range snap.Ports() {
 		if s := snap.Service(port); s != nil && p.cfg.Carries(s) {
 			claimed[port] = true
+		} else if s != nil {
+			elsewhere[port] = true // the TCP plane's, or nobody's (UDP)
 		}
 	}
 	p.lmu.Lock()
@@ -446,7 +454,7 @@ func (p *Proxy) apply(snap *discovery.Snapshot) {
 		p.lmu.Unlock()
 		return
 	}
-	opened := p.ports.Sync(claimed)
+	opened := p.ports.Sync(claimed, elsewhere)
 	p.lmu.Unlock()
 	if hook := p.cfg.OnListening; hook != nil {
 		for _, o := range opened {
@@ -455,19 +463,27 @@ func (p *Proxy) apply(snap *discovery.Snapshot) {
 	}
 }
 
-// Listen opens hp's listener and serves it. Called with p.lmu held, by
-// PortSet.Sync.
-func (hp *httpPort) Listen() (net.Addr, error) {
+// Listen opens hp's listener, or takes adopt, the socket the TCP plane let
+// go, and serves it. Called with p.lmu held, by PortSet.Sync.
+func (hp *httpPort) Listen(adopt *net.TCPListener) (net.Addr, error) {
 	p := hp.p
 	// Plain TCP without keep-alive probes (see fastconn.Listen);
 	// ClientIdleTimeout closes a client that went silent.
-	ln, err := Listen(net.JoinHostPort(p.cfg.Bind, strconv.Itoa(hp.port)))
-	if err != nil {
-		return nil, err
+	var ln net.Listener = adopt
+	if adopt == nil {
+		var err error
+		if ln, err = Listen(net.JoinHostPort(p.cfg.Bind, strconv.Itoa(hp.port))); err != nil {
+			return nil, err
+		}
 	}
+	hp.sock = ln.(*net.TCPListener)
 	lr := &listenRun{hp: hp}
 	hp.ln, hp.srv, hp.run = p.limit(ln), p.newServer(lr, p.servePort(lr)), lr
-	p.log.Info("http listener opened", zap.Int("port", hp.port), zap.Stringer("addr", ln.Addr()))
+	if adopt != nil {
+		p.log.Info("http listener taken over from the TCP plane", zap.Int("port", hp.port), zap.Stringer("addr", ln.Addr()))
+	} else {
+		p.log.Info("http listener opened", zap.Int("port", hp.port), zap.Stringer("addr", ln.Addr()))
+	}
 	p.wg.Add(1)
 	go p.serveListener(hp.srv, hp.ln)
 	return ln.Addr(), nil
@@ -475,6 +491,10 @@ func (hp *httpPort) Listen() (net.Addr, error) {
 
 // Listening reports whether hp is bound. Called with p.lmu held.
 func (hp *httpPort) Listening() bool { return hp.ln != nil }
+
+// Socket returns hp's listening socket while it is bound. Called with
+// p.lmu held.
+func (hp *httpPort) Socket() *net.TCPListener { return hp.sock }
 
 // Busy reports whether client connections are open on hp.
 func (hp *httpPort) Busy() bool { return hp.active.Load() > 0 }
@@ -485,7 +505,7 @@ func (hp *httpPort) Busy() bool { return hp.active.Load() > 0 }
 func (hp *httpPort) StopListening() {
 	p := hp.p
 	srv, ln, lr := hp.srv, hp.ln, hp.run
-	hp.srv, hp.ln, hp.run = nil, nil, nil
+	hp.srv, hp.ln, hp.run, hp.sock = nil, nil, nil, nil
 	ln.Close()
 	p.log.Info("http listener closed", zap.Int("port", hp.port))
 	drain := p.cfg.DrainTimeout
@@ -600,14 +620,14 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		if hp.srv != nil {
 			srvs, lrs = append(srvs, hp.srv), append(lrs, hp.run)
 			hp.ln.Close()
-			hp.srv, hp.ln, hp.run = nil, nil, nil
+			hp.srv, hp.ln, hp.run, hp.sock = nil, nil, nil, nil
 		}
 	}
 	for _, hp := range p.vhosts {
 		if hp.srv != nil {
 			srvs, lrs = append(srvs, hp.srv), append(lrs, hp.run)
 			hp.ln.Close()
-			hp.srv, hp.ln, hp.run = nil, nil, nil
+			hp.srv, hp.ln, hp.run, hp.sock = nil, nil, nil, nil
 		}
 	}
 	p.lmu.Unlock()
