@@ -229,14 +229,13 @@ func (t *fdTable) get(fd int, seq uint32) *pollFD {
 // pollFD is one socket in the poller: the syscall.RawConn and socket of a
 // Conn that Dial or a Listener made.
 type pollFD struct {
-	fd  int
-	seq uint32
-	// borrowed is set for a descriptor another owner closes (a Listener's):
-	// destroy leaves it open, takes it out of the epoll instance and closes
-	// gone, after which the owner may close it.
-	borrowed bool
-	gone     chan struct{}
-	epfd     int
+	fd   int
+	seq  uint32
+	epfd int32 // beside seq: pollFD, in a Conn, stays in its size class
+	// gone is set for a descriptor another owner closes (a Listener's,
+	// borrowed): destroy leaves it open, takes it out of the epoll instance
+	// and closes gone, after which the owner may close it.
+	gone chan struct{}
 	// watched is set once the socket is in the epoll instance (watch).
 	watched atomic.Bool
 	// state is 1 once Close began, plus 2 for every call in progress.
@@ -260,7 +259,7 @@ type pollFD struct {
 func newPolledConn(fd int) (*Conn, error) {
 	c := new(Conn)
 	pd := &c.pfd
-	s, err := pd.init(fd, false)
+	s, err := pd.init(fd)
 	if err != nil {
 		closeFD(fd)
 		return nil, err
@@ -275,7 +274,7 @@ func newPolledConn(fd int) (*Conn, error) {
 // owner, who must close the pollFD first.
 func registerBorrowed(fd int) (*pollFD, error) {
 	pd := &pollFD{gone: make(chan struct{})}
-	s, err := pd.init(fd, true)
+	s, err := pd.init(fd)
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +283,7 @@ func registerBorrowed(fd int) (*pollFD, error) {
 }
 
 // init sets pd up for fd and returns the table slot to publish it in.
-func (pd *pollFD) init(fd int, borrowed bool) (*atomic.Pointer[pollFD], error) {
+func (pd *pollFD) init(fd int) (*atomic.Pointer[pollFD], error) {
 	p, err := getPoller(fd)
 	if err != nil {
 		return nil, err
@@ -293,7 +292,7 @@ func (pd *pollFD) init(fd int, borrowed bool) (*atomic.Pointer[pollFD], error) {
 	if s == nil {
 		return nil, fmt.Errorf("fastconn: descriptor %d is beyond the poller's table", fd)
 	}
-	pd.fd, pd.seq, pd.borrowed, pd.epfd = fd, pollSeq.Add(1), borrowed, p.epfd
+	pd.fd, pd.seq, pd.epfd = fd, pollSeq.Add(1), int32(p.epfd)
 	return s, nil
 }
 
@@ -371,7 +370,7 @@ func (pd *pollFD) destroy() {
 	}
 	pd.r.stop()
 	pd.w.stop()
-	if !pd.borrowed {
+	if pd.gone == nil {
 		closeFD(pd.fd)
 		return
 	}

@@ -391,7 +391,7 @@ func TestListenerClosedAfterADupLeavesThePollerClean(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dup.Close()
-	fd, epfd := fl.pd.fd, fl.pd.epfd
+	fd, epfd := fl.pd.fd, int(fl.pd.epfd)
 	if err := fl.Close(); err != nil {
 		t.Fatal(err)
 	}
