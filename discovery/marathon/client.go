@@ -270,6 +270,13 @@ func (c *client) try(ctx context.Context, ep endpoint, path string, query url.Va
 		_ = resp.Body.Close()
 	}
 	if err != nil {
+		// A *url.Error repeats the whole URL: the event stream's carries
+		// every event_type parameter, some 900 characters in each log line.
+		// The path and the endpoint say where.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return nil, fmt.Errorf("GET %s at %s: %s", path, ep.redacted, c.scrub(err.Error()))
 	}
 	return resp, nil

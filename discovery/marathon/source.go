@@ -41,6 +41,10 @@ type Source struct {
 	// connects and ends log at debug, not three lines a cycle for as long as
 	// a leader takes to settle. Only the stream goroutine uses it.
 	flapErr string
+	// downSaid is set once a warning said the event stream is down, until a
+	// line at info says it is back: an operator who saw the one must see
+	// the other, however quietly a flapping stream reconnects.
+	downSaid bool
 
 	running atomic.Bool
 

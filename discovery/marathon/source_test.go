@@ -1,12 +1,16 @@
 package marathon
 
 import (
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap/zapcore"
 
 	"github.com/pacer-lb/pacer/discovery"
 )
@@ -457,4 +461,53 @@ func TestPeriodicResync(t *testing.T) {
 	f.set(func(f *fakeMarathon) { f.apps["/shop/web"].Tasks[0].Host = "10.0.0.2" })
 	waitBackends(t, tb, "/shop/web", "shop_web.1@10.0.0.2:31001")
 	waitFor(t, "resyncs", func() bool { return s.Status().Resyncs >= 3 })
+}
+
+// An operator who saw the event stream said down at warn sees it said back
+// at info: also after a stream that died young, whose reconnections the
+// flap damping (Source.flapErr) says at debug only once the same flap
+// repeats.
+func TestStreamBackIsSaidAfterADropWasWarned(t *testing.T) {
+	t.Parallel()
+	f := newFakeMarathon(t, webApp())
+	_, tb, logs := startLogged(t, Config{URLs: []string{f.srv.URL}})
+	waitBackends(t, tb, "/shop/web", "shop_web.1@10.0.0.1:31001")
+	f.stream(0).close()
+	f.stream(1)
+	waitFor(t, "the disconnection said at warn, then the reconnection at info", func() bool {
+		var down, back bool
+		for _, e := range logs.All() {
+			switch {
+			case e.Message == "event stream disconnected; reconnecting" && e.Level == zapcore.WarnLevel:
+				down = true
+			case e.Message == "connected to the event stream" && e.Level == zapcore.InfoLevel && down:
+				back = true
+			}
+		}
+		return back
+	})
+}
+
+// A Marathon that refuses connections is reported by path and endpoint,
+// not by the request's whole URL: the event stream's carries every
+// event_type parameter, some 900 characters in every log line and in
+// /v1/services' last error.
+func TestConnectErrorNamesThePathNotTheWholeURL(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: connections are refused
+	s, _, logs := startLogged(t, Config{URLs: []string{"http://" + addr}})
+	waitFor(t, "the refused event stream reported", func() bool { return logged(logs, "/v2/events") })
+	for _, e := range logs.All() {
+		if line := fmt.Sprint(e.Message, e.ContextMap()); strings.Contains(line, "event_type=") {
+			t.Errorf("logged with the whole URL (%d characters): %s", len(line), line)
+		}
+	}
+	if st := s.Status(); strings.Contains(st.LastError, "event_type=") || !strings.Contains(st.LastError, "connection refused") {
+		t.Errorf("LastError = %q; want the refusal, without the URL's query", st.LastError)
+	}
 }

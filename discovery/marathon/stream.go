@@ -56,7 +56,7 @@ func (s *Source) streamLoop(ctx context.Context) {
 			// Log a failing Marathon once, not every few seconds.
 			if msg := err.Error(); msg != lastErr {
 				s.log.Warn("cannot connect to the event stream; retrying", zap.Error(err))
-				lastErr = msg
+				lastErr, s.downSaid = msg, true
 			} else {
 				s.log.Debug("cannot connect to the event stream", zap.Error(err))
 			}
@@ -187,9 +187,10 @@ func (s *Source) streamOnce(parent context.Context, connects int) (lived time.Du
 		fields = append(fields, zap.String("leader", resp.Request.URL.Scheme+"://"+resp.Request.URL.Host))
 	}
 	connected := s.log.Info
-	if s.flapErr != "" {
-		connected = s.log.Debug
+	if s.flapErr != "" && !s.downSaid {
+		connected = s.log.Debug // the same flap again, its end not said
 	}
+	s.downSaid = false
 	connected("connected to the event stream", fields...)
 	s.notify(parent, connNotice{up: true})
 
@@ -234,14 +235,18 @@ func (s *Source) streamOnce(parent context.Context, connects int) (lived time.Du
 	}
 	err = errors.New(s.client.scrub(err.Error()))
 	s.recordError(err)
-	disconnected := s.log.Warn
+	warn := true
 	switch msg := err.Error(); {
 	case lived >= stableStream:
 		s.flapErr = ""
 	case msg == s.flapErr:
-		disconnected = s.log.Debug // the same flap again: see Source.flapErr
+		warn = false // the same flap again: see Source.flapErr
 	default:
 		s.flapErr = msg
+	}
+	disconnected := s.log.Debug
+	if warn {
+		disconnected, s.downSaid = s.log.Warn, true
 	}
 	disconnected("event stream disconnected; reconnecting", zap.String("url", ep.redacted),
 		zap.Duration("lived", lived.Round(time.Millisecond)), zap.Error(err))
