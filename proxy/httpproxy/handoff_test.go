@@ -1,7 +1,6 @@
 package httpproxy
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -31,20 +30,7 @@ func TestModeChangeRefusesNoClient(t *testing.T) {
 	log := testLogger(t)
 	port := testnet.FreePort(t)
 	r := newRigLog(t, t, Config{Handoff: handoff, PortMin: port, PortMax: port}, log)
-	tcp, err := proxy.NewTCP(proxy.TCPConfig{Bind: "127.0.0.1", PortMin: port, PortMax: port, Handoff: handoff}, r.table, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan struct{})
-	go func() { defer close(runDone); _ = tcp.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		sctx, c2 := context.WithTimeout(context.Background(), 5*time.Second)
-		defer c2()
-		_ = tcp.Shutdown(sctx)
-		<-runDone
-	})
+	runTCPPlane(t, proxy.TCPConfig{Bind: "127.0.0.1", PortMin: port, PortMax: port, Handoff: handoff}, r.table, log)
 
 	// The backend says which plane the request came through: the HTTP
 	// plane adds X-Forwarded-For, the TCP plane passes bytes.

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/internal/testnet"
 	"github.com/pacer-lb/pacer/proxy"
@@ -34,17 +36,11 @@ type sharedRig struct {
 	echoConns, httpReqs atomic.Int64
 }
 
-func newSharedRig(t *testing.T, maxConns int) *sharedRig {
-	log := testLogger(t)
-	s := &sharedRig{limit: proxy.NewConnLimit(maxConns, log)}
-	s.rig = newRigLog(t, t, Config{ConnLimit: s.limit}, log)
-
-	tcpPort := testnet.FreePort(t)
-	opened := make(chan struct{}, 1)
-	tcp, err := proxy.NewTCP(proxy.TCPConfig{
-		Bind: "127.0.0.1", PortMin: tcpPort, PortMax: tcpPort, ConnLimit: s.limit,
-		OnListening: func(int, net.Addr) { opened <- struct{}{} },
-	}, s.table, log)
+// runTCPPlane runs a TCP plane on table beside a rig's HTTP plane, as
+// cmd/lb runs both, until the test's cleanup.
+func runTCPPlane(t *testing.T, cfg proxy.TCPConfig, table *discovery.Table, log *zap.Logger) {
+	t.Helper()
+	tcp, err := proxy.NewTCP(cfg, table, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +54,19 @@ func newSharedRig(t *testing.T, maxConns int) *sharedRig {
 		_ = tcp.Shutdown(sctx)
 		<-runDone
 	})
+}
+
+func newSharedRig(t *testing.T, maxConns int) *sharedRig {
+	log := testLogger(t)
+	s := &sharedRig{limit: proxy.NewConnLimit(maxConns, log)}
+	s.rig = newRigLog(t, t, Config{ConnLimit: s.limit}, log)
+
+	tcpPort := testnet.FreePort(t)
+	opened := make(chan struct{}, 1)
+	runTCPPlane(t, proxy.TCPConfig{
+		Bind: "127.0.0.1", PortMin: tcpPort, PortMax: tcpPort, ConnLimit: s.limit,
+		OnListening: func(int, net.Addr) { opened <- struct{}{} },
+	}, s.table, log)
 
 	echo := rawBackend(t, func(c net.Conn) {
 		s.echoConns.Add(1)
