@@ -747,12 +747,26 @@ func (p *Proxy) redirectHTTPS(ctx *fasthttp.RequestCtx) {
 	if i := lastColonPort(host); i >= 0 {
 		host = host[:i]
 	}
+	if len(host) == 0 {
+		// An HTTP/1.0 request to a service port may come without Host
+		// (https:///path is no URL): the address the client reached is
+		// the one it knows pacer by.
+		host = appendHostIP(nil, ctx.LocalIP())
+	}
 	loc = append(loc, host...)
 	loc = append(loc, ctx.Request.Header.RequestURI()...)
 	ctx.Response.Reset()
 	ctx.Response.Header.SetBytesKV(hLocation, loc)
 	ctx.SetStatusCode(fasthttp.StatusMovedPermanently)
 	closeIfBodyLeft(ctx)
+}
+
+// appendHostIP appends ip as a URL's host: an IPv6 address in brackets.
+func appendHostIP(b []byte, ip net.IP) []byte {
+	if ip.To4() == nil && len(ip) == net.IPv6len {
+		return append(append(append(b, '['), ip.String()...), ']')
+	}
+	return append(b, ip.String()...)
 }
 
 // lastColonPort returns the index of a ":port" suffix of host, or -1.

@@ -432,6 +432,21 @@ func TestRedirectToHTTPS(t *testing.T) {
 	}
 }
 
+// An HTTP/1.0 request to a service port may come without Host: its
+// redirect names the address the client reached, not "https:///a".
+func TestRedirectToHTTPSWithoutHost(t *testing.T) {
+	r := newRig(t, Config{})
+	_, b := httpBackend(t, "b", nil)
+	port := testnet.FreePort(t)
+	ap := app("/web", port, nil, "", b)
+	ap.Services[0].RedirectToHTTPS = true
+	r.apply(ap)
+	got := rawExchange(t, r.waitPort(port), "GET /a?b=c HTTP/1.0\r\n\r\n")
+	if !strings.Contains(statusOf(got), "301") || !strings.Contains(got, "\r\nLocation: https://127.0.0.1/a?b=c\r\n") {
+		t.Fatalf("got %q; want a 301 to https://127.0.0.1/a?b=c", got)
+	}
+}
+
 func TestLimitsAndRefusals(t *testing.T) {
 	r := newRig(t, Config{ReadHeaderTimeout: 300 * time.Millisecond, MaxHeaderBytes: 4096, MaxRequestBodySize: 1000})
 	_, b := httpBackend(t, "b", nil)
