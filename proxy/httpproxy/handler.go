@@ -726,7 +726,10 @@ func servesHost(r *route, host []byte) bool {
 	return false
 }
 
-// setSticky pins the client to b unless its cookie already does.
+// setSticky pins the client to b unless its cookie already does. An answer
+// that sets the cookie says Cache-Control: private, as HAProxy's "cookie
+// insert nocache" (marathon-lb's) does: a shared cache in front must not
+// hand one client's pin to every other.
 func (p *Proxy) setSticky(ctx *fasthttp.RequestCtx, b *backend) {
 	if string(ctx.Request.Header.Cookie(p.cfg.StickyCookie)) == b.sticky {
 		return
@@ -738,6 +741,7 @@ func (p *Proxy) setSticky(ctx *fasthttp.RequestCtx, b *backend) {
 	ck.SetHTTPOnly(true)
 	ctx.Response.Header.SetCookie(ck)
 	fasthttp.ReleaseCookie(ck)
+	ctx.Response.Header.Add(fasthttp.HeaderCacheControl, "private")
 }
 
 func (p *Proxy) redirectHTTPS(ctx *fasthttp.RequestCtx) {

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -392,6 +393,9 @@ func TestSticky(t *testing.T) {
 	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	_, first, resp := get(t, c, r.vhost, "web.test", "/")
 	cookie := stickyCookie(t, resp)
+	if cc := resp.Header.Values("Cache-Control"); !slices.Contains(cc, "private") {
+		t.Errorf("the answer that sets the cookie says Cache-Control %q; want private, so a shared cache keeps it to this client", cc)
+	}
 	for range 10 {
 		req, _ := http.NewRequest("GET", "http://"+r.vhost+"/", nil)
 		req.Host = "web.test"
