@@ -87,6 +87,15 @@ func (o OwnListeners) note(port int) (string, bool) {
 	return fmt.Sprintf("this pacer's own %s holds port %d; give the app a service port it does not use, or move that listener out of --ports", name, port), true
 }
 
+// explainDenied adds to a bind refused for lack of privilege what it takes:
+// "permission denied" alone reads as a file's permissions.
+func explainDenied(err error) error {
+	if !errors.Is(err, syscall.EACCES) {
+		return err
+	}
+	return fmt.Errorf("%w: ports below 1024 need root or CAP_NET_BIND_SERVICE (AmbientCapabilities= in a systemd unit, or setcap cap_net_bind_service=+ep on lb); or give the app a service port above 1023", err)
+}
+
 // SetOwnListeners tells s which ports the process's other listeners hold,
 // for its bind failures (see OwnListeners).
 func (s *PortSet[P]) SetOwnListeners(own OwnListeners) { s.own = own }
@@ -159,7 +168,7 @@ func (s *PortSet[P]) Sync(claimed, elsewhere map[int]bool) []Opened {
 			if adopt != nil {
 				adopt.Close()
 			}
-			err = s.own.Explain(port, err)
+			err = explainDenied(s.own.Explain(port, err))
 			msg := err.Error()
 			if s.handoff != nil && errors.Is(err, syscall.EADDRINUSE) && s.bindErr[port] == "" {
 				// Most likely the other plane, which has not let the port

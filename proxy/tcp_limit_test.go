@@ -246,3 +246,27 @@ func TestConnLimitFastPathDoesNotAllocate(t *testing.T) {
 		t.Errorf("after the fast path: %+v, want nothing open and no episode", st)
 	}
 }
+
+// deniedPort is a PortListener whose bind is refused for lack of privilege.
+type deniedPort struct{ port int }
+
+func (d deniedPort) Listen(*net.TCPListener) (net.Addr, error) {
+	return nil, &net.OpError{Op: "listen", Net: "tcp", Err: os.NewSyscallError("bind", syscall.EACCES)}
+}
+func (deniedPort) Socket() *net.TCPListener { return nil }
+func (deniedPort) Listening() bool          { return false }
+func (deniedPort) StopListening()           {}
+func (d deniedPort) Status() PortStatus     { return PortStatus{Port: d.port} }
+func (deniedPort) Busy() bool               { return false }
+
+// A service port below 1024 refused to a pacer without the privilege says
+// what it takes, in the port's status (/v1/services) and its log line:
+// "permission denied" alone reads as a file's permissions.
+func TestBindDeniedSaysWhatItTakes(t *testing.T) {
+	s := NewPortSet(1, 1023, zap.NewNop(), func(port int) deniedPort { return deniedPort{port} })
+	s.Sync(map[int]bool{80: true}, nil)
+	st := s.Status([]int{80})
+	if len(st) != 1 || !st[0].BindFailing || !strings.Contains(st[0].Error, "CAP_NET_BIND_SERVICE") || !strings.Contains(st[0].Error, "permission denied") {
+		t.Fatalf("status %+v; want the refusal and the capability it takes", st)
+	}
+}
