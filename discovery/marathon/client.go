@@ -246,10 +246,14 @@ func (c *client) do(ctx context.Context, path string, query url.Values, accept s
 		return resp, ep, nil
 	}
 	if len(errs) == 0 {
-		return nil, c.current(), errors.New("no Marathon leader known yet (waiting for ZooKeeper to name one)")
+		return nil, c.current(), errNoLeaderYet
 	}
 	return nil, c.current(), errors.New(strings.Join(errs, "; "))
 }
+
+// errNoLeaderYet is a request made before ZooKeeper named a Marathon leader
+// (--marathon zk://...): at start, for a moment, not a failure.
+var errNoLeaderYet = errors.New("no Marathon leader known yet (waiting for ZooKeeper to name one)")
 
 // try sends one GET to one endpoint.
 func (c *client) try(ctx context.Context, ep endpoint, path string, query url.Values, accept string, acceptStatus func(int) bool) (*http.Response, error) {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
+
 	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/discovery/marathonsim"
 )
@@ -107,6 +109,29 @@ func TestLeaderHook(t *testing.T) {
 	}
 	if strings.Contains(st.LastError, "leader changed") {
 		t.Errorf("a leader change reported as an error: %q", st.LastError)
+	}
+}
+
+// Until ZooKeeper names a Marathon leader (every start with --marathon
+// zk://, for a moment) the source waits, and says so once at info: no
+// warning that the stream or the resync failed, which an operator would
+// chase on every start. Then it syncs from the leader named.
+func TestNoLeaderYetIsNoWarning(t *testing.T) {
+	t.Parallel()
+	sim := newSim(t, marathonsim.Config{})
+	createApp(t, sim, marathonsim.AppSpec{ID: "/web", Instances: 2})
+	hook := &testLeader{changed: make(chan struct{})}
+	src, tb, logs := startLogged(t, Config{Leader: hook.Watch})
+	waitFor(t, "the source to wait for a leader", func() bool {
+		return logs.FilterMessage("waiting for ZooKeeper to name the Marathon leader").Len() == 1 &&
+			strings.Contains(src.Status().LastError, "no Marathon leader known yet")
+	})
+	hook.set(sim.URL())
+	waitSim(t, tb, sim, "/web")
+	for _, e := range logs.All() {
+		if e.Level >= zapcore.WarnLevel {
+			t.Errorf("logged at %s before the first leader: %s %v", e.Level, e.Message, e.ContextMap())
+		}
 	}
 }
 

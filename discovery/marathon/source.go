@@ -422,8 +422,8 @@ func (l *loop) onFull(r fetchResult) {
 		}
 		d := l.fullBackoff.next()
 		log := l.s.log.Warn
-		if msg := r.err.Error(); msg == l.lastFullErr {
-			log = l.s.log.Debug
+		if msg := r.err.Error(); msg == l.lastFullErr || errors.Is(r.err, errNoLeaderYet) {
+			log = l.s.log.Debug // said once; the stream says it waits for a leader
 		} else {
 			l.lastFullErr = msg
 		}

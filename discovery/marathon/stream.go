@@ -54,11 +54,16 @@ func (s *Source) streamLoop(ctx context.Context) {
 		if !up {
 			s.recordError(err)
 			// Log a failing Marathon once, not every few seconds.
-			if msg := err.Error(); msg != lastErr {
+			if msg := err.Error(); msg == lastErr {
+				s.log.Debug("cannot connect to the event stream", zap.Error(err))
+			} else if errors.Is(err, errNoLeaderYet) {
+				// Every start with --marathon zk://, for a moment: not a
+				// warning (ZooKeeper's own trouble is warned of there).
+				s.log.Info("waiting for ZooKeeper to name the Marathon leader")
+				lastErr = msg
+			} else {
 				s.log.Warn("cannot connect to the event stream; retrying", zap.Error(err))
 				lastErr, s.downSaid = msg, true
-			} else {
-				s.log.Debug("cannot connect to the event stream", zap.Error(err))
 			}
 			s.notify(ctx, connNotice{failed: true})
 		}

@@ -251,7 +251,11 @@ func (w *LeaderWatcher) fail(err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.status.LastError != err.Error() {
-		w.log.Warn("reading the Marathon leader failed; keeping the last one", zap.String(keyLeader, w.leader), zap.Error(err))
+		if w.leader == "" {
+			w.log.Warn("reading the Marathon leader failed; none known yet", zap.Error(err))
+		} else {
+			w.log.Warn("reading the Marathon leader failed; keeping the last one", zap.String(keyLeader, w.leader), zap.Error(err))
+		}
 	}
 	w.status.LastError = err.Error()
 	w.status.ErrorAt = time.Now()
