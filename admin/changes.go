@@ -52,17 +52,27 @@ func (l *changeLog) list() []change {
 // at what changed.
 func (s *Server) FollowChanges(ctx context.Context) {
 	prev := s.deps.Table.Snapshot()
-	al := newAlarms(s.log)
+	al := newAlarms(s.log, s.emptyGrace)
 	for _, a := range prev.Apps() {
 		al.app(prev, nil, a)
 	}
 	al.conflicts(prev, prev.Ports())
+	due := time.NewTimer(time.Hour)
+	due.Stop()
+	defer due.Stop()
 	for {
+		if next, ok := al.nextDue(); ok {
+			due.Reset(time.Until(next))
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case now := <-due.C:
+			al.warnEmpty(now)
+			continue
 		case <-prev.Changed():
 		}
+		due.Stop()
 		cur := s.deps.Table.Snapshot()
 		now := time.Now()
 		seen := map[string]bool{}
@@ -117,10 +127,53 @@ type alarms struct {
 	log      *zap.Logger
 	panic    map[discovery.ServiceKey]bool
 	conflict map[int]string // port -> who claims it, as logged
+	// empty holds the services left with no routable backend, warned of
+	// only once that lasts grace: a single task replaced, or one that
+	// serves a connection and exits as the demo's does, leaves its service
+	// empty for a moment many times a day, and a TCP client waits for the
+	// next task meanwhile. Deleting an app, whose tasks are killed first,
+	// warns of nothing.
+	empty map[discovery.ServiceKey]*emptyService
+	grace time.Duration
 }
 
-func newAlarms(log *zap.Logger) *alarms {
-	return &alarms{log: log, panic: map[discovery.ServiceKey]bool{}, conflict: map[int]string{}}
+// emptyService is a service with no routable backend since since; said is
+// set once it was warned of.
+type emptyService struct {
+	since  time.Time
+	fields []zap.Field
+	said   bool
+}
+
+// emptyGrace is how long a service may have no routable backend before it
+// is warned of.
+const emptyGrace = 2 * time.Second
+
+func newAlarms(log *zap.Logger, grace time.Duration) *alarms {
+	return &alarms{log: log, panic: map[discovery.ServiceKey]bool{}, conflict: map[int]string{},
+		empty: map[discovery.ServiceKey]*emptyService{}, grace: grace}
+}
+
+// nextDue returns when the next empty service is to be warned of.
+func (al *alarms) nextDue() (time.Time, bool) {
+	var next time.Time
+	for _, e := range al.empty {
+		if !e.said && (next.IsZero() || e.since.Before(next)) {
+			next = e.since
+		}
+	}
+	return next.Add(al.grace), !next.IsZero()
+}
+
+// warnEmpty warns of the services empty for grace by now.
+func (al *alarms) warnEmpty(now time.Time) {
+	for _, e := range al.empty {
+		if !e.said && now.Sub(e.since) >= al.grace {
+			e.said = true
+			al.log.Warn("service has no routable backend: clients get 503 (HTTP) or wait, then are closed (TCP)",
+				append(e.fields, zap.Duration("for", now.Sub(e.since).Round(time.Millisecond)))...)
+		}
+	}
 }
 
 func serviceFields(svc *discovery.Service) []zap.Field {
@@ -135,9 +188,15 @@ func (al *alarms) app(snap *discovery.Snapshot, old, cur *discovery.App) {
 		if old != nil && i < len(old.Services) && old.Services[i].Key == svc.Key {
 			switch was := len(old.Services[i].Backends); {
 			case was > 0 && n == 0:
-				al.log.Warn("service has no routable backend: clients get 503 (HTTP) or wait, then are closed (TCP)", serviceFields(svc)...)
+				al.empty[svc.Key] = &emptyService{since: time.Now(), fields: serviceFields(svc)}
 			case was == 0 && n > 0:
-				al.log.Info("service has routable backends again", append(serviceFields(svc), zap.Int("backends", n))...)
+				e := al.empty[svc.Key]
+				delete(al.empty, svc.Key)
+				if e == nil || !e.said {
+					break // not warned of: a moment without a backend
+				}
+				al.log.Info("service has routable backends again",
+					append(serviceFields(svc), zap.Int("backends", n), zap.Duration("after", time.Since(e.since).Round(time.Millisecond)))...)
 			}
 		}
 		kept := snap.EjectedKept(svc)
@@ -154,6 +213,7 @@ func (al *alarms) app(snap *discovery.Snapshot, old, cur *discovery.App) {
 	if old != nil && len(cur.Services) < len(old.Services) {
 		for _, svc := range old.Services[len(cur.Services):] {
 			delete(al.panic, svc.Key)
+			delete(al.empty, svc.Key)
 		}
 	}
 }
@@ -161,6 +221,7 @@ func (al *alarms) app(snap *discovery.Snapshot, old, cur *discovery.App) {
 func (al *alarms) removed(a *discovery.App) {
 	for _, svc := range a.Services {
 		delete(al.panic, svc.Key)
+		delete(al.empty, svc.Key)
 	}
 }
 

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ func TestAlarmsLogOncePerChangeOfState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.emptyGrace = 10 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go s.FollowChanges(ctx)
@@ -86,4 +88,63 @@ func TestAlarmsLogOncePerChangeOfState(t *testing.T) {
 	seen("claimed by several apps", 1)
 	seen("all kept in rotation (panic threshold)", 1)
 	seen("service has no routable backend", 1)
+}
+
+// A service left without a routable backend for a moment (its one task
+// replaced; the demo's task that serves one connection and exits) is not
+// warned of, nor is its return: only an absence that lasts the grace is.
+// An app deleted, whose tasks are killed first, warns of nothing either.
+func TestAlarmsQuietForAMomentWithoutBackend(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zapcore.InfoLevel)
+	table := discovery.NewTable()
+	s, err := New(Deps{Table: table}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.emptyGrace = time.Hour // longer than the test: every gap here is a moment
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.FollowChanges(ctx)
+	// FollowChanges follows from the snapshot it starts on: a change made
+	// before it looked would go unseen. Poke the table until one is seen.
+	for i := 0; len(s.changes.list()) == 0; i++ {
+		if i == 1000 {
+			t.Fatal("FollowChanges saw no change")
+		}
+		table.Apply(discovery.Update{Source: "marathon", Apps: []*discovery.App{{ID: "/probe" + strconv.Itoa(i)}}})
+		time.Sleep(5 * time.Millisecond)
+	}
+	with := func(backends ...netip.AddrPort) *discovery.App {
+		svc := &discovery.Service{Key: discovery.ServiceKey{App: "/nc"}, Name: "nc", ServicePort: 8000}
+		for i, b := range backends {
+			svc.Backends = append(svc.Backends, discovery.Backend{TaskID: "nc." + strconv.Itoa(i), Addr: b})
+		}
+		return &discovery.App{ID: "/nc", Services: []*discovery.Service{svc}}
+	}
+	// step applies u and waits until FollowChanges has seen it: it reads
+	// the newest snapshot, and would skip states applied faster.
+	step := func(u discovery.Update) {
+		t.Helper()
+		table.Apply(u)
+		v := table.Snapshot().Version()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			if cs := s.changes.list(); len(cs) > 0 && cs[0].Version == v {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("FollowChanges did not see version %d: %+v", v, s.changes.list())
+			}
+		}
+	}
+	for i := range 5 { // each task answers once and is replaced
+		step(discovery.Update{Source: "marathon", Apps: []*discovery.App{with(netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(31000+i)))}})
+		step(discovery.Update{Source: "marathon", Apps: []*discovery.App{with()}})
+	}
+	step(discovery.Update{Source: "marathon", Removed: []string{"/nc"}})
+	for _, e := range logs.All() {
+		if strings.Contains(e.Message, "routable backend") {
+			t.Errorf("logged %q (%s) for a moment without a backend", e.Message, e.Level)
+		}
+	}
 }

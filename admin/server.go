@@ -57,6 +57,9 @@ type Server struct {
 	draining atomic.Bool
 	changes  changeLog
 	resyncs  resyncLimiter
+	// emptyGrace is how long a service may have no routable backend before
+	// it is warned of (see alarms); tests shorten or lengthen it.
+	emptyGrace time.Duration
 }
 
 // New returns an admin server for deps; call Serve to start it.
@@ -64,7 +67,7 @@ func New(deps Deps, log *zap.Logger) (*Server, error) {
 	if deps.Table == nil {
 		return nil, errors.New("admin: Deps.Table is required")
 	}
-	s := &Server{deps: deps, log: log.Named("admin"), started: time.Now(), resyncs: resyncLimiter{gap: minResyncGap}}
+	s := &Server{deps: deps, log: log.Named("admin"), started: time.Now(), resyncs: resyncLimiter{gap: minResyncGap}, emptyGrace: emptyGrace}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /_haproxy_health_check", s.healthz) // marathon-lb's monitor-uri
