@@ -238,10 +238,11 @@ type loop struct {
 	inflight map[string]bool
 	dirty    map[string]bool
 
-	synced      bool
-	problems    map[string]string // last logged problem per app
-	lastFullErr string            // so a Marathon that stays down is logged once
-	lastDoneLog time.Time         // the last "resync done" at info (see onFull)
+	synced       bool
+	problems     map[string]string // last logged problem per app
+	lastFullErr  string            // so a Marathon that stays down is logged once
+	lastEventErr string            // the same for a stream that sends the same garbage on each connection
+	lastDoneLog  time.Time         // the last "resync done" at info (see onFull)
 	// loudPending is set by a requested or periodic resync and cleared by
 	// the next one that succeeds, which logs "resync done" at info. Those a
 	// stream reconnect brings log at info at most once a minute: a stream
@@ -576,10 +577,17 @@ func (l *loop) handleEvent(data []byte) {
 			}
 		}
 		l.s.countDecodeError()
-		l.s.log.Warn("cannot decode event; resyncing", zap.Error(err), zap.Int("bytes", len(data)))
+		log := l.s.log.Warn
+		if msg := err.Error(); msg == l.lastEventErr {
+			log = l.s.log.Debug // the same garbage again, as on every reconnect
+		} else {
+			l.lastEventErr = msg
+		}
+		log("cannot decode event; resyncing", zap.Error(err), zap.Int("bytes", len(data)))
 		l.requestFull("undecodable event")
 		return
 	}
+	l.lastEventErr = ""
 	l.s.countEvent(ev.EventType)
 	if !relevant(ev.EventType) {
 		return

@@ -511,3 +511,22 @@ func TestConnectErrorNamesThePathNotTheWholeURL(t *testing.T) {
 		t.Errorf("LastError = %q; want the refusal, without the URL's query", st.LastError)
 	}
 }
+
+// A stream that sends the same undecodable event on every connection (a
+// proxy in front of Marathon that mangles it) is warned of once, not on
+// every reconnect; each one still counts as a decode error and resyncs.
+func TestSameUndecodableEventWarnedOnce(t *testing.T) {
+	t.Parallel()
+	f := newFakeMarathon(t, webApp())
+	s, tb, logs := startLogged(t, Config{URLs: []string{f.srv.URL}})
+	waitBackends(t, tb, "/shop/web", "shop_web.1@10.0.0.1:31001")
+	for n := range 3 {
+		st := f.stream(n)
+		st.events <- "event: status_update_event\r\ndata: {\"eventType\":\"status_update_event\",\"taskId\":\r\n\r\n"
+		waitFor(t, "the garbage counted", func() bool { return s.Status().DecodeErrors == uint64(n+1) })
+		st.close()
+	}
+	if n := logs.FilterMessage("cannot decode event; resyncing").FilterLevelExact(zapcore.WarnLevel).Len(); n != 1 {
+		t.Errorf("the same garbage on 3 connections warned of %d times, want once", n)
+	}
+}
