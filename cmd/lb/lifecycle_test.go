@@ -102,7 +102,7 @@ func TestDemoAppsAnswerAsPrinted(t *testing.T) {
 func TestDemoHelpNamesAddressesThatAnswer(t *testing.T) {
 	svc, err := net.Listen("tcp", "[::1]:0")
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		t.Fatalf("no IPv6 loopback (::1), which the tests need (dnsserver's too): %v", err)
 	}
 	defer svc.Close()
 	admin, err := net.Listen("tcp", "127.0.0.2:0")
