@@ -15,22 +15,30 @@ import (
 	"github.com/pacer-lb/pacer/discovery"
 )
 
-// An operator hears, once each, of what needs them: a port claimed by two
-// apps, a service whose health checks fail on most backends (all kept in
-// rotation), a service left with no routable backend; and of each one
-// ending. Table changes that change none of these log nothing.
-func TestAlarmsLogOncePerChangeOfState(t *testing.T) {
-	t.Parallel()
+// following runs FollowChanges on a new table until the test ends, with
+// grace for an empty service, and records its logs at info and above.
+func following(t *testing.T, grace time.Duration) (*Server, *discovery.Table, *observer.ObservedLogs) {
+	t.Helper()
 	core, logs := observer.New(zapcore.InfoLevel)
 	table := discovery.NewTable()
 	s, err := New(Deps{Table: table}, zap.New(core))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.emptyGrace = 10 * time.Millisecond
+	s.emptyGrace = grace
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	go s.FollowChanges(ctx)
+	return s, table, logs
+}
+
+// An operator hears, once each, of what needs them: a port claimed by two
+// apps, a service whose health checks fail on most backends (all kept in
+// rotation), a service left with no routable backend; and of each one
+// ending. Table changes that change none of these log nothing.
+func TestAlarmsLogOncePerChangeOfState(t *testing.T) {
+	t.Parallel()
+	s, table, logs := following(t, 10*time.Millisecond)
 
 	b1, b2 := netip.MustParseAddrPort("10.0.0.1:31000"), netip.MustParseAddrPort("10.0.0.2:31000")
 	b3 := netip.MustParseAddrPort("10.0.0.3:31000")
@@ -96,16 +104,7 @@ func TestAlarmsLogOncePerChangeOfState(t *testing.T) {
 // An app deleted, whose tasks are killed first, warns of nothing either.
 func TestAlarmsQuietForAMomentWithoutBackend(t *testing.T) {
 	t.Parallel()
-	core, logs := observer.New(zapcore.InfoLevel)
-	table := discovery.NewTable()
-	s, err := New(Deps{Table: table}, zap.New(core))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.emptyGrace = time.Hour // longer than the test: every gap here is a moment
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.FollowChanges(ctx)
+	s, table, logs := following(t, time.Hour) // longer than the test: every gap here is a moment
 	// FollowChanges follows from the snapshot it starts on: a change made
 	// before it looked would go unseen. Poke the table until one is seen.
 	for i := 0; len(s.changes.list()) == 0; i++ {

@@ -87,13 +87,18 @@ func (o OwnListeners) note(port int) (string, bool) {
 	return fmt.Sprintf("this pacer's own %s holds port %d; give the app a service port it does not use, or move that listener out of --ports", name, port), true
 }
 
-// explainDenied adds to a bind refused for lack of privilege what it takes:
-// "permission denied" alone reads as a file's permissions.
+// BindCapabilityHint says what binding a port below 1024 takes, for a bind
+// refused with EACCES: "permission denied" alone reads as a file's
+// permissions, or, beside "is another pacer running?", sends an operator
+// looking for a process that was never there.
+const BindCapabilityHint = "ports below 1024 need root or CAP_NET_BIND_SERVICE (AmbientCapabilities=CAP_NET_BIND_SERVICE in a systemd unit, as deploy/pacer.service does, or setcap cap_net_bind_service=+ep on lb)"
+
+// explainDenied adds to a bind refused for lack of privilege what it takes.
 func explainDenied(err error) error {
 	if !errors.Is(err, syscall.EACCES) {
 		return err
 	}
-	return fmt.Errorf("%w: ports below 1024 need root or CAP_NET_BIND_SERVICE (AmbientCapabilities= in a systemd unit, or setcap cap_net_bind_service=+ep on lb); or give the app a service port above 1023", err)
+	return fmt.Errorf("%w: %s; or give the app a service port above 1023", err, BindCapabilityHint)
 }
 
 // SetOwnListeners tells s which ports the process's other listeners hold,

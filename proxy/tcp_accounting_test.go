@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -75,6 +76,21 @@ func TestTCPEveryEndGivesBackItsCountsAndDescriptors(t *testing.T) {
 	c.Close()
 	h.settled(port, 1<<30, "warm-up")
 	before := openFDs(t)
+	// routeTo points the port at backends and waits until the plane has.
+	routeTo := func(backends ...netip.AddrPort) {
+		put(h.table, service(port, backends...))
+		h.waitApplied()
+	}
+	// untilEnd connects, sends send (if any) and reads until the proxy ends
+	// the connection.
+	untilEnd := func(send string) {
+		c := dial(t, port)
+		if send != "" {
+			c.Write([]byte(send))
+		}
+		io.ReadAll(c)
+		c.Close()
+	}
 
 	t.Run("echo", func(t *testing.T) {
 		c := dial(t, port)
@@ -96,25 +112,17 @@ func TestTCPEveryEndGivesBackItsCountsAndDescriptors(t *testing.T) {
 		h.settled(port, before, "client reset")
 	})
 	t.Run("no backend", func(t *testing.T) {
-		put(h.table, service(port))
-		h.waitApplied()
-		c := dial(t, port)
-		c.Write([]byte("x"))
-		io.ReadAll(c)
-		c.Close()
+		routeTo()
+		untilEnd("x")
 		h.settled(port, before, "no backend")
 	})
 	t.Run("refused", func(t *testing.T) {
-		put(h.table, service(port, dead))
-		h.waitApplied()
-		c := dial(t, port)
-		io.ReadAll(c)
-		c.Close()
+		routeTo(dead)
+		untilEnd("")
 		h.settled(port, before, "refused")
 	})
 	t.Run("backend resets before any byte", func(t *testing.T) {
-		put(h.table, service(port, resetter.addr))
-		h.waitApplied()
+		routeTo(resetter.addr)
 		// The reset the client is passed may come before its dial returns.
 		if c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
 			io.ReadAll(c)
@@ -123,26 +131,17 @@ func TestTCPEveryEndGivesBackItsCountsAndDescriptors(t *testing.T) {
 		h.settled(port, before, "resetter")
 	})
 	t.Run("backend resets mid-stream", func(t *testing.T) {
-		put(h.table, service(port, midReset.addr))
-		h.waitApplied()
-		c := dial(t, port)
-		c.Write([]byte("q"))
-		io.ReadAll(c)
-		c.Close()
+		routeTo(midReset.addr)
+		untilEnd("q")
 		h.settled(port, before, "mid reset")
 	})
 	t.Run("idle", func(t *testing.T) {
-		put(h.table, service(port, silent.addr))
-		h.waitApplied()
-		c := dial(t, port)
-		c.Write([]byte("q"))
-		io.ReadAll(c)
-		c.Close()
+		routeTo(silent.addr)
+		untilEnd("q")
 		h.settled(port, before, "idle")
 	})
 	t.Run("drained", func(t *testing.T) {
-		put(h.table, service(port, good.addr))
-		h.waitApplied()
+		routeTo(good.addr)
 		c := dial(t, port)
 		roundTrip(t, c, "a")
 		put(h.table, service(port))
@@ -151,8 +150,7 @@ func TestTCPEveryEndGivesBackItsCountsAndDescriptors(t *testing.T) {
 		h.settled(port, before, "drain")
 	})
 	t.Run("port unclaimed while connections drain", func(t *testing.T) {
-		put(h.table, service(port, good.addr))
-		h.waitApplied()
+		routeTo(good.addr)
 		c := dial(t, port)
 		roundTrip(t, c, "a")
 		h.table.Apply(discovery.Update{Source: "test", Removed: []string{service(port).ID}})

@@ -369,11 +369,10 @@ func logReady(log *zap.Logger, version uint64, ports []proxy.PortStatus) {
 
 // listenHint is the way out of a failed listen on one of pacer's own
 // listeners: otherwise, the advice for a port in use. A port below 1024
-// refused to a user without the capability is no port in use: telling an
-// operator to look for another pacer sends them the wrong way.
+// refused to a user without the capability is no port in use.
 func listenHint(err error, otherwise string) string {
 	if errors.Is(err, syscall.EACCES) {
-		return "ports below 1024 need root or CAP_NET_BIND_SERVICE: grant it (AmbientCapabilities=CAP_NET_BIND_SERVICE in the systemd unit, as deploy/pacer.service does, or setcap cap_net_bind_service=+ep on the binary) or pick a port above 1023"
+		return proxy.BindCapabilityHint + "; or pick a port above 1023"
 	}
 	return otherwise
 }
