@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -116,8 +115,11 @@ func (ps *tcpPort) Listen(adopt *net.TCPListener) (net.Addr, error) {
 		if ln, err = fastconn.Listen(context.Background(), net.JoinHostPort(p.bind, strconv.Itoa(ps.port))); err != nil {
 			return nil, err
 		}
-	} else if err := plainListener(ln); err != nil {
-		return nil, err
+	} else if err := TuneListener(ln, false); err != nil {
+		// TCP_DEFER_ACCEPT, set by the HTTP plane, would hold a client of
+		// a protocol where the server speaks first (SMTP, MySQL) until it
+		// spoke.
+		return nil, fmt.Errorf("resetting the HTTP plane's listener options: %w", err)
 	}
 	fl, err := fastconn.NewListener(ln)
 	if err != nil {
@@ -146,29 +148,6 @@ func (ps *tcpPort) Listening() bool { return ps.ln != nil }
 // Socket returns ps's listening socket while it is bound. Called with p.mu
 // held.
 func (ps *tcpPort) Socket() *net.TCPListener { return ps.ln.Socket() }
-
-// plainListener undoes, on a socket the HTTP plane let go, the options it
-// set for HTTP (httpproxy's tuneListener), which accepted connections would
-// inherit: TCP_DEFER_ACCEPT would hold a client of a protocol where the
-// server speaks first (SMTP, MySQL) until the client spoke.
-func plainListener(ln *net.TCPListener) error {
-	rc, err := ln.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		if serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, 0); serr == nil {
-			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1)
-		}
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("resetting the HTTP plane's listener options: %w", serr)
-	}
-	return nil
-}
 
 // Busy reports whether connections are open on ps.
 func (ps *tcpPort) Busy() bool { return ps.active.Load() > 0 }

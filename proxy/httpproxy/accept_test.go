@@ -17,6 +17,7 @@ import (
 	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/internal/fastconn"
 	"github.com/pacer-lb/pacer/internal/testnet"
+	"github.com/pacer-lb/pacer/proxy"
 )
 
 // A process out of descriptors cannot accept; fasthttp gives a listener up
@@ -139,7 +140,7 @@ func TestHTTPListenersDeferAccept(t *testing.T) {
 // A connection accepted by an HTTP listener delays its ACKs, so that the
 // ACK of the request rides on the answer instead of going out alone: the
 // listener is plain TCP (Listen), which its sockets' options reach, and
-// turns TCP_QUICKACK off for them to inherit (tuneListener).
+// turns TCP_QUICKACK off for them to inherit (proxy.TuneListener).
 func TestHTTPListenersDelayACKs(t *testing.T) {
 	ln, err := Listen("127.0.0.1:0")
 	if err != nil {
@@ -147,7 +148,7 @@ func TestHTTPListenersDelayACKs(t *testing.T) {
 	}
 	defer ln.Close()
 	tl := ln.(*net.TCPListener)
-	if err := tuneListener(tl); err != nil {
+	if err := proxy.TuneListener(tl, true); err != nil {
 		t.Fatal(err)
 	}
 	if proto := testnet.Sockopt(t, tl, syscall.SOL_SOCKET, syscall.SO_PROTOCOL); proto != syscall.IPPROTO_TCP {

@@ -8,12 +8,10 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -799,10 +797,10 @@ type limitListener struct {
 }
 
 // limit wraps ln; a TCP listener defers accepts and acknowledgements (see
-// tuneListener) and accepts through fastconn.Listener.
+// proxy.TuneListener) and accepts through fastconn.Listener.
 func (p *Proxy) limit(ln net.Listener) *limitListener {
 	if tl, ok := ln.(*net.TCPListener); ok {
-		if err := tuneListener(tl); err != nil {
+		if err := proxy.TuneListener(tl, true); err != nil {
 			p.log.Warn("HTTP listener options not set", zap.Stringer("addr", ln.Addr()), zap.Error(err))
 		}
 		if fl, err := fastconn.NewListener(tl); err == nil {
@@ -810,44 +808,6 @@ func (p *Proxy) limit(ln net.Listener) *limitListener {
 		}
 	}
 	return &limitListener{Listener: ln, log: p.log, capped: p.capped, done: make(chan struct{})}
-}
-
-// tuneListener sets two options on an HTTP listener, both for what HTTP
-// is: the client speaks first, and the proxy answers at once.
-//
-//   - TCP_DEFER_ACCEPT (nginx's "deferred", HAProxy's "defer-accept"): the
-//     kernel holds each new connection until its first bytes arrive, so the
-//     accept and the request's first read become one wakeup instead of two,
-//     and the read never has to wait in the poller: one request per
-//     connection, 52 -> 42.5 µs of CPU per connection (bench/RESULTS.md).
-//     A connection that stays silent holds no descriptor and no slot of
-//     the connection cap; after a second the kernel hands it over anyway,
-//     and ReadHeaderTimeout deals with it.
-//   - TCP_QUICKACK off, which accepted sockets inherit (HAProxy's
-//     tcp-smart-accept, on by default in its HTTP mode): a new connection
-//     acknowledges each segment at once for its first few, so the request
-//     got an ACK of its own a few microseconds before the answer that
-//     acknowledges it anyway. Delayed, the ACK rides on the answer: one
-//     segment per connection less (tcpdump: 9.2 -> 8.3 per one-request
-//     connection, HAProxy 8.4), which the client no longer has to take in.
-//
-// Only HTTP listeners do this: in TCP mode the server may be the one to
-// speak first, and a client's bytes need not be answered at once.
-func tuneListener(ln *net.TCPListener) error {
-	rc, err := ln.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, 1)
-		if serr == nil {
-			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 0)
-		}
-	}); err != nil {
-		return err
-	}
-	return os.NewSyscallError("setsockopt", serr)
 }
 
 // Accept returns the next connection. At the connection cap it waits for
