@@ -136,11 +136,12 @@ func (c *Conn) exchangeRead(fd uintptr) bool {
 	}
 }
 
-// exchangeReady is the poller's side, for a readable socket with an
-// Exchanger: it reports false if no Read waits (the reader, if any, is
-// woken instead), and otherwise reads and offers, or keeps the readiness
-// for the end of the running exchange.
-func (c *Conn) exchangeReady(events uint32) bool {
+// exchangeClaim is the poller's side, for a readable socket with an
+// Exchanger, as relayClaim is for a relay: it reports false if no Read
+// waits (the reader, if any, is woken instead), and otherwise takes the
+// read for the caller to run (exchangeRun, or the first read of a batch),
+// or keeps the readiness for the end of the running exchange.
+func (c *Conn) exchangeClaim(events uint32) (handled bool, run int) {
 	if h := testHookExchangeReady.Load(); h != nil {
 		(*h)(c)
 	}
@@ -148,24 +149,23 @@ func (c *Conn) exchangeReady(events uint32) bool {
 		switch c.rstate.Load() {
 		case exchangeArmed:
 			if c.pd.state.Load()&1 != 0 {
-				return false // Close began: the reader is woken
+				return false, 0 // Close began: the reader is woken
 			}
 			if c.rstate.CompareAndSwap(exchangeArmed, exchangeRunning) {
 				pollWakeups.Add(1)
-				c.exchangeRun()
-				return true
+				return true, runExchange
 			}
 		case relayBusy, exchangeRunning:
 			c.xpend.Store(true)
 			if s := c.rstate.Load(); s == relayBusy || s == exchangeRunning {
-				return true // whoever ends the exchange or the read looks again
+				return true, 0 // whoever ends the exchange or the read looks again
 			}
 		case relayIdle, relayDone:
-			return c.wakeReader()
+			return c.wakeReader(), 0
 		default:
 			// A relay's state: the reader removed the Exchanger and
 			// relays since this poller loaded the state.
-			return c.relay(events)
+			return c.relayClaim(events)
 		}
 	}
 }
@@ -196,42 +196,49 @@ func (c *Conn) exchangeRun() {
 	for {
 		c.xpend.Store(false)
 		n, errno := recv(fd, c.rbuf)
-		switch errno {
-		case 0:
-		case syscall.EAGAIN:
-			c.rstate.Store(exchangeArmed)
-			// Readiness kept while this read ran may predate the arming.
-			if c.xpend.Load() && c.rstate.CompareAndSwap(exchangeArmed, exchangeRunning) {
-				continue
-			}
-			return
-		default:
-			c.rerr = errno
-			c.exchangeStop()
+		if !c.exchangeGot(n, errno) {
 			return
 		}
-		if n == 0 { // the peer's FIN: Read returns io.EOF
-			c.exchangeStop()
-			return
-		}
-		if n == len(c.rbuf) {
-			// More bytes may follow with no new edge: the exchange's end
-			// reads again (as it does after a FIN: xfin).
-			c.xpend.Store(true)
-		}
-		// While Exchange runs the reader may stop waiting (its deadline),
-		// but it does not leave Read (disarm) until Exchange returned:
-		// the bytes are in its buffer.
-		b := c.rbuf[:n]
-		c.xcalling.Store(true)
-		c.rstate.Store(relayBusy)
-		took := c.xch.Exchange(c, b)
-		c.xcalling.Store(false)
-		if !took {
-			c.ExchangeFallback(n) // the reader's, unless it is gone
-		}
-		return
 	}
+}
+
+// exchangeGot acts on one read of exchangeRun into rbuf: n bytes, or
+// errno. It reports whether to read again.
+func (c *Conn) exchangeGot(n int, errno syscall.Errno) bool {
+	switch errno {
+	case 0:
+	case syscall.EINTR:
+		return true
+	case syscall.EAGAIN:
+		c.rstate.Store(exchangeArmed)
+		// Readiness kept while this read ran may predate the arming.
+		return c.xpend.Load() && c.rstate.CompareAndSwap(exchangeArmed, exchangeRunning)
+	default:
+		c.rerr = errno
+		c.exchangeStop()
+		return false
+	}
+	if n == 0 { // the peer's FIN: Read returns io.EOF
+		c.exchangeStop()
+		return false
+	}
+	if n == len(c.rbuf) {
+		// More bytes may follow with no new edge: the exchange's end
+		// reads again (as it does after a FIN: xfin).
+		c.xpend.Store(true)
+	}
+	// While Exchange runs the reader may stop waiting (its deadline), but
+	// it does not leave Read (disarm) until Exchange returned: the bytes
+	// are in its buffer.
+	b := c.rbuf[:n]
+	c.xcalling.Store(true)
+	c.rstate.Store(relayBusy)
+	took := c.xch.Exchange(c, b)
+	c.xcalling.Store(false)
+	if !took {
+		c.ExchangeFallback(n) // the reader's, unless it is gone
+	}
+	return false
 }
 
 // exchangeStop ends the poller's read with a result for the reader.
@@ -279,6 +286,9 @@ func (c *Conn) TryRead(p []byte) (int, error) {
 	pd := c.pd
 	if pd == nil {
 		return 0, errors.ErrUnsupported
+	}
+	if n, errno, ok := c.takeAhead(p); ok {
+		return c.aheadResult(n, errno)
 	}
 	if !pd.incref() {
 		return 0, c.mapClosed("read", net.ErrClosed)

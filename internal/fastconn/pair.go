@@ -203,7 +203,7 @@ func (w *pairWaiter) ready(uintptr) bool {
 // socket has nothing more.
 func (c *Conn) pump() {
 	if c.pd.state.Load()&1 == 0 && c.rstate.CompareAndSwap(relayArmed, relayRunning) {
-		c.relayRun(true, false)
+		c.relayRun(nil, true, false)
 	}
 }
 

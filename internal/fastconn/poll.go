@@ -82,8 +82,19 @@ type poller struct {
 	epfd    int
 	file    *os.File        // owns epfd in the runtime's poller
 	rc      syscall.RawConn // file's
-	events  [128]syscall.EpollEvent
+	events  [ringEntries]syscall.EpollEvent
 	onReady func(fd uintptr) bool
+	// ring batches the system calls of the relays one epoll_pwait found
+	// ready (uring.go, batch.go); nil where io_uring is unavailable, and
+	// ringErr then says why.
+	ring    *ring
+	ringErr error
+	relays  [ringEntries]batchedRelay
+	calls   [ringEntries]batchCall
+	later   []laterWake // wakes put off to the batch's end
+	// aheads and aheadBuf are the reads ahead of a batch (readahead.go).
+	aheads   [ringEntries]readAhead
+	aheadBuf []byte
 }
 
 var (
@@ -130,6 +141,7 @@ func startPoller() (*poller, error) {
 		return nil, fmt.Errorf("fastconn: poller: %w", err)
 	}
 	p := &poller{epfd: int(fd), file: f, rc: rc}
+	p.ring, p.ringErr = newRing()
 	p.onReady = p.drain
 	go p.run()
 	return p, nil
@@ -159,19 +171,11 @@ func (p *poller) drain(epfd uintptr) bool {
 		default:
 			panic(fmt.Sprintf("fastconn: poller: epoll_pwait: %v", errno))
 		}
-		for i := range int(n) {
-			ev := &p.events[i]
-			pd := fds.get(int(ev.Fd), uint32(ev.Pad))
-			if pd == nil {
-				continue // closed since: the number may already be another socket's
-			}
-			if ev.Events&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-				if c := pd.conn; c == nil || !c.relay(ev.Events) {
-					pd.r.wake()
-				}
-			}
-			if ev.Events&(syscall.EPOLLOUT|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
-				pd.w.wake()
+		if p.ring != nil {
+			p.dispatchBatch(int(n))
+		} else {
+			for i := range int(n) {
+				p.dispatch(&p.events[i])
 			}
 		}
 		// Fewer than asked for: the ready list is empty now, and whatever
@@ -181,6 +185,29 @@ func (p *poller) drain(epfd uintptr) bool {
 		}
 	}
 }
+
+// dispatch wakes the waiters of one ready socket, or runs its relay.
+func (p *poller) dispatch(ev *syscall.EpollEvent) {
+	pd := fds.get(int(ev.Fd), uint32(ev.Pad))
+	if pd == nil {
+		return // closed since: the number may already be another socket's
+	}
+	if ev.Events&readEvents != 0 {
+		if c := pd.conn; c == nil || !c.relay(ev.Events) {
+			pd.r.wake()
+		}
+	}
+	if ev.Events&writeEvents != 0 {
+		pd.w.wake()
+	}
+}
+
+// readEvents and writeEvents are the epoll events that concern a socket's
+// reader and its writer.
+const (
+	readEvents  = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
+	writeEvents = syscall.EPOLLOUT | syscall.EPOLLHUP | syscall.EPOLLERR
+)
 
 // fdTable finds a socket's pollFD by descriptor number, without a lock:
 // chunks of 1024 entries, made as descriptors need them, up to 4M.
@@ -516,6 +543,9 @@ func (pd *pollFD) checkAsync() {
 		} else {
 			a.lazy = false
 			err, done = pd.turn(&pd.r, a.f)
+		}
+		if c := pd.conn; c != nil && c.ahead != nil {
+			c.keepAhead() // before the Conn goes to whoever runs next
 		}
 		if done {
 			a.state.Store(asyncOver)

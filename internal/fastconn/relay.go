@@ -151,15 +151,36 @@ const finEvents = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
 // false if no relay is armed (the reader is woken instead), and otherwise
 // copies until the socket has nothing more or the relay has to stop.
 func (c *Conn) relay(events uint32) bool {
+	handled, run := c.relayClaim(events)
+	switch run {
+	case runRelay:
+		c.relayRun(nil, events&finEvents != 0, events&(syscall.EPOLLRDHUP|syscall.EPOLLERR) == syscall.EPOLLRDHUP)
+	case runExchange:
+		c.exchangeRun()
+	}
+	return handled
+}
+
+// What relayClaim and exchangeClaim leave the caller to run.
+const (
+	runRelay    = 1 // relayRun
+	runExchange = 2 // exchangeRun
+)
+
+// relayClaim is relay's first half: it reports false if no relay is armed
+// (the reader is woken instead), and in run what the caller is to run for
+// a relay or exchange it took (relayRun, exchangeRun, or dispatchBatch's
+// batched first read for either).
+func (c *Conn) relayClaim(events uint32) (handled bool, run int) {
 	if events&finEvents != 0 && !c.xfin.Load() {
 		c.xfin.Store(true) // for good, for an exchange's end (exchange.go)
 	}
 	s := c.rstate.Load()
 	switch s {
 	case relayIdle, relayDone:
-		return c.wakeReader()
+		return c.wakeReader(), 0
 	case exchangeArmed, exchangeRunning, relayBusy:
-		return c.exchangeReady(events)
+		return c.exchangeClaim(events)
 	}
 	if s == relayRunning && c.pd.state.Load()&1 == 0 {
 		// Running while this poller is not: a pair's owner runs the relay
@@ -169,96 +190,110 @@ func (c *Conn) relay(events uint32) bool {
 		// waiter has nobody: the owner waits on its own socket's.
 		c.rpend.Store(true)
 		if !c.rstate.CompareAndSwap(relayArmed, relayRunning) {
-			return true
+			return true, 0
 		}
 		c.rpend.Store(false)
 	} else if s != relayArmed || c.pd.state.Load()&1 != 0 || !c.rstate.CompareAndSwap(relayArmed, relayRunning) {
-		return false // no relay, or Close began: the reader is woken
+		return false, 0 // no relay, or Close began: the reader is woken
 	}
 	// A wakeup from the poller, as a reader's would be, for the batching
 	// yield (see the package comment): without it a connection's first
 	// read after a write stops yielding, finds nothing, and waits.
 	pollWakeups.Add(1)
-	c.relayRun(events&finEvents != 0, events&(syscall.EPOLLRDHUP|syscall.EPOLLERR) == syscall.EPOLLRDHUP)
-	return true
+	return true, runRelay
 }
 
 // relayRun copies for a relay in state relayRunning, until the socket has
 // nothing more (more: read until a read finds nothing, even after a short
 // one) or the relay has to stop. fin says that the peer's FIN had come when
 // the poller collected the socket's readiness (EPOLLRDHUP without an
-// error): a pair relay then passes it on with the last bytes.
-func (c *Conn) relayRun(more, fin bool) {
+// error): a pair relay then passes it on with the last bytes. batch is the
+// poller whose batch runs the relay (batch.go), nil for any other caller.
+func (c *Conn) relayRun(batch *poller, more, fin bool) {
 	fd, dst, pool := uintptr(c.pd.fd), c.rdst, c.rpool
 	for {
 		b := pool.Get()
 		r, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&(*b)[0])), uintptr(len(*b)), 0, 0, 0)
 		n := int(r)
-		switch {
-		case errno == syscall.EINTR:
-			pool.Put(b)
-			continue
-		case errno == syscall.EAGAIN:
-			pool.Put(b)
-			if c.rearm() {
+		send, flags, again := c.relayGot(batch, b, n, errno, fin)
+		if !send {
+			if again {
 				continue
 			}
 			return
-		case errno != 0:
-			pool.Put(b)
-			c.rerr = errno
-			c.relayStop()
-			return
-		case n == 0: // the peer's FIN
-			pool.Put(b)
-			if c.rpair && c.passFIN(dst) {
-				return
-			}
-			c.relayStop()
-			return
-		case n == len(*b):
-			c.rbp, c.rn = b, n
-			c.relayStop()
-			return
 		}
-		// With the FIN in (fin) and a read shorter than its buffer, these
-		// are the last bytes before it: a short read takes all there is,
-		// and no byte comes after a FIN. A pair relay then holds them in
-		// dst's socket (MSG_MORE) and passes the FIN on at once: the
-		// shutdown sends bytes and FIN in one segment, as HAProxy's send
-		// with MSG_MORE before its shutdown does, so the peer is woken once
-		// and acknowledges both at once, and the read that would find the
-		// FIN is saved. Bytes dst does not take go to the owner, whose
-		// write sends what waits; if dst's own FIN came first, the owner's
-		// close does.
-		last := fin && c.rpair && n < len(*b) && !dst.reof.Load()
-		flags := 0
-		if last {
-			flags = syscall.MSG_MORE
-		}
-		sent := dst.sendNow((*b)[:n], flags)
-		if sent < n {
-			c.rn = copy(*b, (*b)[sent:n])
-			c.rbp = b
-			c.rmoved += int64(sent)
-			c.relayStop()
-			return
-		}
-		pool.Put(b)
-		c.rmoved += int64(n)
-		if last {
-			if !c.passFIN(dst) {
-				c.relayStop()
-			}
-			return
-		}
-		if !more {
-			if c.rearm() {
-				continue
-			}
+		if !c.relaySent(batch, b, n, dst.sendNow((*b)[:n], flags), flags != 0, more) {
 			return
 		}
 	}
+}
+
+// relayGot acts on one read of a running relay into b: n bytes, or errno.
+// It reports send, with the flags to send them with, when the bytes are
+// to be written to the destination (then relaySent); otherwise the relay
+// took b back, and again says whether to read again.
+func (c *Conn) relayGot(batch *poller, b *[]byte, n int, errno syscall.Errno, fin bool) (send bool, flags int, again bool) {
+	switch {
+	case errno == syscall.EINTR:
+		c.rpool.Put(b)
+		return false, 0, true
+	case errno == syscall.EAGAIN:
+		c.rpool.Put(b)
+		return false, 0, c.rearm()
+	case errno != 0:
+		c.rpool.Put(b)
+		c.rerr = errno
+		c.relayStop(batch)
+		return false, 0, false
+	case n == 0: // the peer's FIN
+		c.rpool.Put(b)
+		if !c.rpair || !c.passFIN(c.rdst) {
+			c.relayStop(batch)
+		}
+		return false, 0, false
+	case n == len(*b):
+		c.rbp, c.rn = b, n
+		c.relayStop(batch)
+		return false, 0, false
+	}
+	// With the FIN in (fin) and a read shorter than its buffer, these are
+	// the last bytes before it: a short read takes all there is, and no
+	// byte comes after a FIN. A pair relay then holds them in dst's socket
+	// (MSG_MORE) and passes the FIN on at once: the shutdown sends bytes
+	// and FIN in one segment, as HAProxy's send with MSG_MORE before its
+	// shutdown does, so the peer is woken once and acknowledges both at
+	// once, and the read that would find the FIN is saved. Bytes dst does
+	// not take go to the owner, whose write sends what waits; if dst's own
+	// FIN came first, the owner's close does.
+	if fin && c.rpair && !c.rdst.reof.Load() {
+		flags = syscall.MSG_MORE
+	}
+	return true, flags, false
+}
+
+// relaySent acts on the write of b's n bytes to the destination, sent of
+// which went out; last says they were the bytes before the source's FIN
+// (relayGot's MSG_MORE). It reports whether to read again.
+func (c *Conn) relaySent(batch *poller, b *[]byte, n, sent int, last, more bool) bool {
+	if sent < n {
+		c.rn = copy(*b, (*b)[sent:n])
+		c.rbp = b
+		c.rmoved += int64(sent)
+		c.relayStop(batch)
+		return false
+	}
+	c.rpool.Put(b)
+	c.rmoved += int64(n)
+	if last {
+		if !c.passFIN(c.rdst) {
+			c.relayStop(batch)
+		}
+		return false
+	}
+	if !more {
+		return c.rearm()
+	}
+	return true
 }
 
 // rearm arms the relay again once a read took all there was. It reports
@@ -281,12 +316,17 @@ func (c *Conn) rearm() bool {
 // a read found nothing (tests hold it there).
 var testHookRearm atomic.Pointer[func(*Conn)]
 
-// relayStop ends the relay with its result and wakes the reader. The
-// waiter is read first: once the state says done, the reader may take the
-// result and reset the relay.
-func (c *Conn) relayStop() {
+// relayStop ends the relay with its result and wakes the reader: at the
+// end of batch's batch, if a batch runs the relay (see poller.wakeLater).
+// The waiter is read first: once the state says done, the reader may take
+// the result and reset the relay.
+func (c *Conn) relayStop(batch *poller) {
 	w := c.rwake
 	c.rstate.Store(relayDone)
+	if batch != nil {
+		batch.wakeLater(w)
+		return
+	}
 	w.wake()
 }
 

@@ -359,6 +359,11 @@ func (c *bconn) Readable() bool {
 	}
 }
 
+// ReadRoom is fastconn.ReadAheadWatcher's: Readable's first read is the
+// fill of Peek, into the room the buffer has once what it holds slid to
+// its front, as bufio's fill does.
+func (c *bconn) ReadRoom() int { return c.br.Size() - c.br.Buffered() }
+
 var (
 	lose      = []byte("lose")
 	loseUpper = []byte("LOSE")
