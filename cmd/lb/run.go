@@ -20,6 +20,7 @@ import (
 	"github.com/pacer-lb/pacer/discovery"
 	"github.com/pacer-lb/pacer/dnsserver"
 	"github.com/pacer-lb/pacer/health"
+	"github.com/pacer-lb/pacer/internal/fastconn"
 	"github.com/pacer-lb/pacer/proxy"
 	"github.com/pacer-lb/pacer/proxy/httpproxy"
 )
@@ -253,7 +254,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 		}
 		log.Info("pacer running", zap.String("version", version), zap.Strings("marathon", redactAll(cfg.marathon)),
 			zap.String("ports", fmt.Sprintf("%s:%d-%d", cfg.bind, cfg.portMin, cfg.portMax)), zap.Stringer("admin", adminLn.Addr()),
-			zap.Int64("max_conns", conns.Status().Max))
+			zap.Int64("max_conns", conns.Status().Max), zap.String("batching", batching()))
 		if cfg.zkAnnounce != "" {
 			ann, err := newAnnouncer(cfg, adminLn.Addr(), dnsAddr, log)
 			if err != nil {
@@ -422,4 +423,13 @@ func warnMaxConns(maxConns int, log *zap.Logger) {
 		log.Warn("--max-conns is above what the descriptor limit holds; with that many TCP and HTTP clients open accepts will fail for lack of descriptors, on every listener: raise the limit (LimitNOFILE, ulimit -n) or lower --max-conns",
 			zap.Int("max_conns", maxConns), zap.Uint64("nofile", lim.Cur), zap.Int("derived_max_conns", derived))
 	}
+}
+
+// batching says how the data plane's pollers make their system calls:
+// batched through io_uring, or one by one, and why (fastconn.RingStatus).
+func batching() string {
+	if err := fastconn.RingStatus(); err != nil {
+		return "plain system calls: " + err.Error()
+	}
+	return "io_uring"
 }
