@@ -162,14 +162,13 @@ type Conn struct {
 	onRead, onWrite func(fd uintptr) bool
 
 	// Read state.
-	rbuf   []byte
-	rbp    *[]byte // ReadPooled: the pooled buffer rbuf is, while held
-	rpool  *Pool
-	rn     int
-	rerr   syscall.Errno
-	waited bool   // this read returned to the poller at least once
-	seen   uint64 // pollWakeups when this connection last yielded
-	sp     *pipe  // Splice: the pipe being filled
+	rbuf  []byte
+	rbp   *[]byte // ReadPooled: the pooled buffer rbuf is, while held
+	rpool *Pool
+	rn    int
+	rerr  syscall.Errno
+	seen  uint64 // pollWakeups when this connection last yielded
+	sp    *pipe  // Splice: the pipe being filled
 	// RelayTo's state (relay.go): rdst is set while it runs; the poller
 	// writes rmoved, and rbp, rn and rerr as its result, while rstate is
 	// relayRunning; rgot says that the reader took a result.
@@ -177,6 +176,7 @@ type Conn struct {
 	rdst   *Conn
 	rmoved int64
 	rgot   bool
+	waited bool // this read returned to the poller at least once (beside rgot: no padding of its own)
 	// rpend is readiness the poller saw while a pair's owner ran the relay
 	// (pump): the run reads again before it arms the relay, since the
 	// socket, edge-triggered, reports nothing more. It is to relays what

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/pacer-lb/pacer/internal/testnet"
 )
@@ -286,5 +287,15 @@ func TestListenPlainTCPWithoutKeepAlive(t *testing.T) {
 	defer sc.Close()
 	if v := testnet.Sockopt(t, sc, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE); v != 0 {
 		t.Fatalf("accepted connection has SO_KEEPALIVE %d", v)
+	}
+}
+
+// A Conn is allocated once per connection, from the 768-byte size class:
+// eight bytes more and every connection takes 896. A field added must
+// find room in the padding of others (or another go), as waited did
+// beside rgot.
+func TestConnFitsItsSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(Conn{}); n > 768 {
+		t.Fatalf("a Conn is %d bytes; over 768, it is allocated from the 896-byte size class", n)
 	}
 }
