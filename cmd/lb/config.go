@@ -50,6 +50,7 @@ type config struct {
 	keepUnreachable bool
 	httpAddr        string
 	trustForwarded  bool
+	ioUring         bool
 	healthInterval  time.Duration
 	healthTimeout   time.Duration
 	healthRise      int
@@ -90,7 +91,7 @@ var flagGroups = []struct {
 	{"HTTP", []string{"http", "trust-forwarded"}},
 	{"DNS", []string{"dns", "domain", "dns-ttl", "advertise"}},
 	{"Health checks", []string{"health-interval", "health-timeout", "health-rise", "health-fall"}},
-	{"Operations", []string{"admin", "log-level", "log-format"}},
+	{"Operations", []string{"admin", "log-level", "log-format", "io-uring"}},
 }
 
 // parseConfig reads flags from args and PACER_* variables from lookupEnv
@@ -137,6 +138,7 @@ func parseConfig(name string, args []string, lookupEnv func(string) (string, boo
 	fs.String("admin", adminDefault, "admin HTTP listener (/healthz, /v1/services, /metrics, status page)")
 	fs.String("log-level", "info", "debug, info, warn or error")
 	fs.String("log-format", "", "console or json (default console on a terminal, else json)")
+	fs.Bool("io-uring", true, "batch the data plane's socket reads and writes through io_uring where the kernel allows it (plain system calls otherwise, or with false); the start line says which")
 	fs.VisitAll(sayWhatItAccepts)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -202,6 +204,7 @@ func validate(fs *flag.FlagSet, getenv func(string) string) (*config, error) {
 		dns:             str("dns"),
 		httpAddr:        str("http"),
 		trustForwarded:  boolean("trust-forwarded"),
+		ioUring:         boolean("io-uring"),
 		domain:          strings.Trim(strings.ToLower(str("domain")), "."),
 		dnsTTL:          dur("dns-ttl"),
 		drainTimeout:    dur("drain-timeout"),

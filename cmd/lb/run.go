@@ -75,6 +75,7 @@ func run(ctx context.Context, hurry <-chan struct{}, cfg *config, log *zap.Logge
 	if h == nil {
 		h = &hooks{}
 	}
+	fastconn.UseRing(cfg.ioUring) // before the first listener starts the pollers
 	if cfg.advertiseNote != "" {
 		log.Warn("advertising the first non-loopback IPv4 address (127.0.0.1 if none) in lb."+cfg.domain+", not $HOST: set --advertise to choose",
 			zap.String("reason", cfg.advertiseNote), zap.Stringer("advertise", cfg.advertise))

@@ -31,8 +31,8 @@ import (
 // io_uring_enter that submits it, with the buffer it names back in the
 // caller's hands. A probe at start checks just that (ring.probe); a kernel
 // where it fails, or where io_uring is unavailable (kernel.io_uring_disabled,
-// a seccomp filter such as Docker's default), or PACER_IO_URING=off,
-// leaves the poller with plain system calls.
+// a seccomp filter such as Docker's default), or UseRing(false) (lb
+// --io-uring=false), leaves the poller with plain system calls.
 
 // Opcodes and flags of the io_uring ABI (include/uapi/linux/io_uring.h).
 const (
@@ -117,10 +117,17 @@ type ring struct {
 	probeBuf [8]byte
 }
 
-// ringEnv turns the ring off when set to off, 0 or false: for a host
-// whose operators distrust io_uring but leave it enabled, and for tests
-// of the plain path.
+// ringEnv turns the ring off when set to off, 0 or false, as UseRing(false)
+// does: lb's --io-uring flag reads the same variable; tests of the plain
+// path set it.
 const ringEnv = "PACER_IO_URING"
+
+var ringOff atomic.Bool
+
+// UseRing says whether the pollers batch through io_uring where the kernel
+// allows it (the default): read when they start, with the first socket
+// that needs one, for the life of the process.
+func UseRing(on bool) { ringOff.Store(!on) }
 
 // RingStatus reports whether the pollers batch through io_uring: nil if
 // they do, or why not. It starts the pollers if none runs yet.
@@ -137,6 +144,9 @@ func newRing() (*ring, error) {
 	switch os.Getenv(ringEnv) {
 	case "off", "0", "false":
 		return nil, errors.New(ringEnv + " is off")
+	}
+	if ringOff.Load() {
+		return nil, errors.New("turned off")
 	}
 	return setupRing()
 }
