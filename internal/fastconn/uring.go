@@ -155,6 +155,14 @@ func newRing() (*ring, error) {
 func setupRing() (*ring, error) {
 	p := ringParams{flags: setupSubmitAll | setupCoopTaskrun}
 	fd, _, errno := syscall.RawSyscall(sysIoUringSetup, ringEntries, uintptr(unsafe.Pointer(&p)), 0)
+	if errno == syscall.EINVAL {
+		// Kernels before 5.19 know neither flag; the ring works without
+		// them (submit carries on after an entry that stopped a
+		// submission, and nothing here completes by task work), and the
+		// probe still decides.
+		p = ringParams{}
+		fd, _, errno = syscall.RawSyscall(sysIoUringSetup, ringEntries, uintptr(unsafe.Pointer(&p)), 0)
+	}
 	if errno != 0 {
 		return nil, os.NewSyscallError("io_uring_setup", errno)
 	}
