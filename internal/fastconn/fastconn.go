@@ -81,9 +81,12 @@
 //     makes the relays' and exchanges' reads, and reads ahead for watched
 //     answers (readahead.go), in one io_uring_enter, and the relays' writes
 //     in another (uring.go, batch.go), each call still complete when the
-//     enter returns. CPU per request, A/B against the build before it:
-//     TCP keep-alive 0.70-0.82x, HTTP keep-alive 0.81x, one request per
-//     connection 0.91x (TCP) and 0.96x (HTTP) (bench/RESULTS.md).
+//     enter returns. CPU per request, A/B against the build before it in
+//     four runs: TCP keep-alive 0.71-0.82x, and 1.04-1.20x HAProxy's rate
+//     where it had been 0.95x; one request per connection 0.86-0.91x (TCP)
+//     and 0.96x (HTTP); HTTP keep-alive 0.81x and 1.02x, within the
+//     scatter, since its two sends per request are still one call each
+//     (bench/RESULTS.md).
 //
 //   - Fewer segments. A connection's last bytes go out with its FIN, in one
 //     segment, as HAProxy sends them (MSG_MORE, then shutdown): the pair
