@@ -9,7 +9,7 @@ import (
 
 // batchedRelay is a relay, an exchange or a watch that one epoll_pwait
 // found readable, while the poller makes its read (and a relay's write)
-// with those of the others (dispatchBatch).
+// with those of the others (dispatch).
 type batchedRelay struct {
 	c        *Conn
 	exchange bool    // an exchange's read, into c.rbuf (exchange.go)
@@ -32,22 +32,23 @@ type batchCall struct {
 	flags int
 }
 
-// dispatchBatch is dispatch for the n events epoll_pwait returned, with
-// the system calls of relays, exchanges and watches batched in the ring
-// (uring.go): every relay's and exchange's first read, and a read ahead
-// for every watch whose watcher says how much it reads (readahead.go), in
-// one io_uring_enter; then the writes that forward what the relays read,
-// in another. What follows in a relay (a write the destination did not
-// take whole, a FIN to pass on, reading on after a FIN) is relayRun's
-// usual way, with plain system calls; so is an exchange's (exchangeGot:
-// the Exchanger writes the request), and a watcher's.
+// dispatch acts on the n events epoll_pwait returned, as one batch: it
+// wakes the waiters of the ready sockets, and makes every relay's and
+// exchange's first read, and a read ahead for every watch whose watcher
+// says how much it reads (readahead.go), at once (call: one
+// io_uring_enter where the ring works, uring.go), then the writes that
+// forward what the relays read, at once too. What follows in a relay (a
+// write the destination did not take whole, a FIN to pass on, reading on
+// after a FIN) is relayRun's usual way, with plain system calls; so is an
+// exchange's (exchangeGot: the Exchanger writes the request), and a
+// watcher's.
 //
 // The relays a batch took stay running until it comes to them, so nothing
 // may wait for one meanwhile on the poller's goroutine; and ending a pair
 // relay's wait does (endPair's disarm). So the readers a batch wakes are
 // woken once it is over (wakeLater): those of the sockets it has no call
 // for, and those of the relays it stopped.
-func (p *poller) dispatchBatch(n int) {
+func (p *poller) dispatch(n int) {
 	if h := testHookBatch.Load(); h != nil {
 		(*h)(p.events[:n])
 	}
@@ -114,7 +115,7 @@ func (p *poller) dispatchBatch(n int) {
 func (p *poller) runBatch(k int) {
 	p.call(k)
 	for i := range k {
-		p.relays[i].res = p.ring.res[i] // the writes' results come next
+		p.relays[i].res = p.res[i] // the writes' results come next
 	}
 	m := 0
 	for i := range k {
@@ -149,7 +150,7 @@ func (p *poller) runBatch(k int) {
 		sent := 0
 		if r.wrote {
 			dst := r.c.rdst
-			if res, _ := ringResult(p.ring.res[r.call]); res > 0 {
+			if res, _ := ringResult(p.res[r.call]); res > 0 {
 				sent = res
 				if sent < r.n {
 					// The rest, as sendNow would have tried: a short
@@ -237,21 +238,23 @@ func (p *poller) wakeAll() {
 	p.later = p.later[:0]
 }
 
-// call makes the batch's first n calls and leaves their results in
-// p.ring.res: through the ring for two or more, where one io_uring_enter
-// replaces their system calls; a single one as the plain system call,
-// which costs less than the ring's entry for it.
+// call makes the batch's first n calls and leaves their results in p.res:
+// through the ring for two or more, where one io_uring_enter replaces
+// their system calls; one by one without a ring, and for a single call,
+// which costs less as the plain system call than as the ring's entry.
 func (p *poller) call(n int) {
-	if n == 1 {
-		c := &p.calls[0]
-		trap := uintptr(syscall.SYS_RECVFROM)
-		if c.op == opSend {
-			trap = syscall.SYS_SENDTO
-		}
-		r, _, errno := syscall.RawSyscall6(trap, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(c.p))), uintptr(len(c.p)), uintptr(c.flags), 0, 0)
-		p.ring.res[0] = int32(r)
-		if errno != 0 {
-			p.ring.res[0] = -int32(errno)
+	if p.ring == nil || n == 1 {
+		for i := range n {
+			c := &p.calls[i]
+			trap := uintptr(syscall.SYS_RECVFROM)
+			if c.op == opSend {
+				trap = syscall.SYS_SENDTO
+			}
+			r, _, errno := syscall.RawSyscall6(trap, uintptr(c.fd), uintptr(unsafe.Pointer(unsafe.SliceData(c.p))), uintptr(len(c.p)), uintptr(c.flags), 0, 0)
+			p.res[i] = int32(r)
+			if errno != 0 {
+				p.res[i] = -int32(errno)
+			}
 		}
 		return
 	}
@@ -262,6 +265,7 @@ func (p *poller) call(n int) {
 	if err := p.ring.submit(); err != nil {
 		panic(fmt.Sprintf("fastconn: poller: %v", err))
 	}
+	copy(p.res[:n], p.ring.res[:n])
 }
 
 // testHookBatch, if set, runs as a batch begins, with its events (tests

@@ -84,11 +84,12 @@ type poller struct {
 	rc      syscall.RawConn // file's
 	events  [ringEntries]syscall.EpollEvent
 	onReady func(fd uintptr) bool
-	// ring batches the system calls of the relays one epoll_pwait found
-	// ready (uring.go, batch.go); nil where io_uring is unavailable, and
-	// ringErr then says why.
+	// ring makes the system calls of a batch (batch.go) as one
+	// io_uring_enter (uring.go); nil where io_uring is unavailable, and
+	// ringErr then says why: the calls are then made one by one.
 	ring    *ring
 	ringErr error
+	res     [ringEntries]int32 // the batch's results: counts, or negated errnos
 	relays  [ringEntries]batchedRelay
 	calls   [ringEntries]batchCall
 	later   []laterWake // wakes put off to the batch's end
@@ -171,34 +172,12 @@ func (p *poller) drain(epfd uintptr) bool {
 		default:
 			panic(fmt.Sprintf("fastconn: poller: epoll_pwait: %v", errno))
 		}
-		if p.ring != nil {
-			p.dispatchBatch(int(n))
-		} else {
-			for i := range int(n) {
-				p.dispatch(&p.events[i])
-			}
-		}
+		p.dispatch(int(n))
 		// Fewer than asked for: the ready list is empty now, and whatever
 		// is added to it makes epfd readable to the runtime's poller again.
 		if int(n) < len(p.events) {
 			return false
 		}
-	}
-}
-
-// dispatch wakes the waiters of one ready socket, or runs its relay.
-func (p *poller) dispatch(ev *syscall.EpollEvent) {
-	pd := fds.get(int(ev.Fd), uint32(ev.Pad))
-	if pd == nil {
-		return // closed since: the number may already be another socket's
-	}
-	if ev.Events&readEvents != 0 {
-		if c := pd.conn; c == nil || !c.relay(ev.Events) {
-			pd.r.wake()
-		}
-	}
-	if ev.Events&writeEvents != 0 {
-		pd.w.wake()
 	}
 }
 
@@ -507,20 +486,29 @@ const (
 // wakeAsync runs a test on the caller's goroutine, or has the one running
 // test again.
 func (pd *pollFD) wakeAsync() {
+	if pd.claimAsync() {
+		pd.checkAsync()
+	}
+}
+
+// claimAsync is wakeAsync's first half, which the poller's batch also
+// uses: it reports true once the caller owns a test of pd's waitFunc
+// (asyncBusy), to run with checkAsync, and false when there is nothing to
+// test or a test running will test again.
+func (pd *pollFD) claimAsync() bool {
 	a := &pd.aw
 	for {
 		switch a.state.Load() {
 		case asyncIdle:
 			if a.state.CompareAndSwap(asyncIdle, asyncBusy) {
-				pd.checkAsync()
-				return
+				return true
 			}
 		case asyncBusy:
 			if a.state.CompareAndSwap(asyncBusy, asyncAgain) {
-				return
+				return false
 			}
 		default:
-			return
+			return false
 		}
 	}
 }

@@ -79,28 +79,6 @@ func (c *Conn) keepAhead() {
 	}
 }
 
-// claimAsync is wakeAsync for the poller's batch: it reports true once the
-// caller owns a test of pd's waitFunc (asyncBusy), to run with checkAsync,
-// and false when there is nothing to test or a test running will test
-// again.
-func (pd *pollFD) claimAsync() bool {
-	a := &pd.aw
-	for {
-		switch a.state.Load() {
-		case asyncIdle:
-			if a.state.CompareAndSwap(asyncIdle, asyncBusy) {
-				return true
-			}
-		case asyncBusy:
-			if a.state.CompareAndSwap(asyncBusy, asyncAgain) {
-				return false
-			}
-		default:
-			return false
-		}
-	}
-}
-
 // aheadRoom is how much to read ahead for pd's waitFunc, which the caller
 // owns (claimAsync): 0 unless it is a WatchReply whose watcher tells.
 func (pd *pollFD) aheadRoom() int {

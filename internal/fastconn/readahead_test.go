@@ -42,9 +42,6 @@ func (w *shortWatcher) WatchOver(err error) { w.done <- err }
 // batch, and the watcher's TryRead gets those bytes; what the watcher
 // leaves, the next Read gets, in order, before anything read later.
 func TestReadAheadKeepsWhatTheWatcherLeft(t *testing.T) {
-	if err := RingStatus(); err != nil {
-		t.Skipf("the pollers do not batch (%v): nothing reads ahead", err)
-	}
 	var aheads atomic.Int32
 	hook := func(*Conn) { aheads.Add(1) }
 	testHookReadAhead.Store(&hook)

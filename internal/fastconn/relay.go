@@ -147,30 +147,16 @@ func (c *Conn) disarm() {
 // finEvents are the poller's events for a peer's FIN or a socket's error.
 const finEvents = syscall.EPOLLRDHUP | syscall.EPOLLHUP | syscall.EPOLLERR
 
-// relay is the poller's side: called for a readable socket, it reports
-// false if no relay is armed (the reader is woken instead), and otherwise
-// copies until the socket has nothing more or the relay has to stop.
-func (c *Conn) relay(events uint32) bool {
-	handled, run := c.relayClaim(events)
-	switch run {
-	case runRelay:
-		c.relayRun(nil, events&finEvents != 0, events&(syscall.EPOLLRDHUP|syscall.EPOLLERR) == syscall.EPOLLRDHUP)
-	case runExchange:
-		c.exchangeRun()
-	}
-	return handled
-}
-
 // What relayClaim and exchangeClaim leave the caller to run.
 const (
 	runRelay    = 1 // relayRun
 	runExchange = 2 // exchangeRun
 )
 
-// relayClaim is relay's first half: it reports false if no relay is armed
-// (the reader is woken instead), and in run what the caller is to run for
-// a relay or exchange it took (relayRun, exchangeRun, or dispatchBatch's
-// batched first read for either).
+// relayClaim is the poller's side, for a readable socket: it reports false
+// if no relay is armed (the reader is woken instead), and in run what the
+// poller is to run for a relay or an exchange it took: a batched first
+// read (dispatch, batch.go), then relayRun's or exchangeRun's way.
 func (c *Conn) relayClaim(events uint32) (handled bool, run int) {
 	if events&finEvents != 0 && !c.xfin.Load() {
 		c.xfin.Store(true) // for good, for an exchange's end (exchange.go)

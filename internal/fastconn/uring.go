@@ -23,7 +23,7 @@ import (
 //
 // So each poller keeps a ring and, for the sockets one epoll_pwait reported
 // ready, makes its reads as one io_uring_enter and then the writes that
-// forward what they read as another (dispatchBatch, batch.go). The ring is
+// forward what they read as another (dispatch, batch.go). The ring is
 // used synchronously, as a way to make many system calls at once, never as
 // a queue: every operation carries MSG_DONTWAIT, which makes io_uring fail
 // it with EAGAIN as the plain call would, where it would otherwise wait
