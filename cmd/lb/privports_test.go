@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,8 +27,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// runLBAsNobody runs lb with args in a process of user nobody (65534),
-// whatever user runs the tests, and returns its exit status and stderr.
+// runLBAsNobody runs lb with args in a process of user nobody (65534), or
+// of the user who runs the tests if not root, with no capability, and
+// returns its exit status and stderr.
 // Run by root, the process gets a network namespace of its own, where
 // ports below 1024 are privileged whatever the host's
 // net.ipv4.ip_unprivileged_port_start says (0 in Docker's containers): its
@@ -58,6 +58,17 @@ func runLBAsNobody(t *testing.T, args ...string) (int, string) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{
 			Credential: &syscall.Credential{Uid: 65534, Gid: 65534},
 			Cloneflags: syscall.CLONE_NEWNET,
+		}
+	} else {
+		// Not root: a user namespace of its own, where this user stays
+		// who it is with no capability once lb starts, owns a network
+		// namespace of its own, whose privileged ports start at 1024
+		// whatever this one says (a host or container may set 0).
+		uid, gid := os.Getuid(), os.Getgid()
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET,
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}},
 		}
 	}
 	cmd.Env = []string{lbArgsVar + "=" + strings.Join(args, "\x1f"), "PATH=" + os.Getenv("PATH")}
@@ -98,14 +109,6 @@ func copyExecutable(t *testing.T, from, to string) {
 // another pacer running?", which sent operators looking for a process that
 // was never there.
 func TestPrivilegedPortNamesTheCapability(t *testing.T) {
-	if os.Geteuid() != 0 {
-		// Not root: lb runs in this network namespace, as this user.
-		if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"); err == nil {
-			if n, _ := strconv.Atoi(strings.TrimSpace(string(b))); n < 1000 {
-				t.Skipf("net.ipv4.ip_unprivileged_port_start is %d: every user may bind ports from there; run the tests as root to test this", n)
-			}
-		}
-	}
 	port := testnet.FreePort(t)
 	for _, flag := range []string{"--admin", "--dns", "--http"} {
 		args := []string{"--marathon", "http://127.0.0.1:1", "--bind", "0.0.0.0",
