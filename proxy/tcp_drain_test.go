@@ -52,13 +52,7 @@ func TestTCPRemovedBackendDrains(t *testing.T) {
 
 func TestTCPBackendBackStopsDraining(t *testing.T) {
 	t.Parallel()
-	port := testnet.FreePorts(t, 1)[0]
-	h := newHarness(t, TCPConfig{DrainTimeout: 300 * time.Millisecond}, port)
-	a := startBackend(t, echo)
-	put(h.table, service(port, a.addr))
-	h.waitOpened(port, 1)
-	c := dial(t, port)
-	roundTrip(t, c, "1")
+	h, port, a, c := oneEchoConn(t, 300*time.Millisecond)
 
 	put(h.table, service(port))
 	removed := time.Now()
@@ -202,13 +196,7 @@ func TestTCPDrainTimeoutCutIsLoggedOnce(t *testing.T) {
 // leaves the connection be: a connection to a routable backend is not cut.
 // Not parallel: it sets a package hook.
 func TestTCPDrainTimerStoppedAfterItFiredCutsNothing(t *testing.T) {
-	port := testnet.FreePorts(t, 1)[0]
-	h := newHarness(t, TCPConfig{DrainTimeout: 50 * time.Millisecond}, port)
-	a := startBackend(t, echo)
-	put(h.table, service(port, a.addr))
-	h.waitOpened(port, 1)
-	c := dial(t, port)
-	roundTrip(t, c, "1")
+	h, port, a, c := oneEchoConn(t, 50*time.Millisecond)
 
 	fired, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
@@ -236,4 +224,19 @@ func TestTCPDrainTimerStoppedAfterItFiredCutsNothing(t *testing.T) {
 	if st, _ := h.status(port); st.Active != 1 {
 		t.Fatalf("active = %d; want the client's connection", st.Active)
 	}
+}
+
+// oneEchoConn serves a port from one echo backend with drain timeout
+// drain, and returns a client connection that has had an answer through
+// it.
+func oneEchoConn(t *testing.T, drain time.Duration) (*harness, int, *backend, *net.TCPConn) {
+	t.Helper()
+	port := testnet.FreePorts(t, 1)[0]
+	h := newHarness(t, TCPConfig{DrainTimeout: drain}, port)
+	a := startBackend(t, echo)
+	put(h.table, service(port, a.addr))
+	h.waitOpened(port, 1)
+	c := dial(t, port)
+	roundTrip(t, c, "1")
+	return h, port, a, c
 }
